@@ -1,0 +1,253 @@
+"""SQLModel tables. Times are stored in UTC and always come back timezone-aware; money is integer cents.
+
+Enums are stored as plain strings so migrations stay simple on both SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import JSON, Column, Field, SQLModel
+
+from models.types import UTCDateTime
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(nullable: bool = False, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+def _json(default: dict[str, Any] | list[Any]) -> Any:
+    return Field(default_factory=lambda: type(default)(), sa_column=Column(JSON, nullable=False))
+
+
+class LegState(StrEnum):
+    DRAFT = "DRAFT"
+    AWAITING_PAYMENT = "AWAITING_PAYMENT"
+    CONFIRMED = "CONFIRMED"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+    REFUNDED = "REFUNDED"
+    FAILED = "FAILED"
+
+
+# Which transitions a day-leg may make; anything else is a bug or a stale action and is refused.
+LEG_TRANSITIONS: dict[LegState, frozenset[LegState]] = {
+    LegState.DRAFT: frozenset({LegState.AWAITING_PAYMENT, LegState.CANCELLED, LegState.FAILED}),
+    LegState.AWAITING_PAYMENT: frozenset({LegState.CONFIRMED, LegState.CANCELLED, LegState.FAILED}),
+    LegState.CONFIRMED: frozenset(
+        {LegState.IN_PROGRESS, LegState.COMPLETED, LegState.CANCELLED, LegState.REFUNDED, LegState.FAILED}
+    ),
+    LegState.IN_PROGRESS: frozenset({LegState.COMPLETED, LegState.REFUNDED}),
+    LegState.COMPLETED: frozenset({LegState.REFUNDED}),
+    LegState.CANCELLED: frozenset(),
+    LegState.REFUNDED: frozenset(),
+    LegState.FAILED: frozenset(),
+}
+ACTIVE_LEG_STATES = frozenset({LegState.CONFIRMED, LegState.IN_PROGRESS, LegState.COMPLETED})
+
+
+class BookingStatus(StrEnum):
+    AWAITING_PAYMENT = "AWAITING_PAYMENT"
+    CONFIRMED = "CONFIRMED"
+    PARTLY_CANCELLED = "PARTLY_CANCELLED"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"
+    FAILED = "FAILED"
+    REFUNDED = "REFUNDED"
+
+
+class Booking(SQLModel, table=True):
+    """One customer booking of one room on one or more days, paid by one PaymentIntent."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    reference: str = Field(max_length=16, unique=True, index=True)
+    room_slug: str = Field(max_length=64, index=True)
+    status: str = Field(default=BookingStatus.AWAITING_PAYMENT, max_length=24, index=True)
+    channel: str = Field(default="web", max_length=16)  # web | phone
+    start_time: str = Field(max_length=5)  # venue time HH:MM, the same every day
+    end_time: str = Field(max_length=5)
+    customer_name: str = Field(max_length=200)
+    customer_email: str = Field(max_length=254, index=True)
+    customer_phone: str = Field(default="", max_length=40)
+    party_size: int | None = None
+    notes: str = Field(default="", max_length=2000)
+    extras: dict[str, Any] = _json({})
+    amount_cents: int = 0
+    discount_cents: int = 0
+    currency: str = Field(default="CAD", max_length=3)
+    pricing_snapshot: dict[str, Any] = _json({})
+    policy_snapshot: dict[str, Any] = _json({})
+    payment_intent_id: str | None = Field(default=None, max_length=64, unique=True, index=True)
+    hold_expires_at: datetime | None = _ts(nullable=True, index=True)
+    confirmed_at: datetime | None = _ts(nullable=True)
+    confirmation_sent_at: datetime | None = _ts(nullable=True)
+    agreement_version: str | None = Field(default=None, max_length=32)
+    agreement_accepted_at: datetime | None = _ts(nullable=True)
+    created_by: str = Field(default="customer", max_length=254)
+    # While one process confirms or cancels the booking it holds this lease; others back off (see booking.py).
+    lease_until: datetime | None = _ts(nullable=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class BookingLeg(SQLModel, table=True):
+    """One booked day of a booking, with its own state, price, refund and calendar event."""
+
+    __tablename__ = "booking_leg"
+    __table_args__ = (sa.UniqueConstraint("booking_id", "day", name="uq_leg_booking_day"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    booking_id: int = Field(foreign_key="booking.id", index=True)
+    day: date = Field(index=True)
+    starts_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    ends_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    state: str = Field(default=LegState.DRAFT, max_length=24, index=True)
+    price_cents: int = 0
+    refunded_cents: int = 0
+    calendar_id: str = Field(max_length=255)
+    event_id: str | None = Field(default=None, max_length=1024)
+    event_attempt: int = 0  # bumps when an event must be re-created: Google refuses a deleted event's id
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class SlotClaim(SQLModel, table=True):
+    """A room's time taken by a hold (unpaid, expires) or a booked day. The database refuses two active claims on
+    one room whose [starts_at, block_until) ranges overlap (block_until = end + buffer): a PostgreSQL exclusion
+    constraint, a SQLite trigger (see the migration)."""
+
+    __tablename__ = "slot_claim"
+
+    id: int | None = Field(default=None, primary_key=True)
+    booking_id: int = Field(foreign_key="booking.id", index=True)
+    leg_id: int = Field(foreign_key="booking_leg.id", unique=True)
+    room_slug: str = Field(max_length=64)
+    starts_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    ends_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    block_until: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    kind: str = Field(default="hold", max_length=8)  # hold | booked
+    expires_at: datetime | None = _ts(nullable=True)
+    active: bool = Field(default=True, index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class ExternalRef(SQLModel, table=True):
+    """Provider + external id → booking: webhooks, compensation and reconciliation all resolve through it."""
+
+    __tablename__ = "external_ref"
+    __table_args__ = (sa.UniqueConstraint("provider", "kind", "external_id", name="uq_external_ref"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(max_length=16)  # stripe | google
+    kind: str = Field(max_length=24)  # payment_intent | refund | event
+    external_id: str = Field(max_length=1100)
+    booking_id: int = Field(foreign_key="booking.id", index=True)
+    leg_id: int | None = Field(default=None, foreign_key="booking_leg.id")
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class RefundRecord(SQLModel, table=True):
+    """Money returned for a booking, with why (origin) and what the policy said at the time."""
+
+    __tablename__ = "refund_record"
+
+    id: int | None = Field(default=None, primary_key=True)
+    booking_id: int = Field(foreign_key="booking.id", index=True)
+    refund_id: str = Field(max_length=64, unique=True)
+    amount_cents: int
+    currency: str = Field(default="CAD", max_length=3)
+    origin: str = Field(max_length=24, index=True)  # auto_gate2 | cancellation | remediation | stripe_dashboard
+    reason: str = Field(default="", max_length=500)
+    policy_quote_cents: int | None = None
+    leg_ids: list[int] = _json([])
+    actor: str = Field(default="system", max_length=254)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False, index=True))
+
+
+class AuditLog(SQLModel, table=True):
+    """Append-only: every state change writes one row in the same transaction."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    actor: str = Field(max_length=254)
+    action: str = Field(max_length=80, index=True)
+    booking_id: int | None = Field(default=None, index=True)
+    payment_intent: str | None = Field(default=None, max_length=64, index=True)
+    payload: dict[str, Any] = _json({})
+
+
+class EmailOutbox(SQLModel, table=True):
+    """Every email we mean to send, kept until sent, so a mail outage loses nothing."""
+
+    __tablename__ = "email_outbox"
+    __table_args__ = (sa.UniqueConstraint("idempotency_key", name="uq_email_idem"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    booking_id: int | None = Field(default=None, index=True)
+    kind: str = Field(max_length=32)  # confirmation | cancellation | refund | auto_refund | pay_link
+    to: str = Field(max_length=254)
+    subject: str = Field(max_length=300)
+    text: str = Field(sa_column=Column(sa.Text, nullable=False))
+    html: str | None = Field(default=None, sa_column=Column(sa.Text, nullable=True))
+    idempotency_key: str = Field(max_length=200)
+    status: str = Field(default="queued", max_length=12, index=True)  # queued | sent | failed
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=500)
+    message_id: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    sent_at: datetime | None = _ts(nullable=True)
+
+
+class StripeObjectCache(SQLModel, table=True):
+    """Local copy of Stripe objects (payment intents, charges, refunds, disputes), filled by sync."""
+
+    __tablename__ = "stripe_object"
+
+    id: str = Field(primary_key=True, max_length=64)
+    object: str = Field(max_length=32, index=True)
+    payment_intent: str | None = Field(default=None, max_length=64, index=True)
+    status: str | None = Field(default=None, max_length=32)
+    amount: int | None = None
+    created: datetime | None = _ts(nullable=True)
+    data: dict[str, Any] = _json({})
+    synced_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class CalendarEventCache(SQLModel, table=True):
+    """Local copy of room-calendar events, filled by sync."""
+
+    __tablename__ = "calendar_event"
+
+    calendar_id: str = Field(primary_key=True, max_length=255)
+    event_id: str = Field(primary_key=True, max_length=1024)
+    status: str = Field(default="confirmed", max_length=16)
+    summary: str = Field(default="", max_length=1000)
+    starts_at: datetime | None = _ts(nullable=True, index=True)
+    ends_at: datetime | None = _ts(nullable=True)
+    booking_id: str | None = Field(default=None, max_length=32, index=True)
+    payment_intent: str | None = Field(default=None, max_length=64, index=True)
+    data: dict[str, Any] = _json({})
+    updated: datetime | None = _ts(nullable=True)
+    synced_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class SyncState(SQLModel, table=True):
+    """Cursor per source (a calendar's sync token, Stripe's last event) and when it last ran."""
+
+    __tablename__ = "sync_state"
+
+    source: str = Field(primary_key=True, max_length=300)
+    cursor: str | None = Field(default=None, max_length=2000)
+    last_run_at: datetime | None = _ts(nullable=True)
+    last_ok_at: datetime | None = _ts(nullable=True)
+    last_error: str | None = Field(default=None, max_length=500)

@@ -1,0 +1,547 @@
+"""Sandbox Stripe: PaymentIntents, Charges, Refunds, Disputes and Events shaped like Stripe's API JSON.
+
+State lives in `<store_dir>/stripe.sqlite3`, shared by every process that opens the same directory. The sandbox follows
+Stripe where localstripe does not (see REFERENCE.md): idempotency keys are honoured (reusing one with different
+parameters is refused), over-refunds are refused, disputes exist, and every state change records an Event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from services.errors import GatewayError, InvalidState, NotFound, PaymentDeclined
+from services.gateways.base import Json
+from services.gateways.faults import Faults
+from services.gateways.sandbox_store import SandboxStore, StoreTx, checked_now, random_id, utc_now
+
+PROVIDER = "payments"
+_IDEMPOTENCY_SCOPE = "stripe"  # Stripe keys are per account, across endpoints
+
+# Stripe's test payment methods the sandbox understands: succeeding ones, and declines with their decline codes.
+_CARD_DETAILS = {
+    "pm_card_visa": ("visa", "4242"),
+    "pm_card_visa_debit": ("visa", "5556"),
+    "pm_card_mastercard": ("mastercard", "4444"),
+    "pm_card_amex": ("amex", "8431"),
+}
+_DECLINES = {
+    "pm_card_chargeDeclined": ("card_declined", "generic_decline", "The card was declined"),
+    "pm_card_chargeCustomerFail": ("card_declined", "generic_decline", "The card was declined"),
+    "pm_card_visa_chargeDeclined": ("card_declined", "generic_decline", "The card was declined"),
+    "pm_card_chargeDeclinedInsufficientFunds": (
+        "card_declined",
+        "insufficient_funds",
+        "The card was declined: insufficient funds",
+    ),
+    "pm_card_chargeDeclinedExpiredCard": ("expired_card", "expired_card", "The card has expired"),
+}
+_KINDS = ("payment_intent", "charge", "refund", "dispute", "event")
+_PREFIXES = {"payment_intent": "pi_", "charge": "ch_", "refund": "re_", "dispute": "dp_", "event": "evt_"}
+_URLS = {
+    "payment_intent": "/v1/payment_intents",
+    "charge": "/v1/charges",
+    "refund": "/v1/refunds",
+    "dispute": "/v1/disputes",
+    "event": "/v1/events",
+}
+_LABELS = {
+    "payment_intent": "payment",
+    "charge": "charge",
+    "refund": "refund",
+    "dispute": "dispute",
+    "event": "event",
+}
+
+
+class SandboxPayments:
+    """A Stripe look-alike implementing `PaymentsGateway`, with fault injection and sandbox-only helpers."""
+
+    mode = "sandbox"
+
+    def __init__(
+        self, store_dir: Path, *, clock: Callable[[], datetime] | None = None, faults: Faults | None = None
+    ) -> None:
+        self.store = SandboxStore(Path(store_dir) / "stripe.sqlite3")
+        self.clock: Callable[[], datetime] = clock or utc_now
+        self.faults = faults if faults is not None else Faults()
+
+    # -- PaymentsGateway -------------------------------------------------------------------------------------------
+
+    def create_payment_intent(
+        self, *, amount_cents: int, currency: str, metadata: dict[str, str], idempotency_key: str
+    ) -> Json:
+        """Create a PaymentIntent; the same idempotency key replays the first response."""
+        op = "create_payment_intent"
+        self.faults.before(
+            op,
+            PROVIDER,
+            amount_cents=amount_cents,
+            currency=currency,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+        )
+        _check_amount(amount_cents)
+        currency = _check_currency(currency)
+        _check_metadata(metadata)
+        fingerprint = _fingerprint(op, amount_cents, currency, metadata)
+        with self.store.transaction() as tx:
+            replay = _replay(tx, idempotency_key, fingerprint)
+            if replay is not None:
+                result = replay
+            else:
+                pi_id = random_id("pi_")
+                result = {
+                    "id": pi_id,
+                    "object": "payment_intent",
+                    "amount": amount_cents,
+                    "amount_capturable": 0,
+                    "amount_received": 0,
+                    "capture_method": "automatic",
+                    "currency": currency,
+                    "status": "requires_payment_method",
+                    "metadata": dict(metadata),
+                    "client_secret": f"{pi_id}_secret_{random_id('', 25)}",
+                    "created": self._now(),
+                    "canceled_at": None,
+                    "cancellation_reason": None,
+                    "last_payment_error": None,
+                    "latest_charge": None,
+                    "livemode": False,
+                    "next_action": None,
+                    "payment_method": None,
+                    "payment_method_types": ["card"],
+                }
+                tx.put("payment_intent", pi_id, result)
+                self._record_event(tx, "payment_intent.created", result)
+                tx.remember_key(
+                    _IDEMPOTENCY_SCOPE,
+                    idempotency_key,
+                    "payment_intent",
+                    pi_id,
+                    fingerprint=fingerprint,
+                    response=result,
+                )
+        self.faults.after(
+            op,
+            PROVIDER,
+            amount_cents=amount_cents,
+            currency=currency,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+        )
+        return result
+
+    def confirm_payment_intent(self, payment_intent_id: str, *, payment_method: str = "pm_card_visa") -> Json:
+        """Confirm with a test payment method: charge it, or record the decline and raise PaymentDeclined."""
+        op = "confirm_payment_intent"
+        self.faults.before(op, PROVIDER, payment_intent_id=payment_intent_id, payment_method=payment_method)
+        if payment_method not in _CARD_DETAILS and payment_method not in _DECLINES:
+            known = ", ".join(sorted([*_CARD_DETAILS, *_DECLINES]))
+            raise NotFound(f"No such payment method {payment_method!r} in the sandbox (known: {known})")
+        declined: str | None = None
+        with self.store.transaction() as tx:
+            pi = _get(tx, "payment_intent", payment_intent_id)
+            if pi["status"] == "canceled":
+                raise InvalidState(f"Payment {payment_intent_id} was cancelled and can no longer be paid")
+            now = self._now()
+            if pi["status"] == "succeeded":
+                pass  # Stripe answers a repeated confirm with the PaymentIntent as it is
+            elif payment_method in _DECLINES:
+                code, decline_code, declined = _DECLINES[payment_method]
+                pi.update(
+                    status="requires_payment_method",
+                    payment_method=None,
+                    last_payment_error={
+                        "type": "card_error",
+                        "code": code,
+                        "decline_code": decline_code,
+                        "message": declined,
+                        "payment_method": {"id": payment_method, "object": "payment_method", "type": "card"},
+                    },
+                )
+                tx.put("payment_intent", payment_intent_id, pi)
+                self._record_event(tx, "payment_intent.payment_failed", pi)
+            else:
+                brand, last4 = _CARD_DETAILS[payment_method]
+                charge_id = random_id("ch_")
+                charge = {
+                    "id": charge_id,
+                    "object": "charge",
+                    "amount": pi["amount"],
+                    "amount_captured": pi["amount"],
+                    "amount_refunded": 0,
+                    "balance_transaction": random_id("txn_"),
+                    "billing_details": {"address": None, "email": None, "name": None, "phone": None},
+                    "captured": True,
+                    "created": now,
+                    "currency": pi["currency"],
+                    "disputed": False,
+                    "livemode": False,
+                    "metadata": dict(pi.get("metadata") or {}),
+                    "paid": True,
+                    "payment_intent": payment_intent_id,
+                    "payment_method": payment_method,
+                    "payment_method_details": {"type": "card", "card": {"brand": brand, "last4": last4}},
+                    "refunded": False,
+                    "status": "succeeded",
+                }
+                pi.update(
+                    status="succeeded",
+                    amount_received=pi["amount"],
+                    latest_charge=charge_id,
+                    payment_method=payment_method,
+                    last_payment_error=None,
+                )
+                tx.put("charge", charge_id, charge)
+                tx.put("payment_intent", payment_intent_id, pi)
+                self._record_event(tx, "charge.succeeded", charge)
+                self._record_event(tx, "payment_intent.succeeded", pi)
+        if declined is not None:
+            raise PaymentDeclined(declined)
+        self.faults.after(op, PROVIDER, payment_intent_id=payment_intent_id, payment_method=payment_method)
+        return pi
+
+    def retrieve_payment_intent(self, payment_intent_id: str) -> Json:
+        """The PaymentIntent with `latest_charge` expanded to the Charge (or None)."""
+        op = "retrieve_payment_intent"
+        self.faults.before(op, PROVIDER, payment_intent_id=payment_intent_id)
+        with self.store.read() as tx:
+            pi = _get(tx, "payment_intent", payment_intent_id)
+            if pi.get("latest_charge"):
+                pi["latest_charge"] = tx.get("charge", pi["latest_charge"])
+        self.faults.after(op, PROVIDER, payment_intent_id=payment_intent_id)
+        return pi
+
+    def list_payment_intents(self, *, limit: int = 100, starting_after: str | None = None) -> Json:
+        """PaymentIntents as a Stripe list object, newest first."""
+        op = "list_payment_intents"
+        self.faults.before(op, PROVIDER, limit=limit, starting_after=starting_after)
+        result = self._list("payment_intent", limit=limit, starting_after=starting_after)
+        self.faults.after(op, PROVIDER, limit=limit, starting_after=starting_after)
+        return result
+
+    def cancel_payment_intent(self, payment_intent_id: str, *, idempotency_key: str) -> Json:
+        """Cancel an unpaid PaymentIntent; cancelling twice returns it unchanged; a paid one raises InvalidState."""
+        op = "cancel_payment_intent"
+        self.faults.before(op, PROVIDER, payment_intent_id=payment_intent_id, idempotency_key=idempotency_key)
+        fingerprint = _fingerprint(op, payment_intent_id)
+        with self.store.transaction() as tx:
+            replay = _replay(tx, idempotency_key, fingerprint)
+            if replay is not None:
+                result = replay
+            else:
+                result = _get(tx, "payment_intent", payment_intent_id)
+                if result["status"] == "succeeded":
+                    raise InvalidState(
+                        f"Payment {payment_intent_id} has already been paid; refund it instead of cancelling"
+                    )
+                if result["status"] != "canceled":
+                    result.update(status="canceled", canceled_at=self._now(), cancellation_reason=None)
+                    tx.put("payment_intent", payment_intent_id, result)
+                    self._record_event(tx, "payment_intent.canceled", result)
+                tx.remember_key(
+                    _IDEMPOTENCY_SCOPE,
+                    idempotency_key,
+                    "payment_intent",
+                    payment_intent_id,
+                    fingerprint=fingerprint,
+                    response=result,
+                )
+        self.faults.after(op, PROVIDER, payment_intent_id=payment_intent_id, idempotency_key=idempotency_key)
+        return result
+
+    def refund(
+        self,
+        payment_intent_id: str,
+        *,
+        amount_cents: int,
+        reason: str,
+        idempotency_key: str,
+        metadata: dict[str, str] | None = None,
+    ) -> Json:
+        """Refund part or all of a succeeded payment; the same idempotency key replays the first Refund."""
+        op = "refund"
+        ctx: dict[str, Any] = {
+            "payment_intent_id": payment_intent_id,
+            "amount_cents": amount_cents,
+            "reason": reason,
+            "idempotency_key": idempotency_key,
+            "metadata": metadata,
+        }
+        self.faults.before(op, PROVIDER, **ctx)
+        # Stripe's `reason` is an enum; our free-text reason travels in metadata, where the passed keys can't erase it.
+        refund_metadata = {**(metadata or {}), "reason": reason}
+        _check_metadata(refund_metadata)
+        fingerprint = _fingerprint(op, payment_intent_id, amount_cents, refund_metadata)
+        with self.store.transaction() as tx:
+            replay = _replay(tx, idempotency_key, fingerprint)
+            if replay is not None:
+                result = replay
+            else:
+                result = self._create_refund(tx, payment_intent_id, amount_cents, refund_metadata)
+                tx.remember_key(
+                    _IDEMPOTENCY_SCOPE,
+                    idempotency_key,
+                    "refund",
+                    result["id"],
+                    fingerprint=fingerprint,
+                    response=result,
+                )
+        self.faults.after(op, PROVIDER, **ctx)
+        return result
+
+    def list_refunds(
+        self, *, payment_intent_id: str | None = None, limit: int = 100, starting_after: str | None = None
+    ) -> Json:
+        """Refunds as a Stripe list object, newest first, optionally for one PaymentIntent."""
+        op = "list_refunds"
+        self.faults.before(
+            op, PROVIDER, payment_intent_id=payment_intent_id, limit=limit, starting_after=starting_after
+        )
+        result = self._list(
+            "refund",
+            limit=limit,
+            starting_after=starting_after,
+            where=None if payment_intent_id is None else (lambda r: r.get("payment_intent") == payment_intent_id),
+        )
+        self.faults.after(op, PROVIDER, payment_intent_id=payment_intent_id, limit=limit, starting_after=starting_after)
+        return result
+
+    def list_disputes(self, *, limit: int = 100, starting_after: str | None = None) -> Json:
+        """Disputes as a Stripe list object, newest first."""
+        op = "list_disputes"
+        self.faults.before(op, PROVIDER, limit=limit, starting_after=starting_after)
+        result = self._list("dispute", limit=limit, starting_after=starting_after)
+        self.faults.after(op, PROVIDER, limit=limit, starting_after=starting_after)
+        return result
+
+    # -- sandbox only ----------------------------------------------------------------------------------------------
+
+    def list_events(self, *, limit: int = 100, starting_after: str | None = None, type: str | None = None) -> Json:
+        """Recorded Stripe Events as a list object, newest first (optionally of one `type`)."""
+        return self._list(
+            "event",
+            limit=limit,
+            starting_after=starting_after,
+            where=None if type is None else (lambda e: e.get("type") == type),
+        )
+
+    def open_dispute(
+        self, payment_intent_id: str, *, reason: str = "product_not_received", due_in_days: int = 7
+    ) -> Json:
+        """Have the customer's bank dispute the payment's charge (status `needs_response`); returns the Dispute."""
+        with self.store.transaction() as tx:
+            pi = _get(tx, "payment_intent", payment_intent_id)
+            charge_id = pi.get("latest_charge")
+            if pi["status"] != "succeeded" or not charge_id:
+                raise InvalidState(f"Payment {payment_intent_id} has not been paid, so it cannot be disputed")
+            charge = _get(tx, "charge", charge_id)
+            if charge.get("disputed"):
+                raise InvalidState(f"Payment {payment_intent_id} is already disputed")
+            disputable = int(charge["amount_captured"]) - int(charge["amount_refunded"])
+            if disputable <= 0:
+                raise InvalidState(f"Payment {payment_intent_id} was fully refunded, so it cannot be disputed")
+            now = self._now()
+            dispute_id = random_id("dp_")
+            dispute = {
+                "id": dispute_id,
+                "object": "dispute",
+                "amount": disputable,
+                "balance_transactions": [],
+                "charge": charge_id,
+                "created": now,
+                "currency": charge["currency"],
+                "evidence": {},
+                "evidence_details": {
+                    "due_by": now + due_in_days * 86_400,
+                    "has_evidence": False,
+                    "past_due": False,
+                    "submission_count": 0,
+                },
+                "is_charge_refundable": False,
+                "livemode": False,
+                "metadata": {},
+                "payment_intent": payment_intent_id,
+                "reason": reason,
+                "status": "needs_response",
+            }
+            charge["disputed"] = True
+            tx.put("charge", charge_id, charge)
+            tx.put("dispute", dispute_id, dispute)
+            self._record_event(tx, "charge.dispute.created", dispute)
+        return dispute
+
+    def load(self, kind: str, objects: list[Json]) -> None:
+        """Import provider-JSON objects as they are (kind: payment_intent, charge, refund, dispute or event)."""
+        if kind not in _KINDS:
+            raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(_KINDS)}")
+        with self.store.transaction() as tx:
+            for obj in objects:
+                obj = dict(obj)
+                if not isinstance(obj.get("id"), str):
+                    raise ValueError(f"every {kind} needs a string id")
+                obj.setdefault("object", kind)
+                # A recorded retrieve carries the Charge expanded; keep Stripe's stored shape (an id) and the Charge.
+                if kind == "payment_intent" and isinstance(obj.get("latest_charge"), dict):
+                    charge = obj["latest_charge"]
+                    tx.put("charge", charge["id"], charge)
+                    obj["latest_charge"] = charge["id"]
+                tx.put(kind, obj["id"], obj)
+
+    def is_empty(self) -> bool:
+        """True when the sandbox holds no Stripe objects."""
+        return self.store.is_empty()
+
+    def reset(self) -> None:
+        """Delete every object, event and idempotency key."""
+        self.store.reset()
+
+    # -- internals -------------------------------------------------------------------------------------------------
+
+    def _now(self) -> int:
+        return int(checked_now(self.clock).timestamp())
+
+    def _create_refund(self, tx: StoreTx, payment_intent_id: str, amount_cents: int, metadata: dict[str, str]) -> Json:
+        pi = _get(tx, "payment_intent", payment_intent_id)
+        if pi["status"] != "succeeded" or not pi.get("latest_charge"):
+            raise InvalidState(
+                f"Payment {payment_intent_id} has not been paid (status {pi['status']}); nothing to refund"
+            )
+        charge = _get(tx, "charge", pi["latest_charge"])
+        if charge.get("disputed") and self._has_open_chargeback(tx, charge["id"]):
+            # Stripe refuses refunds on a charged-back charge (`charge_disputed`): the dispute decides the money.
+            raise InvalidState(f"Payment {payment_intent_id} is disputed; it cannot be refunded while the dispute runs")
+        if isinstance(amount_cents, bool) or not isinstance(amount_cents, int) or amount_cents <= 0:
+            raise InvalidState(f"A refund must be a positive whole number of cents, not {amount_cents!r}")
+        remaining = int(charge["amount_captured"]) - int(charge["amount_refunded"])
+        if amount_cents > remaining:
+            raise InvalidState(
+                f"Refund of {amount_cents} cents exceeds the {remaining} cents still refundable "
+                f"on payment {payment_intent_id}"
+            )
+        refund_id = random_id("re_")
+        refund = {
+            "id": refund_id,
+            "object": "refund",
+            "amount": amount_cents,
+            "balance_transaction": random_id("txn_"),
+            "charge": charge["id"],
+            "created": self._now(),
+            "currency": charge["currency"],
+            "metadata": metadata,
+            "payment_intent": payment_intent_id,
+            "reason": "requested_by_customer",
+            "status": "succeeded",
+        }
+        charge["amount_refunded"] = int(charge["amount_refunded"]) + amount_cents
+        charge["refunded"] = charge["amount_refunded"] >= int(charge["amount_captured"])
+        tx.put("refund", refund_id, refund)
+        tx.put("charge", charge["id"], charge)
+        self._record_event(tx, "charge.refunded", charge)
+        return refund
+
+    @staticmethod
+    def _has_open_chargeback(tx: StoreTx, charge_id: str) -> bool:
+        # Inquiries (`warning_*`) still allow refunds; chargebacks do not.
+        return any(
+            d.get("charge") == charge_id and not str(d.get("status", "")).startswith("warning_")
+            for d in tx.list("dispute")
+        )
+
+    def _record_event(self, tx: StoreTx, event_type: str, obj: Json) -> None:
+        event_id = random_id("evt_")
+        tx.put(
+            "event",
+            event_id,
+            {
+                "id": event_id,
+                "object": "event",
+                "type": event_type,
+                "created": self._now(),
+                "data": {"object": json.loads(json.dumps(obj))},  # a snapshot, not a live reference
+                "livemode": False,
+                "pending_webhooks": 0,
+                "request": {"id": None, "idempotency_key": None},
+            },
+        )
+
+    def _list(
+        self,
+        kind: str,
+        *,
+        limit: int,
+        starting_after: str | None,
+        where: Callable[[Json], bool] | None = None,
+    ) -> Json:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
+            raise _bad_request(f"limit must be between 1 and 100, not {limit!r}")
+        with self.store.read() as tx:
+            records = tx.records(kind)
+        # Newest first like Stripe; creation order breaks ties within one second.
+        records.sort(key=lambda rec: (int(rec.data.get("created") or 0), rec.ord), reverse=True)
+        items = [rec.data for rec in records if where is None or where(rec.data)]
+        start = 0
+        if starting_after is not None:
+            position = next((i for i, item in enumerate(items) if item.get("id") == starting_after), None)
+            if position is None:
+                raise NotFound(f"No such {_LABELS[kind]}: {starting_after}")
+            start = position + 1
+        return {
+            "object": "list",
+            "data": items[start : start + limit],
+            "has_more": start + limit < len(items),
+            "url": _URLS[kind],
+        }
+
+
+def _get(tx: StoreTx, kind: str, object_id: str) -> Json:
+    obj = tx.get(kind, object_id)
+    if obj is None:
+        raise NotFound(f"No such {_LABELS[kind]}: {object_id}")
+    return obj
+
+
+def _replay(tx: StoreTx, idempotency_key: str, fingerprint: str) -> Json | None:
+    if not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 255:
+        raise _bad_request("An idempotency key must be 1 to 255 characters")
+    seen = tx.lookup_key(_IDEMPOTENCY_SCOPE, idempotency_key)
+    if seen is None:
+        return None
+    if seen.fingerprint != fingerprint:
+        raise _bad_request(f"Idempotency key {idempotency_key!r} was already used for a different request")
+    return seen.response
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _check_amount(amount_cents: int) -> None:
+    if isinstance(amount_cents, bool) or not isinstance(amount_cents, int) or amount_cents <= 0:
+        raise _bad_request(f"Amount must be a positive whole number of cents, not {amount_cents!r}")
+
+
+def _check_currency(currency: str) -> str:
+    if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha():
+        raise _bad_request(f"Invalid currency {currency!r}: expected a three-letter ISO code")
+    return currency.lower()
+
+
+def _check_metadata(metadata: dict[str, str]) -> None:
+    # Stripe's limits (REFERENCE.md): the real API would refuse these with a 400.
+    if len(metadata) > 50:
+        raise _bad_request("Metadata can have at most 50 keys")
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= 40:
+            raise _bad_request(f"Metadata key {key!r} must be 1 to 40 characters")
+        if not isinstance(value, str) or len(value) > 500:
+            raise _bad_request(f"Metadata value for {key!r} must be a string of at most 500 characters")
+
+
+def _bad_request(message: str) -> GatewayError:
+    return GatewayError(message, transient=False, provider=PROVIDER, status=400)

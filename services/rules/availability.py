@@ -1,0 +1,186 @@
+"""Availability rules: opening hours, weekdays, buffer, booking window, minimum hours, multi-day limit, holidays and
+closures. Every refusal is a sentence a front-desk person can read out on the phone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+
+import holidays as holidays_lib
+
+from services.rules.policy import Policy
+from services.rules.timefmt import day_label, hhmm
+
+WEEKDAY_NAMES = ["Mondays", "Tuesdays", "Wednesdays", "Thursdays", "Fridays", "Saturdays", "Sundays"]
+
+
+@dataclass(frozen=True)
+class SlotRequest:
+    """The same start and end time on one or more dates (venue time)."""
+
+    dates: tuple[date, ...]
+    start: time
+    end: time
+    party_size: int | None = None
+
+
+@dataclass(frozen=True)
+class RoomLimits:
+    """What the rules need of a room (a subset of the catalogue's Room)."""
+
+    name: str
+    capacity: int
+    min_minutes: int
+    bookable: bool = True
+
+
+@dataclass(frozen=True)
+class Busy:
+    """A busy interval on a room (an event, a hold or a confirmed day), UTC."""
+
+    starts_at: datetime
+    ends_at: datetime
+    label: str = "another booking"
+    ref: str = ""
+
+
+@dataclass(frozen=True)
+class LegWindow:
+    day: date
+    starts_at: datetime  # UTC
+    ends_at: datetime  # UTC
+
+
+@lru_cache(maxsize=64)
+def _holiday_table(country: str, subdivision: str | None, year: int) -> dict[date, str]:
+    table = holidays_lib.country_holidays(country, subdiv=subdivision, years=year)
+    return {d: str(name) for d, name in table.items()}
+
+
+def holiday_name(day: date, policy: Policy) -> str | None:
+    """The statutory holiday on `day` for the venue's province, if any."""
+    return _holiday_table(policy.holiday_country, policy.holiday_subdivision, day.year).get(day)
+
+
+def leg_windows(request: SlotRequest, policy: Policy) -> list[LegWindow]:
+    """Each date's start and end as UTC instants (venue-time wall clock, DST-aware)."""
+    out = []
+    for d in sorted(request.dates):
+        start = datetime.combine(d, request.start, tzinfo=policy.tz)
+        end = datetime.combine(d, request.end, tzinfo=policy.tz)
+        out.append(LegWindow(d, start.astimezone(UTC), end.astimezone(UTC)))
+    return out
+
+
+def check_request(
+    request: SlotRequest,
+    room: RoomLimits,
+    policy: Policy,
+    now: datetime,
+    closures: Mapping[date, str] | None = None,
+) -> list[str]:
+    """Every reason the rules refuse this request (empty list: the rules allow it). Calendars are not consulted."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    reasons: list[str] = []
+    closures = closures or {}
+    if not room.bookable:
+        reasons.append(f"The {room.name} is not open for booking")
+    if not request.dates:
+        return [*reasons, "Choose at least one date"]
+    if len(set(request.dates)) != len(request.dates):
+        reasons.append("The same date is chosen twice")
+    if len(set(request.dates)) > policy.max_days_per_booking:
+        reasons.append(
+            f"At most {policy.max_days_per_booking} days in one booking ({len(set(request.dates))} chosen)"
+        )
+    minutes = _minutes(request.end) - _minutes(request.start)
+    if minutes <= 0:
+        reasons.append("The end time must be after the start time")
+    else:
+        if request.start < policy.open_time or request.end > policy.close_time:
+            reasons.append(f"Outside opening hours ({hhmm(policy.open_time)}–{hhmm(policy.close_time)})")
+        if minutes < room.min_minutes:
+            reasons.append(f"The {room.name} has a minimum of {_hours_label(room.min_minutes)}")
+    if _minutes(request.start) % policy.slot_minutes or _minutes(request.end) % policy.slot_minutes:
+        reasons.append(f"Start and end times must be on a {policy.slot_minutes}-minute step")
+    if request.party_size is not None:
+        if request.party_size < 1:
+            reasons.append("The group needs at least one person")
+        elif request.party_size > room.capacity:
+            reasons.append(f"The {room.name} holds at most {room.capacity} people")
+
+    earliest = now + timedelta(hours=policy.min_notice_hours)
+    latest = now + timedelta(days=policy.max_days_ahead)
+    for d in sorted(set(request.dates)):
+        label = day_label(d)
+        start = datetime.combine(d, request.start, tzinfo=policy.tz)
+        if d.weekday() not in policy.open_weekdays:
+            reasons.append(f"{label}: {WEEKDAY_NAMES[d.weekday()]} are closed")
+        holiday = holiday_name(d, policy) if policy.observe_holidays else None
+        if holiday:
+            reasons.append(f"{label}: statutory holiday ({holiday})")
+        if d in closures:
+            reasons.append(f"{label}: venue closed ({closures[d]})")
+        if start <= now:
+            reasons.append(f"{label}: that time has already passed")
+        elif start < earliest:
+            reasons.append(f"{label}: starts within {policy.min_notice_hours} hours")
+        elif start > latest:
+            reasons.append(f"{label}: more than {policy.max_days_ahead} days ahead")
+    return reasons
+
+
+def check_conflicts(legs: Sequence[LegWindow], busy: Iterable[Busy], policy: Policy) -> list[str]:
+    """Reasons the legs collide with busy intervals, the buffer included (a gap shorter than the buffer collides)."""
+    buffer = timedelta(minutes=policy.buffer_minutes)
+    reasons: list[str] = []
+    busy = list(busy)
+    for leg in legs:
+        for b in busy:
+            if leg.starts_at < b.ends_at + buffer and b.starts_at < leg.ends_at + buffer:
+                span = f"{_local_hhmm(b.starts_at, policy)}–{_local_hhmm(b.ends_at, policy)}"
+                if leg.starts_at < b.ends_at and b.starts_at < leg.ends_at:
+                    reasons.append(f"{day_label(leg.day)}: overlaps {b.label} ({span})")
+                else:
+                    reasons.append(
+                        f"{day_label(leg.day)}: within {policy.buffer_minutes} minutes of {b.label} ({span})"
+                    )
+    return list(dict.fromkeys(reasons))
+
+
+def free_ranges(day: date, busy: Iterable[Busy], policy: Policy) -> list[tuple[time, time]]:
+    """Bookable ranges of a day in venue time once busy intervals and their buffers are taken out."""
+    open_at = datetime.combine(day, policy.open_time, tzinfo=policy.tz)
+    close_at = datetime.combine(day, policy.close_time, tzinfo=policy.tz)
+    buffer = timedelta(minutes=policy.buffer_minutes)
+    blocks = sorted(
+        (max(b.starts_at - buffer, open_at), min(b.ends_at + buffer, close_at))
+        for b in busy
+        if b.starts_at - buffer < close_at and b.ends_at + buffer > open_at
+    )
+    ranges: list[tuple[time, time]] = []
+    cursor = open_at
+    for start, end in blocks:
+        if start > cursor:
+            ranges.append((cursor.astimezone(policy.tz).time(), start.astimezone(policy.tz).time()))
+        cursor = max(cursor, end)
+    if cursor < close_at:
+        ranges.append((cursor.astimezone(policy.tz).time(), policy.close_time))
+    return ranges
+
+
+def _minutes(t: time) -> int:
+    return t.hour * 60 + t.minute
+
+
+def _hours_label(minutes: int) -> str:
+    hours = minutes / 60
+    return f"{hours:g} hour" + ("" if hours == 1 else "s")
+
+
+def _local_hhmm(dt: datetime, policy: Policy) -> str:
+    return f"{dt.astimezone(policy.tz):%H:%M}"
+

@@ -1,0 +1,147 @@
+"""All configuration in one pydantic-settings class: environment variables first, then `.streamlit/secrets.toml`.
+
+Every rule the old Worker hard-coded (hours, buffer, window, multi-day limit) is a setting whose default is the
+seed's value.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from services.rules.policy import Policy, RefundBand
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SECRETS_FILE = PROJECT_ROOT / ".streamlit" / "secrets.toml"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", env_nested_delimiter="__")
+
+    data_dir: Path = Field(default=Path("data"), description="Every file the app writes lives under this folder")
+    database_url: str | None = Field(default=None, description="Default: SQLite at DATA_DIR/roomdesk.sqlite3")
+    payments: Literal["sandbox", "stripe"] = "sandbox"
+    calendar: Literal["sandbox", "google"] = "sandbox"
+    mail: Literal["sandbox", "smtp"] = "sandbox"
+    rooms_file: Path = Field(default=PROJECT_ROOT / "config" / "rooms.toml")
+
+    venue_timezone: str = "America/Vancouver"
+    currency: str = "CAD"
+
+    open_time: time = time(8, 0)
+    close_time: time = time(17, 0)
+    open_weekdays: list[int] = Field(default=[0, 1, 2, 3, 4], description="0 = Monday … 6 = Sunday")
+    buffer_minutes: int = Field(default=15, ge=0, le=240)
+    min_notice_hours: int = Field(default=24, ge=0)
+    max_days_ahead: int = Field(default=60, ge=1)
+    max_days_per_booking: int = Field(default=10, ge=1)
+    slot_minutes: int = Field(default=15, ge=5, le=60, description="Start and end times fall on this grid")
+    hold_minutes: int = Field(default=30, ge=1, description="How long an unpaid web booking holds its slot")
+    phone_hold_minutes: int = Field(default=24 * 60, ge=1, description="Phone bookings wait longer for payment")
+    holiday_country: str = "CA"
+    holiday_subdivision: str = "BC"
+    observe_holidays: bool = Field(default=True, description="Refuse statutory holidays (the old Worker did not)")
+    # Cancellation refund bands per day-leg: (hours before the leg starts, percent refunded), widest first.
+    refund_bands: list[tuple[int, int]] = Field(default=[(48, 100), (24, 50), (0, 0)])
+    refund_policy_version: str = "2026-01"
+    # Multi-day discount for rooms marked discount-eligible: (days booked, percent off).
+    discount_bands: list[tuple[int, int]] = Field(default=[(3, 10), (5, 15)])
+
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+
+    @field_validator("venue_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("open_weekdays")
+    @classmethod
+    def _weekdays(cls, value: list[int]) -> list[int]:
+        if not value or any(d < 0 or d > 6 for d in value):
+            raise ValueError("weekdays are 0 (Monday) to 6 (Sunday)")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _hours(self) -> Settings:
+        if self.close_time <= self.open_time:
+            raise ValueError("close_time must be after open_time")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        secrets_file = Path(os.environ.get("ROOMDESK_SECRETS_FILE", SECRETS_FILE))
+        return (
+            init_settings,
+            env_settings,
+            _LowerKeysToml(settings_cls, toml_file=secrets_file),
+        )
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'roomdesk.sqlite3').resolve()}"
+
+    @property
+    def sandbox_dir(self) -> Path:
+        return self.data_dir / "sandbox"
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.venue_timezone)
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.payments == "sandbox" and self.calendar == "sandbox"
+
+    def policy(self) -> Policy:
+        """The pure-rule view of these settings."""
+        return Policy(
+            tz=self.tz,
+            open_time=self.open_time,
+            close_time=self.close_time,
+            open_weekdays=frozenset(self.open_weekdays),
+            buffer_minutes=self.buffer_minutes,
+            min_notice_hours=self.min_notice_hours,
+            max_days_ahead=self.max_days_ahead,
+            max_days_per_booking=self.max_days_per_booking,
+            slot_minutes=self.slot_minutes,
+            holiday_country=self.holiday_country,
+            holiday_subdivision=self.holiday_subdivision,
+            observe_holidays=self.observe_holidays,
+            refund_bands=tuple(RefundBand(h, p) for h, p in self.refund_bands),
+            refund_policy_version=self.refund_policy_version,
+            discount_bands=tuple(sorted((d, p) for d, p in self.discount_bands)),
+        )
+
+
+class _LowerKeysToml(TomlConfigSettingsSource):
+    """secrets.toml keys are written in upper case like the environment variables; fields are lower case."""
+
+    def __call__(self) -> dict[str, object]:
+        data = super().__call__()
+        return {k.lower(): v for k, v in data.items()}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
