@@ -279,7 +279,7 @@ def _changes(records: list[Record], snapshot: int, page: Json | None) -> list[Re
 def _start_key(event: Json) -> str:
     """A sortable UTC form of the event's start."""
     try:
-        return _interval(event)[0].isoformat()
+        return _interval(event)[0].isoformat(timespec="microseconds")  # fixed width: sorts as text
     except GatewayError:
         return ""  # events imported with `load` may lack times; list them first rather than fail the listing
 

@@ -447,9 +447,9 @@ class SandboxPayments:
 
     @staticmethod
     def _has_open_chargeback(tx: StoreTx, charge_id: str) -> bool:
-        # Inquiries (`warning_*`) still allow refunds; chargebacks do not.
+        # Inquiries (`warning_*`) and won disputes still allow refunds; a running or lost chargeback does not.
         return any(
-            d.get("charge") == charge_id and not str(d.get("status", "")).startswith("warning_")
+            d.get("charge") == charge_id and d.get("status") in ("needs_response", "under_review", "lost")
             for d in tx.list("dispute")
         )
 
