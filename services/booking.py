@@ -174,7 +174,9 @@ def derive_status(legs: Sequence[BookingLeg]) -> BookingStatus:
 
 
 def _legs(session: Session, booking_id: int) -> list[BookingLeg]:
-    return list(session.exec(select(BookingLeg).where(BookingLeg.booking_id == booking_id).order_by(BookingLeg.day)))
+    return list(
+        session.exec(select(BookingLeg).where(BookingLeg.booking_id == booking_id).order_by(col(BookingLeg.day)))
+    )
 
 
 def _load(session: Session, booking_id: int) -> Booking:
@@ -251,8 +253,9 @@ def _window_busy_from_claims(
             continue
         if c.kind == "hold" and c.expires_at is not None and c.expires_at < now:
             continue
-        out.append(Busy(c.starts_at, c.ends_at, "a held booking" if c.kind == "hold" else "a booking",
-                        f"claim:{c.booking_id}"))
+        out.append(
+            Busy(c.starts_at, c.ends_at, "a held booking" if c.kind == "hold" else "a booking", f"claim:{c.booking_id}")
+        )
     return out
 
 
@@ -266,14 +269,20 @@ def calendar_busy(
         listing = svc.calendar.list_events(room.calendar_id, private_property=f"booking_id={ignore_booking}")
         own = {e["id"] for e in listing.get("items", [])}
     return [
-        Busy(datetime.fromisoformat(b["start"]), datetime.fromisoformat(b["end"]), "another booking",
-             b.get("event_id", ""))
+        Busy(
+            datetime.fromisoformat(b["start"]),
+            datetime.fromisoformat(b["end"]),
+            "another booking",
+            b.get("event_id", ""),
+        )
         for b in busy
         if b.get("event_id") not in own
     ]
 
 
-def busy_times(svc: Services, room_slug: str, start: datetime, end: datetime, now: datetime | None = None) -> list[Busy]:
+def busy_times(
+    svc: Services, room_slug: str, start: datetime, end: datetime, now: datetime | None = None
+) -> list[Busy]:
     """Everything that blocks a room between two instants: calendar events and active holds/bookings."""
     now = _now(svc, now)
     room = svc.catalogue.room(room_slug)
@@ -292,7 +301,9 @@ def _span(legs: Sequence[LegWindow], buffer_minutes: int) -> tuple[datetime, dat
 # --------------------------------------------------------------------------------------------------- quote
 
 
-def quote(svc: Services, req: BookingRequest, *, now: datetime | None = None, check_calendar: bool = True) -> QuoteResult:
+def quote(
+    svc: Services, req: BookingRequest, *, now: datetime | None = None, check_calendar: bool = True
+) -> QuoteResult:
     """The price of a request and every reason it cannot be booked (rules, then calendars and holds)."""
     now = _now(svc, now)
     room = svc.catalogue.room(req.room)
@@ -413,9 +424,16 @@ def start_booking(svc: Services, req: BookingRequest, *, actor: str, now: dateti
                 )
                 s.flush()
             audit.record(
-                s, "booking.hold.created", actor=actor, at=now, booking=booking,
-                dates=[d.isoformat() for d in sorted(req.dates)], time=f"{booking.start_time}-{booking.end_time}",
-                amount_cents=booking.amount_cents, channel=req.channel, expires_at=expires,
+                s,
+                "booking.hold.created",
+                actor=actor,
+                at=now,
+                booking=booking,
+                dates=[d.isoformat() for d in sorted(req.dates)],
+                time=f"{booking.start_time}-{booking.end_time}",
+                amount_cents=booking.amount_cents,
+                channel=req.channel,
+                expires_at=expires,
             )
             booking_id, reference = booking.id, booking.reference
     except IntegrityError as exc:
@@ -448,19 +466,31 @@ def start_booking(svc: Services, req: BookingRequest, *, actor: str, now: dateti
             _release_claims(s, booking_id)
             booking.status = BookingStatus.FAILED
             booking.updated_at = now
-            audit.record(s, "booking.payment_intent.failed", actor=actor, at=now, booking=booking, error=exc.message,
-                         message="PaymentIntent creation failed; hold released")
+            audit.record(
+                s,
+                "booking.payment_intent.failed",
+                actor=actor,
+                at=now,
+                booking=booking,
+                error=exc.message,
+                message="PaymentIntent creation failed; hold released",
+            )
         raise
     with svc.session() as s:
         booking = _load(s, booking_id)
         booking.payment_intent_id = pi["id"]
         booking.updated_at = now
-        s.add(ExternalRef(provider="stripe", kind="payment_intent", external_id=pi["id"], booking_id=booking_id,
-                          created_at=now))
-        audit.record(s, "booking.payment_intent.created", actor=actor, at=now, booking=booking,
-                     amount_cents=pi["amount"])
-    return StartResult(booking_id, reference, pi["id"], pi.get("client_secret") or "", result.quote.total_cents,
-                       expires)
+        s.add(
+            ExternalRef(
+                provider="stripe", kind="payment_intent", external_id=pi["id"], booking_id=booking_id, created_at=now
+            )
+        )
+        audit.record(
+            s, "booking.payment_intent.created", actor=actor, at=now, booking=booking, amount_cents=pi["amount"]
+        )
+    return StartResult(
+        booking_id, reference, pi["id"], pi.get("client_secret") or "", result.quote.total_cents, expires
+    )
 
 
 # --------------------------------------------------------------------------------------------------- confirm
@@ -538,8 +568,11 @@ def confirm_payment(
     now = _now(svc, now)
     with svc.session() as s:
         ref = s.exec(
-            select(ExternalRef).where(ExternalRef.provider == "stripe", ExternalRef.kind == "payment_intent",
-                                      ExternalRef.external_id == payment_intent_id)
+            select(ExternalRef).where(
+                ExternalRef.provider == "stripe",
+                ExternalRef.kind == "payment_intent",
+                ExternalRef.external_id == payment_intent_id,
+            )
         ).first()
         if ref is None:
             raise NotFound(f"No booking for PaymentIntent {payment_intent_id}")
@@ -579,8 +612,16 @@ def _confirm_locked(svc: Services, booking_id: int, pi_id: str, actor: str, now:
     except IntegrityError as exc:
         if not _is_overlap_error(exc):
             raise
-        return _fail_and_refund(svc, booking_id, actor, now, "booking.gate2.conflict",
-                                "Gate 2 conflict", created=[], detail="hold lapsed and the slot was re-booked")
+        return _fail_and_refund(
+            svc,
+            booking_id,
+            actor,
+            now,
+            "booking.gate2.conflict",
+            "Gate 2 conflict",
+            created=[],
+            detail="hold lapsed and the slot was re-booked",
+        )
 
     # Gate 2: look at the calendar itself again, ignoring this booking's own events.
     with svc.session() as s:
@@ -590,14 +631,29 @@ def _confirm_locked(svc: Services, booking_id: int, pi_id: str, actor: str, now:
     windows = [LegWindow(leg.day, leg.starts_at, leg.ends_at) for leg in legs]
     start, end = _span(windows, svc.policy.buffer_minutes)
     try:
-        conflicts = check_conflicts(windows, calendar_busy(svc, room, start, end, ignore_booking=reference),
-                                    svc.policy)
+        conflicts = check_conflicts(windows, calendar_busy(svc, room, start, end, ignore_booking=reference), svc.policy)
     except GatewayError as exc:
-        return _fail_and_refund(svc, booking_id, actor, now, "booking.gate2.failed", "availability check failed",
-                                created=[], detail=exc.message)
+        return _fail_and_refund(
+            svc,
+            booking_id,
+            actor,
+            now,
+            "booking.gate2.failed",
+            "availability check failed",
+            created=[],
+            detail=exc.message,
+        )
     if conflicts:
-        return _fail_and_refund(svc, booking_id, actor, now, "booking.gate2.conflict", "Gate 2 conflict",
-                                created=[], detail="; ".join(conflicts))
+        return _fail_and_refund(
+            svc,
+            booking_id,
+            actor,
+            now,
+            "booking.gate2.conflict",
+            "Gate 2 conflict",
+            created=[],
+            detail="; ".join(conflicts),
+        )
 
     created: list[tuple[str, str]] = []
     for leg in legs:
@@ -608,18 +664,41 @@ def _confirm_locked(svc: Services, booking_id: int, pi_id: str, actor: str, now:
         except GatewayError as exc:
             # A timeout may have created the event anyway: its id is deterministic, so clean-up deletes it too.
             created.append((leg.calendar_id, event_id_for(reference, leg.day, leg.event_attempt)))
-            return _fail_and_refund(svc, booking_id, actor, now, "booking.event.failed",
-                                    "Google Calendar event creation failed", created=created,
-                                    detail=f"{leg.day}: {exc.message}")
+            return _fail_and_refund(
+                svc,
+                booking_id,
+                actor,
+                now,
+                "booking.event.failed",
+                "Google Calendar event creation failed",
+                created=created,
+                detail=f"{leg.day}: {exc.message}",
+            )
         created.append((leg.calendar_id, event_id))
         with svc.session() as s:
             db_leg = s.get(BookingLeg, leg.id)
             assert db_leg is not None
             db_leg.event_id, db_leg.event_attempt = event_id, leg.event_attempt
-            s.add(ExternalRef(provider="google", kind="event", external_id=f"{leg.calendar_id}/{event_id}",
-                              booking_id=booking_id, leg_id=leg.id, created_at=now))
-            audit.record(s, "booking.event.created", actor=actor, at=now, booking=booking, day=leg.day,
-                         event_id=event_id, calendar_id=leg.calendar_id)
+            s.add(
+                ExternalRef(
+                    provider="google",
+                    kind="event",
+                    external_id=f"{leg.calendar_id}/{event_id}",
+                    booking_id=booking_id,
+                    leg_id=leg.id,
+                    created_at=now,
+                )
+            )
+            audit.record(
+                s,
+                "booking.event.created",
+                actor=actor,
+                at=now,
+                booking=booking,
+                day=leg.day,
+                event_id=event_id,
+                calendar_id=leg.calendar_id,
+            )
 
     with svc.session() as s:
         booking = _load(s, booking_id)
@@ -630,11 +709,19 @@ def _confirm_locked(svc: Services, booking_id: int, pi_id: str, actor: str, now:
         booking.confirmed_at = now
         booking.hold_expires_at = None
         booking.updated_at = now
-        audit.record(s, "booking.confirmed", actor=actor, at=now, booking=booking,
-                     days=[leg.day for leg in legs], message="Booking confirmed")
+        audit.record(
+            s,
+            "booking.confirmed",
+            actor=actor,
+            at=now,
+            booking=booking,
+            days=[leg.day for leg in legs],
+            message="Booking confirmed",
+        )
         subject, text = notify.confirmation(svc.catalogue, booking, legs)
-        row = notify.queue(s, booking, kind="confirmation", subject=subject, text=text,
-                           key=f"{reference}-confirmation", now=now)
+        row = notify.queue(
+            s, booking, kind="confirmation", subject=subject, text=text, key=f"{reference}-confirmation", now=now
+        )
     with svc.session() as s:
         row_db = s.get(EmailOutbox, row.id)
         assert row_db is not None
@@ -665,8 +752,15 @@ def _fail_and_refund(
     cleanup_failed: list[str] = []
     if created and len(legs) > 1:
         with svc.session() as s:
-            audit.record(s, "booking.cleanup.started", actor=actor, at=now, booking=_load(s, booking_id),
-                         events=[e for _, e in created], message="Multi-day partial failure — cleaning up")
+            audit.record(
+                s,
+                "booking.cleanup.started",
+                actor=actor,
+                at=now,
+                booking=_load(s, booking_id),
+                events=[e for _, e in created],
+                message="Multi-day partial failure — cleaning up",
+            )
     for calendar_id, event_id in created:
         try:
             svc.calendar.delete_event(calendar_id, event_id)
@@ -676,15 +770,32 @@ def _fail_and_refund(
     with svc.session() as s:
         booking = _load(s, booking_id)
         if cleanup_failed:
-            audit.record(s, "booking.cleanup.failed", actor=actor, at=now, booking=booking, events=cleanup_failed,
-                         message="Cleanup failed: orphan events left on the calendar")
+            audit.record(
+                s,
+                "booking.cleanup.failed",
+                actor=actor,
+                at=now,
+                booking=booking,
+                events=cleanup_failed,
+                message="Cleanup failed: orphan events left on the calendar",
+            )
             messages.append(f"Cleanup failed: {len(cleanup_failed)} event(s) left on the calendar")
         elif created:
-            audit.record(s, "booking.cleanup.done", actor=actor, at=now, booking=booking,
-                         events=[e for _, e in created])
+            audit.record(
+                s, "booking.cleanup.done", actor=actor, at=now, booking=booking, events=[e for _, e in created]
+            )
 
-    refunded = _refund(svc, booking_id, booking.amount_cents, origin="auto_gate2", reason=message, actor=actor,
-                       now=now, key=f"roomdesk-{reference}-auto-refund", policy_quote=booking.amount_cents)
+    refunded = _refund(
+        svc,
+        booking_id,
+        booking.amount_cents,
+        origin="auto_gate2",
+        reason=message,
+        actor=actor,
+        now=now,
+        key=f"roomdesk-{reference}-auto-refund",
+        policy_quote=booking.amount_cents,
+    )
     with svc.session() as s:
         booking = _load(s, booking_id)
         legs = _legs(s, booking_id)
@@ -699,8 +810,9 @@ def _fail_and_refund(
         booking.updated_at = now
         if refunded:
             subject, text = notify.auto_refund(svc.catalogue, booking, legs)
-            row = notify.queue(s, booking, kind="auto_refund", subject=subject, text=text,
-                               key=f"{reference}-auto-refund", now=now)
+            row = notify.queue(
+                s, booking, kind="auto_refund", subject=subject, text=text, key=f"{reference}-auto-refund", now=now
+            )
         else:
             messages.append("Automatic refund failed: refund by hand")
     if refunded:
@@ -733,24 +845,59 @@ def _refund(
     if not pi or amount_cents <= 0:
         return amount_cents == 0
     try:
-        refund = svc.payments.refund(pi, amount_cents=amount_cents, reason=reason, idempotency_key=key,
-                                     metadata={"booking_id": booking.reference, "origin": origin})
-    except GatewayError as exc:
+        refund = svc.payments.refund(
+            pi,
+            amount_cents=amount_cents,
+            reason=reason,
+            idempotency_key=key,
+            metadata={"booking_id": booking.reference, "origin": origin},
+        )
+    except (GatewayError, InvalidState) as exc:  # InvalidState: e.g. an open dispute blocks refunds
         with svc.session() as s:
-            audit.record(s, "booking.refund.failed", actor=actor, at=now, booking=_load(s, booking_id),
-                         amount_cents=amount_cents, error=exc.message, origin=origin,
-                         message="Refund failed")
+            audit.record(
+                s,
+                "booking.refund.failed",
+                actor=actor,
+                at=now,
+                booking=_load(s, booking_id),
+                amount_cents=amount_cents,
+                error=exc.message,
+                origin=origin,
+                message="Refund failed",
+            )
         return False
     with svc.session() as s:
         booking = _load(s, booking_id)
         if s.exec(select(RefundRecord).where(RefundRecord.refund_id == refund["id"])).first() is None:
-            s.add(RefundRecord(booking_id=booking_id, refund_id=refund["id"], amount_cents=refund["amount"],
-                               currency=booking.currency, origin=origin, reason=reason,
-                               policy_quote_cents=policy_quote, leg_ids=list(leg_ids), actor=actor, created_at=now))
-            s.add(ExternalRef(provider="stripe", kind="refund", external_id=refund["id"], booking_id=booking_id,
-                              created_at=now))
-            audit.record(s, f"booking.refund.{origin}", actor=actor, at=now, booking=booking,
-                         refund_id=refund["id"], amount_cents=refund["amount"], reason=reason)
+            s.add(
+                RefundRecord(
+                    booking_id=booking_id,
+                    refund_id=refund["id"],
+                    amount_cents=refund["amount"],
+                    currency=booking.currency,
+                    origin=origin,
+                    reason=reason,
+                    policy_quote_cents=policy_quote,
+                    leg_ids=list(leg_ids),
+                    actor=actor,
+                    created_at=now,
+                )
+            )
+            s.add(
+                ExternalRef(
+                    provider="stripe", kind="refund", external_id=refund["id"], booking_id=booking_id, created_at=now
+                )
+            )
+            audit.record(
+                s,
+                f"booking.refund.{origin}",
+                actor=actor,
+                at=now,
+                booking=booking,
+                refund_id=refund["id"],
+                amount_cents=refund["amount"],
+                reason=reason,
+            )
     return True
 
 
@@ -771,8 +918,18 @@ def cancellation_quote(
         if leg.state not in (LegState.CONFIRMED, LegState.AWAITING_PAYMENT):
             continue
         paid = leg.price_cents if leg.state == LegState.CONFIRMED else 0
-        out.append((leg, refund_for_leg(leg_start=leg.starts_at, paid_cents=paid,
-                                        already_refunded_cents=leg.refunded_cents, bands=bands, now=now)))
+        out.append(
+            (
+                leg,
+                refund_for_leg(
+                    leg_start=leg.starts_at,
+                    paid_cents=paid,
+                    already_refunded_cents=leg.refunded_cents,
+                    bands=bands,
+                    now=now,
+                ),
+            )
+        )
     return out
 
 
@@ -827,8 +984,18 @@ def _cancel_locked(
                 "sync and check this booking before cancelling"
             )
         key = f"roomdesk-{booking.reference}-cancel-" + "-".join(str(i) for i in ids)
-        if not _refund(svc, booking_id, total, origin="cancellation", reason=reason, actor=actor, now=now, key=key,
-                       policy_quote=total, leg_ids=ids):
+        if not _refund(
+            svc,
+            booking_id,
+            total,
+            origin="cancellation",
+            reason=reason,
+            actor=actor,
+            now=now,
+            key=key,
+            policy_quote=total,
+            leg_ids=ids,
+        ):
             raise GatewayError("The refund could not be made; nothing was cancelled. Try again.", transient=True)
 
     with svc.session() as s:
@@ -844,12 +1011,27 @@ def _cancel_locked(
         _release_claims(s, booking_id, ids)
         booking.status = derive_status(legs)
         booking.updated_at = now
-        audit.record(s, "booking.cancelled", actor=actor, at=now, booking=booking, days=[leg.day for leg in cancelled],
-                     refund_cents=total, reason=reason,
-                     quotes={str(leg.day): q.band for leg, q in quotes})
+        audit.record(
+            s,
+            "booking.cancelled",
+            actor=actor,
+            at=now,
+            booking=booking,
+            days=[leg.day for leg in cancelled],
+            refund_cents=total,
+            reason=reason,
+            quotes={str(leg.day): q.band for leg, q in quotes},
+        )
         subject, text = notify.cancellation(svc.catalogue, booking, cancelled, total)
-        row = notify.queue(s, booking, kind="cancellation", subject=subject, text=text,
-                           key=f"{booking.reference}-cancel-{'-'.join(map(str, ids))}", now=now)
+        row = notify.queue(
+            s,
+            booking,
+            kind="cancellation",
+            subject=subject,
+            text=text,
+            key=f"{booking.reference}-cancel-{'-'.join(map(str, ids))}",
+            now=now,
+        )
         targets = [(leg.calendar_id, leg.event_id, leg.day) for leg in cancelled if leg.event_id]
 
     problems = _delete_events(svc, booking_id, targets, actor, now)
@@ -873,13 +1055,28 @@ def _delete_events(
         except GatewayError as exc:
             problems.append(f"{day}: the calendar event could not be deleted ({exc.message})")
             with svc.session() as s:
-                audit.record(s, "booking.event.delete_failed", actor=actor, at=now, booking=_load(s, booking_id),
-                             event_id=event_id, calendar_id=calendar_id, error=exc.message,
-                             message="Calendar event deletion failed: orphan event left")
+                audit.record(
+                    s,
+                    "booking.event.delete_failed",
+                    actor=actor,
+                    at=now,
+                    booking=_load(s, booking_id),
+                    event_id=event_id,
+                    calendar_id=calendar_id,
+                    error=exc.message,
+                    message="Calendar event deletion failed: orphan event left",
+                )
             continue
         with svc.session() as s:
-            audit.record(s, "booking.event.deleted", actor=actor, at=now, booking=_load(s, booking_id),
-                         event_id=event_id, calendar_id=calendar_id)
+            audit.record(
+                s,
+                "booking.event.deleted",
+                actor=actor,
+                at=now,
+                booking=_load(s, booking_id),
+                event_id=event_id,
+                calendar_id=calendar_id,
+            )
     return problems
 
 
@@ -906,8 +1103,14 @@ def _expire_one(svc: Services, booking_id: int, actor: str, now: datetime, actio
         booking.status = BookingStatus.EXPIRED if action == "booking.hold.expired" else BookingStatus.CANCELLED
         booking.hold_expires_at = None
         booking.updated_at = now
-        audit.record(s, action, actor=actor, at=now, booking=booking,
-                     message="Unpaid hold released and its PaymentIntent cancelled")
+        audit.record(
+            s,
+            action,
+            actor=actor,
+            at=now,
+            booking=booking,
+            message="Unpaid hold released and its PaymentIntent cancelled",
+        )
     return "expired"
 
 
@@ -915,8 +1118,13 @@ def expire_holds(svc: Services, *, actor: str = "system", now: datetime | None =
     """Release unpaid holds past their expiry, cancelling their PaymentIntents (or confirming any that were paid)."""
     now = _now(svc, now)
     with svc.session() as s:
-        ids = list(s.exec(select(Booking.id).where(Booking.status == BookingStatus.AWAITING_PAYMENT,
-                                                   col(Booking.hold_expires_at) < now)))
+        ids = list(
+            s.exec(
+                select(Booking.id).where(
+                    Booking.status == BookingStatus.AWAITING_PAYMENT, col(Booking.hold_expires_at) < now
+                )
+            )
+        )
     counts: dict[str, int] = {}
     for booking_id in ids:
         assert booking_id is not None
@@ -938,8 +1146,13 @@ def advance_legs(svc: Services, *, now: datetime | None = None, actor: str = "sy
     now = _now(svc, now)
     changed = 0
     with svc.session() as s:
-        legs = list(s.exec(select(BookingLeg).where(
-            col(BookingLeg.state).in_([LegState.CONFIRMED, LegState.IN_PROGRESS]), BookingLeg.starts_at <= now)))
+        legs = list(
+            s.exec(
+                select(BookingLeg).where(
+                    col(BookingLeg.state).in_([LegState.CONFIRMED, LegState.IN_PROGRESS]), BookingLeg.starts_at <= now
+                )
+            )
+        )
         touched: set[int] = set()
         for leg in legs:
             target = LegState.COMPLETED if leg.ends_at <= now else LegState.IN_PROGRESS
@@ -960,8 +1173,9 @@ def advance_legs(svc: Services, *, now: datetime | None = None, actor: str = "sy
 # --------------------------------------------------------------------------------------------------- sandbox
 
 
-def sandbox_pay(svc: Services, booking_id: int, *, actor: str, now: datetime | None = None,
-                payment_method: str = "pm_card_visa") -> ConfirmResult:
+def sandbox_pay(
+    svc: Services, booking_id: int, *, actor: str, now: datetime | None = None, payment_method: str = "pm_card_visa"
+) -> ConfirmResult:
     """Sandbox only: the customer pays with a test card, then the webhook's work runs (Gate 2, events, email)."""
     if svc.payments.mode != "sandbox":
         raise InvalidState("Test payments are only available in sandbox mode")

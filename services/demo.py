@@ -22,12 +22,68 @@ from services.rules.availability import holiday_name
 
 log = logging.getLogger("roomdesk.demo")
 
-FIRST = ["Ava", "Noah", "Maya", "Liam", "Chloe", "Ethan", "Priya", "Jonah", "Sofia", "Mateo", "Hana", "Owen",
-         "Leila", "Arjun", "Grace", "Tomás", "Mei", "Isaac", "Nadia", "Felix", "Amara", "Kenji", "Zoe", "Diego"]
-LAST = ["Nguyen", "Patel", "Chen", "MacLeod", "Singh", "Dubois", "Okafor", "Kowalski", "Tanaka", "Haddad",
-        "Fraser", "Moreau", "Kaur", "Larsen", "Ramirez", "O'Brien", "Wong", "Sato", "Novak", "Hughes"]
-ORGS = ["Tenants Union", "Film Co-op", "Carpenters Local", "Poetry Night", "Youth Climate", "Choir",
-        "Startup Weekend", "Book Club", "Nurses Assoc.", "Design Guild", "Podcast Collective", "Chess Club"]
+FIRST = [
+    "Ava",
+    "Noah",
+    "Maya",
+    "Liam",
+    "Chloe",
+    "Ethan",
+    "Priya",
+    "Jonah",
+    "Sofia",
+    "Mateo",
+    "Hana",
+    "Owen",
+    "Leila",
+    "Arjun",
+    "Grace",
+    "Tomás",
+    "Mei",
+    "Isaac",
+    "Nadia",
+    "Felix",
+    "Amara",
+    "Kenji",
+    "Zoe",
+    "Diego",
+]
+LAST = [
+    "Nguyen",
+    "Patel",
+    "Chen",
+    "MacLeod",
+    "Singh",
+    "Dubois",
+    "Okafor",
+    "Kowalski",
+    "Tanaka",
+    "Haddad",
+    "Fraser",
+    "Moreau",
+    "Kaur",
+    "Larsen",
+    "Ramirez",
+    "O'Brien",
+    "Wong",
+    "Sato",
+    "Novak",
+    "Hughes",
+]
+ORGS = [
+    "Tenants Union",
+    "Film Co-op",
+    "Carpenters Local",
+    "Poetry Night",
+    "Youth Climate",
+    "Choir",
+    "Startup Weekend",
+    "Book Club",
+    "Nurses Assoc.",
+    "Design Guild",
+    "Podcast Collective",
+    "Chess Club",
+]
 
 
 class ManualClock:
@@ -75,8 +131,9 @@ def _clock(svc: Services) -> Iterator[ManualClock]:
         svc.clock = original
 
 
-def seed_demo(svc: Services, *, seed: int = 7, count: int = 150,
-              progress: Callable[[float, str], None] | None = None) -> DemoReport:
+def seed_demo(
+    svc: Services, *, seed: int = 7, count: int = 150, progress: Callable[[float, str], None] | None = None
+) -> DemoReport:
     """Fill an empty sandbox with realistic bookings and one of each incident. Deterministic for a given day."""
     rng = random.Random(seed)
     report = DemoReport()
@@ -96,11 +153,21 @@ def seed_demo(svc: Services, *, seed: int = 7, count: int = 150,
         room = svc.catalogue.room(room_slug)
         extras: dict[str, Any] | None = None
         if room.extras and kw.pop("with_extras", True):
-            extras = {"show_name": f"{rng.choice(ORGS)} Radio", "group_size": rng.randint(1, 6),
-                      "set_choice": rng.choice(room.extras[2].choices)}
+            extras = {
+                "show_name": f"{rng.choice(ORGS)} Radio",
+                "group_size": rng.randint(1, 6),
+                "set_choice": rng.choice(room.extras[2].choices),
+            }
         return bk.BookingRequest(
-            room=room_slug, dates=tuple(days), start=start, end=end, customer_name=name, customer_email=email,
-            customer_phone=phone, party_size=kw.pop("party_size", None), extras=extras,
+            room=room_slug,
+            dates=tuple(days),
+            start=start,
+            end=end,
+            customer_name=name,
+            customer_email=email,
+            customer_phone=phone,
+            party_size=kw.pop("party_size", None),
+            extras=extras,
             channel=kw.pop("channel", rng.choice(["web", "web", "web", "phone"])),
             agreement_version=svc.policy.refund_policy_version if room.agreement_required else None,
             notes=kw.pop("notes", ""),
@@ -112,7 +179,9 @@ def seed_demo(svc: Services, *, seed: int = 7, count: int = 150,
         at = min(begins - lead, real_now - timedelta(minutes=rng.randint(5, 600)))
         return max(at, begins - timedelta(days=svc.settings.max_days_ahead - 1))
 
-    def attempt(req: bk.BookingRequest, at: datetime, *, pay: bool = True, svc_: Services = svc) -> bk.StartResult | None:
+    def attempt(
+        req: bk.BookingRequest, at: datetime, *, pay: bool = True, svc_: Services = svc
+    ) -> bk.StartResult | None:
         clock.at = at
         try:
             started = bk.start_booking(svc_, req, actor="demo-seed" if req.channel == "web" else "frontdesk@demo")
@@ -129,7 +198,7 @@ def seed_demo(svc: Services, *, seed: int = 7, count: int = 150,
         room = svc.catalogue.room(room_slug)
         first = today + timedelta(days=rng.randint(-30, 58))
         n_days = 1 if rng.random() > 0.12 else rng.randint(2, 4)
-        days = []
+        days: list[date] = []
         d = first
         while len(days) < n_days:
             if d.weekday() < 5:
@@ -170,8 +239,11 @@ def seed_demo(svc: Services, *, seed: int = 7, count: int = 150,
                 log.info("demo cancel skipped: %s", exc.message)
 
         progress(0.8, "injecting incidents")
+
         # ---- incidents of seed 000 -------------------------------------------------------------------------
-        def free_future(room_slug: str, hours: int = 2, offset: int = 10, n_days: int = 1) -> tuple[list[date], time, time]:
+        def free_future(
+            room_slug: str, hours: int = 2, offset: int = 10, n_days: int = 1
+        ) -> tuple[list[date], time, time]:
             for extra in range(0, 40):
                 first = today + timedelta(days=offset + extra)
                 days: list[date] = []
@@ -236,24 +308,49 @@ def seed_demo(svc: Services, *, seed: int = 7, count: int = 150,
         days, s, e = free_future("quiet-room", offset=9)
         started = attempt(request("quiet-room", days, s, e), real_now - timedelta(days=3))
         if started:
-            _manual_event(svc, "quiet-room", days[0], s, (datetime.combine(days[0], s) + timedelta(hours=1)).time(),
-                          "Board meeting (added by hand)")
+            _manual_event(
+                svc,
+                "quiet-room",
+                days[0],
+                s,
+                (datetime.combine(days[0], s) + timedelta(hours=1)).time(),
+                "Board meeting (added by hand)",
+            )
         incident("manual_double_booking", started)
 
         # 7. A booking on a statutory holiday, made before the holiday rule existed (#6).
-        holiday = next((today + timedelta(days=i) for i in range(3, 58)
-                        if holiday_name(today + timedelta(days=i), svc.policy)
-                        and (today + timedelta(days=i)).weekday() < 5), None)
+        holiday = next(
+            (
+                today + timedelta(days=i)
+                for i in range(3, 58)
+                if holiday_name(today + timedelta(days=i), svc.policy) and (today + timedelta(days=i)).weekday() < 5
+            ),
+            None,
+        )
         if holiday:
             legacy = replace(svc, settings=svc.settings.model_copy(update={"observe_holidays": False}))
-            incident("holiday_booking", attempt(request("boardroom", [holiday], time(10), time(12)),
-                                                real_now - timedelta(days=4), svc_=legacy))
+            incident(
+                "holiday_booking",
+                attempt(request("boardroom", [holiday], time(10), time(12)), real_now - timedelta(days=4), svc_=legacy),
+            )
 
         # 8. Sonic Studio phone booking saved without its extras (#9).
         days, s, e = free_future("sonic-studio", offset=11)
-        incident("sonic_missing_extras", attempt(
-            request("sonic-studio", days, s, e, channel="phone", with_extras=False,
-                    notes="Caller will email the show details"), real_now - timedelta(days=2)))
+        incident(
+            "sonic_missing_extras",
+            attempt(
+                request(
+                    "sonic-studio",
+                    days,
+                    s,
+                    e,
+                    channel="phone",
+                    with_extras=False,
+                    notes="Caller will email the show details",
+                ),
+                real_now - timedelta(days=2),
+            ),
+        )
 
         # 9. Confirmed, but the confirmation email failed (#1 / #3).
         days, s, e = free_future("union-room", offset=18)
@@ -262,8 +359,11 @@ def seed_demo(svc: Services, *, seed: int = 7, count: int = 150,
         mail_faults.clear()
 
         # 10. A chargeback on a past booking (#8).
-        past = [m for m in made if _first_day(svc, m[0]) < today - timedelta(days=5)
-                and _status(svc, m[0]) in ("CONFIRMED", "COMPLETED")]
+        past = [
+            m
+            for m in made
+            if _first_day(svc, m[0]) < today - timedelta(days=5) and _status(svc, m[0]) in ("CONFIRMED", "COMPLETED")
+        ]
         if past:
             booking_id, started = past[0]
             clock.at = real_now - timedelta(days=1)
@@ -287,12 +387,15 @@ def seed_demo(svc: Services, *, seed: int = 7, count: int = 150,
 def _manual_event(svc: Services, room_slug: str, day: date, start: time, end: time, summary: str) -> None:
     room = svc.catalogue.room(room_slug)
     tz = svc.settings.venue_timezone
-    svc.calendar.insert_event(room.calendar_id, {
-        "summary": summary,
-        "description": "Added directly in Google Calendar",
-        "start": {"dateTime": datetime.combine(day, start, tzinfo=svc.settings.tz).isoformat(), "timeZone": tz},
-        "end": {"dateTime": datetime.combine(day, end, tzinfo=svc.settings.tz).isoformat(), "timeZone": tz},
-    })
+    svc.calendar.insert_event(
+        room.calendar_id,
+        {
+            "summary": summary,
+            "description": "Added directly in Google Calendar",
+            "start": {"dateTime": datetime.combine(day, start, tzinfo=svc.settings.tz).isoformat(), "timeZone": tz},
+            "end": {"dateTime": datetime.combine(day, end, tzinfo=svc.settings.tz).isoformat(), "timeZone": tz},
+        },
+    )
 
 
 def _first_day(svc: Services, booking_id: int) -> date:

@@ -45,9 +45,7 @@ class InvalidState(DomainError):
 class GatewayError(DomainError):
     """An external service failed. `transient` says whether retrying may help."""
 
-    def __init__(
-        self, message: str, *, transient: bool = True, provider: str = "", status: int | None = None
-    ) -> None:
+    def __init__(self, message: str, *, transient: bool = True, provider: str = "", status: int | None = None) -> None:
         super().__init__(message)
         self.transient = transient
         self.provider = provider
@@ -65,9 +63,7 @@ class EventExists(GatewayError):
     """Calendar insert with an id that exists (or existed and was deleted): HTTP 409."""
 
     def __init__(self, event_id: str) -> None:
-        super().__init__(
-            f"Calendar event {event_id} already exists", transient=False, provider="calendar", status=409
-        )
+        super().__init__(f"Calendar event {event_id} already exists", transient=False, provider="calendar", status=409)
         self.event_id = event_id
 
 

@@ -59,7 +59,12 @@ def deliver(session: Session, mail: MailGateway, row: EmailOutbox, *, now: datet
         row.status = "failed"
         row.last_error = exc.message[:500]
         audit.record(
-            session, f"email.{row.kind}.failed", actor=actor, at=now, booking=booking, error=exc.message,
+            session,
+            f"email.{row.kind}.failed",
+            actor=actor,
+            at=now,
+            booking=booking,
+            error=exc.message,
             message=f"{row.kind.capitalize()} email failed",
         )
         return False

@@ -93,9 +93,7 @@ def check_request(
     if len(set(request.dates)) != len(request.dates):
         reasons.append("The same date is chosen twice")
     if len(set(request.dates)) > policy.max_days_per_booking:
-        reasons.append(
-            f"At most {policy.max_days_per_booking} days in one booking ({len(set(request.dates))} chosen)"
-        )
+        reasons.append(f"At most {policy.max_days_per_booking} days in one booking ({len(set(request.dates))} chosen)")
     minutes = _minutes(request.end) - _minutes(request.start)
     if minutes <= 0:
         reasons.append("The end time must be after the start time")
@@ -183,4 +181,3 @@ def _hours_label(minutes: int) -> str:
 
 def _local_hhmm(dt: datetime, policy: Policy) -> str:
     return f"{dt.astimezone(policy.tz):%H:%M}"
-

@@ -1,0 +1,224 @@
+"""Read models for the pages: searches, a booking's full detail, and the rooms' schedule. No writes here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import col, select
+
+from models.tables import AuditLog, Booking, BookingLeg, EmailOutbox, LegState, RefundRecord, SlotClaim
+from services.context import Services
+from services.errors import GatewayError, NotFound
+
+
+def search_bookings(
+    svc: Services,
+    *,
+    text: str = "",
+    room: str | None = None,
+    day_from: date | None = None,
+    day_to: date | None = None,
+    statuses: list[str] | None = None,
+    limit: int = 500,
+) -> list[dict[str, Any]]:
+    """Bookings matching a PaymentIntent id, reference, customer email or name, a room and a date range."""
+    with svc.session() as s:
+        first_day = sa.func.min(BookingLeg.day).label("first_day")
+        last_day = sa.func.max(BookingLeg.day).label("last_day")
+        days = sa.func.count(col(BookingLeg.id)).label("days")
+        q = (
+            select(Booking, first_day, last_day, days)
+            .join(BookingLeg, col(BookingLeg.booking_id) == col(Booking.id))
+            .group_by(col(Booking.id))
+        )
+        needle = text.strip()
+        if needle:
+            like = f"%{needle.lower()}%"
+            q = q.where(
+                sa.or_(
+                    col(Booking.payment_intent_id) == needle,
+                    col(Booking.reference) == needle.upper(),
+                    sa.func.lower(col(Booking.customer_email)).like(like),
+                    sa.func.lower(col(Booking.customer_name)).like(like),
+                )
+            )
+        if room:
+            q = q.where(col(Booking.room_slug) == room)
+        if statuses:
+            q = q.where(col(Booking.status).in_(statuses))
+        if day_from:
+            q = q.having(sa.func.max(BookingLeg.day) >= day_from)
+        if day_to:
+            q = q.having(sa.func.min(BookingLeg.day) <= day_to)
+        q = q.order_by(first_day.desc(), col(Booking.id).desc()).limit(limit)
+        rows = s.exec(q).all()
+    out = []
+    for b, first, last, n in rows:
+        out.append(
+            {
+                "id": b.id,
+                "reference": b.reference,
+                "room": _room_name(svc, b.room_slug),
+                "first_day": first,
+                "last_day": last,
+                "days": n,
+                "time": f"{b.start_time}–{b.end_time}",
+                "customer": b.customer_name,
+                "email": b.customer_email,
+                "status": b.status,
+                "amount_cents": b.amount_cents,
+                "channel": b.channel,
+                "payment_intent": b.payment_intent_id or "",
+            }
+        )
+    return out
+
+
+def _room_name(svc: Services, slug: str) -> str:
+    try:
+        return svc.catalogue.room(slug).name
+    except Exception:  # a room removed from the catalogue still shows its bookings
+        return slug
+
+
+@dataclass
+class BookingDetail:
+    booking: Booking
+    room_name: str
+    legs: list[BookingLeg]
+    refunds: list[RefundRecord]
+    audit: list[AuditLog]
+    emails: list[EmailOutbox]
+    payment: dict[str, Any] | None = None
+    payment_error: str | None = None
+    events: dict[int, dict[str, Any] | None] = field(default_factory=dict)
+    event_errors: list[str] = field(default_factory=list)
+
+    @property
+    def refunded_cents(self) -> int:
+        return sum(r.amount_cents for r in self.refunds)
+
+
+def booking_detail(svc: Services, booking_id: int, *, live: bool = True) -> BookingDetail:
+    """Everything about one booking: legs, refunds, emails, audit timeline, and (live) Stripe and calendar state."""
+    with svc.session() as s:
+        booking = s.get(Booking, booking_id)
+        if booking is None:
+            raise NotFound(f"No booking #{booking_id}")
+        legs = list(s.exec(select(BookingLeg).where(BookingLeg.booking_id == booking_id).order_by(col(BookingLeg.day))))
+        refunds = list(
+            s.exec(
+                select(RefundRecord).where(RefundRecord.booking_id == booking_id).order_by(col(RefundRecord.created_at))
+            )
+        )
+        audit_rows = list(
+            s.exec(
+                select(AuditLog).where(AuditLog.booking_id == booking_id).order_by(col(AuditLog.at), col(AuditLog.id))
+            )
+        )
+        emails = list(
+            s.exec(
+                select(EmailOutbox).where(EmailOutbox.booking_id == booking_id).order_by(col(EmailOutbox.created_at))
+            )
+        )
+    detail = BookingDetail(booking, _room_name(svc, booking.room_slug), legs, refunds, audit_rows, emails)
+    if not live:
+        return detail
+    if booking.payment_intent_id:
+        try:
+            detail.payment = svc.payments.retrieve_payment_intent(booking.payment_intent_id)
+        except GatewayError as exc:
+            detail.payment_error = exc.message
+        except NotFound as exc:
+            detail.payment_error = exc.message
+    for leg in legs:
+        if not leg.event_id or leg.id is None:
+            continue
+        try:
+            detail.events[leg.id] = svc.calendar.get_event(leg.calendar_id, leg.event_id)
+        except GatewayError as exc:
+            detail.event_errors.append(f"{leg.day}: {exc.message}")
+    return detail
+
+
+@dataclass(frozen=True)
+class ScheduleItem:
+    room_slug: str
+    room_name: str
+    day: date
+    start: datetime  # venue time
+    end: datetime
+    kind: str  # booked | hold | manual | orphan
+    label: str
+    reference: str = ""
+
+
+def schedule(svc: Services, start_day: date, days: int = 7, *, include_calendar: bool = True) -> list[ScheduleItem]:
+    """What occupies each room, day by day: our booked days and holds, plus calendar events we did not make
+    (manual events) or that belong to no live booking (orphans)."""
+    tz = svc.settings.tz
+    lo = datetime.combine(start_day, time(0), tzinfo=tz).astimezone(UTC)
+    hi = datetime.combine(start_day + timedelta(days=days), time(0), tzinfo=tz).astimezone(UTC)
+    now = svc.now()
+    items: list[ScheduleItem] = []
+    live_refs: set[str] = set()
+    with svc.session() as s:
+        q = (
+            select(BookingLeg, Booking)
+            .join(Booking, col(Booking.id) == col(BookingLeg.booking_id))
+            .where(BookingLeg.starts_at < hi, BookingLeg.ends_at > lo)
+        )
+        claims = {
+            c.leg_id: c for c in s.exec(select(SlotClaim).where(SlotClaim.starts_at < hi, SlotClaim.ends_at > lo))
+        }
+        for leg, b in s.exec(q):
+            if leg.state in (LegState.CONFIRMED, LegState.IN_PROGRESS, LegState.COMPLETED):
+                kind = "booked"
+            elif leg.state == LegState.AWAITING_PAYMENT:
+                claim = claims.get(leg.id or -1)
+                if not claim or not claim.active or (claim.expires_at and claim.expires_at < now):
+                    continue
+                kind = "hold"
+            else:
+                continue
+            live_refs.add(f"{b.reference}|{leg.day.isoformat()}")
+            items.append(
+                ScheduleItem(
+                    b.room_slug,
+                    _room_name(svc, b.room_slug),
+                    leg.day,
+                    leg.starts_at.astimezone(tz),
+                    leg.ends_at.astimezone(tz),
+                    kind,
+                    b.customer_name,
+                    b.reference,
+                )
+            )
+    if include_calendar:
+        for room in svc.catalogue.rooms:
+            try:
+                listing = svc.calendar.list_events(room.calendar_id, time_min=lo, time_max=hi)
+            except GatewayError:
+                continue
+            for ev in listing.get("items", []):
+                if ev.get("status") == "cancelled":
+                    continue
+                private = (ev.get("extendedProperties") or {}).get("private") or {}
+                ref = private.get("booking_id")
+                try:
+                    start = datetime.fromisoformat(ev["start"]["dateTime"]).astimezone(tz)
+                    end = datetime.fromisoformat(ev["end"]["dateTime"]).astimezone(tz)
+                except (KeyError, TypeError, ValueError):
+                    continue
+                if ref and f"{ref}|{private.get('booking_date', start.date().isoformat())}" in live_refs:
+                    continue
+                kind = "orphan" if ref else "manual"
+                items.append(
+                    ScheduleItem(
+                        room.slug, room.name, start.date(), start, end, kind, ev.get("summary", "(no title)"), ref or ""
+                    )
+                )
+    return sorted(items, key=lambda i: (i.day, i.room_name, i.start))

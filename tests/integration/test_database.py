@@ -1,0 +1,199 @@
+"""Both databases: migrations from empty, the schema matches the models, the database itself refuses overlapping
+claims, and 20+ concurrent processes racing for one slot produce exactly one winner."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import SQLModel, select
+
+from models.db import make_engine, session_scope, upgrade
+from models.tables import AuditLog, Booking, BookingLeg, SlotClaim
+from services import booking as bk
+from tests.conftest import NOW
+
+CONTENDERS = 24
+
+
+def test_migrations_build_the_schema_from_empty_and_match_the_models(db_url: str) -> None:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    upgrade(engine)  # a second start is a no-op
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
+        version = conn.execute(sa.text("select version_num from alembic_version")).scalar_one()
+    assert diff == [], f"models and migrations disagree: {diff}"
+    assert version == "0001"
+    engine.dispose()
+
+
+def test_times_come_back_timezone_aware_utc(db_url: str) -> None:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    at = datetime(2026, 3, 4, 10, 30, tzinfo=UTC)
+    with session_scope(engine) as s:
+        s.add(AuditLog(at=at, actor="t", action="test.tz", payload={"x": 1}))
+    with session_scope(engine) as s:
+        row = s.exec(select(AuditLog)).one()
+    assert row.at == at and row.at.tzinfo is not None and row.payload == {"x": 1}
+    with pytest.raises(Exception, match="naive"), session_scope(engine) as s:
+        s.add(AuditLog(at=datetime(2026, 3, 4, 10, 30), actor="t", action="test.naive"))
+    engine.dispose()
+
+
+def _claim(
+    session: Any,
+    booking_id: int,
+    leg_id: int,
+    start: datetime,
+    end: datetime,
+    room: str = "boardroom",
+    active: bool = True,
+) -> None:
+    session.add(
+        SlotClaim(
+            booking_id=booking_id,
+            leg_id=leg_id,
+            room_slug=room,
+            starts_at=start,
+            ends_at=end,
+            block_until=end + timedelta(minutes=15),
+            active=active,
+            created_at=NOW,
+        )
+    )
+    session.flush()
+
+
+def _skeleton(session: Any, n: int) -> list[tuple[int, int]]:
+    out = []
+    for i in range(n):
+        b = Booking(
+            reference=f"RDTEST{i:02d}",
+            room_slug="boardroom",
+            start_time="10:00",
+            end_time="12:00",
+            customer_name="T",
+            customer_email="t@example.org",
+            created_at=NOW,
+            updated_at=NOW,
+        )
+        session.add(b)
+        session.flush()
+        leg = BookingLeg(
+            booking_id=b.id, day=date(2026, 3, 4), starts_at=NOW, ends_at=NOW, calendar_id="c", updated_at=NOW
+        )
+        session.add(leg)
+        session.flush()
+        out.append((b.id, leg.id))
+    return out
+
+
+def test_the_database_refuses_overlapping_active_claims_buffer_included(db_url: str) -> None:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    ten = datetime(2026, 3, 4, 18, 0, tzinfo=UTC)
+    with session_scope(engine) as s:
+        ids = _skeleton(s, 6)
+        _claim(s, *ids[0], ten, ten + timedelta(hours=2))
+    cases = [
+        (ids[1], ten + timedelta(hours=1), ten + timedelta(hours=3), "boardroom", True, False),  # overlaps
+        (ids[2], ten + timedelta(hours=2, minutes=10), ten + timedelta(hours=4), "boardroom", True, False),  # buffer
+        (ids[3], ten + timedelta(hours=2, minutes=15), ten + timedelta(hours=4), "boardroom", True, True),  # ok
+        (ids[4], ten, ten + timedelta(hours=2), "quiet-room", True, True),  # other room
+        (ids[5], ten, ten + timedelta(hours=2), "boardroom", False, True),  # inactive claims do not block
+    ]
+    for (booking_id, leg_id), start, end, room, active, allowed in cases:
+        try:
+            with session_scope(engine) as s:
+                _claim(s, booking_id, leg_id, start, end, room, active)
+            accepted = True
+        except IntegrityError as exc:
+            assert bk._is_overlap_error(exc)
+            accepted = False
+        assert accepted == allowed, (start, end, room, active)
+    # Re-activating a released claim that now overlaps is refused too.
+    with pytest.raises(IntegrityError), session_scope(engine) as s:
+        s.execute(sa.update(SlotClaim).where(SlotClaim.leg_id == ids[5][1]).values(active=True))
+    engine.dispose()
+
+
+def _contend(args: tuple[str, str, str, int, Any, bool]) -> str:
+    data_dir, db_url, now_iso, index, barrier, blind = args
+    from services import booking
+    from services.booking import BookingRequest, start_booking
+    from services.context import build_services
+    from services.errors import NotAvailable
+    from services.settings import Settings
+
+    svc = build_services(Settings(data_dir=Path(data_dir), database_url=db_url), migrate=False)
+    now = datetime.fromisoformat(now_iso)
+    svc.clock = lambda: now
+    request = BookingRequest(
+        room="boardroom",
+        dates=(date(2026, 3, 4),),
+        start=time(10),
+        end=time(12),
+        customer_name=f"Caller {index}",
+        customer_email=f"caller{index}@example.org",
+    )
+    if blind:  # every process passes Gate 1 as if no one else existed: only the database can stop them
+        booking.busy_times = lambda *a, **k: []
+    barrier.wait(timeout=60)
+    try:
+        start_booking(svc, request, actor=f"proc-{index}")
+        return "won"
+    except NotAvailable as exc:
+        return "taken: " + exc.message
+    finally:
+        svc.engine.dispose()
+
+
+@pytest.mark.parametrize("blind", [False, True], ids=["gate1", "database-only"])
+def test_twenty_plus_concurrent_processes_one_winner(db_url: str, make_services: Any, blind: bool) -> None:
+    svc = make_services(db_url)  # migrates the database and the sandbox stores once
+    svc.engine.dispose()
+    ctx = mp.get_context("fork")
+    with ctx.Manager() as manager:
+        barrier = manager.Barrier(CONTENDERS)
+        args = [(str(svc.settings.data_dir), db_url, NOW.isoformat(), i, barrier, blind) for i in range(CONTENDERS)]
+        with ctx.Pool(CONTENDERS) as pool:
+            outcomes = pool.map(_contend, args)
+    winners = [o for o in outcomes if o == "won"]
+    losers = [o for o in outcomes if o != "won"]
+    by_db = sum("just taken" in o for o in losers)
+    print(
+        f"\n{db_url.split(':')[0]} ({'database only' if blind else 'with Gate 1'}): "
+        f"{len(winners)} winner of {CONTENDERS}; {by_db} refused by the database constraint, "
+        f"{len(losers) - by_db} by Gate 1 after the winner's hold was visible"
+    )
+    assert len(winners) == 1, outcomes
+    assert all(o.startswith("taken: ") for o in losers), outcomes
+    assert all("taken" in o or "held booking" in o for o in losers), outcomes
+    if blind:
+        assert by_db == CONTENDERS - 1
+    with svc.session() as s:
+        active = list(s.exec(select(SlotClaim).where(SlotClaim.active == True)))  # noqa: E712
+    assert len(active) == 1
+
+
+def test_the_whole_saga_on_this_database(db_url: str, make_services: Any, booking_request: Any) -> None:
+    svc = make_services(db_url)
+    days = (date(2026, 3, 9), date(2026, 3, 10))
+    started = bk.start_booking(svc, booking_request(dates=days), actor="customer")
+    assert bk.sandbox_pay(svc, started.booking_id, actor="webhook").outcome == "confirmed"
+    assert bk.confirm_payment(svc, started.payment_intent).outcome == "already_done"
+    result = bk.cancel_booking(svc, started.booking_id, actor="frontdesk")
+    assert result.refund_cents == started.amount_cents
+    with svc.session() as s:
+        b = s.get(Booking, started.booking_id)
+        assert b is not None and b.status == "CANCELLED"
+        assert b.hold_expires_at is None and b.created_at.tzinfo is not None

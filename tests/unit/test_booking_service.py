@@ -1,0 +1,420 @@
+"""The booking saga on sandbox gateways: what staff and customers would notice, faults included."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, time, timedelta
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from models.tables import AuditLog, Booking, BookingLeg, EmailOutbox, RefundRecord, SlotClaim
+from services import booking as bk
+from services.errors import InvalidState, NotAvailable, SlotTaken, ValidationError
+
+THREE_DAYS = (date(2026, 3, 9), date(2026, 3, 10), date(2026, 3, 11))
+
+
+def actions(svc: Any, booking_id: int) -> list[str]:
+    with svc.session() as s:
+        return [
+            a.action for a in s.exec(select(AuditLog).where(AuditLog.booking_id == booking_id).order_by(AuditLog.id))
+        ]
+
+
+def legs(svc: Any, booking_id: int) -> list[BookingLeg]:
+    with svc.session() as s:
+        return list(s.exec(select(BookingLeg).where(BookingLeg.booking_id == booking_id).order_by(BookingLeg.day)))
+
+
+def booking(svc: Any, booking_id: int) -> Booking:
+    with svc.session() as s:
+        b = s.get(Booking, booking_id)
+        assert b is not None
+        return b
+
+
+def live_events(svc: Any, reference: str, calendar_id: str = "boardroom@group.calendar.google.com") -> list[dict]:
+    items = svc.calendar.list_events(calendar_id, private_property=f"booking_id={reference}")["items"]
+    return [e for e in items if e.get("status") != "cancelled"]
+
+
+def charge(svc: Any, pi: str) -> dict:
+    return svc.payments.retrieve_payment_intent(pi)["latest_charge"] or {}
+
+
+def add_manual_event(svc: Any, day: date, start: time, end: time, calendar: str = "boardroom") -> None:
+    tz = svc.settings.tz
+    from datetime import datetime
+
+    svc.calendar.insert_event(
+        f"{calendar}@group.calendar.google.com",
+        {
+            "summary": "Staff meeting",
+            "start": {"dateTime": datetime.combine(day, start, tzinfo=tz).isoformat()},
+            "end": {"dateTime": datetime.combine(day, end, tzinfo=tz).isoformat()},
+        },
+    )
+
+
+# ------------------------------------------------------------------------------------------- start
+
+
+def test_start_holds_the_slot_and_creates_a_payment_intent_with_metadata(svc: Any, booking_request: Any) -> None:
+    started = bk.start_booking(
+        svc, booking_request(dates=THREE_DAYS, start=time(9), end=time(11, 30)), actor="customer"
+    )
+    pi = svc.payments.retrieve_payment_intent(started.payment_intent)
+    assert pi["metadata"] == {
+        "room": "boardroom",
+        "booking_dates": "2026-03-09,2026-03-10,2026-03-11",
+        "booking_time": "09:00-11:30",
+        "customer_name": "Ava Nguyen",
+        "customer_email": "ava@example.org",
+        "customer_phone": "604-555-0101",
+        "booking_id": started.reference,
+    }
+    # 2.5 h × $45 = $112.50 a day, 10 % off for three days in a discount-eligible room.
+    assert pi["amount"] == started.amount_cents == 3 * (11250 - 1125)
+    assert started.client_secret.startswith(started.payment_intent)
+    assert started.hold_expires_at == svc.now() + timedelta(minutes=30)
+    assert [leg.state for leg in legs(svc, started.booking_id)] == ["AWAITING_PAYMENT"] * 3
+    assert actions(svc, started.booking_id) == ["booking.hold.created", "booking.payment_intent.created"]
+
+
+def test_a_held_slot_is_refused_to_the_next_customer_with_a_reason(svc: Any, booking_request: Any) -> None:
+    bk.start_booking(svc, booking_request(), actor="customer")
+    with pytest.raises(NotAvailable) as err:
+        bk.start_booking(svc, booking_request(start=time(11), end=time(13)), actor="customer")
+    assert err.value.reasons == ["Wed 4 Mar: overlaps a held booking (10:00–12:00)"]
+    with pytest.raises(NotAvailable) as err:
+        bk.start_booking(svc, booking_request(start=time(12, 0), end=time(14, 0)), actor="customer")
+    assert err.value.reasons == ["Wed 4 Mar: within 15 minutes of a held booking (10:00–12:00)"]
+    bk.start_booking(svc, booking_request(start=time(12, 15), end=time(14, 15)), actor="customer")
+
+
+def test_rules_refuse_before_anything_is_created(svc: Any, booking_request: Any) -> None:
+    with pytest.raises(NotAvailable) as err:
+        bk.start_booking(svc, booking_request(dates=[date(2026, 3, 7)]), actor="customer")
+    assert err.value.reasons == ["Sat 7 Mar: Saturdays are closed"]
+    assert svc.payments.list_payment_intents()["data"] == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("customer_email", "ava.example.org", "A valid customer email is required"),
+        ("customer_name", "  ", "Customer name is required"),
+        ("customer_phone", "call me maybe", "Phone number looks wrong"),
+    ],
+)
+def test_bad_customer_details_are_refused_clearly(
+    svc: Any, booking_request: Any, field: str, value: str, message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        bk.start_booking(svc, booking_request(**{field: value}), actor="customer")
+
+
+def test_sonic_studio_extras_required_online_but_phone_may_collect_later(svc: Any, booking_request: Any) -> None:
+    with pytest.raises(ValidationError, match="Podcast or show name is required"):
+        bk.start_booking(svc, booking_request(room="sonic-studio", agreement_version="2026-01"), actor="customer")
+    with pytest.raises(ValidationError, match="Set choice must be one of"):
+        bk.start_booking(
+            svc,
+            booking_request(
+                room="sonic-studio",
+                agreement_version="2026-01",
+                extras={"show_name": "Night Shift", "group_size": "3", "set_choice": "Rave"},
+            ),
+            actor="customer",
+        )
+    phone = bk.start_booking(svc, booking_request(room="sonic-studio", channel="phone"), actor="frontdesk")
+    assert booking(svc, phone.booking_id).extras == {}
+
+
+def test_payment_intent_failure_releases_the_hold(svc: Any, booking_request: Any) -> None:
+    from services.errors import GatewayError
+
+    svc.payments.faults.fail("create_payment_intent")
+    with pytest.raises(GatewayError, match="unavailable"):
+        bk.start_booking(svc, booking_request(), actor="customer")
+    retry = bk.start_booking(svc, booking_request(), actor="customer")  # the slot is free again
+    assert retry.payment_intent
+
+
+# ------------------------------------------------------------------------------------------- confirm
+
+
+def test_payment_confirms_with_one_event_per_day_and_an_email(svc: Any, booking_request: Any) -> None:
+    started = bk.start_booking(svc, booking_request(dates=THREE_DAYS), actor="customer")
+    result = bk.sandbox_pay(svc, started.booking_id, actor="stripe-webhook")
+    assert result.outcome == "confirmed"
+    events = live_events(svc, started.reference)
+    assert sorted(e["extendedProperties"]["private"]["booking_date"] for e in events) == [
+        d.isoformat() for d in THREE_DAYS
+    ]
+    for e in events:
+        assert e["id"] == bk.event_id_for(
+            started.reference, date.fromisoformat(e["extendedProperties"]["private"]["booking_date"])
+        )
+        assert e["extendedProperties"]["private"]["payment_intent"] == started.payment_intent
+        assert e["start"]["dateTime"].endswith("-07:00") or e["start"]["dateTime"].endswith("-08:00")
+    b = booking(svc, started.booking_id)
+    assert b.status == "CONFIRMED" and b.confirmation_sent_at == svc.now()
+    mail = svc.mail.messages(booking_id=started.booking_id)
+    assert len(mail) == 1 and started.reference in mail[0]["text"] and "Mon 9 Mar" in mail[0]["subject"]
+    assert "Full refund 48 h or more before" in mail[0]["text"]
+    with svc.session() as s:
+        claims = list(s.exec(select(SlotClaim).where(SlotClaim.booking_id == started.booking_id)))
+    assert {(c.kind, c.active, c.expires_at) for c in claims} == {("booked", True, None)}
+
+
+def test_confirming_twice_changes_nothing(svc: Any, booking_request: Any) -> None:
+    started = bk.start_booking(svc, booking_request(dates=THREE_DAYS), actor="customer")
+    bk.sandbox_pay(svc, started.booking_id, actor="stripe-webhook")
+    before = (
+        actions(svc, started.booking_id),
+        live_events(svc, started.reference),
+        svc.mail.messages(booking_id=started.booking_id),
+    )
+    again = bk.confirm_payment(svc, started.payment_intent, actor="stripe-webhook")
+    assert again.outcome == "already_done"
+    after = (
+        actions(svc, started.booking_id),
+        live_events(svc, started.reference),
+        svc.mail.messages(booking_id=started.booking_id),
+    )
+    assert before == after
+
+
+def test_unpaid_payment_intent_is_not_confirmed(svc: Any, booking_request: Any) -> None:
+    started = bk.start_booking(svc, booking_request(), actor="customer")
+    result = bk.confirm_payment(svc, started.payment_intent)
+    assert result.outcome == "not_paid" and live_events(svc, started.reference) == []
+    assert booking(svc, started.booking_id).status == "AWAITING_PAYMENT"
+
+
+def test_gate2_conflict_refunds_in_full_and_tells_the_customer(
+    svc: Any, booking_request: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    started = bk.start_booking(svc, booking_request(dates=THREE_DAYS), actor="customer")
+    add_manual_event(svc, THREE_DAYS[1], time(11), time(13))  # staff add an event while the customer pays
+    with caplog.at_level(logging.INFO, logger="roomdesk"):
+        result = bk.sandbox_pay(svc, started.booking_id, actor="stripe-webhook")
+    assert result.outcome == "auto_refunded"
+    assert live_events(svc, started.reference) == []
+    ch = charge(svc, started.payment_intent)
+    assert ch["refunded"] is True and ch["amount_refunded"] == started.amount_cents
+    assert [leg.state for leg in legs(svc, started.booking_id)] == ["FAILED"] * 3
+    assert "booking.gate2.conflict" in actions(svc, started.booking_id)
+    mail = svc.mail.messages(booking_id=started.booking_id)
+    assert [m["kind"] for m in mail] == ["auto_refund"] and "taken at the moment of your payment" in mail[0]["text"]
+    gate2 = [r for r in caplog.records if r.getMessage().startswith("Gate 2 conflict")]
+    assert gate2 and started.reference in gate2[0].getMessage() and started.payment_intent in gate2[0].getMessage()
+    # The slot is free again for someone else (outside the manual event).
+    bk.start_booking(svc, booking_request(dates=[THREE_DAYS[0]]), actor="customer")
+
+
+@pytest.mark.parametrize("mode", ["before", "after", "timeout"])
+def test_event_failure_on_day_two_cleans_up_and_refunds(svc: Any, booking_request: Any, mode: str) -> None:
+    started = bk.start_booking(svc, booking_request(dates=THREE_DAYS), actor="customer")
+    svc.calendar.faults.fail("insert_event", nth=2, mode=mode)
+    result = bk.sandbox_pay(svc, started.booking_id, actor="stripe-webhook")
+    assert result.outcome == "auto_refunded", result.messages
+    assert live_events(svc, started.reference) == []  # day 1 deleted; day 2 too if it was created anyway
+    assert charge(svc, started.payment_intent)["amount_refunded"] == started.amount_cents
+    acts = actions(svc, started.booking_id)
+    assert "booking.event.failed" in acts and "booking.cleanup.started" in acts and "booking.cleanup.done" in acts
+    with svc.session() as s:
+        refunds = list(s.exec(select(RefundRecord).where(RefundRecord.booking_id == started.booking_id)))
+    assert [(r.origin, r.amount_cents) for r in refunds] == [("auto_gate2", started.amount_cents)]
+
+
+def test_cleanup_failure_is_audited_and_the_refund_still_goes_out(
+    svc: Any, booking_request: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    started = bk.start_booking(svc, booking_request(dates=THREE_DAYS), actor="customer")
+    svc.calendar.faults.fail("insert_event", nth=3)
+    svc.calendar.faults.fail("delete_event", times=10)
+    with caplog.at_level(logging.INFO, logger="roomdesk"):
+        result = bk.sandbox_pay(svc, started.booking_id, actor="stripe-webhook")
+    assert result.outcome == "cleanup_failed"
+    assert len(live_events(svc, started.reference)) == 2  # orphans left, and the audit says which
+    with svc.session() as s:
+        row = s.exec(select(AuditLog).where(AuditLog.action == "booking.cleanup.failed")).one()
+    assert len(row.payload["events"]) == 3
+    assert charge(svc, started.payment_intent)["refunded"] is True
+    assert any("Multi-day partial failure — cleaning up" in r.getMessage() for r in caplog.records)
+
+
+def test_refund_failure_in_the_safety_net_is_audited(svc: Any, booking_request: Any) -> None:
+    started = bk.start_booking(svc, booking_request(), actor="customer")
+    svc.calendar.faults.fail("insert_event")
+    svc.payments.faults.fail("refund")
+    result = bk.sandbox_pay(svc, started.booking_id, actor="stripe-webhook")
+    assert result.outcome == "cleanup_failed" and "Automatic refund failed: refund by hand" in result.messages
+    assert "booking.refund.failed" in actions(svc, started.booking_id)
+    assert charge(svc, started.payment_intent)["amount_refunded"] == 0
+
+
+def test_confirm_retried_after_a_crash_finishes_without_duplicates(svc: Any, booking_request: Any) -> None:
+    started = bk.start_booking(svc, booking_request(dates=THREE_DAYS), actor="customer")
+    svc.payments.confirm_payment_intent(started.payment_intent)
+    # First delivery: the calendar answers day 2 but the response is lost, and then day 3 cannot be reached.
+    svc.calendar.faults.fail("insert_event", nth=2, mode="after")
+    svc.calendar.faults.fail("delete_event", times=10)
+    svc.payments.faults.fail("refund", times=10)
+    first = bk.confirm_payment(svc, started.payment_intent)
+    assert first.outcome == "cleanup_failed"
+    svc.calendar.faults.clear()
+    svc.payments.faults.clear()
+    # The booking is FAILED without a refund: a second delivery must not create more events.
+    again = bk.confirm_payment(svc, started.payment_intent)
+    assert again.outcome == "already_done"
+    assert len(live_events(svc, started.reference)) == 2
+
+
+def test_lapsed_hold_paid_after_someone_else_took_the_slot_is_refunded(svc: Any, booking_request: Any) -> None:
+    first = bk.start_booking(svc, booking_request(), actor="customer")
+    svc.clock.advance(minutes=31)
+    second = bk.start_booking(svc, booking_request(customer_email="zoe@example.org"), actor="customer")
+    bk.sandbox_pay(svc, second.booking_id, actor="stripe-webhook")
+    late = bk.sandbox_pay(svc, first.booking_id, actor="stripe-webhook")
+    assert late.outcome == "auto_refunded"
+    assert charge(svc, first.payment_intent)["refunded"] is True
+    assert len(live_events(svc, second.reference)) == 1 and live_events(svc, first.reference) == []
+
+
+# ------------------------------------------------------------------------------------------- expire
+
+
+def test_expired_holds_cancel_their_payment_intents(svc: Any, booking_request: Any) -> None:
+    started = bk.start_booking(svc, booking_request(), actor="customer")
+    assert bk.expire_holds(svc) == {}
+    svc.clock.advance(minutes=31)
+    assert bk.expire_holds(svc) == {"expired": 1}
+    assert svc.payments.retrieve_payment_intent(started.payment_intent)["status"] == "canceled"
+    assert booking(svc, started.booking_id).status == "EXPIRED"
+    assert "booking.hold.expired" in actions(svc, started.booking_id)
+
+
+def test_expiry_confirms_a_payment_whose_webhook_never_came(svc: Any, booking_request: Any) -> None:
+    started = bk.start_booking(svc, booking_request(), actor="customer")
+    svc.payments.confirm_payment_intent(started.payment_intent)
+    svc.clock.advance(minutes=31)
+    assert bk.expire_holds(svc) == {"confirmed": 1}
+    assert booking(svc, started.booking_id).status == "CONFIRMED"
+    assert len(live_events(svc, started.reference)) == 1
+
+
+def test_phone_holds_last_longer(svc: Any, booking_request: Any) -> None:
+    started = bk.start_booking(svc, booking_request(channel="phone"), actor="frontdesk")
+    assert started.hold_expires_at == svc.now() + timedelta(hours=24)
+
+
+# ------------------------------------------------------------------------------------------- cancel
+
+
+def test_cancel_48h_ahead_refunds_in_full_deletes_events_and_frees_the_slot(svc: Any, booking_request: Any) -> None:
+    started = bk.start_booking(svc, booking_request(), actor="customer")
+    bk.sandbox_pay(svc, started.booking_id, actor="stripe-webhook")
+    result = bk.cancel_booking(svc, started.booking_id, actor="frontdesk", reason="Customer asked")
+    assert result.refund_cents == started.amount_cents and result.problems == []
+    assert live_events(svc, started.reference) == []
+    assert booking(svc, started.booking_id).status == "CANCELLED"
+    assert [m["kind"] for m in svc.mail.messages(booking_id=started.booking_id)] == ["cancellation", "confirmation"]
+    bk.start_booking(svc, booking_request(customer_email="next@example.org"), actor="customer")
+
+
+def test_cancel_one_day_at_30h_refunds_half_of_that_day(svc: Any, booking_request: Any) -> None:
+    started = bk.start_booking(svc, booking_request(dates=THREE_DAYS), actor="customer")
+    bk.sandbox_pay(svc, started.booking_id, actor="stripe-webhook")
+    day_one = legs(svc, started.booking_id)[0]
+    svc.clock.at = day_one.starts_at - timedelta(hours=30)
+    quote = bk.cancellation_quote(svc, started.booking_id, [day_one.id])
+    assert [(q.percent, q.refund_cents) for _, q in quote] == [(50, day_one.price_cents // 2)]
+    result = bk.cancel_booking(svc, started.booking_id, actor="frontdesk", leg_ids=[day_one.id])
+    assert result.refund_cents == day_one.price_cents // 2
+    assert [leg.state for leg in legs(svc, started.booking_id)] == ["CANCELLED", "CONFIRMED", "CONFIRMED"]
+    assert booking(svc, started.booking_id).status == "PARTLY_CANCELLED"
+    assert len(live_events(svc, started.reference)) == 2
+    with pytest.raises(InvalidState):
+        bk.cancel_booking(svc, started.booking_id, actor="frontdesk", leg_ids=[day_one.id])
+
+
+def test_policy_snapshot_is_used_not_todays_settings(make_services: Any, booking_request: Any) -> None:
+    svc = make_services()
+    started = bk.start_booking(svc, booking_request(), actor="customer")
+    bk.sandbox_pay(svc, started.booking_id, actor="stripe-webhook")
+    stricter = make_services(data_dir=svc.settings.data_dir, refund_bands=[(168, 100), (0, 0)])
+    stricter.clock = svc.clock
+    ((_, q),) = bk.cancellation_quote(stricter, started.booking_id)
+    assert q.percent == 100  # sold under 48 h / 100 %, cancelled ~48 h ahead
+
+
+def test_cancel_whose_event_delete_fails_reports_the_orphan(svc: Any, booking_request: Any) -> None:
+    started = bk.start_booking(svc, booking_request(), actor="customer")
+    bk.sandbox_pay(svc, started.booking_id, actor="stripe-webhook")
+    svc.calendar.faults.fail("delete_event")
+    result = bk.cancel_booking(svc, started.booking_id, actor="frontdesk")
+    assert result.refund_cents == started.amount_cents
+    assert result.problems and "could not be deleted" in result.problems[0]
+    assert len(live_events(svc, started.reference)) == 1
+    assert "booking.event.delete_failed" in actions(svc, started.booking_id)
+
+
+def test_refund_failure_cancels_nothing(svc: Any, booking_request: Any) -> None:
+    from services.errors import GatewayError
+
+    started = bk.start_booking(svc, booking_request(), actor="customer")
+    bk.sandbox_pay(svc, started.booking_id, actor="stripe-webhook")
+    svc.payments.faults.fail("refund")
+    with pytest.raises(GatewayError, match="nothing was cancelled"):
+        bk.cancel_booking(svc, started.booking_id, actor="frontdesk")
+    assert booking(svc, started.booking_id).status == "CONFIRMED"
+    assert len(live_events(svc, started.reference)) == 1
+    assert bk.cancel_booking(svc, started.booking_id, actor="frontdesk").refund_cents == started.amount_cents
+
+
+def test_cancelling_an_unpaid_booking_releases_the_hold(svc: Any, booking_request: Any) -> None:
+    started = bk.start_booking(svc, booking_request(), actor="customer")
+    bk.cancel_booking(svc, started.booking_id, actor="frontdesk")
+    assert svc.payments.retrieve_payment_intent(started.payment_intent)["status"] == "canceled"
+    assert booking(svc, started.booking_id).status == "CANCELLED"
+
+
+# ------------------------------------------------------------------------------------------- lifecycle
+
+
+def test_days_move_to_in_progress_and_completed(svc: Any, booking_request: Any) -> None:
+    started = bk.start_booking(svc, booking_request(dates=THREE_DAYS[:2]), actor="customer")
+    bk.sandbox_pay(svc, started.booking_id, actor="stripe-webhook")
+    first = legs(svc, started.booking_id)[0]
+    svc.clock.at = first.starts_at + timedelta(minutes=5)
+    assert bk.advance_legs(svc) == 1
+    assert [leg.state for leg in legs(svc, started.booking_id)] == ["IN_PROGRESS", "CONFIRMED"]
+    svc.clock.at = legs(svc, started.booking_id)[1].ends_at
+    assert bk.advance_legs(svc) == 2
+    assert booking(svc, started.booking_id).status == "COMPLETED"
+
+
+def test_find_booking_by_reference_pi_or_id(svc: Any, booking_request: Any) -> None:
+    started = bk.start_booking(svc, booking_request(), actor="customer")
+    assert bk.find_booking_id(svc, started.reference.lower()) == started.booking_id
+    assert bk.find_booking_id(svc, started.payment_intent) == started.booking_id
+    assert bk.find_booking_id(svc, str(started.booking_id)) == started.booking_id
+
+
+def test_every_email_is_in_the_outbox(svc: Any, booking_request: Any) -> None:
+    started = bk.start_booking(svc, booking_request(), actor="customer")
+    svc.mail.faults.fail("send")
+    bk.sandbox_pay(svc, started.booking_id, actor="stripe-webhook")
+    with svc.session() as s:
+        row = s.exec(select(EmailOutbox).where(EmailOutbox.booking_id == started.booking_id)).one()
+    assert (row.kind, row.status, row.attempts) == ("confirmation", "failed", 1)
+    assert booking(svc, started.booking_id).confirmation_sent_at is None
+
+
+def test_slot_taken_is_a_not_available(svc: Any) -> None:
+    assert issubclass(SlotTaken, NotAvailable)
