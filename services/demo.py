@@ -263,10 +263,14 @@ def seed_demo(
             if started:
                 report.incidents[name] = started.reference
 
-        # 1. Webhook never arrived: paid in Stripe, still waiting here, no event (incident #2).
+        # 1. Webhook never arrived: paid in Stripe, still waiting here, no event (incident #2). A phone booking,
+        #    so its longer hold keeps it visible until someone (or the expiry job) deals with it.
         days, s, e = free_future("boardroom", offset=12)
-        started = attempt(request("boardroom", days, s, e, channel="web"), real_now - timedelta(hours=3), pay=False)
+        started = attempt(
+            request("boardroom", days, s, e, channel="phone"), real_now - timedelta(minutes=40), pay=False
+        )
         if started:
+            clock.at = real_now - timedelta(minutes=25)
             svc.payments.confirm_payment_intent(started.payment_intent)
         incident("webhook_missed", started)
 
