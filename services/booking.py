@@ -224,18 +224,31 @@ def _release_claims(session: Session, booking_id: int, leg_ids: Sequence[int] | 
     session.execute(q)
 
 
-def _sweep_expired_claims(session: Session, room_slug: str, now: datetime) -> None:
-    """Expired holds stop blocking at once; the expiry job tidies their bookings and PaymentIntents later."""
-    session.execute(
-        sa.update(SlotClaim)
-        .where(
-            col(SlotClaim.room_slug) == room_slug,
-            col(SlotClaim.active).is_(True),
-            col(SlotClaim.kind) == "hold",
-            col(SlotClaim.expires_at) < now,
+def _sweep_expired_claims(session: Session, room_slug: str, now: datetime, actor: str) -> None:
+    """Expired holds stop blocking at once (audited); the expiry job tidies their bookings and PaymentIntents."""
+    lapsed = list(
+        session.exec(
+            select(SlotClaim).where(
+                SlotClaim.room_slug == room_slug,
+                col(SlotClaim.active).is_(True),
+                SlotClaim.kind == "hold",
+                col(SlotClaim.expires_at) < now,
+            )
         )
-        .values(active=False)
     )
+    for booking_id in sorted({c.booking_id for c in lapsed}):
+        for claim in lapsed:
+            if claim.booking_id == booking_id:
+                claim.active = False
+        audit.record(
+            session,
+            "booking.hold.lapsed",
+            actor=actor,
+            at=now,
+            booking=session.get(Booking, booking_id),
+            message="Unpaid hold lapsed; slot released for a new booking",
+        )
+    session.flush()
 
 
 def _window_busy_from_claims(
@@ -365,7 +378,7 @@ def start_booking(svc: Services, req: BookingRequest, *, actor: str, now: dateti
 
     try:
         with svc.session() as s:
-            _sweep_expired_claims(s, room.slug, now)
+            _sweep_expired_claims(s, room.slug, now, actor)
             booking = Booking(
                 reference=_new_reference(s),
                 room_slug=room.slug,

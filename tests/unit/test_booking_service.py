@@ -279,6 +279,7 @@ def test_lapsed_hold_paid_after_someone_else_took_the_slot_is_refunded(svc: Any,
     first = bk.start_booking(svc, booking_request(), actor="customer")
     svc.clock.advance(minutes=31)
     second = bk.start_booking(svc, booking_request(customer_email="zoe@example.org"), actor="customer")
+    assert actions(svc, first.booking_id)[-1] == "booking.hold.lapsed"
     bk.sandbox_pay(svc, second.booking_id, actor="stripe-webhook")
     late = bk.sandbox_pay(svc, first.booking_id, actor="stripe-webhook")
     assert late.outcome == "auto_refunded"
