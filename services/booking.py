@@ -367,7 +367,7 @@ def start_booking(svc: Services, req: BookingRequest, *, actor: str, now: dateti
     room = svc.catalogue.room(req.room)
     extras, problems = _validate_customer(req, room)
     if problems:
-        raise ValidationError("; ".join(problems))
+        raise ValidationError(problems)
     result = quote(svc, req, now=now)  # Gate 1: rules + calendar busy times + active holds
     if result.reasons:
         raise NotAvailable(result.reasons)

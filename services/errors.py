@@ -16,7 +16,11 @@ class ConfigError(DomainError):
 
 
 class ValidationError(DomainError):
-    """Input is malformed (bad email, end before start...)."""
+    """Input is malformed (bad email, end before start...); `problems` lists each one to fix."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("; ".join(self.problems))
 
 
 class NotAvailable(DomainError):

@@ -53,7 +53,11 @@ def search_bookings(
             q = q.having(sa.func.max(BookingLeg.day) >= day_from)
         if day_to:
             q = q.having(sa.func.min(BookingLeg.day) <= day_to)
-        q = q.order_by(first_day.desc(), col(Booking.id).desc()).limit(limit)
+        # Upcoming bookings first, soonest first (what the front desk is asked about), then the past, latest first.
+        today = svc.now().astimezone(svc.settings.tz).date()
+        upcoming = sa.case((sa.func.max(BookingLeg.day) >= today, 0), else_=1)
+        soonest = sa.case((sa.func.max(BookingLeg.day) >= today, sa.func.min(BookingLeg.day)), else_=None)
+        q = q.order_by(upcoming, soonest.asc(), first_day.desc(), col(Booking.id).desc()).limit(limit)
         rows = s.exec(q).all()
     out = []
     for b, first, last, n in rows:

@@ -419,3 +419,14 @@ def test_every_email_is_in_the_outbox(svc: Any, booking_request: Any) -> None:
 
 def test_slot_taken_is_a_not_available(svc: Any) -> None:
     assert issubclass(SlotTaken, NotAvailable)
+
+
+def test_search_lists_upcoming_bookings_soonest_first_then_the_past(svc: Any, booking_request: Any) -> None:
+    from services.queries import search_bookings
+
+    later = bk.start_booking(svc, booking_request(dates=[date(2026, 3, 20)]), actor="t")
+    soon = bk.start_booking(svc, booking_request(dates=[date(2026, 3, 5)]), actor="t")
+    past = bk.start_booking(svc, booking_request(dates=[date(2026, 3, 9)]), actor="t")
+    svc.clock.at = svc.clock.at + timedelta(days=10)  # now Thu 12 Mar: the 9 Mar booking is past
+    rows = search_bookings(svc, text="ava@example.org")
+    assert [r["reference"] for r in rows] == [later.reference, past.reference, soon.reference]

@@ -1,0 +1,449 @@
+"""Bookings: find a booking (PaymentIntent id, reference, email, name, room, dates, status) and see everything about
+it — days, live payment and calendar state, refunds, emails, audit trail — and cancel it.
+
+`?pi=pi_…` or `?ref=RD…` opens a booking directly; selecting a row puts its reference in the URL, so the address
+bar is always a link to what is on screen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pandas as pd
+import streamlit as st
+
+from models.tables import BookingLeg, BookingStatus, LegState
+from pages import _ui as ui
+from services.booking import cancel_booking, cancellation_quote, find_booking_id, sandbox_pay
+from services.context import Services
+from services.errors import DomainError, NotFound
+from services.queries import BookingDetail, booking_detail, search_bookings
+from services.rules.timefmt import day_label
+
+ui.run_through_app()
+svc = ui.services()
+role = ui.require_role("bookings")
+settings = svc.settings
+
+st.title("Bookings")
+
+# ---- search ----------------------------------------------------------------------------------------------------
+f1, f2, f3, f4, f5 = st.columns([2, 1.2, 1.15, 1.15, 1.5])
+text = f1.text_input(
+    "Search",
+    key="bk_text",
+    placeholder="Reference, pi_… id, email or name",
+    help="A PaymentIntent id or reference must match exactly; email and name match any part.",
+)
+rooms = {r.slug: r.name for r in svc.catalogue.rooms}
+room = f2.selectbox("Room", [None, *rooms], format_func=lambda s: "All rooms" if s is None else rooms[s], key="bk_room")
+day_from = f3.date_input("From", value=None, key="bk_from", format="YYYY-MM-DD")
+day_to = f4.date_input("To", value=None, key="bk_to", format="YYYY-MM-DD")
+statuses = f5.multiselect(
+    "Status", [s.value for s in BookingStatus], format_func=ui.status_label, key="bk_status", placeholder="Any status"
+)
+
+with ui.reporting("Searching"):
+    rows = search_bookings(svc, text=text, room=room, day_from=day_from, day_to=day_to, statuses=statuses, limit=300)
+    if not rows:
+        st.info("No bookings match. Clear a filter, or search part of the name or email.", icon=":material/search_off:")
+    else:
+        table = pd.DataFrame(
+            [
+                {
+                    "Reference": r["reference"],
+                    "Room": r["room"],
+                    "Dates": day_label(r["first_day"]) + (f" ({r['days']} days)" if r["days"] > 1 else ""),
+                    "Time": r["time"],
+                    "Customer": r["customer"],
+                    "Email": r["email"],
+                    "Status": ui.status_label(r["status"]),
+                    "Amount": ui.money(svc, r["amount_cents"]),
+                    "Channel": r["channel"],
+                }
+                for r in rows
+            ]
+        )
+        # The key follows the filters: a new result set starts with no row selected, so a remembered row number
+        # can never point at a different booking.
+        digest = hashlib.sha1(
+            json.dumps([text, room, str(day_from), str(day_to), statuses]).encode(), usedforsecurity=False
+        ).hexdigest()[:10]
+        event = st.dataframe(
+            table,
+            hide_index=True,
+            on_select="rerun",
+            selection_mode="single-row",
+            key=f"bk_table_{digest}",
+            height=min(38 + 35 * len(table), 360),
+        )
+        st.caption(
+            f"{len(rows)} booking(s){' (first 300)' if len(rows) == 300 else ''}, upcoming first, then past. "
+            "Select a row to open it."
+        )
+        picked = event.selection.rows if event is not None else []
+        if picked:
+            ref = rows[picked[0]]["reference"]
+            if st.query_params.get("ref") != ref or "pi" in st.query_params:
+                st.query_params.clear()
+                st.query_params["ref"] = ref
+
+
+# ---- which booking ---------------------------------------------------------------------------------------------
+def _selected_id() -> int | None:
+    key = st.query_params.get("ref") or st.query_params.get("pi")
+    if not key:
+        return None
+    try:
+        return find_booking_id(svc, key)
+    except NotFound:
+        st.warning(f"No booking matches {key!r} (from the link).", icon=":material/link_off:")
+        return None
+
+
+booking_id = _selected_id()
+if booking_id is None:
+    st.caption("Open a booking by selecting a row, or with a link ending in `?ref=RD…` or `?pi=pi_…`.")
+    st.stop()
+
+
+# ---- actions ---------------------------------------------------------------------------------------------------
+def _open_cancel(booking_id: int) -> None:
+    # A session-state flag, not the button's return value, opens the dialog: it must survive the rerun its own
+    # buttons cause (see REFERENCE.md, AppTest and dialogs).
+    st.session_state["bk_cancel_for"] = booking_id
+    st.session_state.pop("bk_cancel_result", None)
+
+
+def _paid(svc: Services, booking_id: int, actor: str) -> None:
+    try:
+        st.session_state["bk_pay_result"] = (booking_id, sandbox_pay(svc, booking_id, actor=actor))
+    except DomainError as exc:
+        st.session_state["bk_pay_result"] = (booking_id, exc)
+
+
+def _close_cancel() -> None:
+    st.session_state.pop("bk_cancel_for", None)
+
+
+@st.dialog("Cancel booking", width="large", on_dismiss=_close_cancel)
+def cancel_dialog(detail: BookingDetail) -> None:
+    b = detail.booking
+    assert b.id is not None
+    st.markdown(f"**{b.reference}** — {detail.room_name}, {b.customer_name}")
+    unpaid = b.status == BookingStatus.AWAITING_PAYMENT
+    with ui.reporting("Working out the refund"):
+        quotes = cancellation_quote(svc, b.id)
+        if not quotes:
+            st.info("Nothing left to cancel: every day is already cancelled, refunded or over.")
+            if st.button("Close"):
+                st.session_state.pop("bk_cancel_for", None)
+                st.rerun()
+            return
+        leg_ids: list[int] | None = None
+        if not unpaid and len(quotes) > 1:
+            chosen = st.multiselect(
+                "Days to cancel",
+                [leg.id for leg, _ in quotes],
+                default=[leg.id for leg, _ in quotes],
+                key="bk_cancel_days",
+                format_func=lambda i: next(day_label(leg.day) for leg, _ in quotes if leg.id == i),
+            )
+            leg_ids = [i for i in chosen if i is not None]
+            quotes = [(leg, q) for leg, q in quotes if leg.id in leg_ids]
+        rows = [
+            {
+                "Day": day_label(leg.day),
+                "Starts in": _notice(q.hours_before),
+                "Policy band": q.band,
+                "Paid": ui.money(svc, q.paid_cents),
+                "Already refunded": ui.money(svc, q.already_refunded_cents),
+                "Refund now": ui.money(svc, q.refund_cents),
+            }
+            for leg, q in quotes
+        ]
+        if unpaid:  # nothing was paid: the refund columns would only say $0.00 under a misleading "100 %"
+            rows = [{"Day": r["Day"], "Starts in": r["Starts in"]} for r in rows]
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        policy_text = (b.policy_snapshot or {}).get("text", "")
+        if unpaid:
+            st.caption("Not paid yet: cancelling releases the hold and cancels the payment request. No refund.")
+        elif policy_text:
+            st.caption(
+                f"Policy sold with this booking ({(b.policy_snapshot or {}).get('version', '?')}): {policy_text}"
+            )
+        total = sum(q.refund_cents for _, q in quotes)
+        reason = st.text_input("Reason", value="Customer asked to cancel", key="bk_cancel_reason")
+        c1, c2 = st.columns(2)
+        label = (
+            f"Cancel {len(quotes)} day(s) and refund {ui.money(svc, total)}"
+            if not unpaid
+            else "Cancel the unpaid booking"
+        )
+        go = c1.button(label, type="primary", disabled=not quotes, key="bk_cancel_go")
+        if c2.button("Keep the booking", key="bk_cancel_keep"):
+            st.session_state.pop("bk_cancel_for", None)
+            st.rerun()
+        if go:
+            try:
+                st.session_state["bk_cancel_result"] = (
+                    b.id,
+                    cancel_booking(svc, b.id, actor=ui.actor(), leg_ids=None if unpaid else leg_ids, reason=reason),
+                )
+            except DomainError as exc:
+                ui.show_error(exc, doing="Not cancelled")
+                return
+            st.session_state.pop("bk_cancel_for", None)
+            st.rerun()
+
+
+def _notice(hours: float) -> str:
+    if hours < 0:
+        return "already started"
+    return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.0f} h"
+
+
+# ---- detail ----------------------------------------------------------------------------------------------------
+LIVE_STATES = {LegState.CONFIRMED, LegState.IN_PROGRESS, LegState.COMPLETED}
+detail: BookingDetail | None = None
+with ui.reporting("Loading the booking"):
+    detail = booking_detail(svc, booking_id)
+if detail is None:
+    st.stop()
+b = detail.booking
+payment = detail.payment or {}
+charge = payment.get("latest_charge") if isinstance(payment.get("latest_charge"), dict) else {}
+
+st.divider()
+st.subheader(f"{b.reference} · {detail.room_name}", anchor=False)
+ui.status_badge(b.status)
+st.markdown(
+    f"**{b.customer_name}** · {b.customer_email}"
+    + (f" · {b.customer_phone}" if b.customer_phone else "")
+    + (f" · group of {b.party_size}" if b.party_size else "")
+)
+st.caption(
+    f"{ui.days_label([leg.day for leg in detail.legs])} · {b.start_time}–{b.end_time} ({ui.tz_label(svc)}) · "
+    f"{b.channel} booking by {b.created_by}, {ui.venue(svc, b.created_at)} · "
+    f"PaymentIntent `{b.payment_intent_id or '—'}`"
+)
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Amount", ui.money(svc, b.amount_cents))
+m2.metric("Paid (Stripe)", ui.money(svc, payment.get("amount_received", 0)) if payment else "—")
+m3.metric("Refunded", ui.money(svc, detail.refunded_cents))
+m4.metric("Days", f"{sum(leg.state in LIVE_STATES for leg in detail.legs)} of {len(detail.legs)} active")
+
+if b.status == BookingStatus.AWAITING_PAYMENT and b.hold_expires_at:
+    st.info(
+        f"Waiting for payment; the hold ends {ui.venue(svc, b.hold_expires_at)} ({ui.tz_label(svc)}).",
+        icon=":material/hourglass_top:",
+    )
+if b.notes:
+    st.markdown(f"**Notes:** {b.notes}")
+try:
+    room = svc.catalogue.room(b.room_slug)
+except DomainError:
+    room = None
+if room is not None and room.extras:
+    shown = ", ".join(f"{f.label}: **{b.extras[f.key]}**" for f in room.extras if f.key in b.extras)
+    missing = room.validate_extras(b.extras)[1]
+    if shown:
+        st.markdown(shown)
+    if missing:
+        st.warning(
+            "Details still to collect from the customer:\n\n" + "\n".join(f"- {m}" for m in missing),
+            icon=":material/assignment_late:",
+        )
+
+# Results of an action taken on this booking (shown once, after the dialog closed).
+done = st.session_state.get("bk_cancel_result")
+if done and done[0] == b.id:
+    res = done[1]
+    st.success(
+        f"Cancelled {ui.days_label(res.cancelled_days)}; refunded {ui.money(svc, res.refund_cents)}.",
+        icon=":material/event_busy:",
+    )
+    for problem in res.problems:
+        st.warning(problem)
+paid_result = st.session_state.get("bk_pay_result")
+if paid_result and paid_result[0] == b.id:
+    outcome = paid_result[1]
+    if isinstance(outcome, DomainError):
+        ui.show_error(outcome, doing="Payment not recorded")
+    else:
+        text = f"Payment: {outcome.outcome.replace('_', ' ')}\n\n" + "\n".join(f"- {m}" for m in outcome.messages)
+        (st.success if outcome.outcome == "confirmed" else st.warning)(text)
+
+can_cancel = role in ui.CAN_CANCEL and b.status in (
+    BookingStatus.AWAITING_PAYMENT,
+    BookingStatus.CONFIRMED,
+    BookingStatus.PARTLY_CANCELLED,
+)
+a1, a2, _ = st.columns([1, 1, 3])
+if can_cancel:
+    a1.button(
+        "Cancel booking…", icon=":material/event_busy:", key="bk_cancel_open", on_click=_open_cancel, args=(b.id,)
+    )
+if settings.is_sandbox and role in ui.CAN_CANCEL and b.status == BookingStatus.AWAITING_PAYMENT:
+    a2.button(
+        "Customer paid",
+        icon=":material/credit_score:",
+        key="bk_pay",
+        on_click=_paid,
+        args=(svc, b.id, ui.actor()),
+        help="Sandbox: pay with a test card and confirm the booking.",
+    )
+if st.session_state.get("bk_cancel_for") == b.id:
+    cancel_dialog(detail)
+
+# ---- days ------------------------------------------------------------------------------------------------------
+
+
+def _event_state(leg: BookingLeg) -> str:
+    """What the room's calendar says about this day, compared with what it should say."""
+    if not leg.event_id:
+        return "✗ missing" if leg.state in LIVE_STATES else "— none"
+    event = detail.events.get(leg.id) if detail else None
+    if event is None:
+        return "✗ missing"
+    if event.get("status") == "cancelled":
+        return "deleted" if leg.state not in LIVE_STATES else "✗ deleted (should be there)"
+    return "✓ on calendar" if leg.state in LIVE_STATES else "⚠ still on calendar"
+
+
+st.markdown("#### Days")
+st.dataframe(
+    pd.DataFrame(
+        [
+            {
+                "Day": day_label(leg.day),
+                "Time": f"{ui.venue(svc, leg.starts_at, with_day=False)}–{ui.venue(svc, leg.ends_at, with_day=False)}",
+                "State": leg.state.replace("_", " ").capitalize(),
+                "Price": ui.money(svc, leg.price_cents),
+                "Refunded": ui.money(svc, leg.refunded_cents),
+                "Calendar event": _event_state(leg),
+                "Event id": leg.event_id or "—",
+            }
+            for leg in detail.legs
+        ]
+    ),
+    hide_index=True,
+    width="stretch",
+)
+for problem in detail.event_errors:
+    st.warning(f"Calendar could not be checked — {problem}")
+leftover = [leg for leg in detail.legs if _event_state(leg).startswith(("⚠", "✗"))]
+if leftover:
+    st.warning(
+        f"The room calendar does not match {ui.days_label([leg.day for leg in leftover])}: an event is "
+        "missing for a booked day, or still there for a day that is not booked.",
+        icon=":material/event_busy:",
+    )
+
+# ---- payment ---------------------------------------------------------------------------------------------------
+st.markdown("#### Payment (live from Stripe)")
+stripe_refunded = int((charge or {}).get("amount_refunded", 0))
+if detail.payment_error:
+    st.warning(f"Stripe could not be asked: {detail.payment_error}")
+elif not payment:
+    st.caption("No payment was started for this booking.")
+else:
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "Status": str(payment.get("status", "—")).replace("_", " "),
+                    "Amount": ui.money(svc, payment.get("amount")),
+                    "Received": ui.money(svc, payment.get("amount_received")),
+                    "Refunded": ui.money(svc, stripe_refunded),
+                    "Charge": (charge or {}).get("id", "—"),
+                    "Created": ui.venue_from_epoch(svc, payment.get("created")),
+                }
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    if (charge or {}).get("disputed"):
+        st.error("The customer's bank has disputed this charge.", icon=":material/gavel:")
+    if payment.get("amount_received") and detail.refunded_cents != stripe_refunded:
+        st.warning(
+            f"Room Desk recorded {ui.money(svc, detail.refunded_cents)} of refunds but Stripe shows "
+            f"{ui.money(svc, stripe_refunded)}.",
+            icon=":material/sync_problem:",
+        )
+    kept = int(payment.get("amount_received") or 0) - stripe_refunded
+    if b.status == BookingStatus.FAILED and kept > 0:
+        # A failed booking is always refunded in full by the saga; money still held means that refund failed.
+        st.error(
+            f"This booking failed but {ui.money(svc, kept)} of the customer's money has not been refunded.",
+            icon=":material/money_off:",
+        )
+
+st.markdown("#### Refunds")
+if detail.refunds:
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "When": ui.venue(svc, r.created_at),
+                    "Amount": ui.money(svc, r.amount_cents),
+                    "Why": r.origin.replace("_", " "),
+                    "Reason": r.reason,
+                    "By": r.actor,
+                    "Refund id": r.refund_id,
+                }
+                for r in detail.refunds
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+else:
+    st.caption("No refunds.")
+
+# ---- emails ----------------------------------------------------------------------------------------------------
+st.markdown("#### Emails")
+if detail.emails:
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "Queued": ui.venue(svc, e.created_at),
+                    "Kind": e.kind.replace("_", " "),
+                    "To": e.to,
+                    "Subject": e.subject,
+                    "Status": e.status,
+                    "Sent": ui.venue(svc, e.sent_at),
+                    "Attempts": e.attempts,
+                    "Error": e.last_error or "",
+                }
+                for e in detail.emails
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+else:
+    st.caption("No emails.")
+
+# ---- audit -----------------------------------------------------------------------------------------------------
+st.markdown(f"#### Timeline ({ui.tz_label(svc)})")
+# A static table: the details wrap instead of being cut off, and a booking's history is a few dozen rows at most.
+st.table(
+    pd.DataFrame(
+        [
+            {
+                "When": ui.venue(svc, a.at),
+                "Who": a.actor,
+                "What": a.action.removeprefix("booking."),
+                "Details": ui.audit_summary(svc, a.payload or {}),
+            }
+            for a in detail.audit
+        ]
+    ),
+    hide_index=True,
+    border="horizontal",
+)
+st.caption(f"Booking id {b.id} · last change {ui.venue(svc, b.updated_at)}")

@@ -1,0 +1,33 @@
+"""Sign in. In sandbox mode this is a role picker: there are no real accounts to protect."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages import _ui as ui
+
+ui.run_through_app()
+svc = ui.services()
+st.title("Room Desk")
+
+if not svc.settings.is_sandbox:
+    # Live mode needs staff accounts (st.login with OIDC) and a role for each; neither is configured in this version.
+    st.error("Staff sign-in for live mode is not set up yet. Run the dashboard in sandbox mode (the default).")
+    st.stop()
+
+st.write("Choose the role to work as. Each role sees its own pages; you can switch at any time from the sidebar.")
+with st.columns([1, 1])[0], st.form("sign_in"):
+    choice = st.radio(
+        "Role",
+        list(ui.ROLES),
+        format_func=lambda r: {
+            "frontdesk": "Front desk — phone bookings, look up and cancel bookings, room calendar",
+            "manager": "Manager — everything front desk does",
+            "finance": "Finance — look up bookings and payments, room calendar",
+            "admin": "Admin — everything",
+        }[r],
+        key="sign_in_role",
+    )
+    if st.form_submit_button("Sign in", type="primary"):
+        ui.sign_in(choice)
+        st.rerun()
