@@ -209,7 +209,8 @@ class EmailOutbox(SQLModel, table=True):
 
 
 class StripeObjectCache(SQLModel, table=True):
-    """Local copy of Stripe objects (payment intents, charges, refunds, disputes), filled by sync."""
+    """Local copy of Stripe objects (payment intents, charges, refunds, disputes), filled by sync. The columns the
+    reconciler compares are pulled out of the JSON at sync time so a run reads narrow rows, not documents."""
 
     __tablename__ = "stripe_object"
 
@@ -218,13 +219,25 @@ class StripeObjectCache(SQLModel, table=True):
     payment_intent: str | None = Field(default=None, max_length=64, index=True)
     status: str | None = Field(default=None, max_length=32)
     amount: int | None = None
+    amount_received: int | None = None
+    amount_refunded: int | None = None  # charges
+    currency: str | None = Field(default=None, max_length=3)
+    # PaymentIntent metadata (what the booking flow writes)
+    booking_ref: str | None = Field(default=None, max_length=32, index=True)
+    room: str | None = Field(default=None, max_length=64)
+    booking_dates: str | None = Field(default=None, max_length=500)
+    booking_time: str | None = Field(default=None, max_length=32)
+    customer_email: str | None = Field(default=None, max_length=254)
+    # Refund: why; Dispute: when evidence is due
+    reason: str | None = Field(default=None, max_length=500)
+    due_by: datetime | None = _ts(nullable=True)
     created: datetime | None = _ts(nullable=True)
     data: dict[str, Any] = _json({})
     synced_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
 class CalendarEventCache(SQLModel, table=True):
-    """Local copy of room-calendar events, filled by sync."""
+    """Local copy of room-calendar events, filled by sync, with what matching needs pulled out of the JSON."""
 
     __tablename__ = "calendar_event"
 
@@ -234,8 +247,16 @@ class CalendarEventCache(SQLModel, table=True):
     summary: str = Field(default="", max_length=1000)
     starts_at: datetime | None = _ts(nullable=True, index=True)
     ends_at: datetime | None = _ts(nullable=True)
-    booking_id: str | None = Field(default=None, max_length=32, index=True)
-    payment_intent: str | None = Field(default=None, max_length=64, index=True)
+    booking_id: str | None = Field(default=None, max_length=32, index=True)  # extendedProperties.private
+    payment_intent: str | None = Field(default=None, max_length=64, index=True)  # extendedProperties.private
+    booking_date: str | None = Field(default=None, max_length=10)  # extendedProperties.private
+    description_pi: str | None = Field(default=None, max_length=64)  # a pi_… found in the description
+    description_email: str | None = Field(default=None, max_length=254)  # an email found in the description
+    transparent: bool = False
+    unparseable: str | None = Field(default=None, max_length=300)
+    # Set by reconciliation: which PaymentIntent the event belongs to, and how that was decided.
+    matched_pi: str | None = Field(default=None, max_length=64, index=True)
+    match_method: str | None = Field(default=None, max_length=16)  # private | description | slot
     data: dict[str, Any] = _json({})
     updated: datetime | None = _ts(nullable=True)
     synced_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
@@ -251,3 +272,56 @@ class SyncState(SQLModel, table=True):
     last_run_at: datetime | None = _ts(nullable=True)
     last_ok_at: datetime | None = _ts(nullable=True)
     last_error: str | None = Field(default=None, max_length=500)
+
+
+class JobLock(SQLModel, table=True):
+    """A lease that lets one process at a time run a job (sync), on SQLite and PostgreSQL alike."""
+
+    __tablename__ = "job_lock"
+
+    name: str = Field(primary_key=True, max_length=64)
+    holder: str | None = Field(default=None, max_length=200)
+    until: datetime | None = _ts(nullable=True)
+
+
+class ReconcileRun(SQLModel, table=True):
+    """One reconciliation run: when, how long, and how many findings of each code were open after it."""
+
+    __tablename__ = "reconcile_run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    started_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    finished_at: datetime | None = _ts(nullable=True)
+    actor: str = Field(default="system", max_length=254)
+    open_by_code: dict[str, Any] = _json({})
+    opened: int = 0
+    resolved: int = 0
+
+
+class Finding(SQLModel, table=True):
+    """A mismatch between Stripe, the calendars and our records. One row per occurrence: open → resolved (by a
+    later run) or acknowledged (by a person, with a note). Resolved rows stay as history."""
+
+    __tablename__ = "finding"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=400, index=True)  # code + subject: stable across runs
+    code: str = Field(max_length=40, index=True)
+    severity: str = Field(max_length=8)  # high | medium | low
+    status: str = Field(default="open", max_length=16, index=True)  # open | acknowledged | resolved
+    booking_id: int | None = Field(default=None, index=True)
+    booking_ref: str | None = Field(default=None, max_length=32)
+    payment_intent: str | None = Field(default=None, max_length=64, index=True)
+    room: str | None = Field(default=None, max_length=64)
+    dates: list[str] = _json([])
+    event_ids: list[str] = _json([])
+    summary: str = Field(max_length=500)
+    actions: list[str] = _json([])
+    amount_cents: int = 0  # money at risk
+    details: dict[str, Any] = _json({})
+    first_seen_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    last_seen_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    resolved_at: datetime | None = _ts(nullable=True)
+    acknowledged_by: str | None = Field(default=None, max_length=254)
+    acknowledged_at: datetime | None = _ts(nullable=True)
+    note: str | None = Field(default=None, max_length=1000)

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     slot_minutes: int = Field(default=15, ge=5, le=60, description="Start and end times fall on this grid")
     hold_minutes: int = Field(default=30, ge=1, description="How long an unpaid web booking holds its slot")
     phone_hold_minutes: int = Field(default=24 * 60, ge=1, description="Phone bookings wait longer for payment")
+    stale_payment_minutes: int = Field(default=15, ge=1, description="A paid, unprocessed payment is stale after")
+    sync_stale_minutes: int = Field(default=30, ge=1, description="Warn on the dashboard when the last sync is older")
     holiday_country: str = "CA"
     holiday_subdivision: str = "BC"
     observe_holidays: bool = Field(default=True, description="Refuse statutory holidays (the old Worker did not)")

@@ -61,12 +61,22 @@ class PaymentsGateway(Protocol):
         Raises InvalidState when the amount exceeds what remains refundable."""
         ...
 
-    def list_refunds(self, *, payment_intent_id: str | None = None, limit: int = 100) -> Json:
+    def list_refunds(
+        self, *, payment_intent_id: str | None = None, limit: int = 100, starting_after: str | None = None
+    ) -> Json:
         """A Stripe list object of Refunds, newest first."""
         ...
 
-    def list_disputes(self, *, limit: int = 100) -> Json:
+    def list_disputes(self, *, limit: int = 100, starting_after: str | None = None) -> Json:
         """A Stripe list object of Disputes, newest first."""
+        ...
+
+    def list_charges(self, *, limit: int = 100, starting_after: str | None = None) -> Json:
+        """A Stripe list object of Charges, newest first."""
+        ...
+
+    def list_events(self, *, limit: int = 100, starting_after: str | None = None) -> Json:
+        """A Stripe list object of Events (`type`, `created`, `data.object`), newest first: what sync follows."""
         ...
 
 

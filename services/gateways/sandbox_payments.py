@@ -320,16 +320,28 @@ class SandboxPayments:
         self.faults.after(op, PROVIDER, limit=limit, starting_after=starting_after)
         return result
 
-    # -- sandbox only ----------------------------------------------------------------------------------------------
+    def list_charges(self, *, limit: int = 100, starting_after: str | None = None) -> Json:
+        """Charges as a Stripe list object, newest first."""
+        op = "list_charges"
+        self.faults.before(op, PROVIDER, limit=limit, starting_after=starting_after)
+        result = self._list("charge", limit=limit, starting_after=starting_after)
+        self.faults.after(op, PROVIDER, limit=limit, starting_after=starting_after)
+        return result
 
     def list_events(self, *, limit: int = 100, starting_after: str | None = None, type: str | None = None) -> Json:
         """Recorded Stripe Events as a list object, newest first (optionally of one `type`)."""
-        return self._list(
+        op = "list_events"
+        self.faults.before(op, PROVIDER, limit=limit, starting_after=starting_after)
+        result = self._list(
             "event",
             limit=limit,
             starting_after=starting_after,
             where=None if type is None else (lambda e: e.get("type") == type),
         )
+        self.faults.after(op, PROVIDER, limit=limit, starting_after=starting_after)
+        return result
+
+    # -- sandbox only ----------------------------------------------------------------------------------------------
 
     def open_dispute(
         self, payment_intent_id: str, *, reason: str = "product_not_received", due_in_days: int = 7
