@@ -226,3 +226,103 @@ def schedule(svc: Services, start_day: date, days: int = 7, *, include_calendar:
                     )
                 )
     return sorted(items, key=lambda i: (i.day, i.room_name, i.start))
+
+
+STRIPE_EVENT_WORDS = {
+    "payment_intent.created": "Payment started",
+    "payment_intent.succeeded": "Payment succeeded",
+    "payment_intent.payment_failed": "Payment failed",
+    "payment_intent.canceled": "Payment cancelled",
+    "charge.succeeded": "Card charged",
+    "charge.refunded": "Refund made",
+    "charge.dispute.created": "Dispute opened",
+    "charge.dispute.closed": "Dispute closed",
+}
+
+
+def booking_timeline(svc: Services, booking_id: int) -> list[dict[str, Any]]:
+    """One timeline of every surface for a booking — Stripe events, calendar changes, our audit rows, emails — from
+    the local cache (what "filter the Worker logs by PaymentIntent id" was in the seed)."""
+    from models.tables import CalendarEventCache, StripeObjectCache
+
+    detail = booking_detail(svc, booking_id, live=False)
+    b = detail.booking
+    out: list[dict[str, Any]] = []
+    for a in detail.audit:
+        payload = {k: v for k, v in a.payload.items() if k != "message"}
+        text = a.payload.get("message") or ", ".join(f"{k}: {v}" for k, v in payload.items())
+        out.append({"at": a.at, "source": "Room Desk", "what": a.action, "who": a.actor, "detail": str(text)[:300]})
+    for e in detail.emails:
+        out.append(
+            {
+                "at": e.created_at,
+                "source": "Email",
+                "what": f"{e.kind} email {e.status}",
+                "who": e.to,
+                "detail": e.subject + (f" — {e.last_error}" if e.last_error else ""),
+            }
+        )
+    with svc.session() as s:
+        if b.payment_intent_id:
+            for ev in s.exec(
+                select(StripeObjectCache).where(
+                    StripeObjectCache.object == "event", StripeObjectCache.payment_intent == b.payment_intent_id
+                )
+            ):
+                amount = f" · {ev.amount / 100:.2f}" if ev.amount else ""
+                out.append(
+                    {
+                        "at": ev.created,
+                        "source": "Stripe",
+                        "what": STRIPE_EVENT_WORDS.get(ev.status or "", ev.status or "event"),
+                        "who": "Stripe",
+                        "detail": f"{ev.status}{amount} ({ev.id})",
+                    }
+                )
+        q = select(CalendarEventCache).where(
+            sa.or_(
+                col(CalendarEventCache.booking_id) == b.reference,
+                col(CalendarEventCache.matched_pi) == (b.payment_intent_id or "-"),
+            )
+        )
+        for ce in s.exec(q):
+            created = _iso(ce.data.get("created"))
+            when = f"{ce.starts_at.astimezone(svc.settings.tz):%a %d %b %H:%M}" if ce.starts_at else "?"
+            if created:
+                out.append(
+                    {
+                        "at": created,
+                        "source": "Calendar",
+                        "what": "Event created",
+                        "who": ce.calendar_id,
+                        "detail": f"{when} · {ce.event_id}",
+                    }
+                )
+            if ce.status == "cancelled":
+                out.append(
+                    {
+                        "at": ce.updated or ce.synced_at,
+                        "source": "Calendar",
+                        "what": "Event deleted",
+                        "who": ce.calendar_id,
+                        "detail": f"{when} · {ce.event_id}",
+                    }
+                )
+            elif ce.updated and created and ce.updated > created + timedelta(seconds=1):
+                out.append(
+                    {
+                        "at": ce.updated,
+                        "source": "Calendar",
+                        "what": "Event changed",
+                        "who": ce.calendar_id,
+                        "detail": f"{when} · {ce.event_id}",
+                    }
+                )
+    return sorted((e for e in out if e["at"] is not None), key=lambda e: e["at"])
+
+
+def _iso(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC) if value else None
+    except ValueError:
+        return None

@@ -138,9 +138,15 @@ def stripe_columns(obj: dict[str, Any]) -> dict[str, Any]:
             booking_time=_clip(meta.get("booking_time"), 32),
             customer_email=_clip(meta.get("customer_email"), 254),
         )
-    else:
+    elif kind != "event":
         pi = obj.get("payment_intent")
         cols["payment_intent"] = pi if isinstance(pi, str) else (pi or {}).get("id")
+    if kind == "event":  # kept for the booking timeline: status holds the event type
+        inner = (obj.get("data") or {}).get("object") or {}
+        cols["status"] = _clip(obj.get("type"), 32)
+        pi = inner.get("id") if inner.get("object") == "payment_intent" else inner.get("payment_intent")
+        cols["payment_intent"] = pi if isinstance(pi, str) else None
+        cols["amount"] = inner.get("amount")
     if kind == "charge":
         cols["amount_refunded"] = obj.get("amount_refunded")
         cols["amount_received"] = obj.get("amount_captured", obj.get("amount"))
@@ -284,7 +290,8 @@ def _sync_stripe(svc: Services, report: SyncReport, now: datetime) -> None:
     head = (pay.list_events(limit=1).get("data") or [{}])[0].get("id", "")
     count = 0
     with svc.session() as s:
-        for fetch in (pay.list_payment_intents, pay.list_charges, pay.list_refunds, pay.list_disputes):
+        # Stripe keeps events 30 days; those still there feed the booking timeline.
+        for fetch in (pay.list_payment_intents, pay.list_charges, pay.list_refunds, pay.list_disputes, pay.list_events):
             for obj in _page_all(fetch, report):
                 _upsert_stripe(s, obj, now)
                 count += 1
@@ -297,6 +304,7 @@ def _apply_stripe_events(svc: Services, events: list[dict[str, Any]], report: Sy
     refetch: set[str] = set()
     with svc.session() as s:
         for ev in events:
+            _upsert_stripe(s, ev, now)
             obj = (ev.get("data") or {}).get("object") or {}
             if obj.get("object") in ("payment_intent", "charge", "refund", "dispute") and obj.get("id"):
                 _upsert_stripe(s, obj, now)
