@@ -48,6 +48,82 @@ def cmd_advance(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    from services.sync import sync
+
+    report = sync(_services(), actor="cli", progress=lambda f, m: print(f"  {f:4.0%}  {m}", file=sys.stderr))
+    print(report.line())
+    return 1 if report.errors else 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    import json
+
+    from services.reconcile import finding_json, open_findings, reconcile
+
+    svc = _services()
+    if args.sync:
+        from services.sync import sync
+
+        sync(svc, actor="cli")
+    run = reconcile(svc, actor="cli")
+    findings = open_findings(svc)
+    if args.json:
+        print(json.dumps([finding_json(f) for f in findings], indent=2))
+    else:
+        print(f"{run.open_total} open finding(s): {run.opened} new, {run.resolved} resolved ({run.seconds:.2f} s)")
+        for f in findings:
+            print(f"  [{f.severity:<6}] {f.code:<22} {f.booking_ref or '-':<10} {f.summary}")
+    return 0
+
+
+def _interval(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    text = text.strip().lower()
+    try:
+        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"not an interval: {text!r} (use 30s, 5m, 1h)") from None
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import time
+
+    from services.booking import advance_legs, expire_holds
+    from services.reconcile import reconcile
+    from services.sync import SyncBusy, sync
+
+    svc = _services()
+    while True:
+        try:
+            expired = expire_holds(svc, actor="worker")
+            advance_legs(svc, actor="worker")
+            report = sync(svc, actor="worker")
+            run = reconcile(svc, actor="worker")
+            print(
+                f"{svc.now():%Y-%m-%d %H:%M:%S} holds {expired or '-'}; {report.line()}; "
+                f"{run.open_total} open finding(s) (+{run.opened}/-{run.resolved})",
+                flush=True,
+            )
+        except SyncBusy as exc:
+            print(f"{svc.now():%H:%M:%S} skipped: {exc.message}", flush=True)
+        except DomainError as exc:
+            print(f"{svc.now():%H:%M:%S} problem: {exc.message}", file=sys.stderr, flush=True)
+        if args.once:
+            return 0
+        time.sleep(args.every)
+
+
+def cmd_sandbox_load(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from services.sandbox_load import load_dir
+
+    report = load_dir(_services(), Path(args.dir))
+    print(report.line())
+    return 1 if report.problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m services.cli", description="Room Desk operations")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step")
@@ -60,6 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_expire_holds)
     p = sub.add_parser("advance", help="mark days in progress / completed")
     p.set_defaults(func=cmd_advance)
+    p = sub.add_parser("sync", help="bring the local cache up to date with Stripe and the room calendars")
+    p.set_defaults(func=cmd_sync)
+    p = sub.add_parser("reconcile", help="find mismatches in the cache and list the open findings")
+    p.add_argument("--json", action="store_true", help="print the open findings as a JSON array")
+    p.add_argument("--sync", action="store_true", help="sync first")
+    p.set_defaults(func=cmd_reconcile)
+    p = sub.add_parser("worker", help="expire holds, sync and reconcile on a schedule")
+    p.add_argument("--every", type=_interval, default=300.0, help="interval such as 30s, 5m, 1h (default 5m)")
+    p.add_argument("--once", action="store_true", help="run one round and exit")
+    p.set_defaults(func=cmd_worker)
+    p = sub.add_parser("sandbox-load", help="fill the sandbox from Stripe and Google Calendar JSON files")
+    p.add_argument("dir", help="folder with stripe/*.json and calendar/<calendar_id>.json")
+    p.set_defaults(func=cmd_sandbox_load)
     return parser
 
 

@@ -744,6 +744,9 @@ def reconcile(svc: Services, *, actor: str = "system", now: datetime | None = No
         for d in found:
             if d.key in seen:
                 continue
+            if d.booking_id is None and d.payment_intent in data["bookings"]:
+                b = data["bookings"][d.payment_intent]
+                d.booking_id, d.booking_ref = b.id, b.reference
             seen.add(d.key)
             row = current.get(d.key)
             if row is None:
