@@ -15,7 +15,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -510,7 +510,9 @@ def start_booking(svc: Services, req: BookingRequest, *, actor: str, now: dateti
 
 
 def _acquire_lease(svc: Services, booking_id: int, now: datetime) -> bool:
-    """Compare-and-set a short lease so two processes never run one booking's saga at once."""
+    """Compare-and-set a short lease so two processes never run one booking's saga at once. The lease runs on the
+    wall clock, not the business `now` (which may be a demo's past or a test's fixed time)."""
+    now = datetime.now(UTC)
     with svc.session() as s:
         res = s.execute(
             sa.update(Booking)

@@ -64,10 +64,11 @@ class SyncReport:
 
 
 @contextmanager
-def job_lock(svc: Services, name: str, *, now: datetime | None = None, lease: timedelta = LEASE) -> Iterator[str]:
+def job_lock(svc: Services, name: str, *, lease: timedelta = LEASE) -> Iterator[str]:
     """Hold the named lease for the duration of the block, or raise SyncBusy. Works the same on both databases:
-    an insert-or-compare-and-set on one row."""
-    now = now or svc.now()
+    an insert-or-compare-and-set on one row. Leases run on the wall clock, never a business `now`: processes must
+    agree on when a lease ran out."""
+    now = datetime.now(UTC)
     holder = f"{socket.gethostname()}:{os.getpid()}:{id(object())}"
     with svc.session() as s:
         if s.get(JobLock, name) is None:
@@ -383,7 +384,7 @@ def sync(
     progress = progress or (lambda _f, _m: None)
     report = SyncReport()
     calendars = [r.calendar_id for r in svc.catalogue.rooms]
-    with job_lock(svc, "sync", now=now):
+    with job_lock(svc, "sync"):
         steps = 1 + len(calendars)
         progress(0.0, "Stripe")
         try:
