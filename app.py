@@ -15,6 +15,10 @@ st.set_page_config(page_title="Room Desk", page_icon=":material/meeting_room:", 
 PAGES = {
     key: st.Page(f"pages/{key}.py", title=title, icon=icon)  # URL paths: the file names (see ui.run_through_app)
     for key, title, icon in [
+        # First allowed page = the landing page: managers, admins and finance start on the Overview (what is out of
+        # step and how much money it puts at risk), front desk on Phone booking.
+        ("overview", "Overview", ":material/monitoring:"),
+        ("mismatches", "Mismatches", ":material/rule:"),
         ("phone_booking", "Phone booking", ":material/call:"),
         ("bookings", "Bookings", ":material/search:"),
         ("room_calendar", "Room calendar", ":material/calendar_month:"),
@@ -39,12 +43,15 @@ else:
     allowed = [PAGES[key] for key in PAGES if role in ui.PAGE_ROLES[key]]
 
     def home() -> None:
-        """'/' → the role's first page (or the booking a '/?pi=…' link names). A hidden page is the default, not
-        a real one: Streamlit serves the default page at '/' only, so /bookings would be "not found" for the
-        roles whose first page it is."""
-        target = (
-            PAGES["bookings"] if {"pi", "ref"} & set(st.query_params) and PAGES["bookings"] in allowed else allowed[0]
-        )
+        """'/' → the role's first page (or the booking a '/?pi=…' link names, the finding a '/?finding=…' link
+        names). A hidden page is the default, not a real one: Streamlit serves the default page at '/' only, so
+        /bookings would be "not found" for the roles whose first page it is."""
+        asked = set(st.query_params)
+        target = allowed[0]
+        if "finding" in asked and PAGES["mismatches"] in allowed:
+            target = PAGES["mismatches"]
+        elif {"pi", "ref"} & asked and PAGES["bookings"] in allowed:
+            target = PAGES["bookings"]
         st.switch_page(target, query_params=st.query_params.to_dict())
 
     nav = st.navigation([st.Page(home, title="Home", url_path="home", default=True, visibility="hidden"), *allowed])

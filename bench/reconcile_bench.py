@@ -18,12 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import sqlalchemy as sa  # noqa: E402
+import sqlalchemy as sa
 
-from models.tables import CalendarEventCache, StripeObjectCache  # noqa: E402
-from services import reconcile, sync  # noqa: E402
-from services.context import build_services  # noqa: E402
-from services.settings import Settings  # noqa: E402
+from models.tables import CalendarEventCache, StripeObjectCache
+from services import reconcile, sync
+from services.context import build_services
+from services.settings import Settings
 
 SLOTS = [(time(8), time(10)), (time(10, 15), time(12, 15)), (time(12, 30), time(14, 30)), (time(14, 45), time(16, 45))]
 

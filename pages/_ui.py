@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +32,9 @@ if TYPE_CHECKING:
     import altair as alt
     import pandas as pd
 
+    from services.catalogue import Room
     from services.context import Services
-    from services.queries import ScheduleItem
+    from services.queries import BookingDetail, ScheduleItem
     from services.settings import Settings
 
 log = logging.getLogger("roomdesk.ui")
@@ -45,11 +46,15 @@ ROLES: dict[str, str] = {"frontdesk": "Front desk", "manager": "Manager", "finan
 # Which roles may open which page. app.py builds the navigation from this, and every page checks it again itself
 # (require_role), so a page left out of the navigation is unreachable twice over.
 PAGE_ROLES: dict[str, frozenset[str]] = {
+    "overview": frozenset({"manager", "finance", "admin"}),
+    "mismatches": frozenset({"manager", "admin"}),
     "phone_booking": frozenset({"frontdesk", "manager", "admin"}),
     "bookings": frozenset({"frontdesk", "manager", "finance", "admin"}),
     "room_calendar": frozenset({"frontdesk", "manager", "finance", "admin"}),
 }
 CAN_CANCEL = frozenset({"frontdesk", "manager", "admin"})
+# Sync now refreshes the cache and the findings; it changes no booking, but finance only looks at the Overview.
+CAN_SYNC = frozenset({"manager", "admin"})
 
 # The browser tests and scripts/shoot.py start the app with this variable to skip the sandbox role picker
 # (tests/e2e/harness.py ROLE_ENV). Honoured in sandbox mode only.
@@ -84,7 +89,7 @@ def sign_in(new_role: str) -> None:
 def sign_out() -> None:
     # Forget the booking in progress too: the next person must not act on someone else's half-finished work.
     for key in list(st.session_state.keys()):
-        if key == "role" or str(key).startswith(("pb_", "bk_")):
+        if key == "role" or str(key).startswith(("pb_", "bk_", "ov_", "mm_")):
             del st.session_state[key]
     st.session_state["dev_role_used"] = True
 
@@ -351,6 +356,175 @@ def reporting(doing: str) -> Iterator[None]:
     except Exception:
         log.exception("%s failed", doing)
         st.error(f"{doing} failed unexpectedly. Nothing more is shown here; the details are in the server log.")
+
+
+# ------------------------------------------------------------------------------------------------ forms
+
+
+def extras_inputs(room: Room, key_prefix: str, *, disabled: bool = False, placeholder: str = "Not known yet") -> None:
+    """One input per question of the room's extras form, under `key_prefix + field key` in session state (phone
+    booking asks them of a caller, Mismatches fills in what a booking lacks)."""
+    for f in room.extras:
+        key = f"{key_prefix}{f.key}"
+        if f.kind == "int":
+            st.number_input(
+                f.label,
+                min_value=f.min,
+                max_value=f.max,
+                value=None,
+                step=1,
+                key=key,
+                disabled=disabled,
+                placeholder=placeholder,
+            )
+        elif f.kind == "choice":
+            st.selectbox(f.label, f.choices, index=None, key=key, disabled=disabled, placeholder=placeholder)
+        else:
+            st.text_input(f.label, key=key, disabled=disabled, placeholder=placeholder)
+
+
+def extras_values(room: Room, key_prefix: str) -> dict[str, Any]:
+    """What extras_inputs holds now, blanks left out."""
+    values = {f.key: st.session_state.get(f"{key_prefix}{f.key}") for f in room.extras}
+    return {k: v for k, v in values.items() if v is not None and str(v).strip() != ""}
+
+
+# ------------------------------------------------------------------------------------------------ booking timeline
+
+TIMELINE_SOURCES = ["Stripe", "Calendar", "Room Desk", "Email"]
+NBSP = "\u00a0"
+
+
+def history_frame(svc: Services, detail: BookingDetail, rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """queries.booking_timeline as a table a person reads: venue time, room names for calendars, and our audit rows'
+    payloads formatted (money, dates) as on the rest of the page."""
+    import pandas as pd
+
+    # booking_timeline gives an audit row's payload as raw "key: value" text; the same rows are in the detail
+    # (same order, same instants), so pair them up to show the formatted summary instead.
+    summaries: dict[tuple[datetime, str], list[str]] = {}
+    for a in detail.audit:
+        summaries.setdefault((a.at, a.action), []).append(audit_summary(svc, a.payload or {}))
+    out = []
+    for row in rows:
+        text, who = str(row.get("detail") or ""), str(row.get("who") or "")
+        if row["source"] == "Room Desk" and (queue := summaries.get((row["at"], row["what"]))):
+            text = queue.pop(0)
+        if row["source"] == "Calendar" and (room := svc.catalogue.room_by_calendar(who)) is not None:
+            who = room.name
+        out.append(
+            {
+                # No-break spaces: a static table gives the details the room and would wrap these short columns.
+                "When": venue(svc, row["at"]).replace(" ", NBSP),
+                "Source": str(row["source"]).replace(" ", NBSP),
+                "What": str(row["what"]).removeprefix("booking."),
+                "Who": who,
+                "Details": text,
+            }
+        )
+    return pd.DataFrame(out, columns=["When", "Source", "What", "Who", "Details"])
+
+
+def show_history(svc: Services, detail: BookingDetail, rows: Sequence[dict[str, Any]], *, key: str) -> None:
+    """The joined timeline with a filter by source (all shown at first), as a static table that wraps its text."""
+    present = [s for s in TIMELINE_SOURCES if any(r["source"] == s for r in rows)]
+    shown = st.pills("Sources", present, selection_mode="multi", default=present, key=key, label_visibility="collapsed")
+    frame = history_frame(svc, detail, [r for r in rows if r["source"] in (shown or present)])
+    if frame.empty:
+        st.caption("Nothing recorded for this booking yet.")
+        return
+    st.table(frame, hide_index=True, border="horizontal")
+
+
+# ------------------------------------------------------------------------------------------------ sync and findings
+
+SEVERITY_COLORS = {"high": "red", "medium": "orange", "low": "gray"}
+SEVERITY_HEX = {"high": "#dc2626", "medium": "#f59e0b", "low": "#94a3b8"}
+
+
+def ago(svc: Services, moment: datetime) -> str:
+    """'just now', '3 min ago', '5 h ago', '2 days ago' (from the services' clock, so the sandbox's clock too)."""
+    minutes = int((svc.now() - moment).total_seconds() // 60)
+    if minutes < 1:
+        return "just now"
+    if minutes < 120:
+        return f"{minutes} min ago"
+    return f"{minutes // 60} h ago" if minutes < 48 * 60 else f"{minutes // (24 * 60)} days ago"
+
+
+def sync_status(svc: Services, *, can_sync: bool = True) -> datetime | None:
+    """'Synced 3 min ago', or a warning when the cache is older than settings.sync_stale_minutes or was never filled:
+    every number on the reconciliation pages is only as fresh as the last sync. Returns the last sync's time."""
+    from services.sync import last_sync
+
+    last = last_sync(svc)
+    todo = "Press **Sync now**" if can_sync else "Ask a manager to sync"
+    if last is None:
+        st.warning(
+            "**Never synced**: Room Desk has not read Stripe and the room calendars yet, so no mismatch can show. "
+            f"{todo}, or run the worker (`python -m services.cli worker`).",
+            icon=":material/sync_problem:",
+        )
+    elif svc.now() - last > timedelta(minutes=svc.settings.sync_stale_minutes):
+        st.warning(
+            f"**Synced {ago(svc, last)}** ({venue(svc, last)}), more than {svc.settings.sync_stale_minutes} min ago: "
+            f"what is shown may be out of date. {todo}, or check that the worker is running.",
+            icon=":material/sync_problem:",
+        )
+    else:
+        st.markdown(f":green[:material/check_circle:] **Synced {ago(svc, last)}** · {venue(svc, last)}")
+    return last
+
+
+@dataclass
+class SyncOutcome:
+    line: str  # what the sync read (SyncReport.line())
+    errors: list[str]
+    opened: int
+    resolved: int
+    open_total: int
+
+    def text(self) -> str:
+        return (
+            f"Synced: {self.line}. {self.opened} new finding(s), {self.resolved} resolved; {self.open_total} open now."
+        )
+
+
+def sync_and_reconcile(svc: Services) -> SyncOutcome | None:
+    """Sync Stripe and the calendars, then reconcile, with a progress bar; None (and a message) when it could not
+    run. Both the Overview's Sync now and the Mismatches page after a fix use it."""
+    from services import reconcile, sync
+
+    bar = st.progress(0.0, text="Syncing: Stripe")
+    try:
+        report = sync.sync(
+            svc, actor=actor(), progress=lambda f, m: bar.progress(min(f, 1.0) * 0.9, text=f"Syncing: {m}"[:120])
+        )
+        bar.progress(0.95, text="Looking for mismatches")
+        run = reconcile.reconcile(svc, actor=actor())
+    except sync.SyncBusy:
+        bar.empty()
+        st.info(
+            "Another sync is running right now (the worker or a colleague). What you see is from the last one; "
+            "try again in a minute.",
+            icon=":material/hourglass_top:",
+        )
+        return None
+    except DomainError as exc:
+        bar.empty()
+        show_error(exc, doing="Sync")
+        return None
+    except Exception:
+        bar.empty()
+        log.exception("Sync failed")
+        st.error("Sync failed unexpectedly. Nothing more is shown here; the details are in the server log.")
+        return None
+    bar.empty()
+    return SyncOutcome(report.line(), list(report.errors), run.opened, run.resolved, run.open_total)
+
+
+def show_sync_outcome(outcome: SyncOutcome) -> None:
+    (st.warning if outcome.errors else st.success)(outcome.text(), icon=":material/sync:")
 
 
 # ------------------------------------------------------------------------------------------------ room timeline

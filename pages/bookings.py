@@ -18,8 +18,9 @@ from pages import _ui as ui
 from services.booking import cancel_booking, cancellation_quote, find_booking_id, sandbox_pay
 from services.context import Services
 from services.errors import DomainError, NotFound
-from services.queries import BookingDetail, booking_detail, search_bookings
+from services.queries import BookingDetail, booking_detail, booking_timeline, search_bookings
 from services.rules.timefmt import day_label
+from services.sync import last_sync
 
 ui.run_through_app()
 svc = ui.services()
@@ -428,22 +429,15 @@ if detail.emails:
 else:
     st.caption("No emails.")
 
-# ---- audit -----------------------------------------------------------------------------------------------------
+# ---- timeline --------------------------------------------------------------------------------------------------
 st.markdown(f"#### Timeline ({ui.tz_label(svc)})")
-# A static table: the details wrap instead of being cut off, and a booking's history is a few dozen rows at most.
-st.table(
-    pd.DataFrame(
-        [
-            {
-                "When": ui.venue(svc, a.at),
-                "Who": a.actor,
-                "What": a.action.removeprefix("booking."),
-                "Details": ui.audit_summary(svc, a.payload or {}),
-            }
-            for a in detail.audit
-        ]
-    ),
-    hide_index=True,
-    border="horizontal",
-)
+# Every surface in one list: Stripe's events and the calendar's changes (from the last sync), our audit trail and
+# the emails. A static table: the details wrap instead of being cut off; a booking's history is a few dozen rows.
+with ui.reporting("Loading the timeline"):
+    ui.show_history(svc, detail, booking_timeline(svc, b.id), key=f"bk_sources_{b.id}")
+    synced = last_sync(svc)
+    st.caption(
+        "Stripe and calendar rows are as of the last sync, "
+        + (f"{ui.ago(svc, synced)}." if synced else "which has not run yet: only Room Desk's own rows show.")
+    )
 st.caption(f"Booking id {b.id} · last change {ui.venue(svc, b.updated_at)}")

@@ -78,8 +78,7 @@ def request_from_state() -> BookingRequest:
     """The request as the widgets hold it now (callbacks read it too, so it never comes from a stale rerun)."""
     ss = st.session_state
     room = ROOMS[ss["pb_room"]]
-    extras = {f.key: ss.get(f"pb_x_{room.slug}_{f.key}") for f in room.extras}
-    extras = {k: v for k, v in extras.items() if v is not None and str(v).strip() != ""}
+    extras = ui.extras_values(room, f"pb_x_{room.slug}_")
     return BookingRequest(
         room=room.slug,
         dates=tuple(chosen_dates()),
@@ -340,23 +339,7 @@ with form:
             "anyway, but someone must collect them.",
             icon=":material/assignment_late:",
         )
-        for f in room.extras:
-            key = f"pb_x_{room.slug}_{f.key}"
-            if f.kind == "int":
-                st.number_input(
-                    f.label,
-                    min_value=f.min,
-                    max_value=f.max,
-                    value=None,
-                    step=1,
-                    key=key,
-                    disabled=locked,
-                    placeholder="Not known yet",
-                )
-            elif f.kind == "choice":
-                st.selectbox(f.label, f.choices, index=None, key=key, disabled=locked, placeholder="Not known yet")
-            else:
-                st.text_input(f.label, key=key, disabled=locked, placeholder="Not known yet")
+        ui.extras_inputs(room, f"pb_x_{room.slug}_", disabled=locked)
 
     st.text_area(
         "Notes",

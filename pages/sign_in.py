@@ -22,8 +22,8 @@ with st.columns([1, 1])[0], st.form("sign_in"):
         list(ui.ROLES),
         format_func=lambda r: {
             "frontdesk": "Front desk — phone bookings, look up and cancel bookings, room calendar",
-            "manager": "Manager — everything front desk does",
-            "finance": "Finance — look up bookings and payments, room calendar",
+            "manager": "Manager — mismatches between Stripe, calendars and bookings; everything front desk does",
+            "finance": "Finance — overview of mismatches and money at risk, look up bookings and payments",
             "admin": "Admin — everything",
         }[r],
         key="sign_in_role",

@@ -672,8 +672,6 @@ def _confirm_locked(svc: Services, booking_id: int, pi_id: str, actor: str, now:
 
     created: list[tuple[str, str]] = []
     for leg in legs:
-        if leg.event_id and leg.state != LegState.AWAITING_PAYMENT:
-            continue
         try:
             event_id = _insert_event(svc, booking, leg)
         except GatewayError as exc:
@@ -836,7 +834,7 @@ def _fail_and_refund(
             row_db = s.get(EmailOutbox, row.id)
             assert row_db is not None
             notify.deliver(s, svc.mail, row_db, now=now, actor=actor)
-    outcome = "auto_refunded" if refunded and not cleanup_failed else "cleanup_failed"
+    outcome = "cleanup_failed" if cleanup_failed else ("auto_refunded" if refunded else "refund_failed")
     return ConfirmResult(booking_id, reference, outcome, messages)
 
 

@@ -132,3 +132,22 @@ def policy_text(snapshot: dict[str, object]) -> str:
     from services.rules.refunds import bands_from_snapshot
 
     return str(snapshot.get("text") or describe_bands(bands_from_snapshot(snapshot)))
+
+
+def refund(
+    catalogue: Catalogue, booking: Booking, legs: Sequence[BookingLeg], refund_cents: int, *, booking_stands: bool
+) -> tuple[str, str]:
+    """A refund made by staff (remediation or a Stripe-side refund the customer was never told about)."""
+    room = catalogue.room(booking.room_slug)
+    after = (
+        "Your booking itself stands as it is."
+        if booking_stands
+        else f"Reply to this email or call {catalogue.venue.phone} and we will help you find another time."
+    )
+    text = (
+        f"Hello {booking.customer_name},\n\n"
+        f"We have refunded {money(refund_cents, booking.currency)} for booking {booking.reference} "
+        f"({room.name}, {_days(legs)}, {booking.start_time}–{booking.end_time}); it appears on your card in 5–10 "
+        f"days.\n\n{after}\n\n— {catalogue.venue.name}\n"
+    )
+    return f"Refund for your booking {booking.reference}: {money(refund_cents, booking.currency)}", text

@@ -455,7 +455,7 @@ def detect(svc: Services, session: Session, now: datetime) -> tuple[list[Detecte
         if p.status == "succeeded" and kept > 0:
             if booking is not None and booking.status in ("CONFIRMED", "PARTLY_CANCELLED", "COMPLETED"):
                 expected = active_days
-            elif booking is not None and booking.status in ("CANCELLED", "EXPIRED"):
+            elif booking is not None and booking.status in ("CANCELLED", "EXPIRED", "REFUNDED"):
                 expected = set()
             else:
                 expected = set(p.dates)
@@ -549,7 +549,11 @@ def detect(svc: Services, session: Session, now: datetime) -> tuple[list[Detecte
         # Money: charged vs the price at booking time; refunds vs the policy quote at cancellation time.
         if p.status == "succeeded":
             expected_amount = _expected_amount(svc, p, booking, policy, price_memo)
-            if expected_amount is not None and expected_amount != p.received:
+            # Overcharged: flagged while Stripe still keeps more than the price (a refund of the difference, or a
+            # cancellation, settles it). Undercharged: flagged until someone looks, unless the money went back.
+            over = expected_amount is not None and p.received > expected_amount and kept > expected_amount
+            under = expected_amount is not None and p.received < expected_amount and p.refunded == 0
+            if expected_amount is not None and (over or under):
                 out.append(
                     Detected(
                         "amount_mismatch",
@@ -962,4 +966,6 @@ def trend(svc: Services, *, days: int = 30, now: datetime | None = None) -> list
                 .order_by(col(ReconcileRun.started_at))
             )
         )
-    return [{"at": r.started_at, "code": code, "open": n} for r in runs for code, n in r.open_by_code.items()]
+    # Every code seen in the window gets a point at every run, 0 when none was open, so a line can reach zero.
+    codes = sorted({code for r in runs for code in r.open_by_code})
+    return [{"at": r.started_at, "code": code, "open": r.open_by_code.get(code, 0)} for r in runs for code in codes]

@@ -21,9 +21,9 @@ App = Callable[..., AppTest]
 BANNER = "**Sandbox — no real payments or calendars.** Test cards, test calendars, emails kept locally."
 ROLE_PAGES = {
     "frontdesk": ["Phone booking", "Bookings", "Room calendar"],
-    "manager": ["Phone booking", "Bookings", "Room calendar"],
-    "admin": ["Phone booking", "Bookings", "Room calendar"],
-    "finance": ["Bookings", "Room calendar"],
+    "manager": ["Overview", "Mismatches", "Phone booking", "Bookings", "Room calendar"],
+    "admin": ["Overview", "Mismatches", "Phone booking", "Bookings", "Room calendar"],
+    "finance": ["Overview", "Bookings", "Room calendar"],
 }
 
 
@@ -60,7 +60,7 @@ def test_sandbox_banner_and_role_picker_on_first_visit(app: App) -> None:
     at.button[0].click().run()  # the form's "Sign in"
     assert nav_pages(at) == ROLE_PAGES["manager"]
     assert "Signed in as **Manager**" in texts(at, "markdown")
-    assert at.title[0].value == "Phone booking"
+    assert at.title[0].value == "Overview"  # the first page of the role's navigation
 
 
 @pytest.mark.parametrize("role", list(ROLE_PAGES))
@@ -90,7 +90,7 @@ def test_a_deep_link_survives_signing_in(app: App, paid_booking: StartResult) ->
 
 def test_finance_cannot_open_phone_booking(app: App) -> None:
     at = app("finance")
-    assert at.title[0].value == "Bookings"
+    assert at.title[0].value == "Overview"
     with pytest.raises(ValueError, match="Could not find a navigation page"):
         at.switch_page("pages/phone_booking.py")
 
@@ -99,7 +99,7 @@ def test_finance_cannot_open_phone_booking(app: App) -> None:
     assert at.title[0].value == "Phone booking"
     at.session_state["role"] = "finance"
     at.run()
-    assert [t.value for t in at.title] == ["Bookings"]
+    assert [t.value for t in at.title] == ["Overview"]
 
 
 def test_phone_booking_page_checks_the_role_itself(svc: Services) -> None:  # svc: this module's DATA_DIR
@@ -188,7 +188,7 @@ def test_phone_booking_then_customer_paid_confirms_it(app: App, svc: Services) -
 
 
 def test_sonic_studio_warns_that_extras_must_be_collected(app: App) -> None:
-    at = app("manager")
+    at = app("manager", page="pages/phone_booking.py")
     at.selectbox(key="pb_room").set_value("sonic-studio").run()
     assert "needs these before the session" in texts(at, "warning")
     assert at.text_input(key="pb_x_sonic-studio_show_name").label == "Podcast or show name"
@@ -198,7 +198,7 @@ def test_sonic_studio_warns_that_extras_must_be_collected(app: App) -> None:
 
 
 def test_search_by_email_then_select_the_row_shows_the_detail(app: App, paid_booking: StartResult) -> None:
-    at = app("finance")
+    at = app("finance", page="pages/bookings.py")
     at.text_input(key="bk_text").set_value("wanda.testfixture@example.org").run()
     [table] = at.dataframe
     assert list(table.value["Reference"]) == [paid_booking.reference]

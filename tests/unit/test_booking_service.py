@@ -253,7 +253,7 @@ def test_refund_failure_in_the_safety_net_is_audited(svc: Any, booking_request: 
     svc.calendar.faults.fail("insert_event")
     svc.payments.faults.fail("refund")
     result = bk.sandbox_pay(svc, started.booking_id, actor="stripe-webhook")
-    assert result.outcome == "cleanup_failed" and "Automatic refund failed: refund by hand" in result.messages
+    assert result.outcome == "refund_failed" and "Automatic refund failed: refund by hand" in result.messages
     assert "booking.refund.failed" in actions(svc, started.booking_id)
     assert charge(svc, started.payment_intent)["amount_refunded"] == 0
 
