@@ -190,7 +190,11 @@ class DemoSeeding:
         from services import demo
 
         try:
-            demo.seed_demo(svc, progress=self.progress)
+            demo.seed_demo(svc, progress=lambda f, m: self.progress(f * 0.9, m))
+            # Open on a dashboard that already shows what is wrong: the first sync and reconciliation.
+            self.progress(0.92, "syncing Stripe and the room calendars")
+            demo.first_sync(svc)
+            self.progress(1.0, "done")
         except Exception as exc:  # shown to staff; the traceback goes to the log
             log.exception("Demo data could not be created")
             self.error = getattr(exc, "message", None) or str(exc)

@@ -27,7 +27,8 @@ def cmd_seed_demo(args: argparse.Namespace) -> int:
         print("The database or sandbox already holds data; remove DATA_DIR (make clean-data) to start again.")
         return 1
     report = demo.seed_demo(svc, count=args.count, progress=lambda f, m: print(f"  {f:4.0%}  {m}", flush=True))
-    print(report.line())
+    demo.first_sync(svc)
+    print(report.line() + "; synced and reconciled")
     for name, reference in sorted(report.incidents.items()):
         print(f"  incident {name:<24} {reference}")
     return 0

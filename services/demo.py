@@ -412,3 +412,11 @@ def _status(svc: Services, booking_id: int) -> str:
     with svc.session() as s:
         b = s.get(Booking, booking_id)
         return b.status if b else ""
+
+
+def first_sync(svc: Services) -> None:
+    """Sync the freshly seeded sandbox into the cache and reconcile, so the first screen shows the incidents."""
+    from services import reconcile, sync
+
+    sync.sync(svc, actor="demo-seed")
+    reconcile.reconcile(svc, actor="demo-seed")
