@@ -575,6 +575,43 @@ def _insert_event(svc: Services, booking: Booking, leg: BookingLeg) -> str:
     raise GatewayError("Could not create a calendar event id for this day", transient=False, provider="calendar")
 
 
+def record_event_created(
+    svc: Services, booking_id: int, leg: BookingLeg, event_id: str, *, actor: str, now: datetime
+) -> None:
+    """Remember a day's event on its leg, in external_ref and the audit log; safe to repeat after a crash."""
+    with svc.session() as s:
+        db_leg = s.get(BookingLeg, leg.id)
+        assert db_leg is not None
+        db_leg.event_id, db_leg.event_attempt, db_leg.updated_at = event_id, leg.event_attempt, now
+        external = f"{leg.calendar_id}/{event_id}"
+        known = s.exec(
+            select(ExternalRef.id).where(
+                ExternalRef.provider == "google", ExternalRef.kind == "event", ExternalRef.external_id == external
+            )
+        ).first()
+        if known is None:
+            s.add(
+                ExternalRef(
+                    provider="google",
+                    kind="event",
+                    external_id=external,
+                    booking_id=booking_id,
+                    leg_id=leg.id,
+                    created_at=now,
+                )
+            )
+        audit.record(
+            s,
+            "booking.event.created",
+            actor=actor,
+            at=now,
+            booking=_load(s, booking_id),
+            day=leg.day,
+            event_id=event_id,
+            calendar_id=leg.calendar_id,
+        )
+
+
 def confirm_payment(
     svc: Services, payment_intent_id: str, *, actor: str = "stripe-webhook", now: datetime | None = None
 ) -> ConfirmResult:
@@ -688,30 +725,7 @@ def _confirm_locked(svc: Services, booking_id: int, pi_id: str, actor: str, now:
                 detail=f"{leg.day}: {exc.message}",
             )
         created.append((leg.calendar_id, event_id))
-        with svc.session() as s:
-            db_leg = s.get(BookingLeg, leg.id)
-            assert db_leg is not None
-            db_leg.event_id, db_leg.event_attempt = event_id, leg.event_attempt
-            s.add(
-                ExternalRef(
-                    provider="google",
-                    kind="event",
-                    external_id=f"{leg.calendar_id}/{event_id}",
-                    booking_id=booking_id,
-                    leg_id=leg.id,
-                    created_at=now,
-                )
-            )
-            audit.record(
-                s,
-                "booking.event.created",
-                actor=actor,
-                at=now,
-                booking=booking,
-                day=leg.day,
-                event_id=event_id,
-                calendar_id=leg.calendar_id,
-            )
+        record_event_created(svc, booking_id, leg, event_id, actor=actor, now=now)
 
     with svc.session() as s:
         booking = _load(s, booking_id)

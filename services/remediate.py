@@ -333,32 +333,7 @@ def _create_events(
             event_id = bk._insert_event(svc, booking, leg)
         except GatewayError as exc:
             return created, f"{day_label(leg.day)}: {exc.message}"
-        with svc.session() as s:
-            db_leg = s.get(BookingLeg, leg.id)
-            assert db_leg is not None
-            db_leg.event_id, db_leg.event_attempt, db_leg.updated_at = event_id, leg.event_attempt, now
-            external = f"{leg.calendar_id}/{event_id}"
-            if s.exec(select(ExternalRef.id).where(ExternalRef.external_id == external)).first() is None:
-                s.add(
-                    ExternalRef(
-                        provider="google",
-                        kind="event",
-                        external_id=external,
-                        booking_id=booking_id,
-                        leg_id=leg.id,
-                        created_at=now,
-                    )
-                )
-            audit.record(
-                s,
-                "booking.event.created",
-                actor=actor,
-                at=now,
-                booking=bk._load(s, booking_id),
-                day=leg.day,
-                event_id=event_id,
-                calendar_id=leg.calendar_id,
-            )
+        bk.record_event_created(svc, booking_id, leg, event_id, actor=actor, now=now)
         created.append(leg.day)
     return created, None
 

@@ -430,3 +430,31 @@ def test_search_lists_upcoming_bookings_soonest_first_then_the_past(svc: Any, bo
     svc.clock.at = svc.clock.at + timedelta(days=10)  # now Thu 12 Mar: the 9 Mar booking is past
     rows = search_bookings(svc, text="ava@example.org")
     assert [r["reference"] for r in rows] == [later.reference, past.reference, soon.reference]
+
+
+def test_confirm_after_a_crash_past_the_events_finishes_once(
+    svc: Any, booking_request: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services import notify
+
+    started = bk.start_booking(svc, booking_request(dates=THREE_DAYS), actor="customer")
+    svc.payments.confirm_payment_intent(started.payment_intent)
+    real_queue = notify.queue
+
+    def crash(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("process killed")
+
+    monkeypatch.setattr(notify, "queue", crash)
+    with pytest.raises(RuntimeError):
+        bk.confirm_payment(svc, started.payment_intent)
+    assert booking(svc, started.booking_id).status == "AWAITING_PAYMENT"  # the final step was rolled back
+    monkeypatch.setattr(notify, "queue", real_queue)
+    assert bk.confirm_payment(svc, started.payment_intent).outcome == "confirmed"
+    assert len(live_events(svc, started.reference)) == 3
+    with svc.session() as s:
+        from models.tables import ExternalRef
+
+        refs = list(
+            s.exec(select(ExternalRef).where(ExternalRef.booking_id == started.booking_id, ExternalRef.kind == "event"))
+        )
+    assert len(refs) == 3
