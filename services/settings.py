@@ -58,6 +58,12 @@ class Settings(BaseSettings):
 
     stripe_secret_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str | None = Field(default=None, description="Only for tests: a Stripe-compatible server")
+    google_service_account_file: Path | None = Field(default=None, description="Service-account key (JSON)")
+    google_delegated_subject: str | None = Field(default=None, description="Workspace user to act as (optional)")
+    google_api_root: str | None = Field(default=None, description="Only for tests: a Calendar-compatible server")
+    gateway_timeout_seconds: float = Field(default=20.0, gt=0)
+    audit_mode: bool = Field(default=False, description="Read-only: live reads, no writes to Stripe or calendars")
 
     @field_validator("venue_timezone")
     @classmethod

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from services.errors import GatewayError
+
 Json = dict[str, Any]
 
 
@@ -119,6 +121,16 @@ class CalendarGateway(Protocol):
 
         With `sync_token`, only events changed since (deleted ones as `cancelled`); an expired token raises
         GatewayError with `status == 410`."""
+        ...
+
+    def insert_events(self, calendar_id: str, events: list[Json]) -> list[Json | GatewayError]:
+        """Insert several events in one round trip (Google: one batch request). Returns, in order, each inserted
+        event or the GatewayError (EventExists for 409) that event met; never raises for a single event's failure."""
+        ...
+
+    def delete_events(self, calendar_id: str, event_ids: list[str]) -> list[GatewayError | None]:
+        """Delete several events in one round trip. Returns, in order, None where the event is gone (404/410 count
+        as done) or the GatewayError it met."""
         ...
 
     def freebusy(self, calendar_ids: list[str], time_min: datetime, time_max: datetime) -> dict[str, list[Json]]:

@@ -109,6 +109,27 @@ class SandboxCalendar:
         self.faults.after(op, PROVIDER, calendar_id=calendar_id, event_id=event_id, patch=patch)
         return event
 
+    def insert_events(self, calendar_id: str, events: list[Json]) -> list[Json | GatewayError]:
+        """Insert several events as one batch: each succeeds or fails on its own (faults apply per event)."""
+        out: list[Json | GatewayError] = []
+        for event in events:
+            try:
+                out.append(self.insert_event(calendar_id, event))
+            except GatewayError as exc:
+                out.append(exc)
+        return out
+
+    def delete_events(self, calendar_id: str, event_ids: list[str]) -> list[GatewayError | None]:
+        """Delete several events as one batch: None where gone, else the error (faults apply per event)."""
+        out: list[GatewayError | None] = []
+        for event_id in event_ids:
+            try:
+                self.delete_event(calendar_id, event_id)
+                out.append(None)
+            except GatewayError as exc:
+                out.append(exc)
+        return out
+
     def delete_event(self, calendar_id: str, event_id: str) -> None:
         """Mark the event cancelled; deleting a deleted or unknown event is a no-op."""
         op = "delete_event"
