@@ -707,25 +707,42 @@ def _confirm_locked(svc: Services, booking_id: int, pi_id: str, actor: str, now:
             detail="; ".join(conflicts),
         )
 
+    # Every day's event in one batch request (one round trip for a 10-day booking); each day succeeds or fails alone.
     created: list[tuple[str, str]] = []
-    for leg in legs:
-        try:
-            event_id = _insert_event(svc, booking, leg)
-        except GatewayError as exc:
+    failed: tuple[BookingLeg, GatewayError] | None = None
+    bodies = [_event_body(svc, booking, leg, event_id_for(reference, leg.day, leg.event_attempt)) for leg in legs]
+    try:
+        results: list[Any] = svc.calendar.insert_events(room.calendar_id, bodies)
+    except GatewayError as exc:  # the whole batch failed to arrive (or its answer was lost)
+        results = [exc] * len(legs)
+    for leg, result in zip(legs, results, strict=True):
+        event_id = event_id_for(reference, leg.day, leg.event_attempt)
+        if isinstance(result, EventExists):
+            try:  # ours from an earlier attempt, or a deleted id to move past: resolve it one by one
+                event_id = _insert_event(svc, booking, leg)
+            except GatewayError as err:
+                result = err
+            else:
+                result = None
+        if isinstance(result, GatewayError):
             # A timeout may have created the event anyway: its id is deterministic, so clean-up deletes it too.
-            created.append((leg.calendar_id, event_id_for(reference, leg.day, leg.event_attempt)))
-            return _fail_and_refund(
-                svc,
-                booking_id,
-                actor,
-                now,
-                "booking.event.failed",
-                "Google Calendar event creation failed",
-                created=created,
-                detail=f"{leg.day}: {exc.message}",
-            )
+            created.append((leg.calendar_id, event_id))
+            failed = failed or (leg, result)
+            continue
         created.append((leg.calendar_id, event_id))
         record_event_created(svc, booking_id, leg, event_id, actor=actor, now=now)
+    if failed is not None:
+        failed_leg, failed_error = failed
+        return _fail_and_refund(
+            svc,
+            booking_id,
+            actor,
+            now,
+            "booking.event.failed",
+            "Google Calendar event creation failed",
+            created=created,
+            detail=f"{failed_leg.day}: {failed_error.message}",
+        )
 
     with svc.session() as s:
         booking = _load(s, booking_id)
@@ -788,12 +805,10 @@ def _fail_and_refund(
                 events=[e for _, e in created],
                 message="Multi-day partial failure — cleaning up",
             )
-    for calendar_id, event_id in created:
-        try:
-            svc.calendar.delete_event(calendar_id, event_id)
-        except GatewayError as exc:
+    for _calendar_id, event_id, error in _delete_batch(svc, created):
+        if error is not None:
             cleanup_failed.append(event_id)
-            log.error("Cleanup could not delete event %s booking=%s: %s", event_id, reference, exc.message)
+            log.error("Cleanup could not delete event %s booking=%s: %s", event_id, reference, error.message)
     with svc.session() as s:
         booking = _load(s, booking_id)
         if cleanup_failed:
@@ -1070,18 +1085,32 @@ def _cancel_locked(
     return CancelResult(booking_id, total, [leg.day for leg, _ in quotes], problems)
 
 
+def _delete_batch(svc: Services, targets: Sequence[tuple[str, str]]) -> list[tuple[str, str, GatewayError | None]]:
+    """Delete events with one batch request per calendar; (calendar, event id, error or None) for each."""
+    by_calendar: dict[str, list[str]] = {}
+    for calendar_id, event_id in targets:
+        by_calendar.setdefault(calendar_id, []).append(event_id)
+    out: list[tuple[str, str, GatewayError | None]] = []
+    for calendar_id, ids in by_calendar.items():
+        try:
+            errors: list[GatewayError | None] = svc.calendar.delete_events(calendar_id, ids)
+        except GatewayError as exc:
+            errors = [exc] * len(ids)
+        out.extend((calendar_id, event_id, error) for event_id, error in zip(ids, errors, strict=True))
+    return out
+
+
 def _delete_events(
     svc: Services, booking_id: int, targets: Sequence[tuple[str, str | None, date]], actor: str, now: datetime
 ) -> list[str]:
+    days = {(calendar_id, event_id): day for calendar_id, event_id, day in targets if event_id}
     problems = []
-    for calendar_id, event_id, day in targets:
-        if not event_id:
-            continue
-        try:
-            svc.calendar.delete_event(calendar_id, event_id)
-        except GatewayError as exc:
-            problems.append(f"{day}: the calendar event could not be deleted ({exc.message})")
-            with svc.session() as s:
+    for calendar_id, event_id, error in _delete_batch(svc, list(days)):
+        with svc.session() as s:
+            if error is not None:
+                problems.append(
+                    f"{days[(calendar_id, event_id)]}: the calendar event could not be deleted ({error.message})"
+                )
                 audit.record(
                     s,
                     "booking.event.delete_failed",
@@ -1090,20 +1119,19 @@ def _delete_events(
                     booking=_load(s, booking_id),
                     event_id=event_id,
                     calendar_id=calendar_id,
-                    error=exc.message,
+                    error=error.message,
                     message="Calendar event deletion failed: orphan event left",
                 )
-            continue
-        with svc.session() as s:
-            audit.record(
-                s,
-                "booking.event.deleted",
-                actor=actor,
-                at=now,
-                booking=_load(s, booking_id),
-                event_id=event_id,
-                calendar_id=calendar_id,
-            )
+            else:
+                audit.record(
+                    s,
+                    "booking.event.deleted",
+                    actor=actor,
+                    at=now,
+                    booking=_load(s, booking_id),
+                    event_id=event_id,
+                    calendar_id=calendar_id,
+                )
     return problems
 
 
