@@ -51,6 +51,7 @@ PAGE_ROLES: dict[str, frozenset[str]] = {
     "phone_booking": frozenset({"frontdesk", "manager", "admin"}),
     "bookings": frozenset({"frontdesk", "manager", "finance", "admin"}),
     "room_calendar": frozenset({"frontdesk", "manager", "finance", "admin"}),
+    "settings": frozenset({"admin"}),
 }
 CAN_CANCEL = frozenset({"frontdesk", "manager", "admin"})
 # Sync now refreshes the cache and the findings; it changes no booking, but finance only looks at the Overview.

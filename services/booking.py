@@ -879,6 +879,7 @@ def _refund(
     key: str,
     policy_quote: int | None,
     leg_ids: Sequence[int] = (),
+    errors: list[str] | None = None,
 ) -> bool:
     """Refund through the gateway (idempotent key) and record it; False (audited) if the gateway failed."""
     with svc.session() as s:
@@ -907,6 +908,8 @@ def _refund(
                 origin=origin,
                 message="Refund failed",
             )
+        if errors is not None:
+            errors.append(exc.message)
         return False
     with svc.session() as s:
         booking = _load(s, booking_id)
@@ -1026,6 +1029,7 @@ def _cancel_locked(
                 "sync and check this booking before cancelling"
             )
         key = f"roomdesk-{booking.reference}-cancel-" + "-".join(str(i) for i in ids)
+        errors: list[str] = []
         if not _refund(
             svc,
             booking_id,
@@ -1037,8 +1041,10 @@ def _cancel_locked(
             key=key,
             policy_quote=total,
             leg_ids=ids,
+            errors=errors,
         ):
-            raise GatewayError("The refund could not be made; nothing was cancelled. Try again.", transient=True)
+            why = errors[0] if errors else "the payment provider did not answer"
+            raise GatewayError(f"The refund could not be made ({why}); nothing was cancelled.", transient=True)
 
     with svc.session() as s:
         booking = _load(s, booking_id)

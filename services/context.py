@@ -56,7 +56,9 @@ def build_services(settings: Settings | None = None, *, migrate: bool = True) ->
     if migrate:
         upgrade(engine)
     holder: dict[str, Services] = {}
-    payments, calendar, mail = build_gateways(settings, clock=lambda: holder["s"].now())
+    payments, calendar, mail = build_gateways(
+        settings, clock=lambda: holder["s"].now(), calendar_ids=[r.calendar_id for r in catalogue.rooms]
+    )
     services = Services(settings, catalogue, engine, payments, calendar, mail)
     holder["s"] = services
     return services

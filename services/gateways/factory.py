@@ -1,17 +1,27 @@
-"""Chooses each gateway's implementation from the settings: sandbox (embedded default) or the real provider."""
+"""Chooses each gateway's implementation from the settings: sandbox (embedded default) or the real provider, and
+wraps them read-only in audit mode."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from services.errors import ConfigError
 from services.gateways.base import CalendarGateway, MailGateway, PaymentsGateway
 from services.settings import Settings
 
 
+def _real(module: str, cls: str) -> Any:
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"The {cls} adapter is not available in this version ({exc.__class__.__name__})") from None
+
+
 def build_gateways(
-    settings: Settings, *, clock: Callable[[], datetime]
+    settings: Settings, *, clock: Callable[[], datetime], calendar_ids: list[str] | None = None
 ) -> tuple[PaymentsGateway, CalendarGateway, MailGateway]:
     from services.gateways.sandbox_calendar import SandboxCalendar
     from services.gateways.sandbox_mail import SandboxMail
@@ -19,14 +29,28 @@ def build_gateways(
 
     store = settings.sandbox_dir
     store.mkdir(parents=True, exist_ok=True)
-    if settings.payments != "sandbox":
-        raise ConfigError("PAYMENTS=stripe needs the Stripe adapter, which this version does not include yet")
-    if settings.calendar != "sandbox":
-        raise ConfigError("CALENDAR=google needs the Google Calendar adapter, which this version does not include yet")
+    payments: PaymentsGateway
+    calendar: CalendarGateway
+    mail: MailGateway
+    if settings.payments == "stripe":
+        if settings.stripe_secret_key is None:
+            raise ConfigError("PAYMENTS=stripe needs STRIPE_SECRET_KEY (see .streamlit/secrets.example.toml)")
+        payments = _real("services.gateways.stripe_adapter", "StripePayments")(settings)
+    else:
+        payments = SandboxPayments(store, clock=clock)
+    if settings.calendar == "google":
+        if settings.google_service_account_file is None:
+            raise ConfigError("CALENDAR=google needs GOOGLE_SERVICE_ACCOUNT_FILE (a service-account key file)")
+        calendar = _real("services.gateways.google_calendar", "GoogleCalendar")(
+            settings, calendar_ids=list(calendar_ids or [])
+        )
+    else:
+        calendar = SandboxCalendar(store, clock=clock)
     if settings.mail != "sandbox":
         raise ConfigError("MAIL=smtp is not available in this version yet")
-    return (
-        SandboxPayments(store, clock=clock),
-        SandboxCalendar(store, clock=clock),
-        SandboxMail(store, clock=clock),
-    )
+    mail = SandboxMail(store, clock=clock)
+    if settings.audit_mode:
+        from services.gateways.readonly import ReadOnlyCalendar, ReadOnlyMail, ReadOnlyPayments
+
+        return ReadOnlyPayments(payments), ReadOnlyCalendar(calendar), ReadOnlyMail(mail)
+    return payments, calendar, mail

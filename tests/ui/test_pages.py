@@ -22,7 +22,7 @@ BANNER = "**Sandbox — no real payments or calendars.** Test cards, test calend
 ROLE_PAGES = {
     "frontdesk": ["Phone booking", "Bookings", "Room calendar"],
     "manager": ["Overview", "Mismatches", "Phone booking", "Bookings", "Room calendar"],
-    "admin": ["Overview", "Mismatches", "Phone booking", "Bookings", "Room calendar"],
+    "admin": ["Overview", "Mismatches", "Phone booking", "Bookings", "Room calendar", "Settings"],
     "finance": ["Overview", "Bookings", "Room calendar"],
 }
 
