@@ -71,4 +71,5 @@ with right:
         ("Time zone / currency", f"{s.venue_timezone} / {s.currency}"),
         ("Rooms file", s.rooms_file.name),
     ]
-    st.dataframe(pd.DataFrame(rules, columns=["Rule", "Value"]), hide_index=True, width="stretch")
+    # A static table wraps long values (the cancellation policy) instead of cutting them off.
+    st.table(pd.DataFrame(rules, columns=["Rule", "Value"]).set_index("Rule"))

@@ -19,7 +19,7 @@ def test_admin_checks_every_connection(app: App) -> None:
     at = app("admin", page="pages/settings.py")
     modes = at.dataframe[0].value
     assert dict(zip(modes["Part"], modes["Mode"], strict=True))["Payments"] == "sandbox"
-    assert "Full refund 48 h or more before" in at.dataframe[1].value.to_string()
+    assert "Full refund 48 h or more before" in at.table[0].value.to_string()
     next(b for b in at.button if b.label == "Check connections").click().run()
     assert "Every connection works." in everything(at)
     results = at.dataframe[1].value
