@@ -281,6 +281,7 @@ def _sync_stripe(svc: Services, report: SyncReport, now: datetime) -> None:
             fresh.append(ev)
         if found:
             _apply_stripe_events(svc, list(reversed(fresh)), report, now)
+            _refresh_changed_here(svc, report, now, {str(e.get("id")) for e in fresh})
             if fresh:
                 with svc.session() as s:
                     _state(s, STRIPE_CURSOR).cursor = fresh[0]["id"]
@@ -299,6 +300,39 @@ def _sync_stripe(svc: Services, report: SyncReport, now: datetime) -> None:
         st = _state(s, STRIPE_CURSOR)
         st.cursor = head
     report.stripe_objects += count
+
+
+def _refresh_changed_here(svc: Services, report: SyncReport, now: datetime, _seen: set[str]) -> None:
+    """Re-fetch the payments our own actions touched since the last Stripe sync (a refund or cancel made from here):
+    the events list may not carry every change (charge.refund.updated arrives late; some Stripe-compatible servers
+    send no refund events), and a fix must show as fixed on the next run. Costs nothing when nothing changed here."""
+    from models.tables import Booking
+
+    with svc.session() as s:
+        since = _state(s, STRIPE_CURSOR).last_ok_at
+        if since is None:
+            return
+        pis = [
+            pi
+            for pi in s.exec(
+                select(Booking.payment_intent_id).where(
+                    col(Booking.updated_at) > since, col(Booking.payment_intent_id).is_not(None)
+                )
+            )
+            if pi
+        ]
+    for pi in pis:
+        report.calls += 1
+        fresh = svc.payments.retrieve_payment_intent(pi)
+        charge = fresh.get("latest_charge")
+        with svc.session() as s:
+            _upsert_stripe(s, {**fresh, "latest_charge": charge.get("id") if isinstance(charge, dict) else charge}, now)
+            if isinstance(charge, dict):
+                _upsert_stripe(s, charge, now)
+            for refund in _page_all(svc.payments.list_refunds, report, payment_intent_id=pi):
+                _upsert_stripe(s, refund, now)
+                report.stripe_objects += 1
+        report.stripe_objects += 1
 
 
 def _apply_stripe_events(svc: Services, events: list[dict[str, Any]], report: SyncReport, now: datetime) -> None:
