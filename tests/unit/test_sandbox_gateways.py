@@ -629,7 +629,9 @@ def _create_many(store_dir: str, worker: int, go: Any, results: Any) -> None:
 
 
 def test_twenty_processes_create_payments_without_lost_writes(tmp_path: Path) -> None:
-    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: nothing shared but the store file
+    # fork, not spawn: spawn re-runs the parent's __main__, which after the AppTest modules is the Streamlit app.
+    # The store opens a fresh SQLite connection per operation, so the children share nothing but the file.
+    ctx = multiprocessing.get_context("fork")
     go = ctx.Event()
     results = ctx.Queue()
     procs = [ctx.Process(target=_create_many, args=(str(tmp_path), w, go, results)) for w in range(PROCESSES)]
