@@ -58,6 +58,20 @@ def pytest_configure(config: pytest.Config) -> None:
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
+_real_getaddrinfo = socket.getaddrinfo
+_LOOPBACK_NAMES = {None, "", "localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+    """Name lookups count too: a DNS query for a public host leaves the machine even if no connect follows."""
+    name = host.decode() if isinstance(host, bytes) else host
+    if name not in _LOOPBACK_NAMES:
+        try:
+            if not ipaddress.ip_address(name).is_loopback:
+                raise OSError(f"test tried to resolve non-loopback address {name}")
+        except ValueError:
+            raise OSError(f"test tried to resolve non-loopback host {name!r}") from None
+    return _real_getaddrinfo(host, *args, **kwargs)
 
 
 def _check_address(sock: socket.socket, address: Any) -> None:
@@ -89,9 +103,11 @@ def loopback_only() -> Iterator[None]:
     """Any test that opens a socket to a non-loopback address fails."""
     socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
     socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+    socket.getaddrinfo = _guarded_getaddrinfo
     yield
     socket.socket.connect = _real_connect  # type: ignore[method-assign]
     socket.socket.connect_ex = _real_connect_ex  # type: ignore[method-assign]
+    socket.getaddrinfo = _real_getaddrinfo
 
 
 # --------------------------------------------------------------------------------------------- databases

@@ -105,3 +105,13 @@ def test_extras_are_cleaned_and_explained() -> None:
         "Group size must be between 1 and 6",
         "Set choice must be one of: Podcast table, Band rehearsal, Voice-over booth",
     ]
+
+
+def test_no_test_can_reach_the_internet() -> None:
+    import socket
+
+    with pytest.raises(OSError, match="non-loopback"):
+        socket.getaddrinfo("api.stripe.com", 443)
+    with pytest.raises(OSError, match="non-loopback"), socket.socket() as s:
+        s.connect(("192.0.2.10", 443))
+    assert socket.getaddrinfo("127.0.0.1", 80)  # loopback stays reachable
