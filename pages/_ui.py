@@ -242,6 +242,11 @@ def sandbox_banner(svc: Services) -> None:
             "**Sandbox — no real payments or calendars.** Test cards, test calendars, emails kept locally.",
             icon=":material/science:",
         )
+    if svc.settings.audit_mode:
+        st.info(
+            "**Audit mode — read-only.** Live data from Stripe and the room calendars; no change is made anywhere.",
+            icon=":material/visibility:",
+        )
 
 
 # ------------------------------------------------------------------------------------------------ formatting

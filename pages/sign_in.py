@@ -10,10 +10,19 @@ ui.run_through_app()
 svc = ui.services()
 st.title("Room Desk")
 
-if not svc.settings.is_sandbox:
+if not svc.settings.is_sandbox and not svc.settings.audit_mode:
     # Live mode needs staff accounts (st.login with OIDC) and a role for each; neither is configured in this version.
-    st.error("Staff sign-in for live mode is not set up yet. Run the dashboard in sandbox mode (the default).")
+    st.error(
+        "Staff sign-in for live mode is not set up yet. Run the dashboard in sandbox mode (the default), or with "
+        "AUDIT_MODE=true to read your real Stripe account and calendars without changing anything."
+    )
     st.stop()
+if not svc.settings.is_sandbox:
+    # Audit mode writes nothing anywhere, but it shows real customers' bookings: keep it on your own machine.
+    st.warning(
+        "**Audit mode without staff sign-in.** Nothing can be changed, but real customer data is shown: run it on "
+        "your own computer only (the default address, localhost)."
+    )
 
 st.write("Choose the role to work as. Each role sees its own pages; you can switch at any time from the sidebar.")
 with st.columns([1, 1])[0], st.form("sign_in"):
