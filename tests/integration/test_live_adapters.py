@@ -290,3 +290,15 @@ def test_refund_notice_for_an_old_system_refund_over_http(live: Any) -> None:
     live.payments.refund(pi["id"], amount_cents=9000, reason="Gate 2 conflict", idempotency_key="legacy-1-refund")
     fix(live, "refund_no_event", "send_refund_notice")
     assert [m["kind"] for m in live.mail.messages()] == ["refund"] or live.mail.messages()
+
+
+def test_settings_connection_checks_over_http(live: Any) -> None:
+    from services import health
+
+    checks = health.check_connections(live)
+    assert [(c.area, c.name) for c in checks if c.ok is False] == [("Stripe", "Webhook secret")]  # not set here
+    assert sum(c.name == "Calendar writable" and c.ok is True for c in checks) == 7
+    # A calendar no longer shared with the service account is named, with what to do.
+    live.fake.unshare(live.catalogue.room("gallery").calendar_id, "room-desk@room-desk-test.iam.gserviceaccount.com")
+    bad = {(c.area, c.name): c.detail for c in health.check_connections(live) if c.ok is False}
+    assert "share the room calendar" in bad[("Gallery", "Calendar readable")]
