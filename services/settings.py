@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     google_service_account_file: Path | None = Field(default=None, description="Service-account key (JSON)")
     google_delegated_subject: str | None = Field(default=None, description="Workspace user to act as (optional)")
     google_api_root: str | None = Field(default=None, description="Only for tests: a Calendar-compatible server")
+    smtp_host: str | None = Field(default=None, description="MAIL=smtp: the SMTP server")
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    mail_from: str | None = Field(default=None, description='From header, e.g. "Labour Temple <bookings@…>"')
+    mail_reply_to: str | None = Field(default=None, description="Optional Reply-To (e.g. the venue's email)")
     gateway_timeout_seconds: float = Field(default=20.0, gt=0)
     audit_mode: bool = Field(default=False, description="Read-only: live reads, no writes to Stripe or calendars")
 

@@ -19,36 +19,15 @@ ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 3, 2, 17, 0, tzinfo=UTC)
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
-_SETTING_ENV = {
-    "DATA_DIR",
-    "DATABASE_URL",
-    "PAYMENTS",
-    "CALENDAR",
-    "MAIL",
-    "ROOMS_FILE",
-    "VENUE_TIMEZONE",
-    "CURRENCY",
-    "OPEN_TIME",
-    "CLOSE_TIME",
-    "OPEN_WEEKDAYS",
-    "BUFFER_MINUTES",
-    "MIN_NOTICE_HOURS",
-    "MAX_DAYS_AHEAD",
-    "MAX_DAYS_PER_BOOKING",
-    "HOLD_MINUTES",
-    "PHONE_HOLD_MINUTES",
-    "REFUND_BANDS",
-    "DISCOUNT_BANDS",
-    "STRIPE_SECRET_KEY",
-    "STRIPE_WEBHOOK_SECRET",
-    "OBSERVE_HOLIDAYS",
-}
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # Tests never read a developer's real secrets or environment.
+    from services.settings import Settings
+
+    setting_env = {name.upper() for name in Settings.model_fields}  # every setting, whatever is added later
     for key in list(os.environ):
-        if key.upper() in _SETTING_ENV:
+        if key.upper() in setting_env:
             del os.environ[key]
     os.environ["ROOMDESK_SECRETS_FILE"] = str(ROOT / "tests" / "no-secrets.toml")
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")

@@ -46,9 +46,21 @@ def build_gateways(
         )
     else:
         calendar = SandboxCalendar(store, clock=clock)
-    if settings.mail != "sandbox":
-        raise ConfigError("MAIL=smtp is not available in this version yet")
-    mail = SandboxMail(store, clock=clock)
+    if settings.mail == "smtp":
+        if not settings.smtp_host or not settings.mail_from:
+            raise ConfigError("MAIL=smtp needs SMTP_HOST and MAIL_FROM (and SMTP_USERNAME/SMTP_PASSWORD if it logs in)")
+        mail = _real("services.gateways.smtp_mail", "SmtpMail")(
+            settings.smtp_host,
+            settings.smtp_port,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            starttls=settings.smtp_starttls,
+            from_address=settings.mail_from,
+            timeout=settings.gateway_timeout_seconds,
+            reply_to=settings.mail_reply_to,
+        )
+    else:
+        mail = SandboxMail(store, clock=clock)
     if settings.audit_mode:
         from services.gateways.readonly import ReadOnlyCalendar, ReadOnlyMail, ReadOnlyPayments
 

@@ -51,3 +51,16 @@ def test_real_adapters_need_their_keys(make_services: Any) -> None:
         make_services(payments="stripe")
     with pytest.raises(ConfigError, match="GOOGLE_SERVICE_ACCOUNT_FILE"):
         make_services(calendar="google")
+
+
+def test_smtp_mail_is_chosen_by_settings(make_services: Any) -> None:
+    with pytest.raises(ConfigError, match="SMTP_HOST and MAIL_FROM"):
+        make_services(mail="smtp")
+    svc = make_services(
+        mail="smtp",
+        smtp_host="127.0.0.1",
+        smtp_port=2525,
+        mail_from="Venue <b@venue.example>",
+        smtp_password="s3cret-pass",
+    )
+    assert svc.mail.mode == "smtp" and "s3cret-pass" not in repr(svc.mail)

@@ -1,0 +1,164 @@
+"""Customer emails as text + HTML (Jinja2, HTML autoescaped) and the confirmation's `.ics` attachment.
+
+Works on the stored rows (Booking, its BookingLegs) plus the catalogue and settings, so an email can be rendered again
+at any time from what the database holds: the same booking renders to the same bytes, which keeps the calendar UIDs
+and DTSTAMP stable across retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+from icalendar import Calendar, Event
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from models.tables import Booking, BookingLeg
+from services.catalogue import Catalogue
+from services.rules.refunds import bands_from_snapshot, describe_bands
+from services.rules.timefmt import day_label, money
+from services.settings import Settings
+
+TEMPLATES = Path(__file__).resolve().parent / "templates" / "email"
+KINDS = ("confirmation", "cancellation", "refund", "auto_refund")
+ICS_MIME = "text/calendar"
+
+Attachment = tuple[str, str, bytes]  # (filename, mime type, content), as OutgoingEmail.attachments
+
+_env = Environment(
+    loader=FileSystemLoader(TEMPLATES),
+    # Only the .html templates escape: customer names and extras are typed by customers.
+    autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False, default=False),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
+_env.filters["money"] = money
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+    attachments: list[Attachment] = field(default_factory=list)
+
+
+def policy_text(snapshot: dict[str, Any]) -> str:
+    """The cancellation policy the booking was sold under, in words."""
+    text = snapshot.get("text")
+    if text:
+        return str(text)
+    try:
+        return describe_bands(bands_from_snapshot(snapshot))
+    except ValueError:
+        return ""
+
+
+def _sorted(legs: Sequence[BookingLeg]) -> list[BookingLeg]:
+    return sorted(legs, key=lambda leg: leg.day)
+
+
+def _context(booking: Booking, legs: Sequence[BookingLeg], catalogue: Catalogue, settings: Settings) -> dict[str, Any]:
+    room = catalogue.room(booking.room_slug)
+    labels = {f.key: f.label for f in room.extras}
+    tz = settings.tz
+    days = [
+        {
+            "label": day_label(leg.day),
+            "start": f"{leg.starts_at.astimezone(tz):%H:%M}",
+            "end": f"{leg.ends_at.astimezone(tz):%H:%M}",
+        }
+        for leg in _sorted(legs)
+    ]
+    return {
+        "booking": booking,
+        "name": booking.customer_name,
+        "reference": booking.reference,
+        "room": room,
+        "venue": catalogue.venue,
+        "days": days,
+        "days_text": ", ".join(d["label"] for d in days),
+        "time": f"{booking.start_time}–{booking.end_time}",
+        "currency": booking.currency,
+        "paid": money(booking.amount_cents, booking.currency),
+        "extras": [(labels.get(k, k.replace("_", " ").capitalize()), v) for k, v in booking.extras.items()],
+        "policy": policy_text(booking.policy_snapshot),
+    }
+
+
+def render(
+    kind: str,
+    *,
+    booking: Booking,
+    legs: Sequence[BookingLeg],
+    catalogue: Catalogue,
+    settings: Settings,
+    refund_cents: int = 0,
+    reason: str = "",
+    booking_stands: bool = True,
+) -> RenderedEmail:
+    """Render one customer email. `legs` are the days the email is about (booked, cancelled or refunded ones)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown email kind {kind!r}")
+    ctx = _context(booking, legs, catalogue, settings)
+    room_name, days_text = ctx["room"].name, ctx["days_text"]
+    attachments: list[Attachment] = []
+    if kind == "confirmation":
+        subject = f"Booking confirmed: {room_name}, {days_text}"
+        attachments.append(calendar_attachment(booking, legs, catalogue))
+    elif kind == "cancellation":
+        subject = f"Booking cancelled: {room_name}, {days_text}"
+    elif kind == "refund":
+        subject = f"Refund for your booking {booking.reference}: {money(refund_cents, booking.currency)}"
+    else:
+        refund_cents = refund_cents or booking.amount_cents
+        subject = f"We could not confirm your booking {booking.reference}: refunded in full"
+    ctx.update(refund=money(refund_cents, booking.currency), refund_cents=refund_cents, reason=reason)
+    ctx["booking_stands"] = booking_stands
+    return RenderedEmail(
+        subject=subject,
+        text=_env.get_template(f"{kind}.txt").render(ctx),
+        html=_env.get_template(f"{kind}.html").render(ctx, subject=subject),
+        attachments=attachments,
+    )
+
+
+def calendar_attachment(booking: Booking, legs: Sequence[BookingLeg], catalogue: Catalogue) -> Attachment:
+    """`booking-<REF>.ics`: one VEVENT per day. METHOD:PUBLISH because a service account cannot invite attendees;
+    the customer adds the events to their own calendar."""
+    return (f"booking-{booking.reference}.ics", ICS_MIME, ics(booking, legs, catalogue))
+
+
+def ics(booking: Booking, legs: Sequence[BookingLeg], catalogue: Catalogue) -> bytes:
+    """RFC 5545 calendar of the booked days; UIDs derive from the reference and the day, so they never change."""
+    room = catalogue.room(booking.room_slug)
+    venue = catalogue.venue
+    # DTSTAMP from the booking, not the wall clock: rendering twice yields the same bytes.
+    stamp = (booking.confirmed_at or booking.created_at).astimezone(UTC)
+    cal = Calendar()
+    cal.add("prodid", "-//Room Desk//Bookings//EN")
+    cal.add("version", "2.0")
+    cal.add("method", "PUBLISH")
+    location = ", ".join(p for p in (f"{room.name}, {venue.name}", venue.address) if p)
+    contact = venue.phone or venue.email
+    description = f"Booking {booking.reference} for {booking.customer_name}." + (
+        f"\nQuestions: {contact}" if contact else ""
+    )
+    for leg in _sorted(legs):
+        event = Event()
+        event.add("uid", f"{booking.reference}-{leg.day:%Y%m%d}@roomdesk")
+        event.add("dtstamp", stamp)
+        event.add("dtstart", leg.starts_at.astimezone(UTC))
+        event.add("dtend", leg.ends_at.astimezone(UTC))
+        event.add("summary", f"{room.name} at {venue.name} ({booking.reference})")
+        event.add("location", location)
+        event.add("description", description)
+        event.add("status", "CONFIRMED")
+        event.add("transp", "OPAQUE")
+        cal.add_component(event)
+    return cal.to_ical()
