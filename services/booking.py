@@ -769,7 +769,7 @@ def _confirm_locked(svc: Services, booking_id: int, pi_id: str, actor: str, now:
     with svc.session() as s:
         row_db = s.get(EmailOutbox, row.id)
         assert row_db is not None
-        sent = notify.deliver(s, svc.mail, row_db, now=now, actor=actor)
+        sent = notify.deliver(s, svc.mail, row_db, now=now, actor=actor, catalogue=svc.catalogue, settings=svc.settings)
     messages = ["Confirmed", "Confirmation email sent" if sent else "Confirmation email could not be sent (queued)"]
     return ConfirmResult(booking_id, reference, "confirmed", messages)
 
@@ -862,7 +862,7 @@ def _fail_and_refund(
         with svc.session() as s:
             row_db = s.get(EmailOutbox, row.id)
             assert row_db is not None
-            notify.deliver(s, svc.mail, row_db, now=now, actor=actor)
+            notify.deliver(s, svc.mail, row_db, now=now, actor=actor, catalogue=svc.catalogue, settings=svc.settings)
     outcome = "cleanup_failed" if cleanup_failed else ("auto_refunded" if refunded else "refund_failed")
     return ConfirmResult(booking_id, reference, outcome, messages)
 
@@ -1086,7 +1086,9 @@ def _cancel_locked(
     with svc.session() as s:
         row_db = s.get(EmailOutbox, row.id)
         assert row_db is not None
-        if not notify.deliver(s, svc.mail, row_db, now=now, actor=actor):
+        if not notify.deliver(
+            s, svc.mail, row_db, now=now, actor=actor, catalogue=svc.catalogue, settings=svc.settings
+        ):
             problems.append("Cancellation email could not be sent (queued)")
     return CancelResult(booking_id, total, [leg.day for leg, _ in quotes], problems)
 

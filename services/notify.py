@@ -7,13 +7,14 @@ from datetime import datetime
 
 from sqlmodel import Session, select
 
-from models.tables import Booking, BookingLeg, EmailOutbox
-from services import audit
+from models.tables import ACTIVE_LEG_STATES, Booking, BookingLeg, EmailOutbox
+from services import audit, email_render
 from services.catalogue import Catalogue
 from services.errors import GatewayError
 from services.gateways.base import MailGateway, OutgoingEmail
 from services.rules.refunds import describe_bands
 from services.rules.timefmt import day_label, money
+from services.settings import Settings
 
 
 def queue(
@@ -37,11 +38,33 @@ def queue(
     return row
 
 
-def deliver(session: Session, mail: MailGateway, row: EmailOutbox, *, now: datetime, actor: str = "system") -> bool:
-    """Try to send one queued email; records the outcome on the row and in the audit log."""
+def deliver(
+    session: Session,
+    mail: MailGateway,
+    row: EmailOutbox,
+    *,
+    now: datetime,
+    actor: str = "system",
+    catalogue: Catalogue | None = None,
+    settings: Settings | None = None,
+) -> bool:
+    """Try to send one queued email; records the outcome on the row and in the audit log. A confirmation goes out
+    with its HTML part and the .ics of the booked days, rendered from the booking as it stands when sent (a service
+    account cannot invite attendees, so the calendar file is how the customer gets the days into their calendar)."""
     if row.status == "sent":
         return True
     booking = session.get(Booking, row.booking_id) if row.booking_id else None
+    html, attachments = row.html, []
+    if row.kind == "confirmation" and booking is not None and catalogue is not None and settings is not None:
+        legs = [
+            leg
+            for leg in session.exec(select(BookingLeg).where(BookingLeg.booking_id == booking.id))
+            if leg.state in ACTIVE_LEG_STATES
+        ]
+        rendered = email_render.render(
+            "confirmation", booking=booking, legs=legs, catalogue=catalogue, settings=settings
+        )
+        html, attachments = rendered.html, list(rendered.attachments)
     row.attempts += 1
     try:
         row.message_id = mail.send(
@@ -49,10 +72,11 @@ def deliver(session: Session, mail: MailGateway, row: EmailOutbox, *, now: datet
                 to=row.to,
                 subject=row.subject,
                 text=row.text,
-                html=row.html,
+                html=html,
                 kind=row.kind,
                 booking_id=row.booking_id,
                 idempotency_key=row.idempotency_key,
+                attachments=attachments,
             )
         )
     except GatewayError as exc:

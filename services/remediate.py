@@ -390,7 +390,7 @@ def _send(
     with svc.session() as s:
         row_db = s.get(EmailOutbox, row_id)
         assert row_db is not None
-        return notify.deliver(s, svc.mail, row_db, now=now, actor=actor)
+        return notify.deliver(s, svc.mail, row_db, now=now, actor=actor, catalogue=svc.catalogue, settings=svc.settings)
 
 
 def _send_confirmation(svc: Services, booking_id: int, actor: str, now: datetime) -> str:
@@ -1271,7 +1271,9 @@ def _plan_send_refund_notice(ctx: _Ctx) -> _Plan:
             with svc.session() as s:
                 row = s.get(EmailOutbox, pending.id)
                 assert row is not None
-                ok = notify.deliver(s, svc.mail, row, now=ctx.now, actor=ctx.actor)
+                ok = notify.deliver(
+                    s, svc.mail, row, now=ctx.now, actor=ctx.actor, catalogue=svc.catalogue, settings=svc.settings
+                )
         else:
             with svc.session() as s:
                 b = bk._load(s, booking_id)

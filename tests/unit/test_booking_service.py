@@ -459,3 +459,18 @@ def test_confirm_after_a_crash_past_the_events_finishes_once(
             s.exec(select(ExternalRef).where(ExternalRef.booking_id == started.booking_id, ExternalRef.kind == "event"))
         )
     assert len(refs) == 3
+
+
+def test_confirmation_email_has_html_and_the_days_as_an_ics(svc: Any, booking_request: Any) -> None:
+    from icalendar import Calendar
+
+    from services.gateways.sandbox_mail import attachment_bytes
+
+    started = bk.start_booking(svc, booking_request(dates=THREE_DAYS), actor="customer")
+    bk.sandbox_pay(svc, started.booking_id, actor="stripe-webhook")
+    (mail,) = svc.mail.messages(booking_id=started.booking_id)
+    assert "Ava Nguyen" in mail["html"] and started.reference in mail["html"]
+    (ics,) = mail["attachments"]
+    assert ics["filename"].endswith(".ics") and ics["mime"].startswith("text/calendar")
+    events = Calendar.from_ical(attachment_bytes(ics)).walk("VEVENT")
+    assert sorted(e.decoded("dtstart").date() for e in events) == list(THREE_DAYS)
