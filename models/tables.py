@@ -325,3 +325,22 @@ class Finding(SQLModel, table=True):
     acknowledged_by: str | None = Field(default=None, max_length=254)
     acknowledged_at: datetime | None = _ts(nullable=True)
     note: str | None = Field(default=None, max_length=1000)
+
+
+class WebhookEvent(SQLModel, table=True):
+    """Every webhook delivery we accepted, stored before it is processed: the unique (provider, event_id) makes a
+    redelivery a no-op, and a failed row keeps what the dashboard needs to replay it."""
+
+    __tablename__ = "webhook_event"
+    __table_args__ = (sa.UniqueConstraint("provider", "event_id", name="uq_webhook_event"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(max_length=16)  # stripe
+    event_id: str = Field(max_length=255)
+    type: str = Field(max_length=80, index=True)
+    received_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    processed_at: datetime | None = _ts(nullable=True)
+    status: str = Field(default="received", max_length=12, index=True)  # received | processed | ignored | failed
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=500)
+    payload: dict[str, Any] = _json({})

@@ -125,6 +125,17 @@ def cmd_sandbox_load(args: argparse.Namespace) -> int:
     return 1 if report.problems else 0
 
 
+def cmd_serve_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from services.api import create_app
+
+    uvicorn.run(
+        create_app(_services()), host=args.host, port=args.port, log_level="info" if args.verbose else "warning"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m services.cli", description="Room Desk operations")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step")
@@ -150,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sandbox-load", help="fill the sandbox from Stripe and Google Calendar JSON files")
     p.add_argument("dir", help="folder with stripe/*.json and calendar/<calendar_id>.json")
     p.set_defaults(func=cmd_sandbox_load)
+    p = sub.add_parser("serve-api", help="serve the HTTP API (booking form back end, Stripe webhook)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default loopback only)")
+    p.set_defaults(func=cmd_serve_api)
     return parser
 
 

@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
     mail_from: str | None = Field(default=None, description='From header, e.g. "Labour Temple <bookings@…>"')
     mail_reply_to: str | None = Field(default=None, description="Optional Reply-To (e.g. the venue's email)")
+    cors_origins: list[str] = Field(default=[], description="Web origins allowed to call the booking API")
     gateway_timeout_seconds: float = Field(default=20.0, gt=0)
     audit_mode: bool = Field(default=False, description="Read-only: live reads, no writes to Stripe or calendars")
 

@@ -1,0 +1,404 @@
+"""Stripe webhooks as triggers (pretix's pattern): verify the signature on the raw body, store the event (provider +
+event id unique) before doing anything, re-fetch the object from the gateway instead of trusting the payload, and
+apply only the transitions allowed from the booking's current state. Every handler converges on what Stripe says
+*now*, so duplicates, replays and out-of-order deliveries all end in the same state.
+
+The API translates the errors: SignatureError → 400, a transient GatewayError → 503 (Stripe retries), anything the
+handlers do not care about → 200.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import stripe
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from models.tables import Booking, BookingStatus, ExternalRef, RefundRecord, WebhookEvent
+from services import audit, booking
+from services.context import Services
+from services.errors import ConfigError, DomainError, GatewayError, NotFound
+
+log = logging.getLogger("roomdesk.webhooks")
+
+PROVIDER = "stripe"
+TOLERANCE_SECONDS = 300  # Stripe's default: older signatures are refused as replays
+ACTOR = "stripe-webhook"
+Json = dict[str, Any]
+
+
+class SignatureError(DomainError):
+    """The Stripe-Signature header is missing, wrong or too old; the body was not read."""
+
+
+class WebhookNotConfigured(ConfigError):
+    """No webhook signing secret is configured, so no event can be trusted."""
+
+
+@dataclass(frozen=True)
+class WebhookOutcome:
+    row_id: int
+    event_id: str
+    type: str
+    status: str  # processed | ignored | failed | duplicate
+    duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """A stored delivery as the dashboard lists it."""
+
+    id: int
+    event_id: str
+    type: str
+    status: str
+    attempts: int
+    last_error: str | None
+    received_at: datetime
+    processed_at: datetime | None
+
+
+# --------------------------------------------------------------------------------------------------- receive
+
+
+def verify_stripe_event(payload: bytes, signature: str | None, secret: str) -> Json:
+    """The event as a plain dict, once its signature (and timestamp, within 300 s) checks out on the raw body."""
+    if not signature:
+        raise SignatureError("Missing Stripe-Signature header")
+    try:
+        stripe.Webhook.construct_event(payload, signature, secret, tolerance=TOLERANCE_SECONDS)
+    except stripe.SignatureVerificationError:
+        raise SignatureError("Invalid or expired Stripe signature") from None
+    except ValueError:
+        raise SignatureError("The webhook body is not valid JSON") from None
+    event = json.loads(payload)
+    if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
+        raise SignatureError("The webhook body is not a Stripe event")
+    return event
+
+
+def record_event(svc: Services, event: Json) -> tuple[int, bool]:
+    """Store the event before processing it. Returns (row id, whether it still needs processing): a redelivery of
+    an event already processed or ignored needs nothing; one that failed (or crashed mid-way) runs again."""
+    now = svc.now()
+    try:
+        with svc.session() as s:
+            existing = s.exec(
+                select(WebhookEvent).where(WebhookEvent.provider == PROVIDER, WebhookEvent.event_id == event["id"])
+            ).first()
+            if existing is None:
+                row = WebhookEvent(
+                    provider=PROVIDER,
+                    event_id=event["id"],
+                    type=event["type"][:80],
+                    received_at=now,
+                    status="received",
+                    payload=event,
+                )
+                s.add(row)
+                s.flush()
+                assert row.id is not None
+                return row.id, True
+            assert existing.id is not None
+            return existing.id, existing.status in ("received", "failed")
+    except IntegrityError:
+        # Two deliveries of one event raced; the other one stored it and processes it.
+        with svc.session() as s:
+            row_id = s.exec(
+                select(WebhookEvent.id).where(WebhookEvent.provider == PROVIDER, WebhookEvent.event_id == event["id"])
+            ).one()
+            assert row_id is not None
+            return row_id, False
+
+
+def handle_stripe_webhook(svc: Services, payload: bytes, signature: str | None) -> WebhookOutcome:
+    """Verify, store, process. Raises SignatureError, WebhookNotConfigured or a transient GatewayError."""
+    secret = svc.settings.stripe_webhook_secret
+    if secret is None or not secret.get_secret_value():
+        raise WebhookNotConfigured("The Stripe webhook signing secret (STRIPE_WEBHOOK_SECRET) is not configured")
+    event = verify_stripe_event(payload, signature, secret.get_secret_value())
+    row_id, needs_work = record_event(svc, event)
+    if not needs_work:
+        return WebhookOutcome(row_id, event["id"], event["type"], "duplicate", duplicate=True)
+    status = process_event(svc, row_id, actor=ACTOR)
+    return WebhookOutcome(row_id, event["id"], event["type"], status)
+
+
+# --------------------------------------------------------------------------------------------------- process
+
+
+def process_event(svc: Services, row_id: int, *, actor: str) -> str:
+    """Run a stored event's handler and record the outcome on its row: processed, ignored or failed.
+
+    A transient GatewayError is re-raised after the row says failed (the API answers 503 so Stripe retries); other
+    domain errors fail the row without a retry (the dashboard can replay it)."""
+    now = svc.now()
+    with svc.session() as s:
+        row = s.get(WebhookEvent, row_id)
+        if row is None:
+            raise NotFound(f"No webhook event #{row_id}")
+        row.attempts += 1
+        event_type, event = row.type, dict(row.payload)
+    handler = HANDLERS.get(event_type)
+    if handler is None:
+        _finish(svc, row_id, "ignored", None, now)
+        return "ignored"
+    obj = (event.get("data") or {}).get("object") or {}
+    try:
+        status = handler(svc, obj, actor, now)
+    except GatewayError as exc:
+        _finish(svc, row_id, "failed", exc.message, now)
+        if exc.transient:
+            raise
+        return "failed"
+    except DomainError as exc:
+        _finish(svc, row_id, "failed", exc.message, now)
+        return "failed"
+    except Exception:
+        log.exception("Webhook event #%s (%s) crashed", row_id, event_type)
+        _finish(svc, row_id, "failed", "Unexpected error while processing (see the server log)", now)
+        raise
+    _finish(svc, row_id, status, None, now)
+    return status
+
+
+def _finish(svc: Services, row_id: int, status: str, error: str | None, now: datetime) -> None:
+    with svc.session() as s:
+        row = s.get(WebhookEvent, row_id)
+        assert row is not None
+        row.status = status
+        row.last_error = error[:500] if error else None
+        row.processed_at = now if status != "failed" else row.processed_at
+        if status == "failed":
+            audit.record(s, "webhook.failed", actor=ACTOR, at=now, event_id=row.event_id, type=row.type, error=error)
+
+
+def _booking_for_pi(svc: Services, payment_intent_id: str | None) -> int | None:
+    if not payment_intent_id:
+        return None
+    with svc.session() as s:
+        return s.exec(
+            select(ExternalRef.booking_id).where(
+                ExternalRef.provider == "stripe",
+                ExternalRef.kind == "payment_intent",
+                ExternalRef.external_id == payment_intent_id,
+            )
+        ).first()
+
+
+def on_payment_intent(svc: Services, obj: Json, actor: str, now: datetime) -> str:
+    """Any payment_intent.* event: re-fetch the PaymentIntent and bring the booking in line with it."""
+    pi_id = obj.get("id")
+    booking_id = _booking_for_pi(svc, pi_id)
+    if booking_id is None or pi_id is None:
+        return "ignored"  # not one of ours (another integration on the same account)
+    pi = svc.payments.retrieve_payment_intent(pi_id)
+    status = pi.get("status")
+    if status == "succeeded":
+        booking.confirm_payment(svc, pi_id, actor=actor, now=now)
+        return "processed"
+    if status == "canceled":
+        return release_unpaid_hold(svc, booking_id, actor=actor, now=now, action="booking.hold.cancelled")
+    if status == "requires_payment_method" and pi.get("last_payment_error"):
+        return record_payment_failure(svc, booking_id, pi, actor=actor, now=now)
+    return "ignored"
+
+
+def record_payment_failure(svc: Services, booking_id: int, pi: Json, *, actor: str, now: datetime) -> str:
+    """A declined attempt. The hold stays until it expires so the customer can try another card (Stripe keeps the
+    PaymentIntent open); a hold that has already lapsed is released now."""
+    error = pi.get("last_payment_error") or {}
+    with svc.session() as s:
+        b = s.get(Booking, booking_id)
+        if b is None or b.status != BookingStatus.AWAITING_PAYMENT:
+            return "ignored"
+        lapsed = b.hold_expires_at is not None and b.hold_expires_at <= now
+        audit.record(
+            s,
+            "booking.payment.failed",
+            actor=actor,
+            at=now,
+            booking=b,
+            decline_code=error.get("decline_code") or error.get("code"),
+            message=error.get("message") or "Payment attempt failed",
+        )
+    if lapsed:
+        return release_unpaid_hold(svc, booking_id, actor=actor, now=now, action="booking.hold.expired")
+    return "processed"
+
+
+def release_unpaid_hold(svc: Services, booking_id: int, *, actor: str, now: datetime, action: str) -> str:
+    """Release an unpaid booking's hold (the expiry path, which confirms instead if the payment succeeded after
+    all). Only from AWAITING_PAYMENT; anything else is already settled and left alone."""
+    with svc.session() as s:
+        b = s.get(Booking, booking_id)
+        if b is None or b.status != BookingStatus.AWAITING_PAYMENT:
+            return "ignored"
+    if not booking._acquire_lease(svc, booking_id, now):
+        raise GatewayError("This booking is being processed right now; try again in a minute", transient=True)
+    try:
+        with svc.session() as s:
+            b = s.get(Booking, booking_id)
+            if b is None or b.status != BookingStatus.AWAITING_PAYMENT:
+                return "ignored"
+        booking._expire_one(svc, booking_id, actor, now, action=action)
+    finally:
+        booking._release_lease(svc, booking_id)
+    return "processed"
+
+
+def _all_pages(fetch: Callable[[str | None], Json]) -> list[Json]:
+    out: list[Json] = []
+    after: str | None = None
+    while True:
+        page = fetch(after)
+        data = page.get("data") or []
+        out.extend(data)
+        if not page.get("has_more") or not data:
+            return out
+        after = data[-1]["id"]
+
+
+def on_charge_refunded(svc: Services, obj: Json, actor: str, now: datetime) -> str:
+    """Record every refund of the payment we have no record of (made in the Stripe dashboard, or ours recorded by
+    another process a moment later). Refunds are money already returned: record them, never undo them."""
+    pi_id = obj.get("payment_intent")
+    booking_id = _booking_for_pi(svc, pi_id)
+    if booking_id is None or pi_id is None:
+        return "ignored"
+    refunds = _all_pages(
+        lambda after: svc.payments.list_refunds(payment_intent_id=pi_id, limit=100, starting_after=after)
+    )
+    with svc.session() as s:
+        b = s.get(Booking, booking_id)
+        assert b is not None
+        known = set(
+            s.exec(select(RefundRecord.refund_id).where(col(RefundRecord.refund_id).in_([r["id"] for r in refunds])))
+        )
+        for refund in refunds:
+            if refund["id"] in known or refund.get("status") not in ("succeeded", "pending"):
+                continue
+            metadata = refund.get("metadata") or {}
+            ours = metadata.get("booking_id") == b.reference and metadata.get("origin")
+            origin = str(metadata["origin"]) if ours else "stripe_dashboard"
+            reason = str(metadata.get("reason") or refund.get("reason") or "")[:500]
+            s.add(
+                RefundRecord(
+                    booking_id=booking_id,
+                    refund_id=refund["id"],
+                    amount_cents=int(refund["amount"]),
+                    currency=str(refund.get("currency") or b.currency).upper(),
+                    origin=origin,
+                    reason=reason,
+                    actor=actor,
+                    created_at=now,
+                )
+            )
+            exists = s.exec(
+                select(ExternalRef.id).where(
+                    ExternalRef.provider == "stripe",
+                    ExternalRef.kind == "refund",
+                    ExternalRef.external_id == refund["id"],
+                )
+            ).first()
+            if exists is None:
+                s.add(
+                    ExternalRef(
+                        provider="stripe",
+                        kind="refund",
+                        external_id=refund["id"],
+                        booking_id=booking_id,
+                        created_at=now,
+                    )
+                )
+            audit.record(
+                s,
+                f"booking.refund.{origin}",
+                actor=actor,
+                at=now,
+                booking=b,
+                refund_id=refund["id"],
+                amount_cents=int(refund["amount"]),
+                reason=reason,
+                message="Refund recorded from Stripe",
+            )
+    return "processed"
+
+
+def _dispute_handler(action: str) -> Callable[[Services, Json, str, datetime], str]:
+    def handle(svc: Services, obj: Json, actor: str, now: datetime) -> str:
+        dispute_id = obj.get("id")
+        disputes = _all_pages(lambda after: svc.payments.list_disputes(limit=100, starting_after=after))
+        dispute = next((d for d in disputes if d.get("id") == dispute_id), None)
+        if dispute is None:
+            raise NotFound(f"Stripe has no dispute {dispute_id}")
+        pi_id = dispute.get("payment_intent")
+        booking_id = _booking_for_pi(svc, pi_id)
+        with svc.session() as s:
+            b = s.get(Booking, booking_id) if booking_id is not None else None
+            audit.record(
+                s,
+                action,
+                actor=actor,
+                at=now,
+                booking=b,
+                payment_intent=pi_id,
+                dispute_id=dispute_id,
+                amount_cents=dispute.get("amount"),
+                reason=dispute.get("reason"),
+                status=dispute.get("status"),
+                due_by=(dispute.get("evidence_details") or {}).get("due_by"),
+            )
+        return "processed"
+
+    return handle
+
+
+HANDLERS: dict[str, Callable[[Services, Json, str, datetime], str]] = {
+    "payment_intent.succeeded": on_payment_intent,
+    "payment_intent.payment_failed": on_payment_intent,
+    "payment_intent.canceled": on_payment_intent,
+    "charge.refunded": on_charge_refunded,
+    "charge.dispute.created": _dispute_handler("booking.dispute.opened"),
+    "charge.dispute.closed": _dispute_handler("booking.dispute.closed"),
+}
+
+
+# --------------------------------------------------------------------------------------------------- dashboard
+
+
+def _stored(row: WebhookEvent) -> StoredEvent:
+    assert row.id is not None
+    return StoredEvent(
+        row.id, row.event_id, row.type, row.status, row.attempts, row.last_error, row.received_at, row.processed_at
+    )
+
+
+def list_failed_events(svc: Services, *, limit: int = 200) -> list[StoredEvent]:
+    """Deliveries whose processing failed, oldest first: what the replay button works through."""
+    with svc.session() as s:
+        rows = s.exec(
+            select(WebhookEvent)
+            .where(WebhookEvent.status == "failed")
+            .order_by(col(WebhookEvent.received_at), col(WebhookEvent.id))
+            .limit(limit)
+        )
+        return [_stored(r) for r in rows]
+
+
+def replay_event(svc: Services, event_row_id: int, *, actor: str) -> str:
+    """Process a stored event again (after an outage); returns its new status. Safe on any event, any number of
+    times: the handlers converge on Stripe's current state."""
+    now = svc.now()
+    with svc.session() as s:
+        row = s.get(WebhookEvent, event_row_id)
+        if row is None:
+            raise NotFound(f"No webhook event #{event_row_id}")
+        audit.record(s, "webhook.replayed", actor=actor, at=now, event_id=row.event_id, type=row.type)
+    return process_event(svc, event_row_id, actor=actor)
