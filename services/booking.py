@@ -762,14 +762,21 @@ def _confirm_locked(svc: Services, booking_id: int, pi_id: str, actor: str, now:
             days=[leg.day for leg in legs],
             message="Booking confirmed",
         )
-        subject, text = notify.confirmation(svc.catalogue, booking, legs)
+        mail = notify.confirmation(svc.catalogue, svc.settings, booking, legs)
         row = notify.queue(
-            s, booking, kind="confirmation", subject=subject, text=text, key=f"{reference}-confirmation", now=now
+            s,
+            booking,
+            kind="confirmation",
+            subject=mail.subject,
+            text=mail.text,
+            html=mail.html,
+            key=f"{reference}-confirmation",
+            now=now,
         )
     with svc.session() as s:
         row_db = s.get(EmailOutbox, row.id)
         assert row_db is not None
-        sent = notify.deliver(s, svc.mail, row_db, now=now, actor=actor, catalogue=svc.catalogue, settings=svc.settings)
+        sent = notify.deliver(s, svc.mail, row_db, now=now, actor=actor, catalogue=svc.catalogue)
     messages = ["Confirmed", "Confirmation email sent" if sent else "Confirmation email could not be sent (queued)"]
     return ConfirmResult(booking_id, reference, "confirmed", messages)
 
@@ -851,9 +858,16 @@ def _fail_and_refund(
         booking.hold_expires_at = None
         booking.updated_at = now
         if refunded:
-            subject, text = notify.auto_refund(svc.catalogue, booking, legs)
+            mail = notify.auto_refund(svc.catalogue, svc.settings, booking, legs)
             row = notify.queue(
-                s, booking, kind="auto_refund", subject=subject, text=text, key=f"{reference}-auto-refund", now=now
+                s,
+                booking,
+                kind="auto_refund",
+                subject=mail.subject,
+                text=mail.text,
+                html=mail.html,
+                key=f"{reference}-auto-refund",
+                now=now,
             )
         else:
             messages.append("Automatic refund failed: refund by hand")
@@ -862,7 +876,7 @@ def _fail_and_refund(
         with svc.session() as s:
             row_db = s.get(EmailOutbox, row.id)
             assert row_db is not None
-            notify.deliver(s, svc.mail, row_db, now=now, actor=actor, catalogue=svc.catalogue, settings=svc.settings)
+            notify.deliver(s, svc.mail, row_db, now=now, actor=actor, catalogue=svc.catalogue)
     outcome = "cleanup_failed" if cleanup_failed else ("auto_refunded" if refunded else "refund_failed")
     return ConfirmResult(booking_id, reference, outcome, messages)
 
@@ -1070,13 +1084,14 @@ def _cancel_locked(
             reason=reason,
             quotes={str(leg.day): q.band for leg, q in quotes},
         )
-        subject, text = notify.cancellation(svc.catalogue, booking, cancelled, total)
+        mail = notify.cancellation(svc.catalogue, svc.settings, booking, cancelled, total)
         row = notify.queue(
             s,
             booking,
             kind="cancellation",
-            subject=subject,
-            text=text,
+            subject=mail.subject,
+            text=mail.text,
+            html=mail.html,
             key=f"{booking.reference}-cancel-{'-'.join(map(str, ids))}",
             now=now,
         )
@@ -1086,9 +1101,7 @@ def _cancel_locked(
     with svc.session() as s:
         row_db = s.get(EmailOutbox, row.id)
         assert row_db is not None
-        if not notify.deliver(
-            s, svc.mail, row_db, now=now, actor=actor, catalogue=svc.catalogue, settings=svc.settings
-        ):
+        if not notify.deliver(s, svc.mail, row_db, now=now, actor=actor, catalogue=svc.catalogue):
             problems.append("Cancellation email could not be sent (queued)")
     return CancelResult(booking_id, total, [leg.day for leg, _ in quotes], problems)
 

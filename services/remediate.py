@@ -38,6 +38,7 @@ from services import audit, notify, reconcile
 from services import booking as bk
 from services.catalogue import Room
 from services.context import Services
+from services.email_render import RenderedEmail
 from services.errors import DomainError, GatewayError, NotFound, ValidationError
 from services.gateways.base import Json
 from services.rules.availability import LegWindow, SlotRequest, check_conflicts, holiday_name, leg_windows
@@ -377,20 +378,22 @@ def _delete_events(
 
 
 def _send(
-    svc: Services, booking_id: int, *, kind: str, subject: str, text: str, key: str, actor: str, now: datetime
+    svc: Services, booking_id: int, *, kind: str, mail: RenderedEmail, key: str, actor: str, now: datetime
 ) -> bool:
     """Queue an email (once per key; an unsent one gets today's text) and try to send it."""
     with svc.session() as s:
         booking = bk._load(s, booking_id)
-        row = notify.queue(s, booking, kind=kind, subject=subject, text=text, key=key, now=now)
+        row = notify.queue(
+            s, booking, kind=kind, subject=mail.subject, text=mail.text, html=mail.html, key=key, now=now
+        )
         if row.status != "sent":
-            row.subject, row.text = subject, text
+            row.subject, row.text, row.html = mail.subject, mail.text, mail.html
         row_id = row.id
     # Committed before the attempt (the outbox): a mail outage leaves it queued, never lost.
     with svc.session() as s:
         row_db = s.get(EmailOutbox, row_id)
         assert row_db is not None
-        return notify.deliver(s, svc.mail, row_db, now=now, actor=actor, catalogue=svc.catalogue, settings=svc.settings)
+        return notify.deliver(s, svc.mail, row_db, now=now, actor=actor, catalogue=svc.catalogue)
 
 
 def _send_confirmation(svc: Services, booking_id: int, actor: str, now: datetime) -> str:
@@ -400,10 +403,10 @@ def _send_confirmation(svc: Services, booking_id: int, actor: str, now: datetime
         if booking.confirmation_sent_at is not None:
             return ""
         legs = [leg for leg in bk._legs(s, booking_id) if leg.state in ACTIVE_LEG_STATES]
-        subject, text = notify.confirmation(svc.catalogue, booking, legs)
+        mail = notify.confirmation(svc.catalogue, svc.settings, booking, legs)
         reference, to = booking.reference, booking.customer_email
     key = f"{reference}-confirmation"
-    if _send(svc, booking_id, kind="confirmation", subject=subject, text=text, key=key, actor=actor, now=now):
+    if _send(svc, booking_id, kind="confirmation", mail=mail, key=key, actor=actor, now=now):
         return f"confirmation emailed to {to}"
     return "the confirmation email could not be sent (queued to retry)"
 
@@ -704,9 +707,9 @@ def _refund_and_close(
             finding=ctx.finding.key,
         )
         if email == "cancellation":
-            subject, text = notify.cancellation(svc.catalogue, booking, touched, amount)
+            mail = notify.cancellation(svc.catalogue, svc.settings, booking, touched, amount)
         else:
-            subject, text = notify.refund(svc.catalogue, booking, touched or legs, amount, booking_stands=stands)
+            mail = notify.refund(svc.catalogue, svc.settings, booking, touched or legs, amount, booking_stands=stands)
         reference, to = booking.reference, booking.customer_email
         room_cal = svc.catalogue.room(booking.room_slug).calendar_id
         days = {leg.day for leg in touched}
@@ -723,8 +726,7 @@ def _refund_and_close(
         svc,
         booking_id,
         kind=email,
-        subject=subject,
-        text=text,
+        mail=mail,
         key=f"{reference}-{ctx.key}-{email}",
         actor=actor,
         now=now,
@@ -1271,21 +1273,18 @@ def _plan_send_refund_notice(ctx: _Ctx) -> _Plan:
             with svc.session() as s:
                 row = s.get(EmailOutbox, pending.id)
                 assert row is not None
-                ok = notify.deliver(
-                    s, svc.mail, row, now=ctx.now, actor=ctx.actor, catalogue=svc.catalogue, settings=svc.settings
-                )
+                ok = notify.deliver(s, svc.mail, row, now=ctx.now, actor=ctx.actor, catalogue=svc.catalogue)
         else:
             with svc.session() as s:
                 b = bk._load(s, booking_id)
                 legs = bk._legs(s, booking_id)
-                subject, body = notify.refund(svc.catalogue, b, legs, pay.refunded, booking_stands=False)
+                mail = notify.refund(svc.catalogue, svc.settings, b, legs, pay.refunded, booking_stands=False)
                 reference = b.reference
             ok = _send(
                 svc,
                 booking_id,
                 kind="refund",
-                subject=subject,
-                text=body,
+                mail=mail,
                 key=f"{reference}-refund-notice",
                 actor=ctx.actor,
                 now=ctx.now,
