@@ -767,9 +767,7 @@ def _confirm_locked(svc: Services, booking_id: int, pi_id: str, actor: str, now:
             s,
             booking,
             kind="confirmation",
-            subject=mail.subject,
-            text=mail.text,
-            html=mail.html,
+            mail=mail,
             key=f"{reference}-confirmation",
             now=now,
         )
@@ -863,9 +861,7 @@ def _fail_and_refund(
                 s,
                 booking,
                 kind="auto_refund",
-                subject=mail.subject,
-                text=mail.text,
-                html=mail.html,
+                mail=mail,
                 key=f"{reference}-auto-refund",
                 now=now,
             )
@@ -1089,9 +1085,7 @@ def _cancel_locked(
             s,
             booking,
             kind="cancellation",
-            subject=mail.subject,
-            text=mail.text,
-            html=mail.html,
+            mail=mail,
             key=f"{booking.reference}-cancel-{'-'.join(map(str, ids))}",
             now=now,
         )

@@ -16,15 +16,7 @@ from services.settings import Settings
 
 
 def queue(
-    session: Session,
-    booking: Booking,
-    *,
-    kind: str,
-    subject: str,
-    text: str,
-    key: str,
-    now: datetime,
-    html: str | None = None,
+    session: Session, booking: Booking, *, kind: str, mail: email_render.RenderedEmail, key: str, now: datetime
 ) -> EmailOutbox:
     """Add an email to the outbox once per idempotency key."""
     existing = session.exec(select(EmailOutbox).where(EmailOutbox.idempotency_key == key)).first()
@@ -34,9 +26,9 @@ def queue(
         booking_id=booking.id,
         kind=kind,
         to=booking.customer_email,
-        subject=subject,
-        text=text,
-        html=html,
+        subject=mail.subject,
+        text=mail.text,
+        html=mail.html,
         idempotency_key=key,
         created_at=now,
     )

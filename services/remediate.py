@@ -383,9 +383,7 @@ def _send(
     """Queue an email (once per key; an unsent one gets today's text) and try to send it."""
     with svc.session() as s:
         booking = bk._load(s, booking_id)
-        row = notify.queue(
-            s, booking, kind=kind, subject=mail.subject, text=mail.text, html=mail.html, key=key, now=now
-        )
+        row = notify.queue(s, booking, kind=kind, mail=mail, key=key, now=now)
         if row.status != "sent":
             row.subject, row.text, row.html = mail.subject, mail.text, mail.html
         row_id = row.id
