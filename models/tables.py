@@ -92,6 +92,11 @@ class Booking(SQLModel, table=True):
     confirmation_sent_at: datetime | None = _ts(nullable=True)
     agreement_version: str | None = Field(default=None, max_length=32)
     agreement_accepted_at: datetime | None = _ts(nullable=True)
+    # The cancellation policy and terms the customer accepted (on the booking page or the pay page), and when.
+    terms_version: str | None = Field(default=None, max_length=32)
+    terms_accepted_at: datetime | None = _ts(nullable=True)
+    # Secret part of the customer's pay / confirmation links (/pay/<reference>?k=<token>).
+    pay_token: str | None = Field(default=None, max_length=64)
     created_by: str = Field(default="customer", max_length=254)
     # While one process confirms or cancels the booking it holds this lease; others back off (see booking.py).
     lease_until: datetime | None = _ts(nullable=True)
@@ -206,6 +211,8 @@ class EmailOutbox(SQLModel, table=True):
     message_id: str | None = Field(default=None, max_length=200)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     sent_at: datetime | None = _ts(nullable=True)
+    # A failed send is retried from this time on (backoff); null = now.
+    next_attempt_at: datetime | None = _ts(nullable=True, index=True)
 
 
 class StripeObjectCache(SQLModel, table=True):

@@ -53,11 +53,13 @@ class Settings(BaseSettings):
     # Cancellation refund bands per day-leg: (hours before the leg starts, percent refunded), widest first.
     refund_bands: list[tuple[int, int]] = Field(default=[(48, 100), (24, 50), (0, 0)])
     refund_policy_version: str = "2026-01"
+    terms_version: str = Field(default="2026-01", max_length=32, description="Version of the customer terms page")
     # Multi-day discount for rooms marked discount-eligible: (days booked, percent off).
     discount_bands: list[tuple[int, int]] = Field(default=[(3, 10), (5, 15)])
 
     stripe_secret_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
+    stripe_publishable_key: str | None = Field(default=None, description="pk_… for the pay page's Payment Element")
     stripe_api_base: str | None = Field(default=None, description="Only for tests: a Stripe-compatible server")
     google_service_account_file: Path | None = Field(default=None, description="Service-account key (JSON)")
     google_delegated_subject: str | None = Field(default=None, description="Workspace user to act as (optional)")
@@ -69,6 +71,9 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
     mail_from: str | None = Field(default=None, description='From header, e.g. "Labour Temple <bookings@…>"')
     mail_reply_to: str | None = Field(default=None, description="Optional Reply-To (e.g. the venue's email)")
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8000", description="Where customers reach the API's pages (pay links in emails)"
+    )
     cors_origins: list[str] = Field(default=[], description="Web origins allowed to call the booking API")
     gateway_timeout_seconds: float = Field(default=20.0, gt=0)
     audit_mode: bool = Field(default=False, description="Read-only: live reads, no writes to Stripe or calendars")
