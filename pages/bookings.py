@@ -15,6 +15,7 @@ import streamlit as st
 
 from models.tables import BookingLeg, BookingStatus, LegState
 from pages import _ui as ui
+from services import customer
 from services.booking import cancel_booking, cancellation_quote, find_booking_id, sandbox_pay
 from services.context import Services
 from services.errors import DomainError, NotFound
@@ -124,6 +125,13 @@ def _paid(svc: Services, booking_id: int, actor: str) -> None:
         st.session_state["bk_pay_result"] = (booking_id, exc)
 
 
+def _send_link(svc: Services, booking_id: int, actor: str) -> None:
+    try:
+        st.session_state["bk_link_result"] = (booking_id, customer.send_pay_link(svc, booking_id, actor=actor))
+    except DomainError as exc:
+        st.session_state["bk_link_result"] = (booking_id, exc)
+
+
 def _close_cancel() -> None:
     st.session_state.pop("bk_cancel_for", None)
 
@@ -227,7 +235,12 @@ st.markdown(
 st.caption(
     f"{ui.days_label([leg.day for leg in detail.legs])} · {b.start_time}–{b.end_time} ({ui.tz_label(svc)}) · "
     f"{b.channel} booking by {b.created_by}, {ui.venue(svc, b.created_at)} · "
-    f"PaymentIntent `{b.payment_intent_id or '—'}`"
+    f"PaymentIntent `{b.payment_intent_id or '—'}` · "
+    + (
+        f"terms {b.terms_version} accepted {ui.venue(svc, b.terms_accepted_at)}"
+        if b.terms_accepted_at
+        else "terms not accepted yet (asked on the pay page)"
+    )
 )
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Amount", ui.money(svc, b.amount_cents))
@@ -281,7 +294,7 @@ can_cancel = role in ui.CAN_CANCEL and b.status in (
     BookingStatus.CONFIRMED,
     BookingStatus.PARTLY_CANCELLED,
 )
-a1, a2, _ = st.columns([1, 1, 3])
+a1, a2, a3, _ = st.columns([1, 1, 1, 2])
 if can_cancel:
     a1.button(
         "Cancel booking…", icon=":material/event_busy:", key="bk_cancel_open", on_click=_open_cancel, args=(b.id,)
@@ -295,6 +308,26 @@ if settings.is_sandbox and role in ui.CAN_CANCEL and b.status == BookingStatus.A
         args=(svc, b.id, ui.actor()),
         help="Sandbox: pay with a test card and confirm the booking.",
     )
+if role in ui.CAN_CANCEL and b.status == BookingStatus.AWAITING_PAYMENT:
+    a3.button(
+        "Email pay link",
+        icon=":material/forward_to_inbox:",
+        key="bk_send_link",
+        on_click=_send_link,
+        args=(svc, b.id, ui.actor()),
+        help="Emails the customer a link to the pay page (policy, terms, card payment).",
+    )
+link_result = st.session_state.get("bk_link_result")
+if link_result and link_result[0] == b.id:
+    if isinstance(link_result[1], DomainError):
+        ui.show_error(link_result[1], doing="Pay link not sent")
+    else:
+        url, sent = link_result[1]
+        if sent:
+            st.success(f"Pay link emailed to **{b.customer_email}**.", icon=":material/mark_email_read:")
+        else:
+            st.warning("The mail server did not take it; the email stays in the outbox and is retried.")
+        st.code(url, language=None)
 if st.session_state.get("bk_cancel_for") == b.id:
     cancel_dialog(detail)
 

@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from pages import _ui as ui
+from services import customer
 from services.booking import BookingRequest, QuoteResult, quote, sandbox_pay, start_booking
 from services.catalogue import Room
 from services.context import Services
@@ -128,6 +129,21 @@ def _paid(svc: Services, actor: str) -> None:
     except Exception:
         log.exception("Sandbox payment failed")
         ss["pb_pay_error"] = DomainError("The payment failed unexpectedly; nothing is shown here, see the server log")
+
+
+def _send_link(svc: Services, actor: str) -> None:
+    ss = st.session_state
+    created = ss.get("pb_created")
+    if created is None:
+        return
+    ss.pop("pb_link_error", None)
+    try:
+        ss["pb_link"] = customer.send_pay_link(svc, created.booking_id, actor=actor)
+    except DomainError as exc:
+        ss["pb_link_error"] = exc
+    except Exception:
+        log.exception("Sending the pay link failed")
+        ss["pb_link_error"] = DomainError("The pay link could not be sent; see the server log")
 
 
 def _new_booking() -> None:
@@ -376,6 +392,33 @@ with form:
             )
         st.markdown(f"### {created.reference}")  # large: it is read out letter by letter
         st.caption(f"{ui.money(svc, created.amount_cents)} · Stripe PaymentIntent `{created.payment_intent}`")
+
+        link = st.session_state.get("pb_link")
+        st.button(
+            "Email pay link" if link is None else "Email the pay link again",
+            type="primary" if paid is None and link is None else "secondary",
+            icon=":material/forward_to_inbox:",
+            key="pb_send_link",
+            disabled=paid is not None,
+            on_click=_send_link,
+            args=(svc, ui.actor()),
+            help="Emails the customer a link to the pay page: they read the cancellation policy, accept the terms "
+            "and pay by card. The booking confirms itself when the payment goes through.",
+        )
+        if (link_error := st.session_state.get("pb_link_error")) is not None:
+            ui.show_error(link_error, doing="Pay link not sent")
+        if link is not None:
+            url, sent = link
+            email = st.session_state.get("pb_email", "")
+            if sent:
+                st.success(f"Pay link emailed to **{email}**.", icon=":material/mark_email_read:")
+            else:
+                st.warning(
+                    f"The mail server did not take the email to **{email}**; it stays in the outbox and is retried. "
+                    "You can also read the link out or paste it into a message.",
+                    icon=":material/schedule_send:",
+                )
+            st.code(url, language=None)
 
         if settings.is_sandbox:
             st.button(

@@ -20,7 +20,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from services import booking, webhooks
+from services import booking, web, webhooks
 from services.booking import BookingRequest
 from services.context import Services
 from services.errors import (
@@ -33,6 +33,7 @@ from services.errors import (
     ValidationError,
 )
 from services.rules.availability import WEEKDAY_NAMES, Busy, free_ranges, holiday_name
+from services.rules.refunds import describe_bands
 from services.rules.timefmt import hhmm
 
 log = logging.getLogger("roomdesk.api")
@@ -60,6 +61,12 @@ class BookingIn(QuoteIn):
     extras: dict[str, Any] | None = None
     notes: str = Field(default="", max_length=2000)
     agreement_version: str | None = Field(default=None, max_length=32)
+    terms_version: str = Field(
+        min_length=1,
+        max_length=32,
+        description="The version of the cancellation policy and terms the customer accepted (GET /api/terms); "
+        "a booking is refused until the current version is accepted",
+    )
 
 
 class LegPriceOut(BaseModel):
@@ -86,6 +93,13 @@ class BookingOut(BaseModel):
     client_secret: str
     amount_cents: int
     hold_expires_at: datetime
+    pay_url: str = Field(description="The customer's pay page for this booking (secret link)")
+
+
+class TermsOut(BaseModel):
+    version: str
+    cancellation_policy: str
+    url: str
 
 
 class RangeOut(BaseModel):
@@ -137,6 +151,7 @@ def _request(body: QuoteIn) -> BookingRequest:
             "extras": body.extras,
             "notes": body.notes,
             "agreement_version": body.agreement_version,
+            "terms_version": body.terms_version,
         }
     else:
         extra = {"customer_name": "", "customer_email": ""}
@@ -330,6 +345,15 @@ def create_app(svc: Services, *, allowed_origins: Sequence[str] | None = None) -
             client_secret=started.client_secret,
             amount_cents=started.amount_cents,
             hold_expires_at=started.hold_expires_at,
+            pay_url=f"{svc.settings.public_base_url.rstrip('/')}{started.pay_path}",
+        )
+
+    @app.get("/api/terms", tags=["booking"])
+    def terms() -> TermsOut:
+        return TermsOut(
+            version=svc.settings.terms_version,
+            cancellation_policy=describe_bands(svc.policy.refund_bands),
+            url=f"{svc.settings.public_base_url.rstrip('/')}/terms",
         )
 
     @app.post("/api/webhooks/stripe", tags=["webhooks"])
@@ -342,4 +366,5 @@ def create_app(svc: Services, *, allowed_origins: Sequence[str] | None = None) -
             return _problem(400, detail=exc.message)
         return JSONResponse({"received": True, "status": outcome.status})
 
+    app.include_router(web.router(svc))  # the customer's pages: /, /book/<room>, /pay/<ref>, /booked/<ref>, /terms
     return app

@@ -82,6 +82,9 @@ class BookingRequest:
     notes: str = ""
     channel: str = "web"  # web | phone
     agreement_version: str | None = None
+    # The version of the cancellation policy and terms the customer accepted (web); None = not yet (phone bookings
+    # accept on the pay page). Must be the current version (settings.terms_version).
+    terms_version: str | None = None
 
     def slot(self) -> SlotRequest:
         return SlotRequest(tuple(self.dates), self.start, self.end, self.party_size)
@@ -105,6 +108,12 @@ class StartResult:
     client_secret: str
     amount_cents: int
     hold_expires_at: datetime
+    pay_token: str = ""
+
+    @property
+    def pay_path(self) -> str:
+        """The customer's pay page (relative to settings.public_base_url)."""
+        return f"/pay/{self.reference}?k={self.pay_token}"
 
 
 @dataclass
@@ -358,6 +367,20 @@ def _validate_customer(req: BookingRequest, room: Room) -> tuple[dict[str, Any],
     return extras, problems
 
 
+def problems_for(svc: Services, req: BookingRequest, *, now: datetime | None = None) -> list[str]:
+    """Every problem start_booking would raise for this request (customer details, extras, terms, Gate 1), without
+    creating anything: lets a form show them all at once."""
+    room = svc.catalogue.room(req.room)
+    _, problems = _validate_customer(req, room)
+    if req.terms_version is not None and req.terms_version != svc.settings.terms_version:
+        problems.append(_terms_changed(svc))
+    return problems + quote(svc, req, now=now).reasons
+
+
+def _terms_changed(svc: Services) -> str:
+    return f"The terms have changed (now version {svc.settings.terms_version}); please read and accept them again"
+
+
 # --------------------------------------------------------------------------------------------------- start
 
 
@@ -366,6 +389,8 @@ def start_booking(svc: Services, req: BookingRequest, *, actor: str, now: dateti
     now = _now(svc, now)
     room = svc.catalogue.room(req.room)
     extras, problems = _validate_customer(req, room)
+    if req.terms_version is not None and req.terms_version != svc.settings.terms_version:
+        problems.append(_terms_changed(svc))
     if problems:
         raise ValidationError(problems)
     result = quote(svc, req, now=now)  # Gate 1: rules + calendar busy times + active holds
@@ -400,6 +425,9 @@ def start_booking(svc: Services, req: BookingRequest, *, actor: str, now: dateti
                 hold_expires_at=expires,
                 agreement_version=req.agreement_version,
                 agreement_accepted_at=now if req.agreement_version else None,
+                terms_version=req.terms_version,
+                terms_accepted_at=now if req.terms_version else None,
+                pay_token=secrets.token_urlsafe(18),
                 created_by=actor,
                 created_at=now,
                 updated_at=now,
@@ -448,7 +476,10 @@ def start_booking(svc: Services, req: BookingRequest, *, actor: str, now: dateti
                 channel=req.channel,
                 expires_at=expires,
             )
-            booking_id, reference = booking.id, booking.reference
+            if req.terms_version:
+                version = req.terms_version
+                audit.record(s, "booking.terms.accepted", actor=actor, at=now, booking=booking, version=version)
+            booking_id, reference, pay_token = booking.id, booking.reference, booking.pay_token or ""
     except IntegrityError as exc:
         if _is_overlap_error(exc):
             log.info("Gate 1 lost the race: slot taken room=%s dates=%s", room.slug, req.dates)
@@ -502,7 +533,7 @@ def start_booking(svc: Services, req: BookingRequest, *, actor: str, now: dateti
             s, "booking.payment_intent.created", actor=actor, at=now, booking=booking, amount_cents=pi["amount"]
         )
     return StartResult(
-        booking_id, reference, pi["id"], pi.get("client_secret") or "", result.quote.total_cents, expires
+        booking_id, reference, pi["id"], pi.get("client_secret") or "", result.quote.total_cents, expires, pay_token
     )
 
 

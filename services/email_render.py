@@ -23,7 +23,7 @@ from services.rules.timefmt import day_label, money
 from services.settings import Settings
 
 TEMPLATES = Path(__file__).resolve().parent / "templates" / "email"
-KINDS = ("confirmation", "cancellation", "refund", "auto_refund")
+KINDS = ("confirmation", "cancellation", "refund", "auto_refund", "pay_link")
 ICS_MIME = "text/calendar"
 
 Attachment = tuple[str, str, bytes]  # (filename, mime type, content), as OutgoingEmail.attachments
@@ -101,6 +101,7 @@ def render(
     refund_cents: int = 0,
     reason: str = "",
     booking_stands: bool = True,
+    pay_url: str = "",
 ) -> RenderedEmail:
     """Render one customer email. `legs` are the days the email is about (booked, cancelled or refunded ones)."""
     if kind not in KINDS:
@@ -113,6 +114,8 @@ def render(
         attachments.append(calendar_attachment(booking, legs, catalogue))
     elif kind == "cancellation":
         subject = f"Booking cancelled: {room_name}, {days_text}"
+    elif kind == "pay_link":
+        subject = f"Pay for your booking {booking.reference}: {room_name}, {days_text}"
     elif kind == "refund":
         subject = f"Refund for your booking {booking.reference}: {money(refund_cents, booking.currency)}"
     else:
@@ -120,6 +123,9 @@ def render(
         subject = f"We could not confirm your booking {booking.reference}: refunded in full"
     ctx.update(refund=money(refund_cents, booking.currency), refund_cents=refund_cents, reason=reason)
     ctx["booking_stands"] = booking_stands
+    ctx["pay_url"] = pay_url
+    expires = booking.hold_expires_at
+    ctx["hold_until"] = f"{expires.astimezone(settings.tz):%a %-d %b, %H:%M}" if expires else ""
     return RenderedEmail(
         subject=subject,
         text=_env.get_template(f"{kind}.txt").render(ctx),

@@ -187,6 +187,31 @@ def test_phone_booking_then_customer_paid_confirms_it(app: App, svc: Services) -
     assert at.text_input(key="pb_email").value == "" and not at.button(key="pb_book").disabled
 
 
+def test_phone_booking_emails_the_customer_a_pay_link(app: App, svc: Services) -> None:
+    at = app("frontdesk")
+    slot = free_slot(svc, "workshop", hours=2)
+    email = "lee.paylink@example.org"
+    _fill(at, room=slot.room, day=slot.day, start=slot.start, end=slot.end, name="Lee Paylink", email=email)
+    at.run()
+    at.button(key="pb_book").click().run()
+    created = at.session_state["pb_created"]
+    at.button(key="pb_send_link").click().run()
+    assert not at.exception
+    assert f"Pay link emailed to **{email}**." in texts(at, "success")
+    url = f"{svc.settings.public_base_url}{created.pay_path}"
+    assert [c.value for c in at.code] == [url]
+    [mail] = svc.mail.messages(booking_id=created.booking_id)
+    assert mail["kind"] == "pay_link" and mail["to"] == email and url in mail["text"]
+    assert at.button(key="pb_send_link").label == "Email the pay link again"
+
+    # From the booking's detail too, while it waits for payment; the customer accepts the terms on the pay page.
+    detail = app("frontdesk", page="pages/bookings.py", ref=created.reference)
+    assert "terms not accepted yet (asked on the pay page)" in texts(detail, "caption")
+    detail.button(key="bk_send_link").click().run()
+    assert f"Pay link emailed to **{email}**." in texts(detail, "success")
+    assert [m["kind"] for m in svc.mail.messages(booking_id=created.booking_id)] == ["pay_link", "pay_link"]
+
+
 def test_sonic_studio_warns_that_extras_must_be_collected(app: App) -> None:
     at = app("manager", page="pages/phone_booking.py")
     at.selectbox(key="pb_room").set_value("sonic-studio").run()

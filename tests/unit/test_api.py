@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlmodel import select
 
+from models.tables import AuditLog, Booking
 from services import booking as bk
 from services.api import create_app
 
@@ -22,6 +24,7 @@ def body(**kw: Any) -> dict[str, Any]:
     kw.setdefault("end", "12:00")
     kw.setdefault("customer_name", "Ava Nguyen")
     kw.setdefault("customer_email", "ava@example.org")
+    kw.setdefault("terms_version", "2026-01")
     return kw
 
 
@@ -91,6 +94,27 @@ def test_booking_returns_what_the_payment_form_needs(svc: Any, client: TestClien
     assert out["hold_expires_at"].startswith("2026-03-02T17:30:00")
     assert svc.payments.retrieve_payment_intent(out["payment_intent"])["metadata"]["booking_id"] == out["booking_id"]
     assert bk.find_booking_id(svc, out["booking_id"]) > 0
+    assert out["pay_url"].startswith(f"http://127.0.0.1:8000/pay/{out['booking_id']}?k=")
+
+
+def test_a_booking_is_refused_until_the_current_terms_are_accepted(svc: Any, client: TestClient) -> None:
+    no_terms = body()
+    del no_terms["terms_version"]
+    r = client.post("/api/bookings", json=no_terms)
+    assert r.status_code == 422 and "terms_version" in r.json()["fields"]
+    r = client.post("/api/bookings", json=body(terms_version="2025-06"))
+    assert r.status_code == 422
+    assert r.json()["problems"] == ["The terms have changed (now version 2026-01); please read and accept them again"]
+    assert svc.payments.list_payment_intents()["data"] == []  # nothing was held or charged for the refusals
+    terms = client.get("/api/terms").json()
+    assert terms["version"] == "2026-01" and terms["cancellation_policy"].startswith("Full refund 48 h")
+    out = client.post("/api/bookings", json=body(terms_version=terms["version"])).json()
+    with svc.session() as s:
+        row = s.get(Booking, bk.find_booking_id(svc, out["booking_id"]))
+        assert row is not None
+        assert row.terms_version == "2026-01" and row.terms_accepted_at == svc.now()
+        audits = s.exec(select(AuditLog).where(AuditLog.booking_id == row.id)).all()
+        assert [a.payload.get("version") for a in audits if a.action == "booking.terms.accepted"] == ["2026-01"]
 
 
 def test_a_taken_slot_answers_409_with_reasons(client: TestClient) -> None:

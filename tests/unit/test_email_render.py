@@ -179,7 +179,7 @@ def test_auto_refund_explains_the_slot_was_taken_and_refunds_in_full(catalogue: 
 def test_unknown_kind_is_refused(catalogue: Catalogue, settings: Settings) -> None:
     booking, legs = make_booking()
     with pytest.raises(ValueError, match="unknown email kind"):
-        render("pay_link", booking=booking, legs=legs, catalogue=catalogue, settings=settings)
+        render("invoice", booking=booking, legs=legs, catalogue=catalogue, settings=settings)
 
 
 def test_confirmation_carries_an_ics_with_one_event_per_day_in_utc(catalogue: Catalogue, settings: Settings) -> None:
