@@ -131,6 +131,12 @@ class StreamlitServer:
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
+    name = "streamlit"
+    health_path = "/_stcore/health"
+
+    def healthy_body(self, body: str) -> bool:
+        return body == "ok"
+
     # -- addresses ---------------------------------------------------------------------------------------------------
     @property
     def base_url(self) -> str:
@@ -175,27 +181,28 @@ class StreamlitServer:
     def _wait_healthy(self) -> None:
         assert self.process is not None
         opener = _no_proxy_opener()
-        health = self.base_url + "/_stcore/health"
+        health = self.base_url + self.health_path
         deadline = time.monotonic() + self.startup_timeout
         last_error = "no answer yet"
         while time.monotonic() < deadline:
             code = self.process.poll()
             if code is not None:
                 raise RuntimeError(
-                    f"streamlit exited with code {code} before it was healthy ({' '.join(self.command)} in {self.cwd})"
+                    f"{self.name} exited with code {code} before it was healthy "
+                    f"({' '.join(self.command)} in {self.cwd})"
                     f"\n--- server output (tail) ---\n{self.output_tail()}"
                 )
             try:
                 with opener.open(health, timeout=2) as resp:
                     body = resp.read().decode(errors="replace").strip()
-                    if resp.status == 200 and body == "ok":
+                    if resp.status == 200 and self.healthy_body(body):
                         return
                     last_error = f"HTTP {resp.status}: {body[:200]}"
             except (urllib.error.URLError, OSError) as exc:
                 last_error = str(exc)
             time.sleep(0.2)
         raise RuntimeError(
-            f"streamlit not healthy at {health} after {self.startup_timeout:.0f}s ({last_error})"
+            f"{self.name} not healthy at {health} after {self.startup_timeout:.0f}s ({last_error})"
             f"\n--- server output (tail) ---\n{self.output_tail()}"
         )
 
@@ -238,6 +245,25 @@ class StreamlitServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+class ApiServer(StreamlitServer):
+    """The booking API and customer pages (`python -m services.cli serve-api`) the same way: own process group, free
+    loopback port, healthy when /healthz answers."""
+
+    name = "serve-api"
+    health_path = "/healthz"
+
+    def healthy_body(self, body: str) -> bool:
+        return '"ok"' in body
+
+    @property
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "services.cli", "serve-api", "--host", LOOPBACK, "--port", str(self.port)]
+
+    def __enter__(self) -> ApiServer:
+        self.start()
+        return self
 
 
 # -- browser -------------------------------------------------------------------------------------------------------
