@@ -1,0 +1,648 @@
+"""Booking API under load: `POST /api/bookings` latency with 20 concurrent clients, `GET /api/availability`
+requests per second, and checkout confirmation (payment → Gate 2 → calendar events → email) against the seed's
+objective (p95 under 2.5 s). The baseline is `GET /healthz` with the same 20 clients, measured in the same run.
+
+    .venv/bin/python bench/api_bench.py [--bookings 200] [--clients 20] [--phase-seconds 5] [--max-seconds 120]
+                                        [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
+                                        [--gateway-latency-ms 150]
+
+The API runs as a subprocess (`python -m services.cli serve-api`, one uvicorn process) on a free loopback port, on
+sandbox payments, calendar and mail in a temporary DATA_DIR; with --database-url the bench creates a throwaway
+database next to the one named and drops it afterwards. The server is always stopped, also on Ctrl-C, and the run
+ends by itself after --max-seconds (printing what it has). Sandbox Stripe sends no webhooks, so confirmation runs
+in this process: `sandbox_pay` (the webhook's work) for each created booking from the same number of threads;
+--gateway-latency-ms makes each Stripe, Calendar and mail call of that work sleep as a network round trip would.
+
+Prints a table; asserts nothing (speed is measured here, not in the test suite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+import sqlalchemy as sa
+
+from services.booking import find_booking_id, sandbox_pay
+from services.context import Services, build_services
+from services.settings import Settings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+OBJECTIVE_P95_S = 2.5  # the seed's service objective for checkout confirmation
+KNOWN_FIELDS = {
+    "room",
+    "dates",
+    "start",
+    "end",
+    "party_size",
+    "customer_name",
+    "customer_email",
+    "customer_phone",
+    "extras",
+    "notes",
+}
+
+
+# --------------------------------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Sample:
+    ok: bool
+    status: int  # HTTP status; 0 for an in-process call, -1 for a transport error
+    seconds: float
+    index: int
+    note: str = ""
+
+
+@dataclass
+class Phase:
+    name: str
+    samples: list[Sample] = field(default_factory=list)
+    wall: float = 0.0
+    stopped_early: bool = False
+    cpu: float | None = None  # CPU seconds the serving side spent on the phase, where known
+
+    @property
+    def ok(self) -> list[float]:
+        return [s.seconds for s in self.samples if s.ok]
+
+    def rate(self) -> float:
+        return len(self.ok) / self.wall if self.wall else 0.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default); nan for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def run_clients(
+    name: str,
+    clients: int,
+    call: Callable[[int], Sample],
+    *,
+    stop_at: float,
+    count: int | None = None,
+    interrupted: threading.Event,
+    cpu_clock: Callable[[], float | None] | None = None,
+) -> Phase:
+    """`clients` threads each take the next index and call `call(index)` until `count` calls were taken or the clock
+    passes `stop_at`. Daemon threads, joined in slices, so Ctrl-C reaches the main thread at once."""
+    phase = Phase(name)
+    lock = threading.Lock()
+    taken = 0
+
+    def worker() -> None:
+        nonlocal taken
+        while not interrupted.is_set() and time.perf_counter() < stop_at:
+            with lock:
+                if count is not None and taken >= count:
+                    return
+                index = taken
+                taken += 1
+            sample = call(index)
+            with lock:
+                phase.samples.append(sample)
+
+    threads = [threading.Thread(target=worker, daemon=True, name=f"{name}-{i}") for i in range(clients)]
+    cpu_before = cpu_clock() if cpu_clock else None
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
+    except KeyboardInterrupt:
+        interrupted.set()
+        raise
+    phase.wall = time.perf_counter() - started
+    cpu_after = cpu_clock() if cpu_clock else None
+    if cpu_before is not None and cpu_after is not None:
+        phase.cpu = cpu_after - cpu_before
+    phase.stopped_early = count is not None and taken < count
+    return phase
+
+
+class HttpClients:
+    """One httpx client (its own keep-alive connection) per simulated client thread."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self._local = threading.local()
+        self._all: list[httpx.Client] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> httpx.Client:
+        client: httpx.Client | None = getattr(self._local, "client", None)
+        if client is None:
+            client = httpx.Client(base_url=self.base_url, timeout=30.0, trust_env=False)
+            self._local.client = client
+            with self._lock:
+                self._all.append(client)
+        return client
+
+    def close(self) -> None:
+        for client in self._all:
+            client.close()
+
+
+def http_call(
+    clients: HttpClients,
+    method: str,
+    path: Callable[[int], str],
+    body: Callable[[int], Any] | None = None,
+    expect: int = 200,
+) -> Callable[[int], Sample]:
+    def call(index: int) -> Sample:
+        started = time.perf_counter()
+        try:
+            response = clients.get().request(method, path(index), json=body(index) if body else None)
+        except httpx.HTTPError as exc:
+            return Sample(False, -1, time.perf_counter() - started, index, f"{type(exc).__name__}: {exc}")
+        seconds = time.perf_counter() - started
+        if response.status_code != expect:
+            note = response.text
+        else:  # only the booking reference is kept; other bodies are not parsed (the client shares the CPUs)
+            note = response.json()["booking_id"] if method == "POST" else ""
+        return Sample(response.status_code == expect, response.status_code, seconds, index, note)
+
+    return call
+
+
+# --------------------------------------------------------------------------------------------------- environment
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def throwaway_database(url: str | None) -> Iterator[str | None]:
+    """A new, empty PostgreSQL database next to the one in `url`, dropped afterwards (None: SQLite in DATA_DIR)."""
+    if url is None:
+        yield None
+        return
+    admin_url = sa.make_url(url)
+    name = f"roomdesk_bench_{secrets.token_hex(4)}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        try:
+            yield admin_url.set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.dispose()
+
+
+def process_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of a process (all its threads), from /proc; None where there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def api_server(env: dict[str, str], port: int, log_path: Path, *, wait_s: float = 60.0) -> Iterator[tuple[str, int]]:
+    """The API in its own process group on 127.0.0.1:`port`, ready on /healthz; stopped on the way out."""
+    base = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "serve-api", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + wait_s
+            while True:
+                if proc.poll() is not None:
+                    raise SystemExit(f"the API exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+                with suppress(httpx.HTTPError):
+                    if httpx.get(f"{base}/healthz", timeout=2.0, trust_env=False).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the API did not answer /healthz within {wait_s:.0f} s")
+                time.sleep(0.1)
+            yield base, proc.pid
+        finally:
+            if proc.poll() is None:
+                proc.terminate()  # uvicorn shuts down gracefully on SIGTERM
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+
+
+# --------------------------------------------------------------------------------------------------- booking bodies
+
+
+def _types(prop: dict[str, Any]) -> set[str]:
+    found = {prop["type"]} if "type" in prop else set()
+    for option in prop.get("anyOf", []):
+        found |= _types(option)
+    return found
+
+
+def booking_fields(base: str, terms_version: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """What BookingIn needs beyond the slot and the customer, read from the running API's OpenAPI schema: a terms or
+    agreement version (the settings' terms_version) where the room requires it or the schema does, and any required
+    acceptance flag set to true. Unknown required fields stop the bench with their names."""
+    schema = httpx.get(f"{base}/openapi.json", trust_env=False).json()["components"]["schemas"]["BookingIn"]
+    required = set(schema.get("required", []))
+    props: dict[str, dict[str, Any]] = schema["properties"]
+    unknown = []
+    plan: list[tuple[str, Any, bool]] = []  # field, value, only for rooms that require an agreement
+    for name, prop in props.items():
+        if name in KNOWN_FIELDS:
+            continue
+        kinds = _types(prop)
+        if "boolean" in kinds and ("accept" in name or "terms" in name or "agree" in name):
+            plan.append((name, True, name not in required and "agree" in name))
+        elif "string" in kinds and ("terms" in name or "agreement" in name):
+            plan.append((name, terms_version, name not in required and "agreement" in name))
+        elif name in required:
+            unknown.append(name)
+    if unknown:
+        raise SystemExit(f"BookingIn requires fields this bench does not know how to fill: {', '.join(unknown)}")
+
+    def extra(room: dict[str, Any]) -> dict[str, Any]:
+        return {
+            name: value for name, value, agreement_only in plan if not agreement_only or room.get("agreement_required")
+        }
+
+    return extra
+
+
+def extras_for(room: dict[str, Any]) -> dict[str, Any] | None:
+    values: dict[str, Any] = {}
+    for f in room.get("extras", []):
+        if f.get("kind") == "int":
+            values[f["key"]] = f.get("min") or 1
+        elif f.get("kind") == "choice":
+            values[f["key"]] = f["choices"][0]
+        else:
+            values[f["key"]] = "Bench run"
+    return values or None
+
+
+def free_slots(
+    http: httpx.Client, rooms: list[dict[str, Any]], first: date, last: date, buffer: int, step: int
+) -> list[tuple[dict[str, Any], date, str, str]]:
+    """Every non-overlapping slot of each room's minimum length in the free ranges GET /api/availability reports,
+    a buffer apart, interleaved room by room and day by day so concurrent requests spread over rooms."""
+    per_room: list[list[tuple[dict[str, Any], date, str, str]]] = []
+    for room in rooms:
+        length = math.ceil(room["min_hours"] * 60 / step) * step
+        answer = http.get("/api/availability", params={"room": room["slug"], "from": str(first), "to": str(last)})
+        answer.raise_for_status()
+        slots = []
+        for day in answer.json()["days"]:
+            for rng in day["free"]:
+                start, end = _minutes(rng["start"]), _minutes(rng["end"])
+                start = math.ceil(start / step) * step
+                while start + length <= end:
+                    slots.append((room, date.fromisoformat(day["date"]), _hhmm(start), _hhmm(start + length)))
+                    start += length + math.ceil(buffer / step) * step
+        per_room.append(slots)
+    out: list[tuple[dict[str, Any], date, str, str]] = []
+    for i in range(max((len(s) for s in per_room), default=0)):
+        out.extend(s[i] for s in per_room if i < len(s))
+    return out
+
+
+def _minutes(hhmm: str) -> int:
+    h, m = hhmm.split(":")[:2]
+    return int(h) * 60 + int(m)
+
+
+def _hhmm(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+# --------------------------------------------------------------------------------------------------- report
+
+
+def ms(seconds: float) -> str:
+    return "-" if math.isnan(seconds) else f"{seconds * 1000:.1f}"
+
+
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    header = ("measure", "n", "p50 ms", "p95 ms", "max ms", "req/s", "ratio vs baseline")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+
+
+def latency_row(name: str, values: list[float], wall: float, base_p50: float, *, rate: bool = True) -> tuple[str, ...]:
+    p50 = percentile(values, 0.5)
+    ratio = f"{p50 / base_p50:.1f}x p50" if values and base_p50 else "-"
+    rps = f"{len(values) / wall:.1f}" if rate and wall else "-"
+    return (
+        name,
+        str(len(values)),
+        ms(p50),
+        ms(percentile(values, 0.95)),
+        ms(max(values, default=math.nan)),
+        rps,
+        ratio,
+    )
+
+
+def rate_row(phase: Phase, base_rps: float) -> tuple[str, ...]:
+    ok = phase.ok
+    ratio = f"{phase.rate() / base_rps:.2f}x req/s" if base_rps and ok else "-"
+    return (
+        phase.name,
+        str(len(ok)),
+        ms(percentile(ok, 0.5)),
+        ms(percentile(ok, 0.95)),
+        ms(max(ok, default=math.nan)),
+        f"{phase.rate():.1f}",
+        ratio,
+    )
+
+
+def statuses(phase: Phase) -> str:
+    counts: dict[int, int] = {}
+    for s in phase.samples:
+        counts[s.status] = counts.get(s.status, 0) + 1
+    return ", ".join(f"{'transport error' if k == -1 else k}: {v}" for k, v in sorted(counts.items())) or "none sent"
+
+
+# --------------------------------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bookings", type=int, default=200, help="POST /api/bookings requests (default 200)")
+    parser.add_argument("--clients", type=int, default=20, help="concurrent clients (default 20)")
+    parser.add_argument("--phase-seconds", type=float, default=5.0, help="length of each req/s measurement")
+    parser.add_argument("--max-seconds", type=float, default=120.0, help="hard limit for the whole run")
+    parser.add_argument(
+        "--gateway-latency-ms",
+        type=float,
+        default=0.0,
+        help="during confirmation, sleep this long in every Stripe, Calendar and mail call (network stand-in)",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="PostgreSQL server to create a throwaway database on (default: SQLite in the temporary DATA_DIR)",
+    )
+    args = parser.parse_args()
+    load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    run_started = time.perf_counter()
+    deadline = run_started + args.max_seconds
+    # Bookings and confirmations stop early enough to leave time for the availability phases.
+    booking_deadline = deadline - 2 * args.phase_seconds - 5
+    interrupted = threading.Event()
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    rows: list[tuple[str, ...]] = []
+    notes: list[str] = []
+    dialect = "postgresql" if args.database_url else "sqlite"
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="roomdesk-bench-") as tmp,
+            throwaway_database(args.database_url) as db_url,
+        ):
+            data_dir = Path(tmp) / "data"
+            # Defaults only: no secrets file, sandbox gateways, this run's data folder and database.
+            os.environ["ROOMDESK_SECRETS_FILE"] = str(Path(tmp) / "no-secrets.toml")
+            env = {
+                **os.environ,
+                "DATA_DIR": str(data_dir),
+                "PAYMENTS": "sandbox",
+                "CALENDAR": "sandbox",
+                "MAIL": "sandbox",
+                "AUDIT_MODE": "false",
+                "PYTHONUNBUFFERED": "1",
+            }
+            env.pop("DATABASE_URL", None)
+            if db_url:
+                env["DATABASE_URL"] = db_url
+            settings = Settings(
+                data_dir=data_dir,
+                database_url=db_url,
+                payments="sandbox",
+                calendar="sandbox",
+                mail="sandbox",
+                audit_mode=False,
+            )
+            with api_server(env, free_port(), Path(tmp) / "api.log") as (base, pid):
+                svc = build_services(settings, migrate=False)  # the server migrated the schema on start
+                clients = HttpClients(base)
+                try:
+                    run(args, base, pid, svc, clients, rows, notes, deadline, booking_deadline, interrupted)
+                finally:
+                    clients.close()
+                    svc.engine.dispose()
+    except KeyboardInterrupt:
+        interrupted.set()
+        notes.append("interrupted: the results so far")
+
+    cpus = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
+    print(
+        f"Booking API on loopback: {args.clients} concurrent clients, one uvicorn process, sandbox gateways, "
+        f"{dialect}; {cpus} CPUs ({usable} usable), load average {load_at_start:.1f} at start; "
+        f"run took {time.perf_counter() - run_started:.1f} s"
+    )
+    print_table(rows)
+    for note in notes:
+        print(note)
+    return 0
+
+
+def run(
+    args: argparse.Namespace,
+    base: str,
+    server_pid: int,
+    svc: Services,
+    clients: HttpClients,
+    rows: list[tuple[str, ...]],
+    notes: list[str],
+    deadline: float,
+    booking_deadline: float,
+    interrupted: threading.Event,
+) -> None:
+    """The phases, in order; each appends its row as soon as it has one, so an early stop still reports."""
+    n = args.clients
+    policy = svc.policy
+    today = datetime.now(policy.tz).date()
+    first, last = today + timedelta(days=2), today + timedelta(days=policy.max_days_ahead - 2)
+
+    def phase_end() -> float:
+        return min(time.perf_counter() + args.phase_seconds, deadline)
+
+    def server_cpu() -> float | None:
+        return process_cpu(server_pid)
+
+    get = clients.get()
+    rooms: list[dict[str, Any]] = get.get("/api/rooms").json()
+    slugs = [r["slug"] for r in rooms]
+    cpu_notes: list[str] = []
+
+    def cpu_note(label: str, phase: Phase) -> None:
+        if phase.cpu is not None and phase.ok:
+            cpu_notes.append(f"{label} {phase.cpu / len(phase.ok) * 1000:.1f}")
+
+    # Warm-up (connections, first imports), not counted.
+    healthz_call = http_call(clients, "GET", lambda i: "/healthz")
+    run_clients("warm-up", n, healthz_call, stop_at=min(time.perf_counter() + 1, deadline), interrupted=interrupted)
+    healthz = run_clients(
+        "GET /healthz (baseline)", n, healthz_call, stop_at=phase_end(), interrupted=interrupted, cpu_clock=server_cpu
+    )
+    base_rps = healthz.rate()
+    base_p50 = percentile(healthz.ok, 0.5)
+    rows.append(rate_row(healthz, base_rps))
+    cpu_note("/healthz", healthz)
+
+    # POST /api/bookings, each on its own free slot.
+    slots = free_slots(get, rooms, first, last, policy.buffer_minutes, policy.slot_minutes)
+    extra = booking_fields(base, svc.settings.terms_version)
+    count = min(args.bookings, len(slots))
+    if count < args.bookings:
+        notes.append(f"only {len(slots)} free slots in the booking window: {count} bookings instead of {args.bookings}")
+
+    def body(i: int) -> dict[str, Any]:
+        room, day, start, end = slots[i]
+        return {
+            "room": room["slug"],
+            "dates": [str(day)],
+            "start": start,
+            "end": end,
+            "customer_name": f"Bench Client {i}",
+            "customer_email": f"bench{i}@example.org",
+            "extras": extras_for(room),
+            **extra(room),
+        }
+
+    posts = run_clients(
+        "POST /api/bookings",
+        n,
+        http_call(clients, "POST", lambda i: "/api/bookings", body, 201),
+        stop_at=booking_deadline,
+        count=count,
+        interrupted=interrupted,
+        cpu_clock=server_cpu,
+    )
+    rows.append(latency_row(posts.name, posts.ok, posts.wall, base_p50))
+    cpu_note("POST /api/bookings", posts)
+    notes.append(
+        f"POST /api/bookings statuses: {statuses(posts)}"
+        + (" (stopped at the time limit)" if posts.stopped_early else "")
+    )
+    for s in [s for s in posts.samples if not s.ok][:3]:
+        notes.append(f"  e.g. {s.status}: {s.note[:200]}")
+
+    # Checkout confirmation in process: sandbox_pay does the webhook's work (Gate 2, events, email).
+    created = sorted((s for s in posts.samples if s.ok), key=lambda s: s.index)
+    ids = [find_booking_id(svc, s.note) for s in created]
+    if args.gateway_latency_ms:
+        # Stand-ins for the network: each call the webhook's work makes to Stripe, Google Calendar and the mail
+        # server sleeps this long (the customer's own card confirmation is not counted).
+        seconds = args.gateway_latency_ms / 1000
+        for gateway, op in ((svc.payments, "retrieve_payment_intent"), (svc.calendar, "*"), (svc.mail, "*")):
+            getattr(gateway, "faults").latency(op, seconds)  # noqa: B009 - sandbox only, not on the Protocol
+
+    def pay(i: int) -> Sample:
+        started = time.perf_counter()
+        try:
+            result = sandbox_pay(svc, ids[i], actor="bench")
+        except Exception as exc:
+            return Sample(False, 0, time.perf_counter() - started, i, f"{type(exc).__name__}: {exc}")
+        return Sample(result.outcome == "confirmed", 0, time.perf_counter() - started, i, result.outcome)
+
+    confirms = run_clients(
+        "checkout confirmation (sandbox_pay)",
+        n,
+        pay,
+        stop_at=booking_deadline,
+        count=len(ids),
+        interrupted=interrupted,
+        cpu_clock=time.process_time,  # this process: no HTTP client runs during the phase
+    )
+    rows.append(latency_row(confirms.name, confirms.ok, confirms.wall, base_p50))
+    cpu_note("confirmation (this process)", confirms)
+    end_to_end = [created[s.index].seconds + s.seconds for s in confirms.samples if s.ok]
+    rows.append(latency_row("checkout end to end (POST + confirmation)", end_to_end, 0.0, base_p50, rate=False))
+    outcomes: dict[str, int] = {}
+    for s in confirms.samples:
+        outcomes[s.note] = outcomes.get(s.note, 0) + 1
+    notes.append(
+        "confirmation outcomes: "
+        + (", ".join(f"{k}: {v}" for k, v in sorted(outcomes.items())) or "none")
+        + (" (stopped at the time limit)" if confirms.stopped_early else "")
+        + (f"; {args.gateway_latency_ms:.0f} ms added to each gateway call" if args.gateway_latency_ms else "")
+    )
+    for label, values in (("confirmation", confirms.ok), ("end to end", end_to_end)):
+        p95 = percentile(values, 0.95)
+        verdict = "no data" if not values else ("meets" if p95 < OBJECTIVE_P95_S else "misses")
+        notes.append(f"objective p95 < {OBJECTIVE_P95_S} s, {label}: p95 {ms(p95)} ms → {verdict}")
+
+    # GET /api/availability with the confirmed bookings on the calendars.
+    for days in (7, 31):
+
+        def path(i: int, days: int = days) -> str:
+            start = first + timedelta(days=i % 14)
+            return f"/api/availability?room={slugs[i % len(slugs)]}&from={start}&to={start + timedelta(days=days - 1)}"
+
+        phase = run_clients(
+            f"GET /api/availability ({days}-day window)",
+            n,
+            http_call(clients, "GET", path),
+            stop_at=phase_end(),
+            interrupted=interrupted,
+            cpu_clock=server_cpu,
+        )
+        rows.append(rate_row(phase, base_rps))
+        cpu_note(f"availability {days}-day", phase)
+        if len(phase.ok) != len(phase.samples):
+            notes.append(f"{phase.name} statuses: {statuses(phase)}")
+    if cpu_notes:
+        notes.append(
+            "CPU ms per request, API process unless noted (the database server's not included): " + ", ".join(cpu_notes)
+        )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
