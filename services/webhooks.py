@@ -144,34 +144,38 @@ def process_event(svc: Services, row_id: int, *, actor: str) -> str:
         if row is None:
             raise NotFound(f"No webhook event #{row_id}")
         row.attempts += 1
-        event_type, event = row.type, dict(row.payload)
+        event_type, event, started_as = row.type, dict(row.payload), row.status
     handler = HANDLERS.get(event_type)
     if handler is None:
-        _finish(svc, row_id, "ignored", None, now)
+        _finish(svc, row_id, "ignored", None, now, started_as)
         return "ignored"
     obj = (event.get("data") or {}).get("object") or {}
     try:
         status = handler(svc, obj, actor, now)
     except GatewayError as exc:
-        _finish(svc, row_id, "failed", exc.message, now)
+        _finish(svc, row_id, "failed", exc.message, now, started_as)
         if exc.transient:
             raise
         return "failed"
     except DomainError as exc:
-        _finish(svc, row_id, "failed", exc.message, now)
+        _finish(svc, row_id, "failed", exc.message, now, started_as)
         return "failed"
     except Exception:
         log.exception("Webhook event #%s (%s) crashed", row_id, event_type)
-        _finish(svc, row_id, "failed", "Unexpected error while processing (see the server log)", now)
+        _finish(svc, row_id, "failed", "Unexpected error while processing (see the server log)", now, started_as)
         raise
-    _finish(svc, row_id, status, None, now)
+    _finish(svc, row_id, status, None, now, started_as)
     return status
 
 
-def _finish(svc: Services, row_id: int, status: str, error: str | None, now: datetime) -> None:
+def _finish(svc: Services, row_id: int, status: str, error: str | None, now: datetime, started_as: str) -> None:
     with svc.session() as s:
         row = s.get(WebhookEvent, row_id)
         assert row is not None
+        if status == "failed" and row.status in ("processed", "ignored") and row.status != started_as:
+            # A concurrent delivery of the same event finished it while this attempt ran (typically this one found
+            # the booking's lease taken by it): the work is done, so its outcome stands and no failure is listed.
+            return
         row.status = status
         row.last_error = error[:500] if error else None
         row.processed_at = now if status != "failed" else row.processed_at

@@ -10,7 +10,9 @@ The SDK talks to a shim on 127.0.0.1 that forwards to localstripe and:
   * translates what localstripe's older API does not take: `allowed_payment_method_types` (API 2026-09-30.endive)
     becomes `payment_method_types`, and Refund `reason` (an enum Stripe documents) is dropped after being recorded;
   * serves lists newest first with `starting_after` paging, as Stripe documents (localstripe: oldest first);
-  * serves `/v1/disputes` from Stripe-shaped objects a test seeds (localstripe has no disputes).
+  * serves `/v1/disputes` from Stripe-shaped objects a test seeds (localstripe has no disputes);
+  * when a test turns on `confirm_after_decline`, lets a PaymentIntent whose card was declined be confirmed again with
+    another card, as Stripe does (localstripe keeps the failed charge and answers 400).
 Everything else (PaymentIntents, charges, refunds, events, balance transactions, errors) is localstripe's own answer.
 """
 
@@ -38,6 +40,8 @@ TEST_KEY = "sk_test_roomdesk_localstripe_DO_NOT_LEAK_4242"
 PICKLE = Path("/tmp/localstripe.pickle")  # hard-coded in localstripe/resources.py
 _LIST_PATHS = re.compile(r"^/v1/(payment_intents|charges|refunds|events|balance_transactions)$")
 _DISPUTE = re.compile(r"^/v1/disputes(?:/(?P<id>[^/]+))?$")
+_CONFIRM = re.compile(r"^/v1/payment_intents/(?P<id>pi_\w+)/confirm$")
+_MUTED_EVENT = "roomdesk.muted"  # an event type localstripe never sends: a webhook filtered on it receives nothing
 _STARTUP_SECONDS = 30.0
 
 
@@ -65,15 +69,54 @@ class LocalStripe:
     sent: list[Sent] = field(default_factory=list)
     disputes: dict[str, dict[str, Any]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Off by default: only tests that pay again after a decline need it (see `_clear_declined_charge`).
+    confirm_after_decline: bool = False
+    webhook_ids: set[str] = field(default_factory=set)
 
     def reset(self) -> None:
-        """Drop every localstripe object, recorded request and seeded dispute."""
+        """Drop every localstripe object, recorded request and seeded dispute, and mute the webhooks registered here
+        (localstripe keeps webhooks across DELETE /_config/data)."""
+        self.mute_webhooks()
         status, _, body = _forward(self.upstream, "DELETE", "/_config/data", b"", {})
         if status != 200:
             pytest.fail(f"localstripe refused DELETE /_config/data ({status}): {body[:200]!r}", pytrace=False)
         with self.lock:
             self.sent.clear()
             self.disputes.clear()
+            self.confirm_after_decline = False
+
+    def register_webhook(self, url: str, secret: str, *, webhook_id: str = "roomdesk") -> None:
+        """Have localstripe POST its events to `url`, signed with `secret` (Stripe's scheme, `t` = the event's
+        `created`). It sends only payment_intent.succeeded / payment_intent.payment_failed, ~1 s after the change,
+        once (no retries, whatever the answer), to every webhook registered at that moment; registering an id again
+        replaces it. Registered straight with localstripe: the shim is for the SDK's requests."""
+        self._configure_webhook(webhook_id, [("url", url), ("secret", secret)])
+        with self.lock:
+            self.webhook_ids.add(webhook_id)
+
+    def mute_webhooks(self) -> None:
+        """Stop every webhook registered here. localstripe cannot delete one, so each is re-registered with an event
+        filter nothing matches; deliveries still waiting out their ~1 s go nowhere."""
+        with self.lock:
+            ids = sorted(self.webhook_ids)
+            self.webhook_ids.clear()
+        for webhook_id in ids:
+            self._configure_webhook(
+                webhook_id, [("url", "http://127.0.0.1:9/muted"), ("secret", "muted"), ("events[]", _MUTED_EVENT)]
+            )
+
+    def _configure_webhook(self, webhook_id: str, form: list[tuple[str, str]]) -> None:
+        status, _, body = _forward(
+            self.upstream,
+            "POST",
+            f"/_config/webhooks/{webhook_id}",
+            urlencode(form).encode(),
+            {"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        if status != 200:
+            pytest.fail(
+                f"localstripe refused POST /_config/webhooks/{webhook_id} ({status}): {body[:200]!r}", pytrace=False
+            )
 
     def seed_disputes(self, disputes: list[dict[str, Any]]) -> None:
         with self.lock:
@@ -250,6 +293,9 @@ def _handler_for(server: LocalStripe) -> type[BaseHTTPRequestHandler]:
                     return
                 if method == "POST":
                     body = urlencode(_translate_form(path, form)).encode()
+                    confirm = _CONFIRM.match(path)
+                    if confirm and server.confirm_after_decline:
+                        _clear_declined_charge(server, confirm.group("id"), self._auth())
                 target = path + (f"?{split.query}" if split.query else "")
                 status, ctype, out = _forward(server.upstream, method, target, body, self._auth())
                 self._reply(status, ctype, out)
@@ -281,6 +327,28 @@ def _translate_form(path: str, form: list[tuple[str, str]]) -> list[tuple[str, s
     if path == "/v1/refunds":
         return [(k, v) for k, v in form if k != "reason"]
     return form
+
+
+def _clear_declined_charge(server: LocalStripe, pi_id: str, headers: dict[str, str]) -> None:
+    """Stripe lets a PaymentIntent whose last charge failed be confirmed again once it has a new payment method;
+    localstripe derives `requires_payment_method` from that failed charge forever and answers 400. Before such a
+    confirm, detach the failed charge (localstripe reads JSON bodies and sets any existing attribute), so the
+    confirm makes a new charge. The failed charge itself stays listed, as on Stripe."""
+    status, _, out = _forward(server.upstream, "GET", f"/v1/payment_intents/{pi_id}", b"", headers)
+    if status != 200:
+        return  # let the confirm itself give localstripe's answer
+    pi = json.loads(out)
+    charge = pi.get("latest_charge")
+    if pi.get("payment_method") and isinstance(charge, dict) and charge.get("status") == "failed":
+        status, _, out = _forward(
+            server.upstream,
+            "POST",
+            f"/v1/payment_intents/{pi_id}",
+            json.dumps({"latest_charge": None}).encode(),
+            {**headers, "Content-Type": "application/json"},
+        )
+        if status != 200:
+            raise RuntimeError(f"could not detach the declined charge of {pi_id} ({status}): {out[:200]!r}")
 
 
 def _newest_first(
