@@ -22,6 +22,7 @@ PAGES = {
         ("phone_booking", "Phone booking", ":material/call:"),
         ("bookings", "Bookings", ":material/search:"),
         ("room_calendar", "Room calendar", ":material/calendar_month:"),
+        ("outbox", "Emails & webhooks", ":material/outgoing_mail:"),
         ("settings", "Settings", ":material/settings:"),
     ]
 }

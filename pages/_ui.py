@@ -51,6 +51,7 @@ PAGE_ROLES: dict[str, frozenset[str]] = {
     "phone_booking": frozenset({"frontdesk", "manager", "admin"}),
     "bookings": frozenset({"frontdesk", "manager", "finance", "admin"}),
     "room_calendar": frozenset({"frontdesk", "manager", "finance", "admin"}),
+    "outbox": frozenset({"manager", "admin"}),
     "settings": frozenset({"admin"}),
 }
 CAN_CANCEL = frozenset({"frontdesk", "manager", "admin"})
@@ -90,7 +91,7 @@ def sign_in(new_role: str) -> None:
 def sign_out() -> None:
     # Forget the booking in progress too: the next person must not act on someone else's half-finished work.
     for key in list(st.session_state.keys()):
-        if key == "role" or str(key).startswith(("pb_", "bk_", "ov_", "mm_")):
+        if key == "role" or str(key).startswith(("pb_", "bk_", "ov_", "mm_", "ob_")):
             del st.session_state[key]
     st.session_state["dev_role_used"] = True
 

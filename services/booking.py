@@ -28,7 +28,6 @@ from models.tables import (
     Booking,
     BookingLeg,
     BookingStatus,
-    EmailOutbox,
     ExternalRef,
     LegState,
     RefundRecord,
@@ -802,10 +801,8 @@ def _confirm_locked(svc: Services, booking_id: int, pi_id: str, actor: str, now:
             key=f"{reference}-confirmation",
             now=now,
         )
-    with svc.session() as s:
-        row_db = s.get(EmailOutbox, row.id)
-        assert row_db is not None
-        sent = notify.deliver(s, svc.mail, row_db, now=now, actor=actor, catalogue=svc.catalogue)
+    assert row.id is not None
+    sent = notify.deliver(svc, row.id, now=now, actor=actor)
     messages = ["Confirmed", "Confirmation email sent" if sent else "Confirmation email could not be sent (queued)"]
     return ConfirmResult(booking_id, reference, "confirmed", messages)
 
@@ -900,10 +897,8 @@ def _fail_and_refund(
             messages.append("Automatic refund failed: refund by hand")
     if refunded:
         messages.append("Refunded in full")
-        with svc.session() as s:
-            row_db = s.get(EmailOutbox, row.id)
-            assert row_db is not None
-            notify.deliver(s, svc.mail, row_db, now=now, actor=actor, catalogue=svc.catalogue)
+        assert row.id is not None
+        notify.deliver(svc, row.id, now=now, actor=actor)
     outcome = "cleanup_failed" if cleanup_failed else ("auto_refunded" if refunded else "refund_failed")
     return ConfirmResult(booking_id, reference, outcome, messages)
 
@@ -1123,10 +1118,8 @@ def _cancel_locked(
         targets = [(leg.calendar_id, leg.event_id, leg.day) for leg in cancelled if leg.event_id]
 
     problems = _delete_events(svc, booking_id, targets, actor, now)
-    with svc.session() as s:
-        row_db = s.get(EmailOutbox, row.id)
-        assert row_db is not None
-        if not notify.deliver(s, svc.mail, row_db, now=now, actor=actor, catalogue=svc.catalogue):
+    assert row.id is not None
+    if not notify.deliver(svc, row.id, now=now, actor=actor):
             problems.append("Cancellation email could not be sent (queued)")
     return CancelResult(booking_id, total, [leg.day for leg, _ in quotes], problems)
 

@@ -78,6 +78,15 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_send_mail(args: argparse.Namespace) -> int:
+    from services.notify import deliver_due
+
+    svc = _services()
+    report = deliver_due(svc, now=svc.now(), actor="cli", limit=args.limit)
+    print(report.line().capitalize() + ".")
+    return 0
+
+
 def _interval(text: str) -> float:
     units = {"s": 1, "m": 60, "h": 3600}
     text = text.strip().lower()
@@ -91,6 +100,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import time
 
     from services.booking import advance_legs, expire_holds
+    from services.notify import deliver_due
     from services.reconcile import reconcile
     from services.sync import SyncBusy, sync
 
@@ -99,10 +109,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         try:
             expired = expire_holds(svc, actor="worker")
             advance_legs(svc, actor="worker")
+            # Before the sync: a mail outage that has ended clears its "no confirmation sent" finding this round.
+            mail = deliver_due(svc, now=svc.now(), actor="worker")
             report = sync(svc, actor="worker")
             run = reconcile(svc, actor="worker")
             print(
-                f"{svc.now():%Y-%m-%d %H:%M:%S} holds {expired or '-'}; {report.line()}; "
+                f"{svc.now():%Y-%m-%d %H:%M:%S} holds {expired or '-'}; {mail.line()}; {report.line()}; "
                 f"{run.open_total} open finding(s) (+{run.opened}/-{run.resolved})",
                 flush=True,
             )
@@ -154,7 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the open findings as a JSON array")
     p.add_argument("--sync", action="store_true", help="sync first")
     p.set_defaults(func=cmd_reconcile)
-    p = sub.add_parser("worker", help="expire holds, sync and reconcile on a schedule")
+    p = sub.add_parser("send-mail", help="send the outbox's due emails once (the worker does this every round)")
+    p.add_argument("--limit", type=int, default=100, help="at most this many emails (default 100)")
+    p.set_defaults(func=cmd_send_mail)
+    p = sub.add_parser("worker", help="expire holds, send due emails, sync and reconcile on a schedule")
     p.add_argument("--every", type=_interval, default=300.0, help="interval such as 30s, 5m, 1h (default 5m)")
     p.add_argument("--once", action="store_true", help="run one round and exit")
     p.set_defaults(func=cmd_worker)

@@ -300,10 +300,8 @@ def send_pay_link(svc: Services, booking_id: int, *, actor: str, now: datetime |
         row = notify.queue(s, b, kind="pay_link", mail=mail, key=f"{b.reference}-pay-link-{sent_before + 1}", now=now)
         audit.record(s, "booking.pay_link.queued", actor=actor, at=now, booking=b, to=b.customer_email)
         row_id = row.id
-    with svc.session() as s:
-        row_db = s.get(EmailOutbox, row_id)
-        assert row_db is not None
-        sent = notify.deliver(s, svc.mail, row_db, now=now, actor=actor, catalogue=svc.catalogue)
+    assert row_id is not None
+    sent = notify.deliver(svc, row_id, now=now, actor=actor)
     return url, sent
 
 

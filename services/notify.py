@@ -1,18 +1,40 @@
-"""Customer emails through an outbox: a row is written first, then sent; a mail outage leaves it queued, never lost."""
+"""Customer emails through an outbox: a row is written first, then sent; a mail outage leaves it queued, never lost.
+
+A row is `queued` (never tried), `sending` (claimed by one process, see deliver), `sent`, or `failed`. A failed row
+with a `next_attempt_at` is retried from then on (transient errors: backoff, never giving up); a failed row without
+one was refused for good (a 5xx such as "mailbox unknown") and needs a person: `retry_now` after fixing the cause.
+`deliver_due` is what the worker runs.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
 
-from sqlmodel import Session, select
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
 
 from models.tables import ACTIVE_LEG_STATES, Booking, BookingLeg, EmailOutbox
 from services import audit, email_render
 from services.catalogue import Catalogue
-from services.errors import GatewayError
-from services.gateways.base import MailGateway, OutgoingEmail
+from services.context import Services
+from services.errors import GatewayError, NotFound
+from services.gateways.base import OutgoingEmail
 from services.settings import Settings
+
+log = logging.getLogger("roomdesk.notify")
+
+# After the 1st, 2nd, 3rd, 4th failed attempt; then every RETRY_EVERY for as long as the outage lasts.
+RETRY_AFTER = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=15), timedelta(hours=1))
+RETRY_EVERY = timedelta(hours=4)
+
+
+def backoff(attempts: int) -> timedelta:
+    """How long to wait after the `attempts`-th failed send before the next try (quick for a blip, then steady)."""
+    return RETRY_AFTER[attempts - 1] if 1 <= attempts <= len(RETRY_AFTER) else RETRY_EVERY
 
 
 def queue(
@@ -37,63 +59,363 @@ def queue(
     return row
 
 
-def deliver(
+# While one process sends an email the row is `sending`; if that process dies mid-send, the row is due again after
+# this long (the email may then go out twice, which beats never).
+SEND_LEASE = timedelta(minutes=10)
+
+
+def deliver(svc: Services, outbox_id: int, *, now: datetime, actor: str = "system") -> bool:
+    """Send one outbox email now; records the outcome on the row and in the audit log. True when it is sent (by this
+    call or, a moment earlier, by another process). A confirmation goes out with the .ics of the booked days as
+    they stand when sent (a service account cannot invite attendees, so the file is how the customer gets them).
+
+    No database transaction is open while the mail server is talked to (on SQLite a transaction holds the whole
+    database's write lock): the email is claimed in one short transaction, sent, and the outcome recorded in a
+    second one."""
+    return _send(svc, outbox_id, now=now, actor=actor) in ("sent", "taken-sent")
+
+
+def _claimable(now: datetime) -> sa.ColumnElement[bool]:
+    """Not sent, and not being sent by another process right now (a `sending` row past its lease is fair game)."""
+    status, next_at = col(EmailOutbox.status), col(EmailOutbox.next_attempt_at)
+    return sa.and_(
+        status != "sent", sa.or_(status != "sending", next_at.is_(None), next_at <= now)
+    )
+
+
+def _send(
+    svc: Services, outbox_id: int, *, now: datetime, actor: str, due_only: bool = False
+) -> Literal["sent", "failed", "taken", "taken-sent"]:
+    """Claim (compare-and-set on `attempts` → `sending`), send outside any transaction, record the outcome. Two
+    processes (the request that queued the email and the worker, or two workers) never both send it."""
+    with svc.session() as s:
+        row = s.get(EmailOutbox, outbox_id)
+        if row is None:
+            raise NotFound(f"No email #{outbox_id} in the outbox")
+        if row.status == "sent":
+            return "taken-sent"
+        claim = (
+            sa.update(EmailOutbox)
+            .where(col(EmailOutbox.id) == outbox_id)
+            .where(col(EmailOutbox.attempts) == row.attempts)
+            .where(_claimable(now))
+            .values(attempts=row.attempts + 1, status="sending", next_attempt_at=now + SEND_LEASE)
+            .execution_options(synchronize_session=False)
+        )
+        if due_only:
+            claim = claim.where(_due(now))
+        if not s.execute(claim).rowcount:  # type: ignore[attr-defined]
+            return "taken"
+        s.refresh(row)
+        attempt = row.attempts
+        booking = s.get(Booking, row.booking_id) if row.booking_id else None
+        attachments = []
+        if row.kind == "confirmation" and booking is not None:
+            legs = [
+                leg
+                for leg in s.exec(select(BookingLeg).where(BookingLeg.booking_id == booking.id))
+                if leg.state in ACTIVE_LEG_STATES
+            ]
+            attachments.append(email_render.calendar_attachment(booking, legs, svc.catalogue))
+        email = OutgoingEmail(
+            to=row.to,
+            subject=row.subject,
+            text=row.text,
+            html=row.html,
+            kind=row.kind,
+            booking_id=row.booking_id,
+            idempotency_key=row.idempotency_key,
+            attachments=attachments,
+        )
+    error: str | None = None
+    transient = False
+    message_id = None
+    try:
+        message_id = svc.mail.send(email)
+    except GatewayError as exc:
+        error, transient = exc.message, exc.transient
+    except Exception:
+        # Not a mail server's answer but a fault of ours: whether the email left is unknown, so it is not retried
+        # automatically (it could go out twice); staff see it under "needs attention".
+        log.exception("Sending email #%s crashed", outbox_id)
+        error = "Unexpected error while sending (details in the server log); it may or may not have left"
+    with svc.session() as s:
+        row = s.get(EmailOutbox, outbox_id)
+        assert row is not None
+        if row.attempts != attempt or row.status != "sending":
+            # Our lease ran out and another process took the email over; its outcome stands.
+            log.warning("Email #%s: outcome of attempt %s arrived after the lease; not recorded", outbox_id, attempt)
+            return "taken"
+        booking = s.get(Booking, row.booking_id) if row.booking_id else None
+        if error is not None:
+            return _failed(s, row, booking, error, transient=transient, now=now, actor=actor)
+        row.message_id = message_id
+        row.status = "sent"
+        row.sent_at = now
+        row.last_error = None
+        row.next_attempt_at = None
+        if booking is not None and row.kind == "confirmation":
+            booking.confirmation_sent_at = now
+        audit.record(s, f"email.{row.kind}.sent", actor=actor, at=now, booking=booking, to=row.to)
+        return "sent"
+
+
+def _failed(
     session: Session,
-    mail: MailGateway,
     row: EmailOutbox,
+    booking: Booking | None,
+    error: str,
+    *,
+    transient: bool,
+    now: datetime,
+    actor: str,
+) -> Literal["failed"]:
+    """Record a failed attempt. A transient error is retried until it goes through; a refusal (bad address, 5xx)
+    would only be refused again, so it waits for a person (the dashboard's Retry now)."""
+    row.status = "failed"
+    row.last_error = error[:500]
+    row.next_attempt_at = now + backoff(row.attempts) if transient else None
+    audit.record(
+        session,
+        f"email.{row.kind}.failed",
+        actor=actor,
+        at=now,
+        booking=booking,
+        error=error,
+        attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at,
+        message=f"{_kind_label(row.kind)} email failed" + ("; will try again" if transient else "; needs attention"),
+    )
+    return "failed"
+
+
+def _kind_label(kind: str) -> str:
+    return kind.replace("_", " ").capitalize()
+
+
+# --------------------------------------------------------------------------------------------------- the worker
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """One deliver_due run: what went out, what failed this time, and what is left unsent after it."""
+
+    sent: int = 0
+    failed: int = 0
+    still_queued: int = 0  # unsent, will be tried again automatically (now or at its next attempt time)
+    needs_attention: int = 0  # refused for good: waits for staff
+
+    def line(self) -> str:
+        return f"emails {self.sent} sent, {self.failed} failed, {self.still_queued} waiting" + (
+            f", {self.needs_attention} need attention" if self.needs_attention else ""
+        )
+
+
+def _due(now: datetime) -> sa.ColumnElement[bool]:
+    """Never tried and not deferred, or failed for a transient reason with its retry time reached."""
+    next_at = col(EmailOutbox.next_attempt_at)
+    return sa.or_(
+        sa.and_(col(EmailOutbox.status) == "queued", sa.or_(next_at.is_(None), next_at <= now)),
+        sa.and_(col(EmailOutbox.status).in_(("failed", "sending")), next_at.is_not(None), next_at <= now),
+    )
+
+
+def _waiting() -> sa.ColumnElement[bool]:
+    return sa.or_(
+        col(EmailOutbox.status).in_(("queued", "sending")),
+        sa.and_(col(EmailOutbox.status) == "failed", col(EmailOutbox.next_attempt_at).is_not(None)),
+    )
+
+
+def _needs_attention() -> sa.ColumnElement[bool]:
+    return sa.and_(col(EmailOutbox.status) == "failed", col(EmailOutbox.next_attempt_at).is_(None))
+
+
+def deliver_due(
+    svc: Services,
     *,
     now: datetime,
-    actor: str = "system",
-    catalogue: Catalogue | None = None,
-) -> bool:
-    """Try to send one queued email; records the outcome on the row and in the audit log. A confirmation goes out
-    with the .ics of the booked days as they stand when sent (a service account cannot invite attendees, so the
-    calendar file is how the customer gets the days into their calendar)."""
-    if row.status == "sent":
-        return True
-    booking = session.get(Booking, row.booking_id) if row.booking_id else None
-    attachments = []
-    if row.kind == "confirmation" and booking is not None and catalogue is not None:
-        legs = [
-            leg
-            for leg in session.exec(select(BookingLeg).where(BookingLeg.booking_id == booking.id))
-            if leg.state in ACTIVE_LEG_STATES
-        ]
-        attachments.append(email_render.calendar_attachment(booking, legs, catalogue))
-    row.attempts += 1
-    try:
-        row.message_id = mail.send(
-            OutgoingEmail(
-                to=row.to,
-                subject=row.subject,
-                text=row.text,
-                html=row.html,
-                kind=row.kind,
-                booking_id=row.booking_id,
-                idempotency_key=row.idempotency_key,
-                attachments=attachments,
+    actor: str = "worker",
+    limit: int = 100,
+    progress: Callable[[float, str], None] | None = None,
+) -> DeliveryReport:
+    """Send every email that is due, oldest first, each in its own transaction. Safe to run in several processes
+    at once: each email is claimed before it is sent (see _send). Audit mode sends nothing (read-only)."""
+    oldest_due = (
+        select(EmailOutbox.id).where(_due(now)).order_by(col(EmailOutbox.created_at), col(EmailOutbox.id)).limit(limit)
+    )
+    with svc.session() as s:
+        ids = [] if svc.settings.audit_mode else [row_id for row_id in s.exec(oldest_due) if row_id is not None]
+    sent = failed = 0
+    for i, row_id in enumerate(ids):
+        if progress:
+            progress(i / len(ids), f"email {i + 1} of {len(ids)}")
+        try:
+            # Claimed only if still due: another worker may have sent it since the list was made.
+            outcome = _send(svc, row_id, now=now, actor=actor, due_only=True)
+        except Exception:
+            # The database, most likely: nothing was committed past the claim, so the email is due again once its
+            # lease runs out. One email's trouble must not hold up the others.
+            log.exception("Email #%s could not be delivered", row_id)
+            failed += 1
+            continue
+        sent += outcome == "sent"
+        failed += outcome == "failed"
+    if progress and ids:
+        progress(1.0, "done")
+    return DeliveryReport(sent, failed, _count(svc, _waiting()), _count(svc, _needs_attention()))
+
+
+def _count(svc: Services, where: sa.ColumnElement[bool]) -> int:
+    with svc.session() as s:
+        return int(s.exec(select(sa.func.count()).select_from(EmailOutbox).where(where)).one())
+
+
+def count_due(svc: Services, *, now: datetime) -> int:
+    """How many emails deliver_due would send now."""
+    return _count(svc, _due(now))
+
+
+def retry_now(svc: Services, outbox_id: int, *, actor: str, now: datetime) -> OutboxEmail:
+    """Staff's Retry now: send one unsent email at once, whatever its retry time (also one refused for good, once
+    the cause is fixed). A booking's corrected address is used. Returns the email as it stands afterwards."""
+    with svc.session() as s:
+        row = s.get(EmailOutbox, outbox_id)
+        if row is None:
+            raise NotFound(f"No email #{outbox_id} in the outbox")
+        if row.status != "sent":
+            booking = s.get(Booking, row.booking_id) if row.booking_id else None
+            changed = bool(booking and booking.customer_email and booking.customer_email != row.to)
+            audit.record(
+                s,
+                f"email.{row.kind}.retry",
+                actor=actor,
+                at=now,
+                booking=booking,
+                to=booking.customer_email if changed and booking else row.to,
+                previous_to=row.to if changed else None,
+                attempts=row.attempts,
+                message=f"{_kind_label(row.kind)} email: retry now",
+            )
+            if changed and booking is not None:
+                row.to = booking.customer_email
+            resend = True
+        else:
+            resend = False
+    if resend:
+        _send(svc, outbox_id, now=now, actor=actor)
+    return get_email(svc, outbox_id)
+
+
+# --------------------------------------------------------------------------------------------------- dashboard
+
+
+@dataclass(frozen=True)
+class OutboxEmail:
+    """An outbox row as the dashboard lists it."""
+
+    id: int
+    status: str  # queued | sent | failed
+    kind: str
+    booking_reference: str | None
+    to: str
+    subject: str
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    sent_at: datetime | None
+    next_attempt_at: datetime | None
+    text: str = ""
+    html: str | None = None
+
+    @property
+    def needs_attention(self) -> bool:
+        """Failed with no automatic retry left: a person has to look."""
+        return self.status == "failed" and self.next_attempt_at is None
+
+    @property
+    def state(self) -> str:
+        """queued | sent | failed (will retry) | needs_attention."""
+        if self.status == "sending":
+            return "queued"
+        return "needs_attention" if self.needs_attention else self.status
+
+
+OUTBOX_STATES = ("queued", "failed", "needs_attention", "sent")
+
+
+def _email(row: EmailOutbox, reference: str | None, *, body: bool) -> OutboxEmail:
+    assert row.id is not None
+    return OutboxEmail(
+        row.id,
+        row.status,
+        row.kind,
+        reference,
+        row.to,
+        row.subject,
+        row.attempts,
+        row.last_error,
+        row.created_at,
+        row.sent_at,
+        row.next_attempt_at,
+        row.text if body else "",
+        row.html if body else None,
+    )
+
+
+def outbox_counts(svc: Services) -> dict[str, int]:
+    """How many emails are in each state (OUTBOX_STATES), for the dashboard's counters."""
+    state = sa.case(
+        (_needs_attention(), "needs_attention"),
+        (col(EmailOutbox.status) == "sending", "queued"),  # mid-send for a moment: still waiting, as far as staff see
+        else_=col(EmailOutbox.status),
+    )
+    with svc.session() as s:
+        found = dict(s.exec(select(state, sa.func.count()).group_by(state)).all())
+    return {name: int(found.get(name, 0)) for name in OUTBOX_STATES}
+
+
+def list_outbox(
+    svc: Services, *, states: Sequence[str] | None = None, search: str = "", limit: int = 500
+) -> list[OutboxEmail]:
+    """Emails newest first, without their bodies, optionally in some states (OUTBOX_STATES) and matching `search`
+    (booking reference, address or subject, any case)."""
+    query = select(EmailOutbox, Booking.reference).join(
+        Booking, col(Booking.id) == col(EmailOutbox.booking_id), isouter=True
+    )
+    if states is not None:
+        wanted: list[sa.ColumnElement[bool]] = []
+        if "queued" in states:
+            wanted.append(col(EmailOutbox.status).in_(("queued", "sending")))
+        if "sent" in states:
+            wanted.append(col(EmailOutbox.status) == "sent")
+        if "failed" in states:
+            wanted.append(sa.and_(col(EmailOutbox.status) == "failed", col(EmailOutbox.next_attempt_at).is_not(None)))
+        if "needs_attention" in states:
+            wanted.append(_needs_attention())
+        query = query.where(sa.or_(sa.false(), *wanted))
+    if term := search.strip():
+        like = f"%{term.lower()}%"
+        query = query.where(
+            sa.or_(
+                sa.func.lower(col(Booking.reference)).like(like),
+                sa.func.lower(col(EmailOutbox.to)).like(like),
+                sa.func.lower(col(EmailOutbox.subject)).like(like),
             )
         )
-    except GatewayError as exc:
-        row.status = "failed"
-        row.last_error = exc.message[:500]
-        audit.record(
-            session,
-            f"email.{row.kind}.failed",
-            actor=actor,
-            at=now,
-            booking=booking,
-            error=exc.message,
-            message=f"{row.kind.capitalize()} email failed",
-        )
-        return False
-    row.status = "sent"
-    row.sent_at = now
-    row.last_error = None
-    if booking is not None and row.kind == "confirmation":
-        booking.confirmation_sent_at = now
-    audit.record(session, f"email.{row.kind}.sent", actor=actor, at=now, booking=booking, to=row.to)
-    return True
+    query = query.order_by(col(EmailOutbox.created_at).desc(), col(EmailOutbox.id).desc()).limit(limit)
+    with svc.session() as s:
+        return [_email(row, reference, body=False) for row, reference in s.exec(query)]
+
+
+def get_email(svc: Services, outbox_id: int) -> OutboxEmail:
+    """One email with its text and HTML, for the preview."""
+    with svc.session() as s:
+        row = s.get(EmailOutbox, outbox_id)
+        if row is None:
+            raise NotFound(f"No email #{outbox_id} in the outbox")
+        booking = s.get(Booking, row.booking_id) if row.booking_id else None
+        return _email(row, booking.reference if booking else None, body=True)
 
 
 # The composers: one source for every customer email, the Jinja2 templates in services/templates/email (text and HTML).

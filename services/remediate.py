@@ -388,10 +388,8 @@ def _send(
             row.subject, row.text, row.html = mail.subject, mail.text, mail.html
         row_id = row.id
     # Committed before the attempt (the outbox): a mail outage leaves it queued, never lost.
-    with svc.session() as s:
-        row_db = s.get(EmailOutbox, row_id)
-        assert row_db is not None
-        return notify.deliver(s, svc.mail, row_db, now=now, actor=actor, catalogue=svc.catalogue)
+    assert row_id is not None
+    return notify.deliver(svc, row_id, now=now, actor=actor)
 
 
 def _send_confirmation(svc: Services, booking_id: int, actor: str, now: datetime) -> str:
@@ -1268,10 +1266,8 @@ def _plan_send_refund_notice(ctx: _Ctx) -> _Plan:
     def apply() -> FixResult:
         booking_id = _booking_id(ctx, booking, pay, meta, state=LegState.REFUNDED, claim=False, events={})
         if pending is not None:
-            with svc.session() as s:
-                row = s.get(EmailOutbox, pending.id)
-                assert row is not None
-                ok = notify.deliver(s, svc.mail, row, now=ctx.now, actor=ctx.actor, catalogue=svc.catalogue)
+            assert pending.id is not None
+            ok = notify.deliver(svc, pending.id, now=ctx.now, actor=ctx.actor)
         else:
             with svc.session() as s:
                 b = bk._load(s, booking_id)

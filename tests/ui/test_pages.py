@@ -21,8 +21,16 @@ App = Callable[..., AppTest]
 BANNER = "**Sandbox — no real payments or calendars.** Test cards, test calendars, emails kept locally."
 ROLE_PAGES = {
     "frontdesk": ["Phone booking", "Bookings", "Room calendar"],
-    "manager": ["Overview", "Mismatches", "Phone booking", "Bookings", "Room calendar"],
-    "admin": ["Overview", "Mismatches", "Phone booking", "Bookings", "Room calendar", "Settings"],
+    "manager": ["Overview", "Mismatches", "Phone booking", "Bookings", "Room calendar", "Emails & webhooks"],
+    "admin": [
+        "Overview",
+        "Mismatches",
+        "Phone booking",
+        "Bookings",
+        "Room calendar",
+        "Emails & webhooks",
+        "Settings",
+    ],
     "finance": ["Overview", "Bookings", "Room calendar"],
 }
 

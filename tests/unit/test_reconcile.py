@@ -291,7 +291,7 @@ def test_findings_resolve_by_themselves_and_keep_history(svc: Any, booking_reque
         from services import notify
 
         row = s.exec(select(EmailOutbox).where(EmailOutbox.booking_id == started.booking_id)).one()
-        notify.deliver(s, svc.mail, row, now=svc.now())
+    assert row.id is not None and notify.deliver(svc, row.id, now=svc.now())
     assert "missing_confirmation" not in run(svc)
     with svc.session() as s:
         old = s.get(Finding, f.id)
