@@ -351,3 +351,96 @@ class WebhookEvent(SQLModel, table=True):
     attempts: int = 0
     last_error: str | None = Field(default=None, max_length=500)
     payload: dict[str, Any] = _json({})
+
+
+class RefundOverride(SQLModel, table=True):
+    """A cancellation refund above what the policy gives: requested by staff, executed only once one manager and one
+    finance person (two different people) have approved it. Runbook 003's dual approval."""
+
+    __tablename__ = "refund_override"
+
+    id: int | None = Field(default=None, primary_key=True)
+    booking_id: int = Field(foreign_key="booking.id", index=True)
+    leg_ids: list[int] = _json([])  # the days cancelled with this refund
+    policy_refund_cents: int  # what the policy gives for those days
+    requested_refund_cents: int  # what staff ask for (above the policy)
+    currency: str = Field(default="CAD", max_length=3)
+    reason: str = Field(max_length=500)
+    # pending | approved (both signatures, executing) | executed | failed | rejected | withdrawn
+    status: str = Field(default="pending", max_length=12, index=True)
+    requested_by: str = Field(max_length=254)
+    requested_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    manager_approved_by: str | None = Field(default=None, max_length=254)
+    manager_approved_at: datetime | None = _ts(nullable=True)
+    finance_approved_by: str | None = Field(default=None, max_length=254)
+    finance_approved_at: datetime | None = _ts(nullable=True)
+    decided_by: str | None = Field(default=None, max_length=254)  # who rejected or withdrew it
+    decided_at: datetime | None = _ts(nullable=True)
+    decision_note: str | None = Field(default=None, max_length=500)
+    executed_at: datetime | None = _ts(nullable=True)
+    refunded_cents: int | None = None
+    error: str | None = Field(default=None, max_length=500)
+
+
+class DisputeCase(SQLModel, table=True):
+    """A Stripe dispute (chargeback) on one of our payments, as the webhooks and syncs report it, with the evidence
+    we submitted."""
+
+    __tablename__ = "dispute_case"
+
+    id: int | None = Field(default=None, primary_key=True)
+    dispute_id: str = Field(max_length=64, unique=True, index=True)
+    booking_id: int | None = Field(default=None, index=True)
+    payment_intent_id: str | None = Field(default=None, max_length=64, index=True)
+    charge_id: str | None = Field(default=None, max_length=64)
+    amount_cents: int = 0
+    currency: str = Field(default="CAD", max_length=3)
+    reason: str = Field(default="", max_length=64)
+    status: str = Field(default="needs_response", max_length=32, index=True)  # Stripe's dispute status
+    evidence_due_by: datetime | None = _ts(nullable=True, index=True)
+    opened_at: datetime | None = _ts(nullable=True)
+    closed_at: datetime | None = _ts(nullable=True)
+    evidence_submitted_at: datetime | None = _ts(nullable=True)
+    evidence_submitted_by: str | None = Field(default=None, max_length=254)
+    evidence: dict[str, Any] = _json({})  # the fields sent to Stripe
+    evidence_pdf_sha256: str | None = Field(default=None, max_length=64)
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class DailyClose(SQLModel, table=True):
+    """One run of the daily close for a business day: Stripe's balance transactions against our ledger. Reruns add
+    rows; the newest per day is the day's result."""
+
+    __tablename__ = "daily_close"
+
+    id: int | None = Field(default=None, primary_key=True)
+    business_day: date = Field(index=True)
+    status: str = Field(max_length=12, index=True)  # passed | failed | error
+    run_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    run_by: str = Field(max_length=254)
+    currency: str = Field(default="CAD", max_length=3)
+    stripe_cents: int = 0  # gross volume Stripe reports for the day (charges + refunds + disputes, absolute)
+    ledger_cents: int = 0  # the same from our ledger
+    variance_cents: int = 0  # sum of absolute differences per item
+    variance_bps: int = 0
+    tolerance_bps: int = 50
+    totals: dict[str, Any] = _json({})  # per category (charge, refund, fee, dispute): stripe, ledger, net
+    error: str | None = Field(default=None, max_length=500)
+
+
+class DailyCloseItem(SQLModel, table=True):
+    """One difference found by a daily close."""
+
+    __tablename__ = "daily_close_item"
+
+    id: int | None = Field(default=None, primary_key=True)
+    close_id: int = Field(foreign_key="daily_close.id", index=True)
+    category: str = Field(max_length=16)  # charge | refund | dispute | fee
+    problem: str = Field(max_length=32)  # missing_in_ledger | missing_in_stripe | amount_differs
+    stripe_id: str | None = Field(default=None, max_length=64)
+    booking_id: int | None = None
+    booking_reference: str | None = Field(default=None, max_length=16)
+    stripe_cents: int = 0
+    ledger_cents: int = 0
+    difference_cents: int = 0
+    note: str = Field(default="", max_length=500)
