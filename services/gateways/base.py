@@ -81,6 +81,22 @@ class PaymentsGateway(Protocol):
         """A Stripe list object of Events (`type`, `created`, `data.object`), newest first: what sync follows."""
         ...
 
+    def submit_dispute_evidence(self, dispute_id: str, evidence: dict[str, str], submit: bool) -> Json:
+        """Add evidence fields (Stripe's names) to a dispute; with `submit`, send them to the bank (once)."""
+        ...
+
+    def list_balance_transactions(
+        self,
+        *,
+        created_gte: datetime | None = None,
+        created_lt: datetime | None = None,
+        limit: int = 100,
+        starting_after: str | None = None,
+    ) -> Json:
+        """Balance transactions (charges, refunds, fees, disputes; `reporting_category`), newest first, created in
+        [created_gte, created_lt)."""
+        ...
+
 
 @runtime_checkable
 class CalendarGateway(Protocol):

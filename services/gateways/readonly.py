@@ -40,6 +40,9 @@ class ReadOnlyPayments:
     def refund(self, payment_intent_id: str, **_: Any) -> Json:
         raise _refuse("Stripe")
 
+    def submit_dispute_evidence(self, dispute_id: str, evidence: dict[str, str], submit: bool) -> Json:
+        raise _refuse("Stripe")
+
 
 class ReadOnlyCalendar:
     def __init__(self, inner: CalendarGateway) -> None:

@@ -388,6 +388,102 @@ class SandboxPayments:
             self._record_event(tx, "charge.dispute.created", dispute)
         return dispute
 
+    def close_dispute(self, dispute_id: str, *, won: bool) -> Json:
+        """The bank decides the dispute (`won` or `lost`); records `charge.dispute.closed`. Sandbox only."""
+        with self.store.transaction() as tx:
+            dispute = _get(tx, "dispute", dispute_id)
+            if dispute["status"] in ("won", "lost"):
+                return dispute
+            dispute["status"] = "won" if won else "lost"
+            tx.put("dispute", dispute_id, dispute)
+            self._record_event(tx, "charge.dispute.closed", dispute)
+        return dispute
+
+    # -- finance ---------------------------------------------------------------------------------------------------
+
+    def submit_dispute_evidence(self, dispute_id: str, evidence: dict[str, str], submit: bool) -> Json:
+        """Add evidence fields to a dispute (Stripe's names); with `submit`, send it (status `under_review`, once)."""
+        op = "submit_dispute_evidence"
+        self.faults.before(op, PROVIDER, dispute_id=dispute_id, submit=submit)
+        unknown = sorted(set(evidence) - DISPUTE_EVIDENCE_FIELDS)
+        if unknown:
+            raise _bad_request(f"Received unknown parameter: evidence[{unknown[0]}]")
+        with self.store.transaction() as tx:
+            dispute = _get(tx, "dispute", dispute_id)
+            details = dispute.setdefault("evidence_details", {})
+            if details.get("submission_count", 0) and dispute["status"] != "needs_response":
+                if submit:
+                    raise InvalidState(f"The evidence for dispute {dispute_id} has already been submitted")
+            elif dispute["status"] not in ("needs_response", "warning_needs_response"):
+                raise InvalidState(f"Dispute {dispute_id} is {dispute['status']}; evidence can no longer be added")
+            dispute["evidence"] = {**(dispute.get("evidence") or {}), **evidence}
+            details["has_evidence"] = True
+            if submit:
+                details["submission_count"] = int(details.get("submission_count", 0)) + 1
+                dispute["status"] = "under_review"
+            tx.put("dispute", dispute_id, dispute)
+            self._record_event(tx, "charge.dispute.updated", dispute)
+        self.faults.after(op, PROVIDER, dispute_id=dispute_id, submit=submit)
+        return dispute
+
+    def list_balance_transactions(
+        self,
+        *,
+        created_gte: datetime | None = None,
+        created_lt: datetime | None = None,
+        limit: int = 100,
+        starting_after: str | None = None,
+    ) -> Json:
+        """Balance transactions as Stripe reports them (newest first): one per charge (`reporting_category`
+        charge, with Stripe's card fee), per refund (refund), per dispute debit (dispute, with the dispute fee) and
+        per won dispute's reversal (dispute_reversal). Derived from the store's charges, refunds and disputes."""
+        op = "list_balance_transactions"
+        self.faults.before(op, PROVIDER, limit=limit, starting_after=starting_after)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
+            raise _bad_request(f"limit must be between 1 and 100, not {limit!r}")
+        with self.store.read() as tx:
+            charges, refunds, disputes = tx.records("charge"), tx.records("refund"), tx.records("dispute")
+        txns: list[tuple[int, Json]] = []
+        for rec in charges:
+            ch = rec.data
+            if ch.get("status") == "succeeded" and ch.get("balance_transaction"):
+                amount = int(ch["amount_captured"])
+                fee = card_fee(amount)
+                txns.append((rec.ord, _txn(ch["balance_transaction"], "charge", "charge", ch, amount, fee)))
+        for rec in refunds:
+            re_ = rec.data
+            if re_.get("status") == "succeeded" and re_.get("balance_transaction"):
+                txns.append((rec.ord, _txn(re_["balance_transaction"], "refund", "refund", re_, -int(re_["amount"]))))
+        for rec in disputes:
+            dp = rec.data
+            if dp.get("status", "").startswith("warning"):
+                continue  # an inquiry moves no money
+            txns.append((rec.ord, _txn(f"txn_{dp['id']}", "adjustment", "dispute", dp, -int(dp["amount"]), 1500)))
+            if dp.get("status") == "won":
+                reversal = _txn(f"txn_{dp['id']}_won", "adjustment", "dispute_reversal", dp, int(dp["amount"]), -1500)
+                txns.append((rec.ord, reversal))
+        lo = int(created_gte.timestamp()) if created_gte is not None else None
+        hi = int(created_lt.timestamp()) if created_lt is not None else None
+        items = [
+            t
+            for _, t in sorted(txns, key=lambda pair: (int(pair[1]["created"]), pair[0]), reverse=True)
+            if (lo is None or t["created"] >= lo) and (hi is None or t["created"] < hi)
+        ]
+        start = 0
+        if starting_after is not None:
+            position = next((i for i, item in enumerate(items) if item["id"] == starting_after), None)
+            if position is None:
+                raise NotFound(f"No such balance transaction: {starting_after}")
+            start = position + 1
+        result = {
+            "object": "list",
+            "data": items[start : start + limit],
+            "has_more": start + limit < len(items),
+            "url": "/v1/balance_transactions",
+        }
+        self.faults.after(op, PROVIDER, limit=limit, starting_after=starting_after)
+        return result
+
     def load(self, kind: str, objects: list[Json]) -> None:
         """Import provider-JSON objects as they are (kind: payment_intent, charge, refund, dispute or event)."""
         if kind not in _KINDS:
@@ -509,6 +605,46 @@ class SandboxPayments:
             "has_more": start + limit < len(items),
             "url": _URLS[kind],
         }
+
+
+# Stripe's dispute evidence fields (API reference); the sandbox refuses others as Stripe does.
+DISPUTE_EVIDENCE_FIELDS = frozenset(
+    {
+        "access_activity_log", "billing_address", "cancellation_policy", "cancellation_policy_disclosure",
+        "cancellation_rebuttal", "customer_communication", "customer_email_address", "customer_name",
+        "customer_purchase_ip", "customer_signature", "duplicate_charge_documentation",
+        "duplicate_charge_explanation", "duplicate_charge_id", "product_description", "receipt", "refund_policy",
+        "refund_policy_disclosure", "refund_refusal_explanation", "service_date", "service_documentation",
+        "shipping_address", "shipping_carrier", "shipping_date", "shipping_documentation", "shipping_tracking_number",
+        "uncategorized_file", "uncategorized_text",
+    }
+)  # fmt: skip
+
+
+def card_fee(amount_cents: int) -> int:
+    """Stripe's standard Canadian card fee: 2.9 % + 30 ¢ (what the sandbox charges; live fees come from Stripe)."""
+    return round(amount_cents * 29 / 1000) + 30
+
+
+def _txn(txn_id: str, type_: str, category: str, source: Json, amount: int, fee: int = 0) -> Json:
+    return {
+        "id": txn_id,
+        "object": "balance_transaction",
+        "amount": amount,
+        "available_on": int(source.get("created") or 0) + 2 * 86_400,
+        "created": int(source.get("created") or 0),
+        "currency": source.get("currency") or "cad",
+        "description": None,
+        "fee": fee,
+        "fee_details": [{"amount": fee, "currency": source.get("currency") or "cad", "type": "stripe_fee"}]
+        if fee
+        else [],
+        "net": amount - fee,
+        "reporting_category": category,
+        "source": source["id"],
+        "status": "available",
+        "type": type_,
+    }
 
 
 def _get(tx: StoreTx, kind: str, object_id: str) -> Json:

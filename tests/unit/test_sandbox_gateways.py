@@ -261,6 +261,50 @@ def test_dispute_appears_in_list_disputes(payments: SandboxPayments) -> None:
         payments.refund(pi["id"], amount_cents=100, reason="x", idempotency_key="rf-disputed")
 
 
+def test_dispute_evidence_is_added_then_submitted_once_and_the_bank_decides(payments: SandboxPayments) -> None:
+    pi = paid_pi(payments, amount_cents=30_000)
+    dispute = payments.open_dispute(pi["id"])
+    with pytest.raises(GatewayError, match="unknown parameter: evidence\\[favourite_colour\\]"):
+        payments.submit_dispute_evidence(dispute["id"], {"favourite_colour": "blue"}, submit=False)
+    draft = payments.submit_dispute_evidence(dispute["id"], {"service_date": "2026-03-04"}, submit=False)
+    assert draft["status"] == "needs_response" and draft["evidence"] == {"service_date": "2026-03-04"}
+    sent = payments.submit_dispute_evidence(dispute["id"], {"uncategorized_text": "Room was ready"}, submit=True)
+    assert sent["status"] == "under_review" and sent["evidence_details"]["submission_count"] == 1
+    assert sent["evidence"] == {"service_date": "2026-03-04", "uncategorized_text": "Room was ready"}
+    with pytest.raises(InvalidState, match="already been submitted"):
+        payments.submit_dispute_evidence(dispute["id"], {"uncategorized_text": "again"}, submit=True)
+    closed = payments.close_dispute(dispute["id"], won=True)
+    assert closed["status"] == "won"
+    assert payments.list_events(type="charge.dispute.closed")["data"][0]["data"]["object"]["status"] == "won"
+
+
+def test_balance_transactions_follow_charges_refunds_and_disputes(payments: SandboxPayments, clock: Clock) -> None:
+    first = paid_pi(payments, amount_cents=10_000)
+    clock.advance(days=1)
+    second = paid_pi(payments, amount_cents=20_000)
+    payments.refund(second["id"], amount_cents=5_000, reason="x", idempotency_key="rf-bt")
+    dispute = payments.open_dispute(first["id"])
+    payments.close_dispute(dispute["id"], won=True)
+    txns = payments.list_balance_transactions()["data"]
+    summary = [(t["reporting_category"], t["amount"], t["fee"], t["net"]) for t in txns]
+    assert sorted(summary) == sorted(
+        [
+            ("charge", 10_000, 320, 9_680),
+            ("charge", 20_000, 610, 19_390),
+            ("refund", -5_000, 0, -5_000),
+            ("dispute", -10_000, 1_500, -11_500),
+            ("dispute_reversal", 10_000, -1_500, 11_500),
+        ]
+    )
+    day_two = payments.list_balance_transactions(created_gte=T0 + timedelta(days=1), created_lt=T0 + timedelta(days=2))
+    assert sorted(t["reporting_category"] for t in day_two["data"]) == [
+        "charge", "dispute", "dispute_reversal", "refund"
+    ]  # fmt: skip
+    page = payments.list_balance_transactions(limit=2)
+    rest = payments.list_balance_transactions(limit=100, starting_after=page["data"][-1]["id"])
+    assert page["has_more"] and [t["id"] for t in page["data"] + rest["data"]] == [t["id"] for t in txns]
+
+
 def test_lists_are_newest_first_and_paged(payments: SandboxPayments) -> None:
     ids = [create_pi(payments, idempotency_key=f"k{n}")["id"] for n in range(5)]
     page = payments.list_payment_intents(limit=2)
