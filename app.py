@@ -22,6 +22,11 @@ PAGES = {
         ("phone_booking", "Phone booking", ":material/call:"),
         ("bookings", "Bookings", ":material/search:"),
         ("room_calendar", "Room calendar", ":material/calendar_month:"),
+        ("refunds", "Refunds report", ":material/receipt_long:"),
+        ("revenue", "Revenue & occupancy", ":material/bar_chart:"),
+        ("approvals", "Refund approvals", ":material/approval:"),
+        ("disputes", "Disputes", ":material/gavel:"),
+        ("daily_close", "Daily close", ":material/account_balance:"),
         ("outbox", "Emails & webhooks", ":material/outgoing_mail:"),
         ("settings", "Settings", ":material/settings:"),
     ]

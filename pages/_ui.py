@@ -51,9 +51,16 @@ PAGE_ROLES: dict[str, frozenset[str]] = {
     "phone_booking": frozenset({"frontdesk", "manager", "admin"}),
     "bookings": frozenset({"frontdesk", "manager", "finance", "admin"}),
     "room_calendar": frozenset({"frontdesk", "manager", "finance", "admin"}),
+    "refunds": frozenset({"manager", "finance", "admin"}),
+    "revenue": frozenset({"manager", "finance", "admin"}),
+    "approvals": frozenset({"manager", "finance", "admin"}),
+    "disputes": frozenset({"manager", "finance", "admin"}),
+    "daily_close": frozenset({"finance", "admin"}),
     "outbox": frozenset({"manager", "admin"}),
     "settings": frozenset({"admin"}),
 }
+# Session-state key prefixes of the pages' widgets and results, cleared when someone signs out or switches role.
+PAGE_STATE_PREFIXES = ("pb_", "bk_", "ov_", "mm_", "ob_", "ap_", "rf_", "rv_", "dc_", "ds_")
 CAN_CANCEL = frozenset({"frontdesk", "manager", "admin"})
 # Sync now refreshes the cache and the findings; it changes no booking, but finance only looks at the Overview.
 CAN_SYNC = frozenset({"manager", "admin"})
@@ -91,7 +98,7 @@ def sign_in(new_role: str) -> None:
 def sign_out() -> None:
     # Forget the booking in progress too: the next person must not act on someone else's half-finished work.
     for key in list(st.session_state.keys()):
-        if key == "role" or str(key).startswith(("pb_", "bk_", "ov_", "mm_", "ob_")):
+        if key == "role" or str(key).startswith(PAGE_STATE_PREFIXES):
             del st.session_state[key]
     st.session_state["dev_role_used"] = True
 

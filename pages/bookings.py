@@ -1,5 +1,6 @@
 """Bookings: find a booking (PaymentIntent id, reference, email, name, room, dates, status) and see everything about
-it — days, live payment and calendar state, refunds, emails, audit trail — and cancel it.
+it — days, live payment and calendar state, refunds, emails, audit trail — and cancel it, by the policy or, with
+"Refund more than the policy", as a request that waits for a manager's and a finance approval (pages/approvals.py).
 
 `?pi=pi_…` or `?ref=RD…` opens a booking directly; selecting a row puts its reference in the URL, so the address
 bar is always a link to what is on screen.
@@ -19,7 +20,9 @@ from services import customer
 from services.booking import cancel_booking, cancellation_quote, find_booking_id, sandbox_pay
 from services.context import Services
 from services.errors import DomainError, NotFound
+from services.finance import overrides
 from services.queries import BookingDetail, booking_detail, booking_timeline, search_bookings
+from services.rules.refunds import LegRefund
 from services.rules.timefmt import day_label
 from services.sync import last_sync
 
@@ -183,6 +186,27 @@ def cancel_dialog(detail: BookingDetail) -> None:
                 f"Policy sold with this booking ({(b.policy_snapshot or {}).get('version', '?')}): {policy_text}"
             )
         total = sum(q.refund_cents for _, q in quotes)
+        chosen_ids = [leg.id for leg, _ in quotes if leg.id is not None]
+        clashes = []
+        if not unpaid:
+            for waiting in overrides.list_overrides(svc, booking_id=b.id, statuses=overrides.OPEN):
+                if set(waiting.row.leg_ids) & set(chosen_ids):
+                    clashes.append(waiting.id)
+                    st.warning(
+                        f"Override #{waiting.id} (refund {ui.money(svc, waiting.row.requested_refund_cents)} for "
+                        f"{ui.days_label(waiting.days)}) is waiting for approval: cancelling here by the policy "
+                        "would make it fail.",
+                        icon=":material/approval:",
+                    )
+        more = not unpaid and st.toggle(
+            "Refund more than the policy",
+            key="bk_override_on",
+            help="Needs two approvals from two different people, a manager and a finance person. Nothing is "
+            "cancelled or refunded until both have approved.",
+        )
+        if more:
+            _override_form(b.id, quotes, total, blocked=bool(clashes))
+            return
         reason = st.text_input("Reason", value="Customer asked to cancel", key="bk_cancel_reason")
         c1, c2 = st.columns(2)
         label = (
@@ -205,6 +229,72 @@ def cancel_dialog(detail: BookingDetail) -> None:
                 return
             st.session_state.pop("bk_cancel_for", None)
             st.rerun()
+
+
+def _override_form(
+    booking_id: int, quotes: list[tuple[BookingLeg, LegRefund]], policy_cents: int, *, blocked: bool
+) -> None:
+    """Ask for a refund above the policy: creates a pending override (services/finance/overrides.py) instead of
+    cancelling."""
+    left = sum(max(q.paid_cents - q.already_refunded_cents, 0) for _, q in quotes)
+    ids = [leg.id for leg, _ in quotes if leg.id is not None]
+    # Keyed by the days: their refundable total is the input's maximum, and a kept value above a new maximum fails.
+    dollars = st.number_input(
+        f"Refund in {settings.currency} (dollars)",
+        min_value=0.0,
+        max_value=left / 100,
+        value=left / 100,
+        step=5.0,
+        format="%.2f",
+        key=f"bk_override_amount_{'-'.join(map(str, ids))}",
+        help=f"Up to {ui.money(svc, left)}: what was paid for these days less what was already refunded.",
+    )
+    cents = round(dollars * 100)
+    why = st.text_area(
+        "Why more than the policy",
+        key="bk_override_reason",
+        max_chars=overrides.MAX_TEXT,
+        placeholder="e.g. The customer's flight was cancelled; the manager agreed on the phone",
+        help="The approvers decide on this; it is kept with the refund.",
+    )
+    extra = cents - policy_cents
+    st.caption(
+        f"The policy gives {ui.money(svc, policy_cents)}"
+        + (f"; this asks {ui.money(svc, extra)} more." if extra > 0 else ".")
+        + " It then waits on **Refund approvals** for a manager and a finance approval; the second approval cancels "
+        "the days and refunds at once."
+    )
+    c1, c2 = st.columns(2)
+    ask = c1.button(
+        f"Ask for approval to refund {ui.money(svc, cents)}",
+        type="primary",
+        key="bk_override_go",
+        disabled=blocked,
+        help="These days already have an override waiting: withdraw or reject it first." if blocked else None,
+    )
+    if c2.button("Keep the booking", key="bk_override_keep"):
+        st.session_state.pop("bk_cancel_for", None)
+        st.rerun()
+    if ask:
+        try:
+            outcome = overrides.request_override(
+                svc, booking_id, leg_ids=ids, refund_cents=cents, reason=why, actor=ui.actor()
+            )
+        except DomainError as exc:
+            ui.show_error(exc, doing="Not sent for approval")
+            return
+        st.session_state["bk_override_result"] = (booking_id, outcome)
+        st.session_state.pop("bk_cancel_for", None)
+        st.session_state.pop("bk_override_on", None)
+        st.rerun()
+
+
+def _withdraw(override_id: int, booking_id: int) -> None:
+    try:
+        outcome: overrides.OverrideOutcome | DomainError = overrides.withdraw(svc, override_id, actor=ui.actor())
+    except DomainError as exc:
+        outcome = exc
+    st.session_state["bk_override_result"] = (booking_id, outcome)
 
 
 def _notice(hours: float) -> str:
@@ -280,6 +370,12 @@ if done and done[0] == b.id:
     )
     for problem in res.problems:
         st.warning(problem)
+asked = st.session_state.get("bk_override_result")
+if asked and asked[0] == b.id:
+    if isinstance(asked[1], DomainError):
+        ui.show_error(asked[1], doing="Override not changed")
+    else:
+        st.info(asked[1].message, icon=":material/approval:")
 paid_result = st.session_state.get("bk_pay_result")
 if paid_result and paid_result[0] == b.id:
     outcome = paid_result[1]
@@ -436,6 +532,41 @@ if detail.refunds:
     )
 else:
     st.caption("No refunds.")
+
+booking_overrides = overrides.list_overrides(svc, booking_id=b.id)
+if booking_overrides:
+    st.markdown("#### Refunds above the policy")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "#": o.id,
+                    "Days": ui.days_label(o.days),
+                    "Policy": ui.money(svc, o.row.policy_refund_cents),
+                    "Requested": ui.money(svc, o.row.requested_refund_cents),
+                    "Status": overrides.status_text(o.row),
+                    "Asked by": f"{o.row.requested_by}, {ui.venue(svc, o.row.requested_at)}",
+                    "Approved by": ", ".join(filter(None, (o.row.manager_approved_by, o.row.finance_approved_by)))
+                    or "—",
+                    "Reason": o.row.reason,
+                }
+                for o in booking_overrides
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    if role in ui.PAGE_ROLES["approvals"] and any(o.row.status in overrides.OPEN for o in booking_overrides):
+        st.caption("Approve or reject them on [Refund approvals](/approvals).")
+    for o in booking_overrides:
+        if o.row.status == "pending" and o.row.requested_by == ui.actor():
+            st.button(
+                f"Withdraw override #{o.id}",
+                key=f"bk_withdraw_{o.id}",
+                on_click=_withdraw,
+                args=(o.id, b.id),
+                help="Take your request back; nothing is cancelled or refunded.",
+            )
 
 # ---- emails ----------------------------------------------------------------------------------------------------
 st.markdown("#### Emails")

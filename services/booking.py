@@ -1022,19 +1022,45 @@ def cancel_booking(
     leg_ids: Sequence[int] | None = None,
     reason: str = "Customer asked to cancel",
     now: datetime | None = None,
+    refund_cents: int | None = None,
+    refund_key: str | None = None,
 ) -> CancelResult:
-    """Cancel a whole booking or some of its days: refund per the policy snapshot, delete their events, email."""
+    """Cancel a whole booking or some of its days: refund per the policy snapshot, delete their events, email.
+
+    `refund_cents` replaces the policy's refund for these days (an approved override, services/finance/overrides.py;
+    never more than what is left of them); `refund_key` is then its Stripe idempotency key."""
     now = _now(svc, now)
     if not _acquire_lease(svc, booking_id, now):
         raise GatewayError("This booking is being processed right now; try again in a minute", transient=True)
     try:
-        return _cancel_locked(svc, booking_id, actor, leg_ids, reason, now)
+        return _cancel_locked(svc, booking_id, actor, leg_ids, reason, now, refund_cents, refund_key)
     finally:
         _release_lease(svc, booking_id)
 
 
+def _spread(quotes: Sequence[tuple[BookingLeg, LegRefund]], total: int) -> dict[int | None, int]:
+    """Share a refund over the days in day order: first up to each day's policy refund, then up to what is left of
+    each day, so a day never gets back more than was paid for it."""
+    shares = {leg.id: 0 for leg, _ in quotes}
+    left = total
+    for up_to_policy in (True, False):
+        for leg, q in quotes:
+            cap = q.refund_cents if up_to_policy else q.paid_cents - q.already_refunded_cents
+            give = min(max(cap - shares[leg.id], 0), left)
+            shares[leg.id] += give
+            left -= give
+    return shares
+
+
 def _cancel_locked(
-    svc: Services, booking_id: int, actor: str, leg_ids: Sequence[int] | None, reason: str, now: datetime
+    svc: Services,
+    booking_id: int,
+    actor: str,
+    leg_ids: Sequence[int] | None,
+    reason: str,
+    now: datetime,
+    refund_cents: int | None = None,
+    refund_key: str | None = None,
 ) -> CancelResult:
     with svc.session() as s:
         booking = _load(s, booking_id)
@@ -1051,7 +1077,11 @@ def _cancel_locked(
     quotes = [(leg, q) for leg, q in quotes if leg.state == LegState.CONFIRMED]
     if not quotes:
         raise InvalidState("None of these days can be cancelled (already cancelled, refunded or past)")
-    total = sum(q.refund_cents for _, q in quotes)
+    policy_total = sum(q.refund_cents for _, q in quotes)
+    total = policy_total if refund_cents is None else refund_cents
+    left = sum(max(q.paid_cents - q.already_refunded_cents, 0) for _, q in quotes)
+    if not 0 <= total <= left:
+        raise InvalidState(f"A refund of {total / 100:.2f} is not possible: {left / 100:.2f} is left for these days")
     ids = sorted(leg.id for leg, _ in quotes if leg.id is not None)
 
     if total > 0:
@@ -1064,7 +1094,7 @@ def _cancel_locked(
                 f"Stripe shows {remaining / 100:.2f} left to refund, less than the {total / 100:.2f} due: "
                 "sync and check this booking before cancelling"
             )
-        key = f"roomdesk-{booking.reference}-cancel-" + "-".join(str(i) for i in ids)
+        key = refund_key or f"roomdesk-{booking.reference}-cancel-" + "-".join(str(i) for i in ids)
         errors: list[str] = []
         if not _refund(
             svc,
@@ -1075,7 +1105,7 @@ def _cancel_locked(
             actor=actor,
             now=now,
             key=key,
-            policy_quote=total,
+            policy_quote=policy_total,
             leg_ids=ids,
             errors=errors,
         ):
@@ -1084,13 +1114,13 @@ def _cancel_locked(
 
     with svc.session() as s:
         booking = _load(s, booking_id)
-        by_id = {q[0].id: q[1] for q in quotes}
+        shares = _spread(quotes, total)
         legs = _legs(s, booking_id)
         cancelled = []
         for leg in legs:
-            if leg.id in by_id:
+            if leg.id in shares:
                 _set_state(leg, LegState.CANCELLED, now)
-                leg.refunded_cents += by_id[leg.id].refund_cents
+                leg.refunded_cents += shares[leg.id]
                 cancelled.append(leg)
         _release_claims(s, booking_id, ids)
         booking.status = derive_status(legs)
@@ -1105,6 +1135,8 @@ def _cancel_locked(
             refund_cents=total,
             reason=reason,
             quotes={str(leg.day): q.band for leg, q in quotes},
+            # An override's record says what the policy gave; an ordinary cancellation refunds exactly that.
+            policy_refund_cents=None if refund_cents is None else policy_total,
         )
         mail = notify.cancellation(svc.catalogue, svc.settings, booking, cancelled, total)
         row = notify.queue(
@@ -1120,7 +1152,7 @@ def _cancel_locked(
     problems = _delete_events(svc, booking_id, targets, actor, now)
     assert row.id is not None
     if not notify.deliver(svc, row.id, now=now, actor=actor):
-            problems.append("Cancellation email could not be sent (queued)")
+        problems.append("Cancellation email could not be sent (queued)")
     return CancelResult(booking_id, total, [leg.day for leg, _ in quotes], problems)
 
 

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import date
 
 from services.errors import DomainError
 
@@ -148,6 +149,69 @@ def cmd_serve_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date: {text!r} (use YYYY-MM-DD)") from None
+
+
+def cmd_export_refunds(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from services.finance import reports
+    from services.rules.timefmt import money
+
+    svc = _services()
+    for slug in args.room or []:
+        svc.catalogue.room(slug)  # an unknown room is an error, not an empty report
+    report = reports.refund_report(
+        svc, args.date_from, args.date_to, rooms=args.room or None, origins=args.origin or None, live=args.live
+    )
+    data = reports.refunds_xlsx(report) if args.format == "xlsx" else reports.refunds_csv(report)
+    try:
+        Path(args.out).write_bytes(data)
+    except OSError as exc:
+        print(f"error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    line = f"{report.count} refund(s), {money(report.total_cents, report.currency)} from {args.date_from} to "
+    line += f"{args.date_to} → {args.out}"
+    if report.not_in_ledger:
+        line += f" ({report.not_in_ledger} made in Stripe and not in our ledger)"
+    print(line)
+    return 0
+
+
+def cmd_close(args: argparse.Namespace) -> int:
+    """Exit status: 0 passed, 1 failed (differences above the tolerance), 2 error (Stripe unreachable…)."""
+    from pathlib import Path
+
+    from services.finance import close
+    from services.rules.timefmt import money
+
+    svc = _services()
+    day = args.day or close.default_business_day(svc)
+    result = close.run_close(svc, day, actor="cli")
+    c = result.close
+    if c.status == "error":
+        print(f"{day}: error: {c.error}", file=sys.stderr)
+        return 2
+    print(
+        f"{day}: {c.status} — variance {c.variance_bps} bps (tolerance {c.tolerance_bps}), "
+        f"Stripe {money(c.stripe_cents, c.currency)}, ledger {money(c.ledger_cents, c.currency)}, "
+        f"{len(result.items)} differing item(s)"
+    )
+    for item in result.items:
+        print(
+            f"  {item.category:<16} {item.problem:<18} {item.stripe_id or '-':<30} {item.booking_reference or '-':<10} "
+            f"{money(item.difference_cents, c.currency)}  {item.note}"
+        )
+    if args.csv:
+        assert c.id is not None
+        Path(args.csv).write_bytes(close.close_csv(svc, c.id))
+    return 0 if result.passed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m services.cli", description="Room Desk operations")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step")
@@ -176,6 +240,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sandbox-load", help="fill the sandbox from Stripe and Google Calendar JSON files")
     p.add_argument("dir", help="folder with stripe/*.json and calendar/<calendar_id>.json")
     p.set_defaults(func=cmd_sandbox_load)
+    p = sub.add_parser("export-refunds", help="write the refunds report of a date range (venue dates) as CSV or XLSX")
+    p.add_argument(
+        "--from",
+        dest="date_from",
+        type=_day,
+        required=True,
+        metavar="YYYY-MM-DD",
+        help="first day, YYYY-MM-DD (venue time)",
+    )
+    p.add_argument(
+        "--to", dest="date_to", type=_day, required=True, metavar="YYYY-MM-DD", help="last day, YYYY-MM-DD (inclusive)"
+    )
+    p.add_argument("--format", choices=["csv", "xlsx"], required=True, help="csv or xlsx")
+    p.add_argument("--out", required=True, metavar="FILE", help="file to write")
+    p.add_argument("--room", action="append", help="only this room (slug; repeatable)")
+    p.add_argument(
+        "--origin",
+        action="append",
+        choices=["auto_gate2", "cancellation", "remediation", "stripe_dashboard"],
+        help="only refunds of this origin (repeatable)",
+    )
+    p.add_argument("--live", action="store_true", help="read Stripe's refunds from Stripe, not the last sync's copy")
+    p.set_defaults(func=cmd_export_refunds)
+    p = sub.add_parser("close", help="daily close: Stripe's balance transactions of a day against our ledger")
+    p.add_argument("--day", type=_day, metavar="YYYY-MM-DD", help="business day, venue time (default: yesterday)")
+    p.add_argument("--csv", metavar="FILE", help="also write the result as CSV")
+    p.set_defaults(func=cmd_close)
     p = sub.add_parser("serve-api", help="serve the HTTP API (booking form back end, Stripe webhook)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default loopback only)")

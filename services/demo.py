@@ -238,6 +238,34 @@ def seed_demo(
             except DomainError as exc:
                 log.info("demo cancel skipped: %s", exc.message)
 
+        # Cancellations of past bookings, made days before they were due, so refunds spread over the past month
+        # (finance's "last month" report and the daily closes have something to show).
+        past_paid = [
+            m
+            for m in made
+            if today - timedelta(days=30) <= _first_day(svc, m[0]) < today - timedelta(days=2)
+            and _status(svc, m[0]) == "CONFIRMED"
+        ]
+        past_paid.sort(key=lambda m: _first_day(svc, m[0]))
+        earliest, rest = past_paid[:4], past_paid[4:]  # the earliest ones put refunds into last month
+        picked = earliest + rng.sample(rest, k=min(3, len(rest)))
+        for booking_id, _started in picked[:6]:
+            starts, created = _first_start_and_created(svc, booking_id)
+            when = starts - timedelta(hours=rng.choice([30, 60, 72, 120, 240]))  # the 50 % and full-refund bands
+            if when <= created + timedelta(hours=1):
+                continue
+            clock.at = when
+            try:
+                bk.cancel_booking(svc, booking_id, actor="frontdesk@demo", reason="Customer asked to cancel")
+            except DomainError as exc:
+                log.info("demo past cancel skipped: %s", exc.message)
+        # A goodwill refund made by hand in the Stripe dashboard the day after a session; its webhook recorded it.
+        if len(picked) > 6:
+            booking_id, started = picked[6]
+            starts, _created = _first_start_and_created(svc, booking_id)
+            clock.at = starts + timedelta(days=1)
+            _dashboard_refund(svc, started, reason="Goodwill: the projector failed during the session")
+
         progress(0.8, "injecting incidents")
 
         # ---- incidents of seed 000 -------------------------------------------------------------------------
@@ -400,6 +428,32 @@ def _manual_event(svc: Services, room_slug: str, day: date, start: time, end: ti
             "end": {"dateTime": datetime.combine(day, end, tzinfo=svc.settings.tz).isoformat(), "timeZone": tz},
         },
     )
+
+
+def _first_start_and_created(svc: Services, booking_id: int) -> tuple[datetime, datetime]:
+    with svc.session() as s:
+        legs = bk._legs(s, booking_id)
+        b = s.get(Booking, booking_id)
+        assert b is not None
+        return legs[0].starts_at, b.created_at
+
+
+def _dashboard_refund(svc: Services, started: bk.StartResult, *, reason: str) -> None:
+    """Refund a quarter of a payment as a person would in Stripe's dashboard, then deliver the charge.refunded
+    webhook Stripe sends for it (recorded once, origin "made in the Stripe dashboard")."""
+    from services import webhooks
+
+    svc.payments.refund(
+        started.payment_intent,
+        amount_cents=started.amount_cents // 4,
+        reason=reason,
+        idempotency_key=f"demo-dashboard-{started.reference}",
+    )
+    list_events = getattr(svc.payments, "list_events")  # noqa: B009  (the sandbox filters by type)
+    events = list_events(limit=100, type="charge.refunded")["data"]
+    event = next(e for e in events if e["data"]["object"].get("payment_intent") == started.payment_intent)
+    row_id, _new = webhooks.record_event(svc, event)
+    webhooks.process_event(svc, row_id, actor="stripe-webhook")
 
 
 def _first_day(svc: Services, booking_id: int) -> date:

@@ -15,6 +15,10 @@ class ConfigError(DomainError):
     """The room catalogue or settings are invalid; the message names the room and field."""
 
 
+class NotAllowed(DomainError):
+    """This person, in this role, may not take this step (the message says who may)."""
+
+
 class ValidationError(DomainError):
     """Input is malformed (bad email, end before start...); `problems` lists each one to fix."""
 

@@ -26,6 +26,7 @@ from models.tables import (
     EmailOutbox,
     Finding,
     ReconcileRun,
+    RefundOverride,
     RefundRecord,
     StripeObjectCache,
 )
@@ -331,6 +332,12 @@ def _load(session: Session, svc: Services) -> dict[str, Any]:
     for leg in session.exec(select(BookingLeg)):
         legs[leg.booking_id].append(leg)
     records = {r.refund_id: r for r in session.exec(select(RefundRecord))}
+    # Refunds above the policy that a manager and a finance person approved (services/finance/overrides.py): the
+    # difference from the policy's quote is intended, not a mismatch.
+    approved = {
+        (o.booking_id, o.refunded_cents, frozenset(o.leg_ids))
+        for o in session.exec(select(RefundOverride).where(RefundOverride.status == "executed"))
+    }
     told = {(bid, kind) for bid, kind in session.execute(sa.select(EO.booking_id, EO.kind).where(EO.status == "sent"))}
     return {
         "pis": pis,
@@ -340,6 +347,7 @@ def _load(session: Session, svc: Services) -> dict[str, Any]:
         "bookings": bookings,
         "legs": legs,
         "records": records,
+        "approved": approved,
         "told": told,
     }
 
@@ -567,7 +575,10 @@ def detect(svc: Services, session: Session, now: datetime) -> tuple[list[Detecte
                     )
                 )
             for rid, amount, created, _reason in data["refunds"].get(p.id, []):
-                quote = _policy_quote(data["records"].get(rid), booking, legs, created, policy)
+                record = data["records"].get(rid)
+                if record is not None and (record.booking_id, amount, frozenset(record.leg_ids)) in data["approved"]:
+                    continue
+                quote = _policy_quote(record, booking, legs, created, policy)
                 if quote is not None and quote != amount:
                     out.append(
                         Detected(

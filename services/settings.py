@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     terms_version: str = Field(default="2026-01", max_length=32, description="Version of the customer terms page")
     # Multi-day discount for rooms marked discount-eligible: (days booked, percent off).
     discount_bands: list[tuple[int, int]] = Field(default=[(3, 10), (5, 15)])
+    # Daily close (runbook 003 §11): the variance that fails a day, and the fees Stripe is expected to take.
+    close_tolerance_bps: int = Field(default=50, ge=0, le=10_000, description="A close fails above this (50 = 0.5 %)")
+    card_fee_bps: int = Field(default=290, ge=0, le=10_000, description="Card fee per charge: percent part (2.9 %)")
+    card_fee_fixed_cents: int = Field(default=30, ge=0, description="Card fee per charge: fixed part")
+    dispute_fee_cents: int = Field(default=1500, ge=0, description="Stripe's fee per dispute, returned if it is won")
 
     stripe_secret_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None

@@ -24,6 +24,7 @@ from models.tables import Booking, BookingStatus, ExternalRef, RefundRecord, Web
 from services import audit, booking
 from services.context import Services
 from services.errors import ConfigError, DomainError, GatewayError, NotFound
+from services.finance import disputes
 
 log = logging.getLogger("roomdesk.webhooks")
 
@@ -335,33 +336,12 @@ def on_charge_refunded(svc: Services, obj: Json, actor: str, now: datetime) -> s
     return "processed"
 
 
-def _dispute_handler(action: str) -> Callable[[Services, Json, str, datetime], str]:
-    def handle(svc: Services, obj: Json, actor: str, now: datetime) -> str:
-        dispute_id = obj.get("id")
-        disputes = _all_pages(lambda after: svc.payments.list_disputes(limit=100, starting_after=after))
-        dispute = next((d for d in disputes if d.get("id") == dispute_id), None)
-        if dispute is None:
-            raise NotFound(f"Stripe has no dispute {dispute_id}")
-        pi_id = dispute.get("payment_intent")
-        booking_id = _booking_for_pi(svc, pi_id)
-        with svc.session() as s:
-            b = s.get(Booking, booking_id) if booking_id is not None else None
-            audit.record(
-                s,
-                action,
-                actor=actor,
-                at=now,
-                booking=b,
-                payment_intent=pi_id,
-                dispute_id=dispute_id,
-                amount_cents=dispute.get("amount"),
-                reason=dispute.get("reason"),
-                status=dispute.get("status"),
-                due_by=(dispute.get("evidence_details") or {}).get("due_by"),
-            )
-        return "processed"
-
-    return handle
+def on_dispute(svc: Services, obj: Json, actor: str, now: datetime) -> str:
+    """charge.dispute.created / updated / closed: re-fetch the dispute and bring its DisputeCase in line (status,
+    amount, reason, evidence due date, booking), audited; a redelivery changes nothing."""
+    dispute = disputes.fetch_dispute(svc, obj.get("id"))
+    disputes.record_dispute(svc, dispute, actor=actor, now=now)
+    return "processed"
 
 
 HANDLERS: dict[str, Callable[[Services, Json, str, datetime], str]] = {
@@ -369,8 +349,9 @@ HANDLERS: dict[str, Callable[[Services, Json, str, datetime], str]] = {
     "payment_intent.payment_failed": on_payment_intent,
     "payment_intent.canceled": on_payment_intent,
     "charge.refunded": on_charge_refunded,
-    "charge.dispute.created": _dispute_handler("booking.dispute.opened"),
-    "charge.dispute.closed": _dispute_handler("booking.dispute.closed"),
+    "charge.dispute.created": on_dispute,
+    "charge.dispute.updated": on_dispute,
+    "charge.dispute.closed": on_dispute,
 }
 
 

@@ -19,19 +19,30 @@ from .conftest import APP, TIMEOUT, free_slot, next_weekday
 App = Callable[..., AppTest]
 
 BANNER = "**Sandbox — no real payments or calendars.** Test cards, test calendars, emails kept locally."
+FINANCE_PAGES = ["Refunds report", "Revenue & occupancy", "Refund approvals", "Disputes"]
 ROLE_PAGES = {
     "frontdesk": ["Phone booking", "Bookings", "Room calendar"],
-    "manager": ["Overview", "Mismatches", "Phone booking", "Bookings", "Room calendar", "Emails & webhooks"],
+    "manager": [
+        "Overview",
+        "Mismatches",
+        "Phone booking",
+        "Bookings",
+        "Room calendar",
+        *FINANCE_PAGES,
+        "Emails & webhooks",
+    ],
     "admin": [
         "Overview",
         "Mismatches",
         "Phone booking",
         "Bookings",
         "Room calendar",
+        *FINANCE_PAGES,
+        "Daily close",
         "Emails & webhooks",
         "Settings",
     ],
-    "finance": ["Overview", "Bookings", "Room calendar"],
+    "finance": ["Overview", "Bookings", "Room calendar", *FINANCE_PAGES, "Daily close"],
 }
 
 

@@ -1,0 +1,1 @@
+"""Finance: refund reports, revenue and occupancy, refund approvals, disputes and the daily close."""

@@ -1,0 +1,257 @@
+"""Receipts as PDF: one for a booking (each day, discount, what was paid and how, refunds so far, net) and one per
+refund (amount, why, the days it covers, the payment it returns money from).
+
+Built from our own rows; Stripe is asked only for the card (brand and last four digits of the PaymentIntent's
+latest charge), and a receipt still prints, saying "Card", when Stripe cannot be reached. Money is integer cents
+formatted with `money`; dates and times are venue time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from models.tables import Booking, BookingLeg, LegState, RefundRecord
+from services.context import Services
+from services.errors import DomainError, InvalidState, NotFound
+from services.finance.pdf import Document, Letterhead
+from services.queries import BookingDetail, booking_detail
+from services.rules.timefmt import day_label, money
+
+log = logging.getLogger("roomdesk.finance.receipts")
+
+ORIGIN_WORDS = {
+    "cancellation": "Cancellation, refunded under the booking's cancellation policy",
+    "auto_gate2": "Automatic refund: the room was taken by another booking at the moment of payment",
+    "remediation": "Refund made by staff to put a problem right",
+    "stripe_dashboard": "Refund made in the Stripe dashboard",
+    "override": "Refund above the policy, approved by a manager and by finance",
+}
+LEG_WORDS = {
+    LegState.DRAFT: "Not booked",
+    LegState.AWAITING_PAYMENT: "Awaiting payment",
+    LegState.CONFIRMED: "Booked",
+    LegState.IN_PROGRESS: "In progress",
+    LegState.COMPLETED: "Used",
+    LegState.CANCELLED: "Cancelled",
+    LegState.REFUNDED: "Cancelled, refunded",
+    LegState.FAILED: "Not confirmed",
+}
+CARD_BRANDS = {"visa": "Visa", "mastercard": "Mastercard", "amex": "American Express", "interac": "Interac"}
+
+
+def origin_words(origin: str) -> str:
+    """Why a refund was made, in words a customer or a bank reads."""
+    return ORIGIN_WORDS.get(origin, origin.replace("_", " ").capitalize())
+
+
+def full_date(d: date) -> str:
+    """'Wed 4 Mar 2026': receipts and evidence outlive the year they were made in."""
+    return f"{day_label(d)} {d.year}"
+
+
+def venue_time(svc: Services, moment: datetime | None) -> str:
+    """'Wed 4 Mar 2026 10:05' in venue time, or '—'."""
+    if moment is None:
+        return "—"
+    local = moment.astimezone(svc.settings.tz)
+    return f"{full_date(local.date())} {local:%H:%M}"
+
+
+def tz_words(svc: Services) -> str:
+    """'Vancouver time'."""
+    return svc.settings.venue_timezone.rsplit("/", 1)[-1].replace("_", " ") + " time"
+
+
+def letterhead(svc: Services) -> Letterhead:
+    venue = svc.catalogue.venue
+    contact = " · ".join(p for p in (venue.email, venue.phone) if p)
+    return Letterhead(venue.name, tuple(p for p in (venue.address, contact) if p))
+
+
+def leg_times(svc: Services, leg: BookingLeg) -> str:
+    tz = svc.settings.tz
+    return f"{leg.starts_at.astimezone(tz):%H:%M}–{leg.ends_at.astimezone(tz):%H:%M}"
+
+
+@dataclass(frozen=True)
+class Payment:
+    """What Stripe says about the payment, as far as a receipt needs it."""
+
+    received_cents: int
+    method: str  # 'Visa •••• 4242', or 'Card' when unknown
+    paid_at: datetime | None
+    charge_id: str | None = None
+
+
+def payment_of(svc: Services, booking: Booking) -> Payment | None:
+    """The booking's payment from Stripe (card brand and last four from the latest charge); from our own records,
+    paid by 'Card', when Stripe cannot be read; None when nothing was ever paid."""
+    pi: dict[str, Any] | None = None
+    if booking.payment_intent_id:
+        try:
+            pi = svc.payments.retrieve_payment_intent(booking.payment_intent_id)
+        except DomainError as exc:
+            log.warning("Receipt for %s without card details: %s", booking.reference, exc.message)
+    return payment_from_intent(pi, booking)
+
+
+def payment_from_intent(pi: dict[str, Any] | None, booking: Booking) -> Payment | None:
+    """A PaymentIntent (latest_charge expanded) as a Payment; without one, our own record of the payment."""
+    if pi is not None:
+        if pi.get("status") != "succeeded":
+            return None
+        charge = pi.get("latest_charge") if isinstance(pi.get("latest_charge"), dict) else {}
+        created = charge.get("created") if charge else None
+        return Payment(
+            int(pi.get("amount_received") or 0),
+            card_text(charge),
+            datetime.fromtimestamp(int(created), tz=UTC) if created else booking.confirmed_at,
+            charge.get("id") if charge else None,
+        )
+    if booking.confirmed_at is None:
+        return None
+    return Payment(booking.amount_cents, "Card", booking.confirmed_at)
+
+
+def card_text(charge: dict[str, Any] | None) -> str:
+    """'Visa •••• 4242' from a Stripe Charge's payment_method_details; 'Card' when it says nothing usable."""
+    card = ((charge or {}).get("payment_method_details") or {}).get("card") or {}
+    brand = str(card.get("brand") or "").lower()
+    name = CARD_BRANDS.get(brand, brand.replace("_", " ").title() or "Card")
+    return f"{name} •••• {card['last4']}" if card.get("last4") else name
+
+
+def paid_words(svc: Services, payment: Payment) -> str:
+    """'Paid by Visa •••• 4242, Wed 4 Mar 2026 10:05'."""
+    return f"Paid by {payment.method}" + (f", {venue_time(svc, payment.paid_at)}" if payment.paid_at else "")
+
+
+def _paid_detail(svc: Services, booking_id: int) -> tuple[BookingDetail, Payment]:
+    detail = booking_detail(svc, booking_id, live=False)
+    payment = payment_of(svc, detail.booking)
+    if payment is None and not detail.refunds:
+        raise InvalidState(f"Booking {detail.booking.reference} has not been paid, so there is no receipt to give")
+    if payment is None:  # refunded, so it was paid: Stripe's answer was odd, our records stand
+        payment = Payment(detail.booking.amount_cents, "Card", detail.booking.confirmed_at)
+    return detail, payment
+
+
+def list_prices(booking: Booking, legs: Sequence[BookingLeg]) -> list[int]:
+    """Each day's price before the multi-day discount: the discount was taken off every day alike."""
+    if not legs:
+        return []
+    share, left = divmod(booking.discount_cents, len(legs))
+    return [leg.price_cents + share + (1 if i < left else 0) for i, leg in enumerate(legs)]
+
+
+def _days_table(
+    svc: Services, doc: Document, booking: Booking, legs: Sequence[BookingLeg], prices: Sequence[int], heading: str
+) -> None:
+    cur = booking.currency
+    rows: list[list[object]] = []
+    for leg, price in zip(legs, prices, strict=True):
+        state = LEG_WORDS.get(LegState(leg.state), leg.state)
+        if leg.refunded_cents:
+            state += f" ({money(leg.refunded_cents, cur)} back)"
+        rows.append([full_date(leg.day), leg_times(svc, leg), state, money(price, cur)])
+    doc.table(["Day", "Time", "Status", heading], rows, (30, 18, 34, 18), align=("LEFT", "LEFT", "LEFT", "RIGHT"))
+
+
+def booking_receipt_pdf(svc: Services, booking_id: int) -> tuple[str, bytes]:
+    """The booking's receipt as (file name, PDF bytes). InvalidState when nothing was paid, NotFound if absent."""
+    detail, payment = _paid_detail(svc, booking_id)
+    b, cur = detail.booking, detail.booking.currency
+    now = svc.now()
+    doc = Document(
+        "Receipt",
+        letterhead=letterhead(svc),
+        generated_at=now,
+        footer=f"Receipt R-{b.reference} · {svc.catalogue.venue.name}",
+    )
+    doc.fields(
+        [
+            ("Receipt number", f"R-{b.reference}"),
+            ("Issued", venue_time(svc, now)),
+            ("Booking reference", b.reference),
+            ("Customer", "\n".join(p for p in (b.customer_name, b.customer_email, b.customer_phone) if p)),
+            ("Room", f"{detail.room_name}, {svc.catalogue.venue.name}"),
+            ("Booked", venue_time(svc, b.created_at)),
+        ]
+    )
+    doc.heading("Days booked")
+    _days_table(svc, doc, b, detail.legs, list_prices(b, detail.legs), "Price")
+    lines: list[list[object]] = []
+    if b.discount_cents:
+        pct = b.pricing_snapshot.get("discount_percent")
+        lines.append(["Subtotal", money(b.amount_cents + b.discount_cents, cur)])
+        lines.append([f"Multi-day discount{f' ({pct} %)' if pct else ''}", money(-b.discount_cents, cur)])
+    lines.append(["Total", money(b.amount_cents, cur)])
+    lines.append([paid_words(svc, payment), money(payment.received_cents, cur)])
+    for r in detail.refunds:
+        words = f"Refunded {venue_time(svc, r.created_at)}: {origin_words(r.origin)}"
+        lines.append([words, money(-r.amount_cents, cur)])
+    lines.append(["Net paid", money(payment.received_cents - detail.refunded_cents, cur)])
+    doc.heading("Payment")
+    doc.table(["", "Amount"], lines, (82, 18), align=("LEFT", "RIGHT"), emphasise_last=True)
+    doc.note(
+        f"Times are {tz_words(svc)}. Amounts in {cur}. "
+        "Refunds go back to the card paid with and take 5–10 business days to appear on the statement."
+    )
+    return f"receipt-{b.reference}.pdf", doc.output()
+
+
+def refund_receipt_pdf(svc: Services, refund_record_id: int) -> tuple[str, bytes]:
+    """One refund's receipt as (file name, PDF bytes). NotFound if there is no such refund record."""
+    with svc.session() as s:
+        refund = s.get(RefundRecord, refund_record_id)
+        if refund is None:
+            raise NotFound(f"No refund #{refund_record_id}")
+        booking_id = refund.booking_id
+    detail, payment = _paid_detail(svc, booking_id)
+    b, cur = detail.booking, refund.currency or detail.booking.currency
+    number = f"RF-{b.reference}-{next(i for i, r in enumerate(detail.refunds, 1) if r.id == refund.id)}"
+    covered = [leg for leg in detail.legs if leg.id in set(refund.leg_ids)]
+    so_far = sum(r.amount_cents for r in detail.refunds if (r.created_at, r.id or 0) <= (refund.created_at, refund.id))
+    doc = Document(
+        "Refund receipt",
+        letterhead=letterhead(svc),
+        generated_at=refund.created_at,
+        footer=f"Refund receipt {number} · {svc.catalogue.venue.name}",
+    )
+    doc.fields(
+        [
+            ("Refund receipt number", number),
+            ("Refund date", venue_time(svc, refund.created_at)),
+            ("Amount refunded", money(refund.amount_cents, cur)),
+            ("Refunded to", payment.method),
+            ("Why", origin_words(refund.origin)),
+            ("Reason given", refund.reason or "—"),
+            ("Booking reference", b.reference),
+            ("Customer", "\n".join(p for p in (b.customer_name, b.customer_email) if p)),
+            ("Room", f"{detail.room_name}, {svc.catalogue.venue.name}"),
+            ("Stripe refund", refund.refund_id),
+        ]
+    )
+    doc.heading("Days this refund covers")
+    if covered:
+        _days_table(svc, doc, b, covered, [leg.price_cents for leg in covered], "Paid")
+    else:
+        doc.paragraph("Not tied to particular days: a refund on the booking as a whole.", muted=True)
+    doc.heading("Original payment")
+    doc.table(
+        ["", "Amount"],
+        [
+            [paid_words(svc, payment), money(payment.received_cents, cur)],
+            ["Refunded up to and including this refund", money(-so_far, cur)],
+            ["Net paid after this refund", money(payment.received_cents - so_far, cur)],
+        ],
+        (82, 18),
+        align=("LEFT", "RIGHT"),
+        emphasise_last=True,
+    )
+    doc.note("Refunds take 5–10 business days to appear on the card statement.")
+    return f"refund-{number.removeprefix('RF-')}.pdf", doc.output()
