@@ -20,7 +20,7 @@ from services import customer
 from services.booking import cancel_booking, cancellation_quote, find_booking_id, sandbox_pay
 from services.context import Services
 from services.errors import DomainError, NotFound
-from services.finance import overrides
+from services.finance import overrides, receipts
 from services.queries import BookingDetail, booking_detail, booking_timeline, search_bookings
 from services.rules.refunds import LegRefund
 from services.rules.timefmt import day_label
@@ -532,6 +532,30 @@ if detail.refunds:
     )
 else:
     st.caption("No refunds.")
+
+# Receipts (PDF), made when the button is clicked (a callable: nothing is rendered on every rerun).
+if payment.get("amount_received"):
+    r1, *rcols = st.columns(min(len(detail.refunds), 4) + 2)
+    r1.download_button(
+        "Receipt (PDF)",
+        data=lambda: receipts.booking_receipt_pdf(svc, b.id)[1],
+        file_name=f"receipt-{b.reference}.pdf",
+        mime="application/pdf",
+        icon=":material/receipt:",
+        key="bk_receipt",
+        on_click="ignore",
+        help="The customer's receipt: days, price, payment, refunds so far.",
+    )
+    for n, (col, refund) in enumerate(zip(rcols, detail.refunds, strict=False), start=1):
+        col.download_button(
+            f"Refund receipt {n} ({ui.money(svc, refund.amount_cents)})",
+            data=lambda rid=refund.id: receipts.refund_receipt_pdf(svc, rid)[1],
+            file_name=f"refund-{b.reference}-{n}.pdf",
+            mime="application/pdf",
+            icon=":material/receipt_long:",
+            key=f"bk_refund_receipt_{refund.id}",
+            on_click="ignore",
+        )
 
 booking_overrides = overrides.list_overrides(svc, booking_id=b.id)
 if booking_overrides:

@@ -302,6 +302,17 @@ def _sync_stripe(svc: Services, report: SyncReport, now: datetime) -> None:
     report.stripe_objects += count
 
 
+def _record_disputes(svc: Services, actor: str, now: datetime) -> None:
+    """Keep the Disputes page's cases in step with the disputes sync copied (a missed webhook must not hide one).
+    record_dispute changes nothing and writes no audit row for a dispute that did not change."""
+    from services.finance import disputes
+
+    with svc.session() as s:
+        copies = [row.data for row in s.exec(select(StripeObjectCache).where(StripeObjectCache.object == "dispute"))]
+    for dispute in copies:
+        disputes.record_dispute(svc, dispute, actor=actor, now=now)
+
+
 def _refresh_changed_here(svc: Services, report: SyncReport, now: datetime, _seen: set[str]) -> None:
     """Re-fetch the payments our own actions touched since the last Stripe sync (a refund or cancel made from here):
     the events list may not carry every change (charge.refund.updated arrives late; some Stripe-compatible servers
@@ -424,6 +435,7 @@ def sync(
         try:
             _sync_stripe(svc, report, now)
             _mark(svc, STRIPE_CURSOR, now, None)
+            _record_disputes(svc, actor, now)
         except GatewayError as exc:
             report.errors.append(f"Stripe: {exc.message}")
             _mark(svc, STRIPE_CURSOR, now, exc.message)

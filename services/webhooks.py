@@ -25,6 +25,7 @@ from services import audit, booking
 from services.context import Services
 from services.errors import ConfigError, DomainError, GatewayError, NotFound
 from services.finance import disputes
+from services.gateways.base import all_pages
 
 log = logging.getLogger("roomdesk.webhooks")
 
@@ -258,18 +259,6 @@ def release_unpaid_hold(svc: Services, booking_id: int, *, actor: str, now: date
     return "processed"
 
 
-def _all_pages(fetch: Callable[[str | None], Json]) -> list[Json]:
-    out: list[Json] = []
-    after: str | None = None
-    while True:
-        page = fetch(after)
-        data = page.get("data") or []
-        out.extend(data)
-        if not page.get("has_more") or not data:
-            return out
-        after = data[-1]["id"]
-
-
 def on_charge_refunded(svc: Services, obj: Json, actor: str, now: datetime) -> str:
     """Record every refund of the payment we have no record of (made in the Stripe dashboard, or ours recorded by
     another process a moment later). Refunds are money already returned: record them, never undo them."""
@@ -277,7 +266,7 @@ def on_charge_refunded(svc: Services, obj: Json, actor: str, now: datetime) -> s
     booking_id = _booking_for_pi(svc, pi_id)
     if booking_id is None or pi_id is None:
         return "ignored"
-    refunds = _all_pages(
+    refunds = all_pages(
         lambda after: svc.payments.list_refunds(payment_intent_id=pi_id, limit=100, starting_after=after)
     )
     with svc.session() as s:

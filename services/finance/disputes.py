@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -40,6 +39,7 @@ from services.finance.receipts import (
     tz_words,
     venue_time,
 )
+from services.gateways.base import all_pages
 from services.queries import BookingDetail, booking_detail, booking_timeline
 from services.rules.timefmt import money
 
@@ -203,21 +203,9 @@ def get_case(svc: Services, case_id: int, *, now: datetime | None = None) -> Dis
 # --------------------------------------------------------------------------------------------------- from Stripe
 
 
-def _all_pages(fetch: Callable[[str | None], Json]) -> list[Json]:
-    out: list[Json] = []
-    after: str | None = None
-    while True:
-        page = fetch(after)
-        data = page.get("data") or []
-        out.extend(data)
-        if not page.get("has_more") or not data:
-            return out
-        after = data[-1]["id"]
-
-
 def stripe_disputes(svc: Services) -> list[Json]:
     """Every dispute on the Stripe account, newest first."""
-    return _all_pages(lambda after: svc.payments.list_disputes(limit=100, starting_after=after))
+    return all_pages(lambda after: svc.payments.list_disputes(limit=100, starting_after=after))
 
 
 def fetch_dispute(svc: Services, dispute_id: str | None) -> Json:

@@ -8,6 +8,7 @@ message is safe to show staff.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -15,6 +16,19 @@ from typing import Any, Protocol, runtime_checkable
 from services.errors import GatewayError
 
 Json = dict[str, Any]
+
+
+def all_pages(fetch: Callable[[str | None], Json]) -> list[Json]:
+    """Every item of a Stripe-style list, following `starting_after` while `has_more`; `fetch(after)` gets a page."""
+    out: list[Json] = []
+    after: str | None = None
+    while True:
+        page = fetch(after)
+        data = page.get("data") or []
+        out.extend(data)
+        if not page.get("has_more") or not data:
+            return out
+        after = data[-1]["id"]
 
 
 @runtime_checkable

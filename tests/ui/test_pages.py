@@ -341,3 +341,23 @@ def test_room_calendar_week_view_and_next(app: App, svc: Services) -> None:
     assert len(at.get("vega_lite_chart")) == 5  # one chart per weekday
     at.button(key="cal_next").click().run()
     assert at.subheader[0].value == f"Week of {day_label(monday + timedelta(days=7))}"
+
+
+def test_booking_detail_offers_the_receipt_and_one_per_refund(app: App, svc: Services) -> None:
+    from services.booking import BookingRequest, cancel_booking, sandbox_pay, start_booking
+    from services.finance import receipts
+
+    slot = free_slot(svc, "gallery", hours=2)
+    req = BookingRequest(slot.room, (slot.day,), slot.start, slot.end, "Rae Receipt", "rae.receipt@example.org")
+    started = start_booking(svc, req, actor="test")
+    sandbox_pay(svc, started.booking_id, actor="test")
+    at = app("frontdesk", page="pages/bookings.py", ref=started.reference)
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == ["Receipt (PDF)"]
+
+    cancel_booking(svc, started.booking_id, actor="test")
+    at = app("frontdesk", page="pages/bookings.py", ref=started.reference)
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == ["Receipt (PDF)", f"Refund receipt 1 (${started.amount_cents / 100:,.2f})"]
+    name, pdf = receipts.booking_receipt_pdf(svc, started.booking_id)
+    assert name == f"receipt-{started.reference}.pdf" and pdf.startswith(b"%PDF")

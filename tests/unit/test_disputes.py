@@ -134,6 +134,22 @@ def test_refresh_finds_a_dispute_no_webhook_told_us_about(dsvc: Any, client: Tes
     assert disputes.refresh_disputes(dsvc, actor="finance@sandbox") == disputes.RefreshReport(1, 0, 0)
 
 
+def test_sync_records_a_dispute_whose_webhook_was_missed(dsvc: Any, client: TestClient, booking_request: Any) -> None:
+    from services import sync
+
+    started = confirmed(dsvc, client, booking_request)
+    dispute = dsvc.payments.open_dispute(started.payment_intent, reason="fraudulent")
+    sync.sync(dsvc, actor="worker")
+    (listed,) = disputes.list_cases(dsvc)
+    assert (listed.dispute_id, listed.booking_id) == (dispute["id"], started.booking_id)
+    dsvc.payments.close_dispute(dispute["id"], won=True)
+    sync.sync(dsvc, actor="worker")
+    assert case_row(dsvc, dispute["id"]).status == "won"
+    opened = audit_actions(dsvc).count("booking.dispute.opened")
+    sync.sync(dsvc, actor="worker")  # nothing changed: no new audit rows
+    assert audit_actions(dsvc).count("booking.dispute.opened") == opened == 1
+
+
 @pytest.mark.parametrize(("won", "status"), [(True, "won"), (False, "lost")])
 def test_the_closed_webhook_moves_the_case_to_won_or_lost(
     dsvc: Any, client: TestClient, booking_request: Any, won: bool, status: str
