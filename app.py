@@ -35,6 +35,16 @@ PAGES = {
 settings = ui.settings()
 if settings.is_sandbox:
     ui.dev_role_default()
+elif not settings.audit_mode and not ui.oidc_configured():
+    # Live mode (real payments, real calendars) never runs without staff sign-in.
+    st.title("Room Desk")
+    st.error(
+        "**Room Desk will not start in live mode without staff sign-in.** Add an `[auth]` section (OIDC, e.g. Google "
+        "Workspace) to `.streamlit/secrets.toml` and map each person's email to a role in `STAFF_ROLES` — see the "
+        "README's *Going live*. Or run in sandbox mode (the default), or with AUDIT_MODE=true to read your real "
+        "account without changing anything."
+    )
+    st.stop()
 role = ui.role()
 
 # The navigation comes before anything slow (opening the database, the first start's demo data) so the sidebar
@@ -70,6 +80,9 @@ ui.wait_for_demo(svc)
 if role is not None:
     with st.sidebar:
         st.markdown(f"Signed in as **{ui.ROLES[role]}**  \n`{ui.actor()}`")
-        st.button("Switch role", icon=":material/switch_account:", on_click=ui.sign_out, key="switch_role")
+        if ui.uses_oidc():
+            st.button("Sign out", icon=":material/logout:", on_click=ui.sign_out, key="switch_role")
+        else:
+            st.button("Switch role", icon=":material/switch_account:", on_click=ui.sign_out, key="switch_role")
 
 nav.run()

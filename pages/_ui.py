@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
+from services import authz
 from services.errors import DomainError, GatewayError, NotAvailable, ValidationError
 from services.rules.timefmt import day_label
 from services.rules.timefmt import money as _money
@@ -41,7 +42,7 @@ log = logging.getLogger("roomdesk.ui")
 
 # ------------------------------------------------------------------------------------------------ roles and pages
 
-ROLES: dict[str, str] = {"frontdesk": "Front desk", "manager": "Manager", "finance": "Finance", "admin": "Admin"}
+ROLES = authz.ROLES
 
 # Which roles may open which page. app.py builds the navigation from this, and every page checks it again itself
 # (require_role), so a page left out of the navigation is unreachable twice over.
@@ -70,14 +71,49 @@ CAN_SYNC = frozenset({"manager", "admin"})
 DEV_ROLE_ENV = "ROOMDESK_DEV_ROLE"
 
 
+def oidc_configured() -> bool:
+    """An [auth] section in .streamlit/secrets.toml: Streamlit's OIDC sign-in (st.login) can run."""
+    try:
+        return "auth" in st.secrets
+    except Exception:  # no secrets file at all
+        return False
+
+
+def uses_oidc() -> bool:
+    """Live mode signs staff in with OIDC (st.login; the role comes from STAFF_ROLES). The sandbox keeps the role
+    picker; so does audit mode (read-only) when no [auth] is configured."""
+    s = settings()
+    return not s.is_sandbox and (not s.audit_mode or oidc_configured())
+
+
 def role() -> str | None:
+    if uses_oidc():
+        user = st.user
+        if not user.get("is_logged_in", False):
+            return None
+        return authz.role_for(str(user.get("email") or ""), settings().staff_roles)
     value = st.session_state.get("role")
     return value if value in ROLES else None
 
 
+def staff() -> authz.Staff | None:
+    """The signed-in person: their email (the role's name @sandbox without OIDC) and role."""
+    current = role()
+    if current is None:
+        return None
+    email = str(st.user.get("email")).strip().lower() if uses_oidc() else f"{current}@sandbox"
+    return authz.Staff(email, current)
+
+
 def actor() -> str:
-    """Who the audit trail names for a service call: 'frontdesk@sandbox'."""
-    return f"{role() or 'anonymous'}@sandbox"
+    """Who the audit trail names: the signed-in email, or 'frontdesk@sandbox' with the sandbox's role picker."""
+    person = staff()
+    return person.email if person else "anonymous@sandbox"
+
+
+def desk() -> authz.Desk:
+    """Every change the dashboard makes goes through this: each action checks the person's role first."""
+    return authz.Desk(services(), staff())
 
 
 def require_role(page: str) -> str:
@@ -101,6 +137,8 @@ def sign_out() -> None:
         if key == "role" or str(key).startswith(PAGE_STATE_PREFIXES):
             del st.session_state[key]
     st.session_state["dev_role_used"] = True
+    if uses_oidc():
+        st.logout()
 
 
 def dev_role_default() -> None:
@@ -511,15 +549,14 @@ class SyncOutcome:
 def sync_and_reconcile(svc: Services) -> SyncOutcome | None:
     """Sync Stripe and the calendars, then reconcile, with a progress bar; None (and a message) when it could not
     run. Both the Overview's Sync now and the Mismatches page after a fix use it."""
-    from services import reconcile, sync
+    from services import sync
 
     bar = st.progress(0.0, text="Syncing: Stripe")
+    work = desk()
     try:
-        report = sync.sync(
-            svc, actor=actor(), progress=lambda f, m: bar.progress(min(f, 1.0) * 0.9, text=f"Syncing: {m}"[:120])
-        )
+        report = work.sync(progress=lambda f, m: bar.progress(min(f, 1.0) * 0.9, text=f"Syncing: {m}"[:120]))
         bar.progress(0.95, text="Looking for mismatches")
-        run = reconcile.reconcile(svc, actor=actor())
+        run = work.reconcile()
     except sync.SyncBusy:
         bar.empty()
         st.info(

@@ -38,14 +38,14 @@ def _act(override_id: int, step: str, **kw: str) -> None:
     """Run one step on an override; its outcome (or refusal) is shown at the top of the next run, to this person."""
     try:
         if step == "approve":
-            result: OverrideOutcome | DomainError = overrides.approve(svc, override_id, actor=me, role=role, **kw)
+            result: OverrideOutcome | DomainError = ui.desk().approve_override(override_id, **kw)
         elif step == "reject":
             note = st.session_state.get(f"ap_note_{override_id}", "")
-            result = overrides.reject(svc, override_id, actor=me, role=role, note=note)
+            result = ui.desk().reject_override(override_id, note=note)
         elif step == "retry":
-            result = overrides.retry(svc, override_id, actor=me, role=role)
+            result = ui.desk().retry_override(override_id)
         else:
-            result = overrides.withdraw(svc, override_id, actor=me)
+            result = ui.desk().withdraw_override(override_id)
     except DomainError as exc:
         result = exc
     st.session_state["ap_result"] = (me, override_id, result)

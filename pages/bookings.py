@@ -16,8 +16,7 @@ import streamlit as st
 
 from models.tables import BookingLeg, BookingStatus, LegState
 from pages import _ui as ui
-from services import customer
-from services.booking import cancel_booking, cancellation_quote, find_booking_id, sandbox_pay
+from services.booking import cancellation_quote, find_booking_id
 from services.context import Services
 from services.errors import DomainError, NotFound
 from services.finance import overrides, receipts
@@ -123,14 +122,14 @@ def _open_cancel(booking_id: int) -> None:
 
 def _paid(svc: Services, booking_id: int, actor: str) -> None:
     try:
-        st.session_state["bk_pay_result"] = (booking_id, sandbox_pay(svc, booking_id, actor=actor))
+        st.session_state["bk_pay_result"] = (booking_id, ui.desk().record_payment(booking_id))
     except DomainError as exc:
         st.session_state["bk_pay_result"] = (booking_id, exc)
 
 
 def _send_link(svc: Services, booking_id: int, actor: str) -> None:
     try:
-        st.session_state["bk_link_result"] = (booking_id, customer.send_pay_link(svc, booking_id, actor=actor))
+        st.session_state["bk_link_result"] = (booking_id, ui.desk().send_pay_link(booking_id))
     except DomainError as exc:
         st.session_state["bk_link_result"] = (booking_id, exc)
 
@@ -222,7 +221,7 @@ def cancel_dialog(detail: BookingDetail) -> None:
             try:
                 st.session_state["bk_cancel_result"] = (
                     b.id,
-                    cancel_booking(svc, b.id, actor=ui.actor(), leg_ids=None if unpaid else leg_ids, reason=reason),
+                    ui.desk().cancel_booking(b.id, leg_ids=None if unpaid else leg_ids, reason=reason),
                 )
             except DomainError as exc:
                 ui.show_error(exc, doing="Not cancelled")
@@ -277,9 +276,7 @@ def _override_form(
         st.rerun()
     if ask:
         try:
-            outcome = overrides.request_override(
-                svc, booking_id, leg_ids=ids, refund_cents=cents, reason=why, actor=ui.actor()
-            )
+            outcome = ui.desk().request_override(booking_id, leg_ids=ids, refund_cents=cents, reason=why)
         except DomainError as exc:
             ui.show_error(exc, doing="Not sent for approval")
             return
@@ -291,7 +288,7 @@ def _override_form(
 
 def _withdraw(override_id: int, booking_id: int) -> None:
     try:
-        outcome: overrides.OverrideOutcome | DomainError = overrides.withdraw(svc, override_id, actor=ui.actor())
+        outcome: overrides.OverrideOutcome | DomainError = ui.desk().withdraw_override(override_id)
     except DomainError as exc:
         outcome = exc
     st.session_state["bk_override_result"] = (booking_id, outcome)

@@ -62,10 +62,8 @@ def csv_bytes(database: str, close_id: int) -> bytes:
 def run(day: date) -> None:
     bar = st.progress(0.0, text=f"Closing {day_label(day)}…")
     with ui.reporting("Daily close"):
-        result = close.run_close(
-            svc,
+        result = ui.desk().run_close(
             day,
-            actor=ui.actor(),
             progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=f"Closing {day_label(day)}: {m}"),
         )
         st.session_state["dc_shown"] = result.close.id

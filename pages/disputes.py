@@ -56,7 +56,7 @@ def after_action(case_id: int | None = None) -> None:
 def refresh(*, quiet: bool = False) -> None:
     with st.spinner("Reading Stripe's disputes…"):
         try:
-            report = disputes.refresh_disputes(svc, actor=ui.actor())
+            report = ui.desk().refresh_disputes()
         except DomainError as exc:
             ui.show_error(exc, doing="Refresh from Stripe")
             return
@@ -307,7 +307,7 @@ def submit_dialog(case: DisputeSummary, fields: dict[str, str]) -> None:
         st.rerun()
     if go:
         try:
-            result = disputes.save_evidence(svc, case.id, submit=True, actor=ui.actor(), fields=fields)
+            result = ui.desk().save_dispute_evidence(case.id, submit=True, fields=fields)
         except DomainError as exc:
             ui.show_error(exc, doing="Not submitted")
             return
@@ -322,7 +322,7 @@ def submit_dialog(case: DisputeSummary, fields: dict[str, str]) -> None:
 
 def save_draft(case: DisputeSummary, fields: dict[str, str]) -> None:
     with ui.reporting("Save draft to Stripe"), st.spinner("Saving the draft to Stripe…"):
-        result = disputes.save_evidence(svc, case.id, submit=False, actor=ui.actor(), fields=fields)
+        result = ui.desk().save_dispute_evidence(case.id, submit=False, fields=fields)
         st.session_state["ds_outcome"] = (
             "success",
             f"Draft saved to Stripe ({len(result.fields)} fields). Nothing is sent to the bank until you submit.",

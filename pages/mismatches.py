@@ -120,7 +120,7 @@ def action_dialog(f: Finding, action: str) -> None:
         st.rerun()
     if go:
         try:
-            result = remediate.run_action(svc, f.id, action, actor=ui.actor(), **kwargs)
+            result = ui.desk().run_remediation(f.id, action, **kwargs)
         except DomainError as exc:
             ui.show_error(exc, doing="Not done")
             return
@@ -173,11 +173,9 @@ def bulk_dialog(code: str, action: str) -> None:
     if go:
         bar = st.progress(0.0, text="Starting")
         try:
-            results = remediate.run_bulk(
-                svc,
+            results = ui.desk().run_bulk_remediation(
                 [t.id for t in targets if t.id is not None],
                 action,
-                actor=ui.actor(),
                 progress=lambda frac, msg: bar.progress(min(max(frac, 0.0), 1.0), text=str(msg)[:120]),
                 **kwargs,
             )

@@ -85,10 +85,7 @@ def selected(event: object, size: int) -> int | None:
 def send_due() -> None:
     bar = st.progress(0.0, text="Sending due emails")
     with ui.reporting("Sending due emails"):
-        report = notify.deliver_due(
-            svc,
-            now=svc.now(),
-            actor=ui.actor(),
+        report = ui.desk().send_due_emails(
             progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=f"Sending {m}"),
         )
         if report.sent == report.failed == 0:
@@ -107,7 +104,7 @@ def send_due() -> None:
 
 def retry(email_id: int) -> None:
     with ui.reporting("Retry"), st.spinner("Sending…"):
-        after = notify.retry_now(svc, email_id, actor=ui.actor(), now=svc.now())
+        after = ui.desk().retry_email(email_id)
         if after.status == "sent":
             outcome = ("success", f"Sent to {after.to}: “{after.subject}”.")
         elif after.needs_attention:
@@ -128,7 +125,7 @@ def retry_all(ids: list[int]) -> None:
     with ui.reporting("Retry all"):
         for i, email_id in enumerate(ids):
             bar.progress(i / len(ids), text=f"Retrying email {i + 1} of {len(ids)}")
-            sent += notify.retry_now(svc, email_id, actor=ui.actor(), now=svc.now()).status == "sent"
+            sent += ui.desk().retry_email(email_id).status == "sent"
         left = len(ids) - sent
         st.session_state["ob_mail_outcome"] = (
             "success" if not left else "warning",
@@ -351,7 +348,7 @@ def replay(events: list[webhooks.StoredEvent]) -> None:
     for i, e in enumerate(events):
         bar.progress(i / len(events), text=f"Replaying {i + 1} of {len(events)}: {e.event_id}")
         try:
-            status = webhooks.replay_event(svc, e.id, actor=ui.actor())
+            status = ui.desk().replay_webhook(e.id)
             ok = status != "failed"
             if ok:
                 words = REPLAY_WORDS.get(status, status)

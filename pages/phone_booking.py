@@ -14,8 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from pages import _ui as ui
-from services import customer
-from services.booking import BookingRequest, QuoteResult, quote, sandbox_pay, start_booking
+from services.booking import BookingRequest, QuoteResult, quote
 from services.catalogue import Room
 from services.context import Services
 from services.errors import DomainError
@@ -108,7 +107,7 @@ def _book(svc: Services, actor: str) -> None:
         return
     ss.pop("pb_error", None)
     try:
-        ss["pb_created"] = start_booking(svc, request_from_state(), actor=actor)
+        ss["pb_created"] = ui.desk().start_booking(request_from_state())
     except DomainError as exc:
         ss["pb_error"] = exc
     except Exception:
@@ -123,7 +122,7 @@ def _paid(svc: Services, actor: str) -> None:
         return
     ss.pop("pb_pay_error", None)
     try:
-        ss["pb_paid"] = sandbox_pay(svc, created.booking_id, actor=actor)
+        ss["pb_paid"] = ui.desk().record_payment(created.booking_id)
     except DomainError as exc:
         ss["pb_pay_error"] = exc
     except Exception:
@@ -138,7 +137,7 @@ def _send_link(svc: Services, actor: str) -> None:
         return
     ss.pop("pb_link_error", None)
     try:
-        ss["pb_link"] = customer.send_pay_link(svc, created.booking_id, actor=actor)
+        ss["pb_link"] = ui.desk().send_pay_link(created.booking_id)
     except DomainError as exc:
         ss["pb_link_error"] = exc
     except Exception:

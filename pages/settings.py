@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from pages import _ui as ui
-from services.health import check_connections, modes
+from services.health import modes
 from services.rules.refunds import describe_bands
 from services.rules.timefmt import hhmm
 
@@ -27,8 +27,8 @@ with left:
     if st.button("Check connections", icon=":material/network_check:", type="primary"):
         bar = st.progress(0.0, text="Checking…")
         with ui.reporting("Checking the connections"):
-            st.session_state["settings_checks"] = check_connections(
-                svc, progress=lambda f, m: bar.progress(f, text=f"Checking {m}…")
+            st.session_state["settings_checks"] = ui.desk().check_connections(
+                progress=lambda f, m: bar.progress(f, text=f"Checking {m}…")
             )
         bar.empty()
     checks = st.session_state.get("settings_checks")

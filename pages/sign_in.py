@@ -10,12 +10,21 @@ ui.run_through_app()
 svc = ui.services()
 st.title("Room Desk")
 
-if not svc.settings.is_sandbox and not svc.settings.audit_mode:
-    # Live mode needs staff accounts (st.login with OIDC) and a role for each; neither is configured in this version.
+if ui.uses_oidc():
+    # Live mode: staff sign in with the venue's accounts (OIDC, e.g. Google Workspace); the role comes from STAFF_ROLES.
+    user = st.user
+    if not user.get("is_logged_in", False):
+        st.write("Sign in with your work account to use Room Desk.")
+        if st.button("Sign in", type="primary", icon=":material/login:", key="sign_in_oidc"):
+            st.login()
+        st.stop()
+    email = str(user.get("email") or "")
     st.error(
-        "Staff sign-in for live mode is not set up yet. Run the dashboard in sandbox mode (the default), or with "
-        "AUDIT_MODE=true to read your real Stripe account and calendars without changing anything."
+        f"You are signed in as **{email or 'an account without an email'}**, which has no role in Room Desk. "
+        "Ask an admin to add your email to STAFF_ROLES (front desk, manager, finance or admin)."
     )
+    if st.button("Sign out", icon=":material/logout:", key="sign_out_oidc"):
+        st.logout()
     st.stop()
 if not svc.settings.is_sandbox:
     # Audit mode writes nothing anywhere, but it shows real customers' bookings: keep it on your own machine.

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     )
     cors_origins: list[str] = Field(default=[], description="Web origins allowed to call the booking API")
     gateway_timeout_seconds: float = Field(default=20.0, gt=0)
+    # Live mode: who may use the dashboard, after signing in with the [auth] OIDC provider: email → role
+    # (frontdesk | manager | finance | admin). An email not listed signs in to nothing.
+    staff_roles: dict[str, str] = Field(default={}, description="Signed-in email → role (live mode)")
     audit_mode: bool = Field(default=False, description="Read-only: live reads, no writes to Stripe or calendars")
 
     @field_validator("venue_timezone")
@@ -98,6 +101,17 @@ class Settings(BaseSettings):
         if not value or any(d < 0 or d > 6 for d in value):
             raise ValueError("weekdays are 0 (Monday) to 6 (Sunday)")
         return sorted(set(value))
+
+    @field_validator("staff_roles")
+    @classmethod
+    def _roles(cls, value: dict[str, str]) -> dict[str, str]:
+        from services.authz import ROLES
+
+        bad = {email: role for email, role in value.items() if role not in ROLES}
+        if bad:
+            email, role = next(iter(bad.items()))
+            raise ValueError(f"{email}: unknown role {role!r} (use one of {', '.join(ROLES)})")
+        return {email.strip().lower(): role for email, role in value.items()}
 
     @model_validator(mode="after")
     def _hours(self) -> Settings:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from pages import _ui
 from services.booking import StartResult
 from services.context import Services
 from services.queries import search_bookings
@@ -128,6 +129,22 @@ def test_phone_booking_page_checks_the_role_itself(svc: Services) -> None:  # sv
     at.run()
     assert "not available to Finance" in texts(at, "error")
     assert not at.title
+
+
+FORBIDDEN = sorted(
+    (role, page) for page, roles in _ui.PAGE_ROLES.items() for role in _ui.ROLES if role not in roles
+)
+
+
+@pytest.mark.parametrize(("role", "page"), FORBIDDEN, ids=[f"{r}-{p}" for r, p in FORBIDDEN])
+def test_no_page_runs_for_a_role_without_it_whatever_the_url(svc: Services, role: str, page: str) -> None:
+    """Each page file run straight (the URL of a page outside the role's navigation, or an old pages-folder URL)
+    stops at its own role check before showing or doing anything."""
+    at = AppTest.from_file(APP.replace("app.py", f"pages/{page}.py"), default_timeout=TIMEOUT)
+    at.session_state["role"] = role
+    at.run()
+    assert f"not available to {_ui.ROLES[role]}" in texts(at, "error")
+    assert not at.title and not at.button and not at.dataframe
 
 
 # ------------------------------------------------------------------------------------------------ phone booking

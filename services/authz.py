@@ -1,0 +1,280 @@
+"""Who may do what: the staff roles, the action table, and `Desk`, the only way the dashboard changes anything.
+
+Every dashboard action goes through a `Desk` built for the signed-in person: each method checks the person's role
+against ACTIONS *before* it calls the service (so nothing happens, not even a read of Stripe, for someone without the
+role), then names the person in the audit trail. The pages import no service function that writes (a test reads
+their imports), so hiding a button is never the only guard. The navigation per role (pages/_ui.PAGE_ROLES) is the
+first guard, each page's own role check the second, and this the third.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from services.context import Services
+from services.errors import NotAllowed
+
+ROLES: dict[str, str] = {"frontdesk": "Front desk", "manager": "Manager", "finance": "Finance", "admin": "Admin"}
+_DESK = frozenset({"frontdesk", "manager", "admin"})  # take bookings and payments, cancel
+_MANAGE = frozenset({"manager", "admin"})  # fix mismatches, sync, the outbox and webhooks
+_MONEY = frozenset({"manager", "finance", "admin"})  # approvals, disputes
+_EVERYONE = frozenset(ROLES)
+
+# action → roles allowed. Services that need more (an override's two signatures, its requester) check that too.
+ACTIONS: dict[str, frozenset[str]] = {
+    "booking.create": _DESK,
+    "booking.record_payment": _DESK,
+    "booking.send_pay_link": _DESK,
+    "booking.cancel": _DESK,
+    "override.request": _DESK,
+    "override.approve": _MONEY,
+    "override.reject": _MONEY,
+    "override.retry": _MONEY,
+    "override.withdraw": _EVERYONE,
+    "finding.fix": _MANAGE,
+    "finding.acknowledge": _MANAGE,
+    "sync.run": _MANAGE,
+    "outbox.send": _MANAGE,
+    "outbox.retry": _MANAGE,
+    "webhook.replay": _MANAGE,
+    "dispute.refresh": _MONEY,
+    "dispute.draft": _MONEY,
+    "dispute.submit": _MONEY,
+    "close.run": frozenset({"finance", "admin"}),
+    "settings.check_connections": frozenset({"admin"}),
+}
+
+ACTION_WORDS = {
+    "booking.create": "make bookings",
+    "booking.record_payment": "record a payment",
+    "booking.send_pay_link": "email pay links",
+    "booking.cancel": "cancel bookings",
+    "override.request": "ask for a refund above the policy",
+    "override.approve": "approve a refund above the policy",
+    "override.reject": "reject a refund above the policy",
+    "override.retry": "retry a refund above the policy",
+    "override.withdraw": "withdraw a refund request",
+    "finding.fix": "fix mismatches",
+    "finding.acknowledge": "acknowledge mismatches",
+    "sync.run": "run a sync",
+    "outbox.send": "send the outbox's emails",
+    "outbox.retry": "retry an email",
+    "webhook.replay": "replay webhooks",
+    "dispute.refresh": "refresh disputes from Stripe",
+    "dispute.draft": "save dispute evidence",
+    "dispute.submit": "submit dispute evidence",
+    "close.run": "run the daily close",
+    "settings.check_connections": "check the connections",
+}
+
+
+@dataclass(frozen=True)
+class Staff:
+    """A signed-in person: the email the audit trail names, and the role that decides what they may do."""
+
+    email: str
+    role: str
+
+
+def allowed(role: str | None, action: str) -> bool:
+    if action not in ACTIONS:
+        raise KeyError(f"unknown action {action!r}")
+    return role in ACTIONS[action]
+
+
+def require(staff: Staff | None, action: str) -> Staff:
+    """The person, if their role may take `action`; otherwise NotAllowed saying who may."""
+    if staff is not None and allowed(staff.role, action):
+        return staff
+    who = ROLES.get(staff.role, staff.role) if staff is not None else "Someone not signed in"
+    may = " or ".join(ROLES[r].lower() for r in ROLES if r in ACTIONS[action])
+    raise NotAllowed(f"{who} cannot {ACTION_WORDS[action]} (only {may} can)")
+
+
+def role_for(email: str | None, staff_roles: dict[str, str]) -> str | None:
+    """The role configured for a signed-in email (STAFF_ROLES), case-insensitive; None if the person has none."""
+    if not email:
+        return None
+    wanted = email.strip().lower()
+    for configured, role in staff_roles.items():
+        if configured.strip().lower() == wanted and role in ROLES:
+            return role
+    return None
+
+
+Progress = Callable[[float, str], None]
+
+
+class Desk:
+    """The dashboard's actions for one signed-in person. Each method checks the role first, then calls the one
+    service function that does the work, with the person as the actor."""
+
+    def __init__(self, svc: Services, staff: Staff | None) -> None:
+        self.svc = svc
+        self.staff = staff
+
+    def _as(self, action: str) -> str:
+        return require(self.staff, action).email
+
+    # -- bookings ----------------------------------------------------------------------------------------------------
+
+    def start_booking(self, req: Any) -> Any:
+        from services import booking
+
+        actor = self._as("booking.create")
+        return booking.start_booking(self.svc, req, actor=actor)
+
+    def record_payment(self, booking_id: int) -> Any:
+        """Sandbox: the customer paid (a test card), then what the webhook would do."""
+        from services import booking
+
+        actor = self._as("booking.record_payment")
+        return booking.sandbox_pay(self.svc, booking_id, actor=actor)
+
+    def send_pay_link(self, booking_id: int) -> tuple[str, bool]:
+        from services import customer
+
+        actor = self._as("booking.send_pay_link")
+        return customer.send_pay_link(self.svc, booking_id, actor=actor)
+
+    def cancel_booking(self, booking_id: int, *, leg_ids: Sequence[int] | None = None, reason: str = "") -> Any:
+        from services import booking
+
+        actor = self._as("booking.cancel")
+        return booking.cancel_booking(self.svc, booking_id, actor=actor, leg_ids=leg_ids, reason=reason)
+
+    # -- refunds above the policy ------------------------------------------------------------------------------------
+
+    def request_override(self, booking_id: int, *, leg_ids: Sequence[int], refund_cents: int, reason: str) -> Any:
+        from services.finance import overrides
+
+        actor = self._as("override.request")
+        return overrides.request_override(
+            self.svc, booking_id, leg_ids=leg_ids, refund_cents=refund_cents, reason=reason, actor=actor
+        )
+
+    def approve_override(self, override_id: int, **kw: Any) -> Any:
+        from services.finance import overrides
+
+        staff = require(self.staff, "override.approve")
+        return overrides.approve(self.svc, override_id, actor=staff.email, role=staff.role, **kw)
+
+    def reject_override(self, override_id: int, *, note: str) -> Any:
+        from services.finance import overrides
+
+        staff = require(self.staff, "override.reject")
+        return overrides.reject(self.svc, override_id, actor=staff.email, role=staff.role, note=note)
+
+    def retry_override(self, override_id: int) -> Any:
+        from services.finance import overrides
+
+        staff = require(self.staff, "override.retry")
+        return overrides.retry(self.svc, override_id, actor=staff.email, role=staff.role)
+
+    def withdraw_override(self, override_id: int) -> Any:
+        from services.finance import overrides
+
+        actor = self._as("override.withdraw")
+        return overrides.withdraw(self.svc, override_id, actor=actor)
+
+    # -- mismatches --------------------------------------------------------------------------------------------------
+
+    def run_remediation(self, finding_id: int, action: str, **kwargs: Any) -> Any:
+        from services import remediate
+
+        actor = self._as("finding.acknowledge" if action == "acknowledge" else "finding.fix")
+        return remediate.run_action(self.svc, finding_id, action, actor=actor, **kwargs)
+
+    def run_bulk_remediation(
+        self, finding_ids: list[int], action: str, *, progress: Progress | None = None, **kwargs: Any
+    ) -> Any:
+        from services import remediate
+
+        actor = self._as("finding.acknowledge" if action == "acknowledge" else "finding.fix")
+        return remediate.run_bulk(self.svc, finding_ids, action, actor=actor, progress=progress, **kwargs)
+
+    def sync(self, *, progress: Progress | None = None) -> Any:
+        from services import sync
+
+        actor = self._as("sync.run")
+        return sync.sync(self.svc, actor=actor, progress=progress)
+
+    def reconcile(self) -> Any:
+        from services import reconcile
+
+        actor = self._as("sync.run")
+        return reconcile.reconcile(self.svc, actor=actor)
+
+    # -- emails and webhooks -----------------------------------------------------------------------------------------
+
+    def send_due_emails(self, *, progress: Progress | None = None) -> Any:
+        from services import notify
+
+        actor = self._as("outbox.send")
+        return notify.deliver_due(self.svc, now=self.svc.now(), actor=actor, progress=progress)
+
+    def retry_email(self, outbox_id: int) -> Any:
+        from services import notify
+
+        actor = self._as("outbox.retry")
+        return notify.retry_now(self.svc, outbox_id, actor=actor, now=self.svc.now())
+
+    def replay_webhook(self, event_row_id: int) -> str:
+        from services import webhooks
+
+        actor = self._as("webhook.replay")
+        return webhooks.replay_event(self.svc, event_row_id, actor=actor)
+
+    # -- disputes, close, settings -----------------------------------------------------------------------------------
+
+    def refresh_disputes(self) -> Any:
+        from services.finance import disputes
+
+        actor = self._as("dispute.refresh")
+        return disputes.refresh_disputes(self.svc, actor=actor)
+
+    def save_dispute_evidence(self, case_id: int, *, submit: bool, fields: dict[str, str] | None = None) -> Any:
+        from services.finance import disputes
+
+        actor = self._as("dispute.submit" if submit else "dispute.draft")
+        return disputes.save_evidence(self.svc, case_id, submit=submit, actor=actor, fields=fields)
+
+    def run_close(self, business_day: date, *, progress: Progress | None = None) -> Any:
+        from services.finance import close
+
+        actor = self._as("close.run")
+        return close.run_close(self.svc, business_day, actor=actor, progress=progress)
+
+    def check_connections(self, *, progress: Progress | None = None) -> Any:
+        from services import health
+
+        self._as("settings.check_connections")
+        return health.check_connections(self.svc, progress=progress)
+
+
+# Desk method → the action it checks (for the tests that try every action with every role).
+DESK_ACTIONS: dict[str, tuple[str, ...]] = {
+    "start_booking": ("booking.create",),
+    "record_payment": ("booking.record_payment",),
+    "send_pay_link": ("booking.send_pay_link",),
+    "cancel_booking": ("booking.cancel",),
+    "request_override": ("override.request",),
+    "approve_override": ("override.approve",),
+    "reject_override": ("override.reject",),
+    "retry_override": ("override.retry",),
+    "withdraw_override": ("override.withdraw",),
+    "run_remediation": ("finding.fix", "finding.acknowledge"),
+    "run_bulk_remediation": ("finding.fix", "finding.acknowledge"),
+    "sync": ("sync.run",),
+    "reconcile": ("sync.run",),
+    "send_due_emails": ("outbox.send",),
+    "retry_email": ("outbox.retry",),
+    "replay_webhook": ("webhook.replay",),
+    "refresh_disputes": ("dispute.refresh",),
+    "save_dispute_evidence": ("dispute.draft", "dispute.submit"),
+    "run_close": ("close.run",),
+    "check_connections": ("settings.check_connections",),
+}
