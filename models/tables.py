@@ -5,11 +5,14 @@ Enums are stored as plain strings so migrations stay simple on both SQLite and P
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
+import sqlalchemy.orm
 from sqlmodel import JSON, Column, Field, SQLModel
 
 from models.types import UTCDateTime
@@ -189,6 +192,82 @@ class AuditLog(SQLModel, table=True):
     booking_id: int | None = Field(default=None, index=True)
     payment_intent: str | None = Field(default=None, max_length=64, index=True)
     payload: dict[str, Any] = _json({})
+    # Hash chain (hex sha256): filled on insert by `_chain_audit_row` below, whoever adds the row.
+    prev_hash: str = Field(default="", max_length=64)
+    row_hash: str = Field(default="", max_length=64)
+
+    def compute_hash(self) -> str:
+        """sha256 of the row's content and the previous row's hash; changing either changes this."""
+        return audit_row_hash(
+            at=self.at,
+            actor=self.actor,
+            action=self.action,
+            booking_id=self.booking_id,
+            payment_intent=self.payment_intent,
+            payload=self.payload,
+            prev_hash=self.prev_hash,
+        )
+
+
+# The first row's prev_hash. Part of the stored contract, like the canonical form below.
+AUDIT_GENESIS_HASH = "0" * 64
+# pg_advisory_xact_lock key serialising audit appends on PostgreSQL ("RDAU"); SQLite writers are serial already.
+AUDIT_CHAIN_LOCK_KEY = 0x52444155
+_AUDIT_HEAD = "roomdesk.audit_head"
+
+
+def audit_row_hash(
+    *,
+    at: datetime,
+    actor: str,
+    action: str,
+    booking_id: int | None,
+    payment_intent: str | None,
+    payload: Any,
+    prev_hash: str,
+) -> str:
+    """The canonical form (sorted-key JSON, UTC ISO time with microseconds) is a stored contract: old rows are
+    verified with it, so it may only change together with a migration that re-chains."""
+    if at.tzinfo is None:
+        raise ValueError("naive datetime refused: store timezone-aware times")
+    doc = {
+        "at": at.astimezone(UTC).isoformat(timespec="microseconds"),
+        "actor": actor,
+        "action": action,
+        "booking_id": booking_id,
+        "payment_intent": payment_intent,
+        "payload": payload,
+        "prev_hash": prev_hash,
+    }
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@sa.event.listens_for(AuditLog, "before_insert")
+def _chain_audit_row(_mapper: Any, connection: sa.Connection, target: AuditLog) -> None:
+    """Link each new row to the head of the chain, inside the inserting transaction. On PostgreSQL a
+    transaction-scoped advisory lock, held until commit, keeps two writers from reading the same head; rows of one
+    flush chain to each other in insert order (which is id order)."""
+    session = sa.orm.object_session(target)
+    info = session.info if session is not None else {}
+    head = info.get(_AUDIT_HEAD)
+    if head is None:
+        if connection.dialect.name == "postgresql":
+            connection.execute(sa.select(sa.func.pg_advisory_xact_lock(AUDIT_CHAIN_LOCK_KEY)))
+        table: sa.Table = AuditLog.__table__  # type: ignore[attr-defined]
+        last = sa.select(table.c.row_hash).order_by(table.c.id.desc()).limit(1)
+        head = connection.execute(last).scalar() or AUDIT_GENESIS_HASH
+    # Hash what will be read back: the JSON column turns e.g. integer keys into strings.
+    target.payload = json.loads(json.dumps(target.payload))
+    target.prev_hash = head
+    target.row_hash = target.compute_hash()
+    info[_AUDIT_HEAD] = target.row_hash
+
+
+@sa.event.listens_for(sa.orm.Session, "before_flush")
+def _forget_audit_head(session: sa.orm.Session, _context: Any, _instances: Any) -> None:
+    # Each flush reads the head afresh (a failed flush must not leave a head that was never stored).
+    session.info.pop(_AUDIT_HEAD, None)
 
 
 class EmailOutbox(SQLModel, table=True):

@@ -1,14 +1,26 @@
-"""The audit trail: one row per state change, written in the same transaction as the change."""
+"""The audit trail: one row per state change, written in the same transaction as the change.
+
+The log is append-only (database triggers refuse UPDATE and DELETE) and hash-chained: each row stores the previous
+row's hash and its own, computed on insert (models.tables._chain_audit_row). `verify_chain` walks the chain;
+`chain_status` is the cheap, cached form for the dashboard.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
 from sqlmodel import Session
 
-from models.tables import AuditLog, Booking
+from models.tables import AUDIT_GENESIS_HASH, AuditLog, Booking, audit_row_hash
+
+if TYPE_CHECKING:
+    from services.context import Services
 
 log = logging.getLogger("roomdesk")
 
@@ -57,3 +69,102 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)
+
+
+# --------------------------------------------------------------------------------------------- chain verification
+
+VERIFY_BATCH = 5000
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """The outcome of walking the audit chain. `head_id`/`head_hash` are the last intact row, where a later check
+    can start from (and what an operator may note down elsewhere, so that removing rows at the end shows too)."""
+
+    ok: bool
+    rows: int
+    seconds: float
+    checked_at: datetime
+    broken_id: int | None = None
+    reason: str = ""
+    head_id: int | None = None
+    head_hash: str = AUDIT_GENESIS_HASH
+
+    def line(self) -> str:
+        if self.ok:
+            head = f"head row {self.head_id} {self.head_hash[:12]}" if self.head_id is not None else "empty log"
+            return f"Audit chain intact: {self.rows:,} row(s) checked in {self.seconds:.2f} s; {head}"
+        return f"Audit chain BROKEN at row {self.broken_id}: {self.reason} ({self.rows:,} row(s) intact before it)"
+
+
+_AUDIT: sa.Table = AuditLog.__table__  # type: ignore[attr-defined]
+
+
+def verify_chain(svc: Services, *, since: tuple[int, str] | None = None) -> ChainReport:
+    """Walk the audit log in id order and report the first row whose content or link does not match. With `since`
+    (a previous report's head id and hash) only rows after it are walked, after checking that row is unchanged."""
+    started = time.perf_counter()
+    id_col = _AUDIT.c.id
+    head_id, head_hash, rows = None, AUDIT_GENESIS_HASH, 0
+
+    def report(ok: bool, broken_id: int | None = None, reason: str = "") -> ChainReport:
+        return ChainReport(ok, rows, time.perf_counter() - started, svc.now(), broken_id, reason, head_id, head_hash)
+
+    if since is not None:
+        head_id, head_hash = since
+        # Short transactions: on SQLite every transaction holds the write lock, so a long walk would stall writers.
+        with svc.engine.begin() as conn:
+            stored = conn.execute(sa.select(_AUDIT.c.row_hash).where(id_col == head_id)).scalar()
+        if stored != head_hash:
+            why = "was changed" if stored is not None else "is missing (deleted)"
+            return report(False, head_id, f"row {head_id} {why} since it was last verified")
+    while True:
+        query = sa.select(_AUDIT).order_by(id_col).limit(VERIFY_BATCH)
+        if head_id is not None:
+            query = query.where(id_col > head_id)
+        with svc.engine.begin() as conn:
+            batch = conn.execute(query).all()
+        if not batch:
+            return report(True)
+        for r in batch:
+            content = audit_row_hash(
+                at=r.at,
+                actor=r.actor,
+                action=r.action,
+                booking_id=r.booking_id,
+                payment_intent=r.payment_intent,
+                payload=r.payload,
+                prev_hash=r.prev_hash,
+            )
+            if content != r.row_hash:
+                return report(False, r.id, f"row {r.id} was changed")
+            if r.prev_hash != head_hash:
+                if head_id is None:
+                    return report(False, r.id, "chain starts wrong: the first row does not point at the start")
+                return report(False, r.id, f"a row before {r.id} is missing (deleted)")
+            head_id, head_hash, rows = r.id, r.row_hash, rows + 1
+
+
+_status: dict[str, tuple[float, ChainReport]] = {}
+_status_lock = threading.Lock()
+
+
+def chain_status(svc: Services, *, full_every_s: float = 900.0) -> ChainReport:
+    """Cheap enough for every dashboard rerun: per process, a full walk at most every `full_every_s` seconds and in
+    between only the rows appended since the last intact head. A broken chain is reported from cache until the next
+    full walk."""
+    key = svc.engine.url.render_as_string(hide_password=False)
+    with _status_lock:
+        cached = _status.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < full_every_s:
+            last = cached[1]
+            if not last.ok:
+                return last
+            new = verify_chain(svc, since=(last.head_id, last.head_hash) if last.head_id is not None else None)
+            merged = replace(new, rows=last.rows + new.rows) if new.ok else new
+            _status[key] = (cached[0], merged)
+            return merged
+        full = verify_chain(svc)
+        _status[key] = (now, full)
+        return full

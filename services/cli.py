@@ -212,6 +212,15 @@ def cmd_close(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
+def cmd_verify_audit(args: argparse.Namespace) -> int:
+    """Exit status: 0 the audit chain is intact, 1 a row was changed or removed."""
+    from services.audit import verify_chain
+
+    report = verify_chain(_services())
+    print(report.line())
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m services.cli", description="Room Desk operations")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step")
@@ -267,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--day", type=_day, metavar="YYYY-MM-DD", help="business day, venue time (default: yesterday)")
     p.add_argument("--csv", metavar="FILE", help="also write the result as CSV")
     p.set_defaults(func=cmd_close)
+    p = sub.add_parser("verify-audit", help="check the audit log's hash chain: exit 1 if a row was changed or removed")
+    p.set_defaults(func=cmd_verify_audit)
     p = sub.add_parser("serve-api", help="serve the HTTP API (booking form back end, Stripe webhook)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default loopback only)")

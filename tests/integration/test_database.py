@@ -31,7 +31,7 @@ def test_migrations_build_the_schema_from_empty_and_match_the_models(db_url: str
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
         version = conn.execute(sa.text("select version_num from alembic_version")).scalar_one()
     assert diff == [], f"models and migrations disagree: {diff}"
-    assert version == "0005"
+    assert version == "0006"
     engine.dispose()
 
 
