@@ -546,6 +546,32 @@ class SyncOutcome:
         )
 
 
+def audit_indicator(svc: Services) -> None:
+    """The audit trail's integrity: each row is chained to the one before by a hash (services/audit.py); an edited
+    or deleted row breaks the chain, and this says which."""
+    from services import audit
+
+    try:
+        report = audit.chain_status(svc)
+    except Exception:
+        log.exception("Audit chain check failed")
+        st.warning("The audit trail could not be checked just now; the details are in the server log.")
+        return
+    if report.ok:
+        st.caption(
+            f":material/verified_user: Audit trail intact · {report.rows:,} rows chained · checked "
+            f"{venue(svc, report.checked_at)}",
+            help="Every change is recorded in an append-only audit log, each row chained to the previous one by a "
+            "hash. Run `python -m services.cli verify-audit` for a full check.",
+        )
+    else:
+        st.error(
+            f"**The audit trail has been tampered with.** {report.line()} Tell an admin: rows of the audit log "
+            "were changed or deleted outside Room Desk.",
+            icon=":material/gpp_bad:",
+        )
+
+
 def sync_and_reconcile(svc: Services) -> SyncOutcome | None:
     """Sync Stripe and the calendars, then reconcile, with a progress bar; None (and a message) when it could not
     run. Both the Overview's Sync now and the Mismatches page after a fix use it."""

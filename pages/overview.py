@@ -38,6 +38,7 @@ with status:
     last = ui.sync_status(svc, can_sync=can_sync)
 if (outcome := st.session_state.get("ov_outcome")) is not None:
     ui.show_sync_outcome(outcome)
+ui.audit_indicator(svc)
 
 # ---- what is open now --------------------------------------------------------------------------------------------
 findings = open_findings(svc, include_acknowledged=True)
