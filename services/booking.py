@@ -679,6 +679,34 @@ def _confirm_locked(svc: Services, booking_id: int, pi_id: str, actor: str, now:
     pi = svc.payments.retrieve_payment_intent(pi_id)  # re-fetch: never trust a webhook payload
     if pi.get("status") != "succeeded":
         return ConfirmResult(booking_id, reference, "not_paid", [f"Payment is {pi.get('status')}, not succeeded"])
+    latest = pi.get("latest_charge")
+    charge: dict[str, Any] = latest if isinstance(latest, dict) else {}
+    received = int(pi.get("amount_received") or charge.get("amount_captured") or 0)
+    if received and int(charge.get("amount_refunded") or 0) >= received:
+        # Paid, then refunded in full (in Stripe's dashboard) before we processed it: the customer has their money
+        # back, so the room is not theirs. The charge.refunded webhook records the refund itself.
+        with svc.session() as s:
+            booking = _load(s, booking_id)
+            legs = _legs(s, booking_id)
+            for leg in legs:
+                if leg.state == LegState.AWAITING_PAYMENT:
+                    _set_state(leg, LegState.FAILED, now)
+            _release_claims(s, booking_id)
+            booking.status = derive_status(legs)
+            booking.hold_expires_at = None
+            booking.updated_at = now
+            audit.record(
+                s,
+                "booking.payment.refunded_before_processing",
+                actor=actor,
+                at=now,
+                booking=booking,
+                amount=received,
+                message="Paid, then refunded in full before Room Desk processed it: not confirmed",
+            )
+        return ConfirmResult(
+            booking_id, reference, "refunded", ["The payment was refunded in full before it was processed"]
+        )
 
     with svc.session() as s:
         booking = _load(s, booking_id)
@@ -929,7 +957,8 @@ def _refund(
             amount_cents=amount_cents,
             reason=reason,
             idempotency_key=key,
-            metadata={"booking_id": booking.reference, "origin": origin},
+            # The key in metadata too (the Stripe adapter adds it itself): a retry finds a refund whose answer was lost.
+            metadata={"booking_id": booking.reference, "origin": origin, "idempotency_key": key},
         )
     except (GatewayError, InvalidState) as exc:  # InvalidState: e.g. an open dispute blocks refunds
         with svc.session() as s:
@@ -1089,11 +1118,12 @@ def _cancel_locked(
         pi = svc.payments.retrieve_payment_intent(booking.payment_intent_id or "")
         charge = pi.get("latest_charge") or {}
         remaining = int(charge.get("amount", 0)) - int(charge.get("amount_refunded", 0))
-        if pi.get("status") != "succeeded" or remaining < total:
-            raise InvalidState(
-                f"Stripe shows {remaining / 100:.2f} left to refund, less than the {total / 100:.2f} due: "
-                "sync and check this booking before cancelling"
-            )
+        short = f"Stripe shows {remaining / 100:.2f} left to refund, less than the {total / 100:.2f} due: "
+        short += "sync and check this booking before cancelling"
+        if pi.get("status") != "succeeded":
+            raise InvalidState(short)
+        # Less left than due can mean an earlier try of this very cancellation refunded and lost the answer: the
+        # refund below then replays by its key; any other refund it would make is refused by Stripe (over-refund).
         key = refund_key or f"roomdesk-{booking.reference}-cancel-" + "-".join(str(i) for i in ids)
         errors: list[str] = []
         if not _refund(
@@ -1109,6 +1139,8 @@ def _cancel_locked(
             leg_ids=ids,
             errors=errors,
         ):
+            if remaining < total:
+                raise InvalidState(short)
             why = errors[0] if errors else "the payment provider did not answer"
             raise GatewayError(f"The refund could not be made ({why}); nothing was cancelled.", transient=True)
 

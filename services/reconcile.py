@@ -468,7 +468,21 @@ def detect(svc: Services, session: Session, now: datetime) -> tuple[list[Detecte
             else:
                 expected = set(p.dates)
             have = expected & event_days
-            if expected and not have:
+            if booking is not None and booking.status == "FAILED" and expected and have == expected:
+                # Marked failed, money kept, yet every day is on the calendar (a fix created the events and lost
+                # the answer): the booking must be restored (create_events notes the events) or refunded.
+                out.append(
+                    Detected(
+                        "paid_no_event",
+                        p.id,
+                        f"{who(p)}: {money(kept, p.currency)} paid and kept, its days are on the calendar, but the "
+                        "booking is marked failed",
+                        **common,
+                        dates=dates,
+                        amount_cents=kept,
+                    )
+                )
+            elif expected and not have:
                 out.append(
                     Detected(
                         "paid_no_event",

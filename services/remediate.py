@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
 
@@ -32,6 +32,7 @@ from models.tables import (
     ExternalRef,
     Finding,
     LegState,
+    RefundRecord,
     SlotClaim,
 )
 from services import audit, notify, reconcile
@@ -40,7 +41,7 @@ from services.catalogue import Room
 from services.context import Services
 from services.email_render import RenderedEmail
 from services.errors import DomainError, GatewayError, NotFound, ValidationError
-from services.gateways.base import Json
+from services.gateways.base import Json, all_pages
 from services.rules.availability import LegWindow, SlotRequest, check_conflicts, holiday_name, leg_windows
 from services.rules.refunds import policy_snapshot
 from services.rules.timefmt import day_label, money
@@ -143,6 +144,23 @@ def _fetch_pay(svc: Services, pi_id: str | None) -> _Pay | None:
         str(pi.get("currency") or "cad").upper(),
         {str(k): str(v) for k, v in (pi.get("metadata") or {}).items()},
     )
+
+
+def _unrecorded_refund(svc: Services, pay: _Pay | None, key: str) -> Json | None:
+    """A refund Stripe made with this fix's key that we never recorded: an earlier click refunded, then lost the
+    answer (a timeout). Its retry must finish that click's work, not refuse because the money is already back."""
+    if pay is None or not pay.refunded:
+        return None
+    refunds = all_pages(
+        lambda after: svc.payments.list_refunds(payment_intent_id=pay.id, limit=100, starting_after=after)
+    )
+    ours = [r for r in refunds if (r.get("metadata") or {}).get("idempotency_key") == key]
+    mine = next((r for r in ours if r.get("status") != "failed"), None)
+    if mine is None:
+        return None
+    with svc.session() as s:
+        recorded = s.exec(select(RefundRecord.id).where(RefundRecord.refund_id == mine["id"])).first()
+    return None if recorded is not None else mine
 
 
 def _paid(pay: _Pay | None, pi_id: str | None) -> _Pay:
@@ -337,6 +355,16 @@ def _create_events(
         bk.record_event_created(svc, booking_id, leg, event_id, actor=actor, now=now)
         created.append(leg.day)
     return created, None
+
+
+def _record_existing(svc: Services, booking_id: int, found: dict[date, EventKey], actor: str, now: datetime) -> None:
+    """Note on each day the event that is there for it (one an earlier try created but never heard back about)."""
+    with svc.session() as s:
+        legs = bk._legs(s, booking_id)
+    for leg in legs:
+        key = found.get(leg.day)
+        if key is not None and key[0] == leg.calendar_id and leg.event_id != key[1]:
+            bk.record_event_created(svc, booking_id, leg, key[1], actor=actor, now=now)
 
 
 def _delete_events(
@@ -642,6 +670,7 @@ def _refund_and_close(
     reason: str,
     email: Literal["refund", "cancellation"],
     extra_events: Sequence[EventKey] = (),
+    replay: bool = False,
 ) -> FixResult:
     """Refund through Stripe (idempotent key, RefundRecord origin `remediation`), then move the legs on (active days
     to `to_state`, unpaid ones to FAILED), release their slots, delete their events and email the customer."""
@@ -649,10 +678,15 @@ def _refund_and_close(
     with svc.session() as s:
         booking = bk._load(s, booking_id)
         pi_id = booking.payment_intent_id
-    # Re-checked under the lease: the money must still be there.
-    pay = _paid(_fetch_pay(svc, pi_id), pi_id)
-    if pay.kept < amount:
-        raise Refusal(f"Stripe shows only {pay.money(pay.kept)} left to refund, not {pay.money(amount)} — sync first")
+    # Re-checked under the lease: the money must still be there (unless this click finishes one whose refund Stripe
+    # made and whose answer was lost: the refund below then replays by its key).
+    pay = _fetch_pay(svc, pi_id)
+    if not (replay and _unrecorded_refund(svc, pay, key) is not None):
+        pay = _paid(pay, pi_id)
+        if pay.kept < amount:
+            raise Refusal(
+                f"Stripe shows only {pay.money(pay.kept)} left to refund, not {pay.money(amount)} — sync first"
+            )
     ok = bk._refund(
         svc,
         booking_id,
@@ -727,7 +761,9 @@ def _refund_and_close(
         actor=actor,
         now=now,
     )
-    parts = [f"Refunded {pay.money(amount)} for {reference}"]
+    with svc.session() as s:
+        currency = bk._load(s, booking_id).currency
+    parts = [f"Refunded {money(amount, currency)} for {reference}"]
     if deleted:
         parts.append(f"deleted {_plural(deleted, 'event')}")
     parts.append(f"emailed {to}" if sent else "the email could not be sent (queued to retry)")
@@ -781,10 +817,16 @@ def _plan_create_events(ctx: _Ctx) -> _Plan:
         reinstate, reference, to = status == BookingStatus.FAILED, booking.reference, booking.customer_email
         who = _who(svc, booking)
     missing = [w for w in targets if w.day not in have]
-    if not missing:
+    if not missing and not reinstate:
         raise Refusal("Nothing to do: every day already has its calendar event")
+    # (A failed booking whose events all exist — an earlier try created them and lost the answer — is still
+    # restored: its slots held again, the events noted on its days, the customer confirmed.)
     own_ids = {eid for _, eid in events}
-    conflicts = _gate2(svc, room, missing, own=own_ids, booking_id=booking.id if booking else None, now=ctx.now)
+    conflicts = (
+        _gate2(svc, room, missing, own=own_ids, booking_id=booking.id if booking else None, now=ctx.now)
+        if missing
+        else []
+    )
     if conflicts:
         raise _slot_taken(conflicts, ctx)
     days = [w.day for w in missing]
@@ -795,7 +837,10 @@ def _plan_create_events(ctx: _Ctx) -> _Plan:
         steps.append(
             f"Restore booking {reference} (its days were marked failed, but the {pay.money(pay.kept)} was kept)"
         )
-    steps.append(f"create {_plural(len(days), 'calendar event')} for {who}: {_days(days)}")
+    if days:
+        steps.append(f"create {_plural(len(days), 'calendar event')} for {who}: {_days(days)}")
+    else:
+        steps.append(f"note the calendar events already there for {who}")
     if booking is None or booking.confirmation_sent_at is None:
         steps.append(f"email the confirmation to {to}")
     text = ", then ".join([steps[0][:1].upper() + steps[0][1:], *steps[1:]]) + "."
@@ -820,10 +865,13 @@ def _plan_create_events(ctx: _Ctx) -> _Plan:
                     "Try again: nothing is duplicated.",
                     changed=bool(created) or meta is not None,
                 )
+            _record_existing(svc, booking_id, have, ctx.actor, ctx.now)
             if reinstate:
                 _reinstate(ctx, booking_id, failed_ids)
             emailed = _send_confirmation(svc, booking_id, ctx.actor, ctx.now)
-        message = f"Created {_plural(len(days), 'event')}: {_days(days)}" + (f"; {emailed}" if emailed else "")
+        message = (
+            f"Created {_plural(len(days), 'event')}: {_days(days)}" if days else "The events were already there"
+        ) + (f"; {emailed}" if emailed else "")
         return FixResult(f.id or 0, "", True, message, changed=True)
 
     return _Plan(text, apply)
@@ -925,6 +973,7 @@ def _plan_recreate_events(ctx: _Ctx) -> _Plan:
             deleted, problems = _delete_events(
                 svc, wrong, booking_id=booking_id, pi_id=pay.id, actor=ctx.actor, now=ctx.now
             )
+            _record_existing(svc, booking_id, right, ctx.actor, ctx.now)  # incl. one an earlier try created
             # An adopted booking is new to the customer too: it gets the confirmation the old system never sent.
             emailed = _send_confirmation(svc, booking_id, ctx.actor, ctx.now) if meta is not None else ""
         parts = [f"Deleted {deleted} of {_plural(len(wrong), 'wrong event')}"]
@@ -940,8 +989,14 @@ def _plan_recreate_events(ctx: _Ctx) -> _Plan:
 def _plan_refund(ctx: _Ctx) -> _Plan:
     """Refund what remains, the policy's quote or (amount_mismatch) what was charged above the price."""
     svc, f, amount_kind = ctx.svc, ctx.finding, ctx.opts.amount
-    pay = _paid(_fetch_pay(svc, f.payment_intent), f.payment_intent)
     booking, legs = ctx.booking, ctx.legs
+    fetched = _fetch_pay(svc, f.payment_intent)
+    key = f"roomdesk-{booking.reference if booking else f.payment_intent}-{ctx.key}-refund"
+    earlier = _unrecorded_refund(svc, fetched, key)
+    if earlier is not None and fetched is not None:
+        # Plan as the first click did, before its refund: this click records it and closes the booking.
+        fetched = replace(fetched, refunded=max(fetched.refunded - int(earlier.get("amount") or 0), 0))
+    pay = _paid(fetched, f.payment_intent)
     meta = _meta(svc, pay) if booking is None else None
     reason = ctx.opts.reason.strip() or {
         "paid_no_event": "Paid, but the booking could not be put on the calendar",
@@ -1007,10 +1062,11 @@ def _plan_refund(ctx: _Ctx) -> _Plan:
                 amount=cents,
                 leg_ids=ids,
                 to_state=to_state,
-                key=f"roomdesk-{booking.reference if booking else pay.id}-{ctx.key}-refund",
+                key=key,
                 reason=reason,
                 email="cancellation" if to_state == LegState.CANCELLED else "refund",
                 extra_events=_named_events(svc, f),
+                replay=earlier is not None,
             )
 
     return _Plan(text, apply)
@@ -1108,7 +1164,15 @@ def _plan_cancel(ctx: _Ctx, *, full: bool) -> _Plan:
         chosen = [leg for leg in legs if leg.state == LegState.CONFIRMED]
     if not chosen:
         raise Refusal(f"Nothing to do: booking {reference} has no confirmed day left to cancel here")
-    pay = _paid(_fetch_pay(svc, booking.payment_intent_id), booking.payment_intent_id)
+    fetched = _fetch_pay(svc, booking.payment_intent_id)
+    full_key = f"roomdesk-{reference}-{ctx.key}-cancel-full"
+    # The key bk.cancel_booking refunds a policy cancellation under (it replays a refund whose answer was lost).
+    policy_key = f"roomdesk-{reference}-cancel-" + "-".join(str(i) for i in sorted(leg.id for leg in chosen if leg.id))
+    earlier = _unrecorded_refund(svc, fetched, full_key if full else policy_key)
+    if earlier is not None and fetched is not None:
+        # An earlier click refunded and lost the answer: plan as it did; this click records it and closes.
+        fetched = replace(fetched, refunded=max(fetched.refunded - int(earlier.get("amount") or 0), 0))
+    pay = _paid(fetched, booking.payment_intent_id)
     ids = [leg.id for leg in chosen if leg.id is not None]
     days = [leg.day for leg in chosen]
     who = _who(svc, booking, days)
@@ -1140,8 +1204,9 @@ def _plan_cancel(ctx: _Ctx, *, full: bool) -> _Plan:
                     amount=cents,
                     leg_ids=ids,
                     to_state=LegState.CANCELLED,
-                    key=f"roomdesk-{reference}-{ctx.key}-cancel-full",
+                    key=full_key,
                     reason=reason,
+                    replay=earlier is not None,
                     email="cancellation",
                 )
             result.message = f"Cancelled {_days(days)}; " + result.message[:1].lower() + result.message[1:]
