@@ -297,8 +297,9 @@ def wait_idle(page: Page, timeout: float = 30.0) -> None:
 
 
 def wait_text(page: Page, text: str, timeout: float = 30.0) -> None:
-    """Wait until `text` is visible somewhere on the page (first match)."""
-    page.get_by_text(text).first.wait_for(state="visible", timeout=timeout * 1000)
+    """Wait until `text` is visible somewhere on the page. Hidden copies (a data grid's accessible cells carry their
+    text off-screen) are skipped: `.first` alone could settle on one and never become visible."""
+    page.get_by_text(text).filter(visible=True).first.wait_for(state="visible", timeout=timeout * 1000)
 
 
 def open_page(page: Page, server: StreamlitServer, path: str = "/", *, timeout: float = 60.0) -> None:
