@@ -35,14 +35,14 @@ PAGES = {
 settings = ui.settings()
 if settings.is_sandbox:
     ui.dev_role_default()
-elif not settings.audit_mode and not ui.oidc_configured():
-    # Live mode (real payments, real calendars) never runs without staff sign-in.
+elif not ui.oidc_configured():
+    # Live mode (real payments or calendars, audit mode included: it shows real customers' data) never runs without
+    # staff sign-in.
     st.title("Room Desk")
     st.error(
         "**Room Desk will not start in live mode without staff sign-in.** Add an `[auth]` section (OIDC, e.g. Google "
         "Workspace) to `.streamlit/secrets.toml` and map each person's email to a role in `STAFF_ROLES` — see the "
-        "README's *Going live*. Or run in sandbox mode (the default), or with AUDIT_MODE=true to read your real "
-        "account without changing anything."
+        "README's *Going live*. Or run in sandbox mode (the default)."
     )
     st.stop()
 role = ui.role()

@@ -80,10 +80,9 @@ def oidc_configured() -> bool:
 
 
 def uses_oidc() -> bool:
-    """Live mode signs staff in with OIDC (st.login; the role comes from STAFF_ROLES). The sandbox keeps the role
-    picker; so does audit mode (read-only) when no [auth] is configured."""
-    s = settings()
-    return not s.is_sandbox and (not s.audit_mode or oidc_configured())
+    """Live mode (audit mode included) signs staff in with OIDC (st.login; the role comes from STAFF_ROLES); the
+    sandbox keeps the role picker."""
+    return not settings().is_sandbox
 
 
 def role() -> str | None:

@@ -1,4 +1,5 @@
-"""Sign in. In sandbox mode this is a role picker: there are no real accounts to protect."""
+"""Sign in: live mode (audit mode included) with the venue's accounts (OIDC); the sandbox with a role picker (there
+are no real accounts to protect)."""
 
 from __future__ import annotations
 
@@ -26,13 +27,6 @@ if ui.uses_oidc():
     if st.button("Sign out", icon=":material/logout:", key="sign_out_oidc"):
         st.logout()
     st.stop()
-if not svc.settings.is_sandbox:
-    # Audit mode writes nothing anywhere, but it shows real customers' bookings: keep it on your own machine.
-    st.warning(
-        "**Audit mode without staff sign-in.** Nothing can be changed, but real customer data is shown: run it on "
-        "your own computer only (the default address, localhost)."
-    )
-
 st.write("Choose the role to work as. Each role sees its own pages; you can switch at any time from the sidebar.")
 with st.columns([1, 1])[0], st.form("sign_in"):
     choice = st.radio(

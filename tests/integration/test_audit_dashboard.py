@@ -21,6 +21,13 @@ from tests.integration.stripe_server import LocalStripe, localstripe, localstrip
 from tests.integration.test_live_adapters import request, weekdays
 
 APP = str(PROJECT_ROOT / "app.py")
+AUTH = {
+    "redirect_uri": "http://127.0.0.1:8501/oauth2callback",
+    "cookie_secret": "test-cookie-secret-not-real",
+    "client_id": "roomdesk-test.apps.example",
+    "client_secret": "test-client-secret-not-real",
+    "server_metadata_url": "http://127.0.0.1:9/.well-known/openid-configuration",
+}
 
 
 @pytest.fixture
@@ -39,8 +46,10 @@ def audited(tmp_path: Path, localstripe: LocalStripe, monkeypatch: pytest.Monkey
             "GOOGLE_SERVICE_ACCOUNT_FILE": str(fake.key_file),
             "GOOGLE_API_ROOT": fake.server.url,
             "ROOMDESK_SECRETS_FILE": str(tmp_path / "none.toml"),
+            "STAFF_ROLES": '{"manager@venue.example": "manager"}',
         }
-        writer = build_services(Settings(**{k.lower(): v for k, v in env.items() if k != "ROOMDESK_SECRETS_FILE"}))
+        own = {k.lower(): v for k, v in env.items() if k not in ("ROOMDESK_SECRETS_FILE", "STAFF_ROLES")}
+        writer = build_services(Settings(**own))
         started = bk.start_booking(writer, request(writer, room="gallery"), actor="customer")
         writer.payments.confirm_payment_intent(started.payment_intent, payment_method="pm_card_visa")
         bk.confirm_payment(writer, started.payment_intent)
@@ -69,11 +78,14 @@ def test_audit_mode_dashboard_reads_live_data_and_writes_nothing(audited: Any) -
     fake, stripe_peer = audited
     writes_before = len(stripe_peer.writes())
     at = AppTest.from_file(APP, default_timeout=60)
+    at.run()  # real customers' data: no page without staff sign-in
+    assert "will not start in live mode without staff sign-in" in at.error[0].value
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.secrets["auth"] = AUTH
+    at.user = {"is_logged_in": True, "email": "manager@venue.example"}
     at.run()
     shown = "\n".join(str(w.value) for w in [*at.warning, *at.info])
-    assert "Audit mode without staff sign-in" in shown and "Audit mode — read-only" in shown
-    at.session_state["role"] = "manager"
-    at.run()
+    assert "Audit mode — read-only" in shown
     assert at.title[0].value == "Overview"
     next(b for b in at.button if "Sync now" in str(b.label)).click().run()
     assert not at.exception, [e.value for e in at.exception]
