@@ -977,37 +977,75 @@ def _refund(
             errors.append(exc.message)
         return False
     with svc.session() as s:
-        booking = _load(s, booking_id)
-        if s.exec(select(RefundRecord).where(RefundRecord.refund_id == refund["id"])).first() is None:
-            s.add(
-                RefundRecord(
-                    booking_id=booking_id,
-                    refund_id=refund["id"],
-                    amount_cents=refund["amount"],
-                    currency=booking.currency,
-                    origin=origin,
-                    reason=reason,
-                    policy_quote_cents=policy_quote,
-                    leg_ids=list(leg_ids),
-                    actor=actor,
-                    created_at=now,
-                )
+        record_refund(
+            s,
+            _load(s, booking_id),
+            refund,
+            origin=origin,
+            reason=reason,
+            actor=actor,
+            now=now,
+            policy_quote=policy_quote,
+            leg_ids=leg_ids,
+        )
+    return True
+
+
+def record_refund(
+    session: Session,
+    booking: Booking,
+    refund: dict[str, Any],
+    *,
+    origin: str,
+    reason: str,
+    actor: str,
+    now: datetime,
+    policy_quote: int | None = None,
+    leg_ids: Sequence[int] = (),
+    message: str | None = None,
+) -> bool:
+    """Record a Stripe refund of the booking once (RefundRecord, its external ref, an audit row); False if it was
+    already recorded. Both our own refunds and those Stripe reports (webhooks) are recorded here."""
+    if session.exec(select(RefundRecord.id).where(RefundRecord.refund_id == refund["id"])).first() is not None:
+        return False
+    assert booking.id is not None
+    session.add(
+        RefundRecord(
+            booking_id=booking.id,
+            refund_id=refund["id"],
+            amount_cents=int(refund["amount"]),
+            currency=str(refund.get("currency") or booking.currency).upper(),
+            origin=origin,
+            reason=reason,
+            policy_quote_cents=policy_quote,
+            leg_ids=list(leg_ids),
+            actor=actor,
+            created_at=now,
+        )
+    )
+    known = session.exec(
+        select(ExternalRef.id).where(
+            ExternalRef.provider == "stripe", ExternalRef.kind == "refund", ExternalRef.external_id == refund["id"]
+        )
+    ).first()
+    if known is None:
+        session.add(
+            ExternalRef(
+                provider="stripe", kind="refund", external_id=refund["id"], booking_id=booking.id, created_at=now
             )
-            s.add(
-                ExternalRef(
-                    provider="stripe", kind="refund", external_id=refund["id"], booking_id=booking_id, created_at=now
-                )
-            )
-            audit.record(
-                s,
-                f"booking.refund.{origin}",
-                actor=actor,
-                at=now,
-                booking=booking,
-                refund_id=refund["id"],
-                amount_cents=refund["amount"],
-                reason=reason,
-            )
+        )
+    extra = {"message": message} if message else {}
+    audit.record(
+        session,
+        f"booking.refund.{origin}",
+        actor=actor,
+        at=now,
+        booking=booking,
+        refund_id=refund["id"],
+        amount_cents=int(refund["amount"]),
+        reason=reason,
+        **extra,
+    )
     return True
 
 

@@ -20,7 +20,7 @@ import stripe
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from models.tables import Booking, BookingStatus, ExternalRef, RefundRecord, WebhookEvent
+from models.tables import Booking, BookingStatus, ExternalRef, WebhookEvent
 from services import audit, booking
 from services.context import Services
 from services.errors import ConfigError, DomainError, GatewayError, NotFound
@@ -272,54 +272,19 @@ def on_charge_refunded(svc: Services, obj: Json, actor: str, now: datetime) -> s
     with svc.session() as s:
         b = s.get(Booking, booking_id)
         assert b is not None
-        known = set(
-            s.exec(select(RefundRecord.refund_id).where(col(RefundRecord.refund_id).in_([r["id"] for r in refunds])))
-        )
-        for refund in refunds:
-            if refund["id"] in known or refund.get("status") not in ("succeeded", "pending"):
+        for refund in refunds:  # record_refund skips those already recorded
+            if refund.get("status") not in ("succeeded", "pending"):
                 continue
             metadata = refund.get("metadata") or {}
             ours = metadata.get("booking_id") == b.reference and metadata.get("origin")
-            origin = str(metadata["origin"]) if ours else "stripe_dashboard"
-            reason = str(metadata.get("reason") or refund.get("reason") or "")[:500]
-            s.add(
-                RefundRecord(
-                    booking_id=booking_id,
-                    refund_id=refund["id"],
-                    amount_cents=int(refund["amount"]),
-                    currency=str(refund.get("currency") or b.currency).upper(),
-                    origin=origin,
-                    reason=reason,
-                    actor=actor,
-                    created_at=now,
-                )
-            )
-            exists = s.exec(
-                select(ExternalRef.id).where(
-                    ExternalRef.provider == "stripe",
-                    ExternalRef.kind == "refund",
-                    ExternalRef.external_id == refund["id"],
-                )
-            ).first()
-            if exists is None:
-                s.add(
-                    ExternalRef(
-                        provider="stripe",
-                        kind="refund",
-                        external_id=refund["id"],
-                        booking_id=booking_id,
-                        created_at=now,
-                    )
-                )
-            audit.record(
+            booking.record_refund(
                 s,
-                f"booking.refund.{origin}",
+                b,
+                refund,
+                origin=str(metadata["origin"]) if ours else "stripe_dashboard",
+                reason=str(metadata.get("reason") or refund.get("reason") or "")[:500],
                 actor=actor,
-                at=now,
-                booking=b,
-                refund_id=refund["id"],
-                amount_cents=int(refund["amount"]),
-                reason=reason,
+                now=now,
                 message="Refund recorded from Stripe",
             )
     return "processed"
