@@ -1052,6 +1052,11 @@ def record_refund(
 # --------------------------------------------------------------------------------------------------- cancel
 
 
+def cancel_refund_key(reference: str, leg_ids: Sequence[int]) -> str:
+    """The Stripe idempotency key of the refund for cancelling these days (a retry replays that refund)."""
+    return f"roomdesk-{reference}-cancel-" + "-".join(str(i) for i in sorted(leg_ids))
+
+
 def cancellation_quote(
     svc: Services, booking_id: int, leg_ids: Sequence[int] | None = None, *, now: datetime | None = None
 ) -> list[tuple[BookingLeg, LegRefund]]:
@@ -1162,7 +1167,7 @@ def _cancel_locked(
             raise InvalidState(short)
         # Less left than due can mean an earlier try of this very cancellation refunded and lost the answer: the
         # refund below then replays by its key; any other refund it would make is refused by Stripe (over-refund).
-        key = refund_key or f"roomdesk-{booking.reference}-cancel-" + "-".join(str(i) for i in ids)
+        key = refund_key or cancel_refund_key(booking.reference, ids)
         errors: list[str] = []
         if not _refund(
             svc,

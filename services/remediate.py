@@ -1167,7 +1167,7 @@ def _plan_cancel(ctx: _Ctx, *, full: bool) -> _Plan:
     fetched = _fetch_pay(svc, booking.payment_intent_id)
     full_key = f"roomdesk-{reference}-{ctx.key}-cancel-full"
     # The key bk.cancel_booking refunds a policy cancellation under (it replays a refund whose answer was lost).
-    policy_key = f"roomdesk-{reference}-cancel-" + "-".join(str(i) for i in sorted(leg.id for leg in chosen if leg.id))
+    policy_key = bk.cancel_refund_key(reference, [leg.id for leg in chosen if leg.id is not None])
     earlier = _unrecorded_refund(svc, fetched, full_key if full else policy_key)
     if earlier is not None and fetched is not None:
         # An earlier click refunded and lost the answer: plan as it did; this click records it and closes.
