@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from services import booking, customer, health, notify, reconcile, remediate, sync, webhooks
 from services.context import Services
 from services.errors import NotAllowed
+from services.finance import close, disputes, overrides
 
 ROLES: dict[str, str] = {"frontdesk": "Front desk", "manager": "Manager", "finance": "Finance", "admin": "Admin"}
 _DESK = frozenset({"frontdesk", "manager", "admin"})  # take bookings and payments, cancel
@@ -122,135 +124,95 @@ class Desk:
     # -- bookings ----------------------------------------------------------------------------------------------------
 
     def start_booking(self, req: Any) -> Any:
-        from services import booking
-
         actor = self._as("booking.create")
         return booking.start_booking(self.svc, req, actor=actor)
 
     def record_payment(self, booking_id: int) -> Any:
         """Sandbox: the customer paid (a test card), then what the webhook would do."""
-        from services import booking
-
         actor = self._as("booking.record_payment")
         return booking.sandbox_pay(self.svc, booking_id, actor=actor)
 
     def send_pay_link(self, booking_id: int) -> tuple[str, bool]:
-        from services import customer
-
         actor = self._as("booking.send_pay_link")
         return customer.send_pay_link(self.svc, booking_id, actor=actor)
 
     def cancel_booking(self, booking_id: int, *, leg_ids: Sequence[int] | None = None, reason: str = "") -> Any:
-        from services import booking
-
         actor = self._as("booking.cancel")
         return booking.cancel_booking(self.svc, booking_id, actor=actor, leg_ids=leg_ids, reason=reason)
 
     # -- refunds above the policy ------------------------------------------------------------------------------------
 
     def request_override(self, booking_id: int, *, leg_ids: Sequence[int], refund_cents: int, reason: str) -> Any:
-        from services.finance import overrides
-
         actor = self._as("override.request")
         return overrides.request_override(
             self.svc, booking_id, leg_ids=leg_ids, refund_cents=refund_cents, reason=reason, actor=actor
         )
 
     def approve_override(self, override_id: int, **kw: Any) -> Any:
-        from services.finance import overrides
-
         staff = require(self.staff, "override.approve")
         return overrides.approve(self.svc, override_id, actor=staff.email, role=staff.role, **kw)
 
     def reject_override(self, override_id: int, *, note: str) -> Any:
-        from services.finance import overrides
-
         staff = require(self.staff, "override.reject")
         return overrides.reject(self.svc, override_id, actor=staff.email, role=staff.role, note=note)
 
     def retry_override(self, override_id: int) -> Any:
-        from services.finance import overrides
-
         staff = require(self.staff, "override.retry")
         return overrides.retry(self.svc, override_id, actor=staff.email, role=staff.role)
 
     def withdraw_override(self, override_id: int) -> Any:
-        from services.finance import overrides
-
         actor = self._as("override.withdraw")
         return overrides.withdraw(self.svc, override_id, actor=actor)
 
     # -- mismatches --------------------------------------------------------------------------------------------------
 
     def run_remediation(self, finding_id: int, action: str, **kwargs: Any) -> Any:
-        from services import remediate
-
         actor = self._as("finding.acknowledge" if action == "acknowledge" else "finding.fix")
         return remediate.run_action(self.svc, finding_id, action, actor=actor, **kwargs)
 
     def run_bulk_remediation(
         self, finding_ids: list[int], action: str, *, progress: Progress | None = None, **kwargs: Any
     ) -> Any:
-        from services import remediate
-
         actor = self._as("finding.acknowledge" if action == "acknowledge" else "finding.fix")
         return remediate.run_bulk(self.svc, finding_ids, action, actor=actor, progress=progress, **kwargs)
 
     def sync(self, *, progress: Progress | None = None) -> Any:
-        from services import sync
-
         actor = self._as("sync.run")
         return sync.sync(self.svc, actor=actor, progress=progress)
 
     def reconcile(self) -> Any:
-        from services import reconcile
-
         actor = self._as("sync.run")
         return reconcile.reconcile(self.svc, actor=actor)
 
     # -- emails and webhooks -----------------------------------------------------------------------------------------
 
     def send_due_emails(self, *, progress: Progress | None = None) -> Any:
-        from services import notify
-
         actor = self._as("outbox.send")
         return notify.deliver_due(self.svc, now=self.svc.now(), actor=actor, progress=progress)
 
     def retry_email(self, outbox_id: int) -> Any:
-        from services import notify
-
         actor = self._as("outbox.retry")
         return notify.retry_now(self.svc, outbox_id, actor=actor, now=self.svc.now())
 
     def replay_webhook(self, event_row_id: int) -> str:
-        from services import webhooks
-
         actor = self._as("webhook.replay")
         return webhooks.replay_event(self.svc, event_row_id, actor=actor)
 
     # -- disputes, close, settings -----------------------------------------------------------------------------------
 
     def refresh_disputes(self) -> Any:
-        from services.finance import disputes
-
         actor = self._as("dispute.refresh")
         return disputes.refresh_disputes(self.svc, actor=actor)
 
     def save_dispute_evidence(self, case_id: int, *, submit: bool, fields: dict[str, str] | None = None) -> Any:
-        from services.finance import disputes
-
         actor = self._as("dispute.submit" if submit else "dispute.draft")
         return disputes.save_evidence(self.svc, case_id, submit=submit, actor=actor, fields=fields)
 
     def run_close(self, business_day: date, *, progress: Progress | None = None) -> Any:
-        from services.finance import close
-
         actor = self._as("close.run")
         return close.run_close(self.svc, business_day, actor=actor, progress=progress)
 
     def check_connections(self, *, progress: Progress | None = None) -> Any:
-        from services import health
-
         self._as("settings.check_connections")
         return health.check_connections(self.svc, progress=progress)
 
