@@ -17,6 +17,14 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # Monday 2 March 2026, 09:00 in Vancouver: a weekday morning a week before the DST change.
 NOW = datetime(2026, 3, 2, 17, 0, tzinfo=UTC)
+# A Streamlit [auth] (OIDC) section for AppTests of live-mode sign-in; never contacted (a closed loopback port).
+OIDC_TEST_AUTH = {
+    "redirect_uri": "http://127.0.0.1:8501/oauth2callback",
+    "cookie_secret": "test-cookie-secret-not-real",
+    "client_id": "roomdesk-test.apps.example",
+    "client_secret": "test-client-secret-not-real",
+    "server_metadata_url": "http://127.0.0.1:9/.well-known/openid-configuration",
+}
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 

@@ -16,18 +16,12 @@ from pages import _ui
 from services import booking as bk
 from services.context import build_services
 from services.settings import PROJECT_ROOT, Settings, get_settings
+from tests.conftest import OIDC_TEST_AUTH
 from tests.fake_calendar import fake_calendar
 from tests.integration.stripe_server import LocalStripe, localstripe, localstripe_server  # noqa: F401
 from tests.integration.test_live_adapters import request, weekdays
 
 APP = str(PROJECT_ROOT / "app.py")
-AUTH = {
-    "redirect_uri": "http://127.0.0.1:8501/oauth2callback",
-    "cookie_secret": "test-cookie-secret-not-real",
-    "client_id": "roomdesk-test.apps.example",
-    "client_secret": "test-client-secret-not-real",
-    "server_metadata_url": "http://127.0.0.1:9/.well-known/openid-configuration",
-}
 
 
 @pytest.fixture
@@ -81,7 +75,7 @@ def test_audit_mode_dashboard_reads_live_data_and_writes_nothing(audited: Any) -
     at.run()  # real customers' data: no page without staff sign-in
     assert "will not start in live mode without staff sign-in" in at.error[0].value
     at = AppTest.from_file(APP, default_timeout=60)
-    at.secrets["auth"] = AUTH
+    at.secrets["auth"] = OIDC_TEST_AUTH
     at.user = {"is_logged_in": True, "email": "manager@venue.example"}
     at.run()
     shown = "\n".join(str(w.value) for w in [*at.warning, *at.info])

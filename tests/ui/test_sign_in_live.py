@@ -13,17 +13,11 @@ from streamlit.testing.v1 import AppTest
 
 from pages import _ui
 from services.settings import get_settings
+from tests.conftest import OIDC_TEST_AUTH
 
 from .test_pages import nav_pages
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
-AUTH = {
-    "redirect_uri": "http://127.0.0.1:8501/oauth2callback",
-    "cookie_secret": "test-cookie-secret-not-real",
-    "client_id": "roomdesk-test.apps.example",
-    "client_secret": "test-client-secret-not-real",
-    "server_metadata_url": "http://127.0.0.1:9/.well-known/openid-configuration",
-}
 STAFF = {"dana@venue.example": "frontdesk", "fin@venue.example": "finance"}
 
 
@@ -52,7 +46,7 @@ def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def run(user: dict[str, object] | None = None, *, auth: bool = True, role: str | None = None) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=30)
     if auth:
-        at.secrets["auth"] = AUTH
+        at.secrets["auth"] = OIDC_TEST_AUTH
     at.user = user if user is not None else {"is_logged_in": False}
     if role:
         at.session_state["role"] = role  # a sandbox-style role in the session must not count in live mode
