@@ -6,7 +6,7 @@ objective (p95 under 2.5 s). The baseline is `GET /healthz` with the same 20 cli
                                         [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
                                         [--gateway-latency-ms 150]
 
-The API runs as a subprocess (`python -m services.cli serve-api`, one uvicorn process) on a free loopback port, on
+The API runs as a subprocess (`python -m services.ops.cli serve-api`, one uvicorn process) on a free loopback port, on
 sandbox payments, calendar and mail in a temporary DATA_DIR; with --database-url the bench creates a throwaway
 database next to the one named and drops it afterwards. The server is always stopped, also on Ctrl-C, and the run
 ends by itself after --max-seconds (printing what it has). Sandbox Stripe sends no webhooks, so confirmation runs
@@ -42,8 +42,8 @@ import httpx
 import sqlalchemy as sa
 
 from services.booking import find_booking_id, sandbox_pay
-from services.context import Services, build_services
-from services.settings import Settings
+from services.core.context import Services, build_services
+from services.core.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 OBJECTIVE_P95_S = 2.5  # the seed's service objective for checkout confirmation
@@ -238,7 +238,7 @@ def api_server(env: dict[str, str], port: int, log_path: Path, *, wait_s: float 
     base = f"http://127.0.0.1:{port}"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "serve-api", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "services.ops.cli", "serve-api", "--host", "127.0.0.1", "--port", str(port)],
             cwd=PROJECT_ROOT,
             env=env,
             stdout=log,

@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sqlalchemy as sa
 
 from models.tables import CalendarEventCache, StripeObjectCache
-from services import reconcile, sync
-from services.context import build_services
-from services.settings import Settings
+from services.core.context import build_services
+from services.core.settings import Settings
+from services.reconciliation import reconcile, sync
 
 SLOTS = [(time(8), time(10)), (time(10, 15), time(12, 15)), (time(12, 30), time(14, 30)), (time(14, 45), time(16, 45))]
 
@@ -47,23 +47,46 @@ def fill(svc, n_pis: int, seed: int = 1) -> tuple[int, int]:  # type: ignore[no-
         pct = 10 if room.discount_eligible and n_days >= 3 else 0
         amount = n_days * (base - (base * pct + 50) // 100)
         pi = f"pi_bench{i:09d}"
-        pis.append({
-            "id": pi, "object": "payment_intent", "payment_intent": pi, "status": "succeeded", "amount": amount,
-            "amount_received": amount, "currency": "CAD", "booking_ref": f"RB{i:07d}", "room": room.slug,
-            "booking_dates": ",".join(d.isoformat() for d in days), "booking_time": f"{t0:%H:%M}-{t1:%H:%M}",
-            "customer_email": f"c{i}@example.org", "created": now - timedelta(days=400), "data": {}, "synced_at": now,
-        })
+        pis.append(
+            {
+                "id": pi,
+                "object": "payment_intent",
+                "payment_intent": pi,
+                "status": "succeeded",
+                "amount": amount,
+                "amount_received": amount,
+                "currency": "CAD",
+                "booking_ref": f"RB{i:07d}",
+                "room": room.slug,
+                "booking_dates": ",".join(d.isoformat() for d in days),
+                "booking_time": f"{t0:%H:%M}-{t1:%H:%M}",
+                "customer_email": f"c{i}@example.org",
+                "created": now - timedelta(days=400),
+                "data": {},
+                "synced_at": now,
+            }
+        )
         for k, d in enumerate(days):
             if rng.random() < 0.01 and k == 0:
                 continue  # an incident: a missing day
             s = datetime.combine(d, t0, tzinfo=tz).astimezone(UTC)
             e = datetime.combine(d, t1, tzinfo=tz).astimezone(UTC)
-            events.append({
-                "calendar_id": room.calendar_id, "event_id": f"ev{i:09d}{k}", "status": "confirmed",
-                "summary": f"{room.name} booking", "starts_at": s, "ends_at": e, "booking_id": f"RB{i:07d}",
-                "payment_intent": pi, "booking_date": d.isoformat(), "transparent": False, "data": {},
-                "synced_at": now,
-            })
+            events.append(
+                {
+                    "calendar_id": room.calendar_id,
+                    "event_id": f"ev{i:09d}{k}",
+                    "status": "confirmed",
+                    "summary": f"{room.name} booking",
+                    "starts_at": s,
+                    "ends_at": e,
+                    "booking_id": f"RB{i:07d}",
+                    "payment_intent": pi,
+                    "booking_date": d.isoformat(),
+                    "transparent": False,
+                    "data": {},
+                    "synced_at": now,
+                }
+            )
     with svc.engine.begin() as conn:
         for table, rows in ((StripeObjectCache.__table__, pis), (CalendarEventCache.__table__, events)):  # type: ignore[attr-defined]
             for i in range(0, len(rows), 5000):
@@ -74,10 +97,18 @@ def fill(svc, n_pis: int, seed: int = 1) -> tuple[int, int]:  # type: ignore[no-
 def plain_read(svc) -> float:  # type: ignore[no-untyped-def]
     t = clock.perf_counter()
     with svc.engine.connect() as conn:
-        conn.execute(sa.text("select id, status, amount, amount_received, room, booking_dates, booking_time, "
-                             "customer_email, booking_ref from stripe_object where object='payment_intent'")).all()
-        conn.execute(sa.text("select calendar_id, event_id, starts_at, ends_at, booking_id, payment_intent, "
-                             "booking_date from calendar_event where status != 'cancelled'")).all()
+        conn.execute(
+            sa.text(
+                "select id, status, amount, amount_received, room, booking_dates, booking_time, "
+                "customer_email, booking_ref from stripe_object where object='payment_intent'"
+            )
+        ).all()
+        conn.execute(
+            sa.text(
+                "select calendar_id, event_id, starts_at, ends_at, booking_id, payment_intent, "
+                "booking_date from calendar_event where status != 'cancelled'"
+            )
+        ).all()
     return clock.perf_counter() - t
 
 
@@ -102,8 +133,11 @@ def main() -> None:
             ("reconcile, first run (writes findings)", f"{first.seconds:.2f} s", f"{first.seconds / floor:.2f}x"),
             ("reconcile, next run (nothing new)", f"{second.seconds:.2f} s", f"{second.seconds / floor:.2f}x"),
             ("findings open", f"{first.open_total:,}", ", ".join(f"{k}: {v}" for k, v in first.open_by_code.items())),
-            ("sync with nothing changed: API calls", f"{idle.calls}",
-             f"baseline {len(svc.catalogue.rooms)} calendars + 1 Stripe = {len(svc.catalogue.rooms) + 1}"),
+            (
+                "sync with nothing changed: API calls",
+                f"{idle.calls}",
+                f"baseline {len(svc.catalogue.rooms)} calendars + 1 Stripe = {len(svc.catalogue.rooms) + 1}",
+            ),
         ]
         width = max(len(r[0]) for r in rows)
         print(f"database: {svc.engine.dialect.name}; target: reconcile ≤ 3 s on this machine")

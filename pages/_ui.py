@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import streamlit as st
 
 from services import authz
-from services.errors import DomainError, GatewayError, NotAvailable, ValidationError
+from services.core.errors import DomainError, GatewayError, NotAvailable, ValidationError
 from services.rules.timefmt import day_label
 from services.rules.timefmt import money as _money
 
@@ -33,10 +33,10 @@ if TYPE_CHECKING:
     import altair as alt
     import pandas as pd
 
-    from services.catalogue import Room
-    from services.context import Services
+    from services.core.catalogue import Room
+    from services.core.context import Services
+    from services.core.settings import Settings
     from services.queries import BookingDetail, ScheduleItem
-    from services.settings import Settings
 
 log = logging.getLogger("roomdesk.ui")
 
@@ -187,7 +187,7 @@ def settings() -> Settings:
     """The settings, or a plain error and a stopped page when the environment holds a bad value."""
     from pydantic import ValidationError as SettingsError
 
-    from services.settings import get_settings
+    from services.core.settings import get_settings
 
     try:
         return get_settings()
@@ -201,7 +201,7 @@ def settings() -> Settings:
 @st.cache_resource(show_spinner="Opening the database…")
 def get_services() -> Services:
     """One Services per process: the engine and gateways are shared by every session."""
-    from services.context import build_services
+    from services.core.context import build_services
 
     return build_services()
 
@@ -233,7 +233,7 @@ class DemoSeeding:
         self.fraction, self.message = max(0.0, min(fraction, 1.0)), message
 
     def run(self, svc: Services) -> None:
-        from services import demo
+        from services.ops import demo
 
         try:
             demo.seed_demo(svc, progress=lambda f, m: self.progress(f * 0.9, m))
@@ -254,7 +254,7 @@ _SEEDINGS: dict[str, DemoSeeding | None] = {}
 
 def demo_seeding(svc: Services) -> DemoSeeding | None:
     """Start seeding an empty sandbox once per database, whichever session gets here first; None when not needed."""
-    from services import demo
+    from services.ops import demo
 
     key = svc.settings.sqlalchemy_url
     with _SEED_LOCK:
@@ -510,14 +510,14 @@ def ago(svc: Services, moment: datetime) -> str:
 def sync_status(svc: Services, *, can_sync: bool = True) -> datetime | None:
     """'Synced 3 min ago', or a warning when the cache is older than settings.sync_stale_minutes or was never filled:
     every number on the reconciliation pages is only as fresh as the last sync. Returns the last sync's time."""
-    from services.sync import last_sync
+    from services.reconciliation.sync import last_sync
 
     last = last_sync(svc)
     todo = "Press **Sync now**" if can_sync else "Ask a manager to sync"
     if last is None:
         st.warning(
             "**Never synced**: Room Desk has not read Stripe and the room calendars yet, so no mismatch can show. "
-            f"{todo}, or run the worker (`python -m services.cli worker`).",
+            f"{todo}, or run the worker (`python -m services.ops.cli worker`).",
             icon=":material/sync_problem:",
         )
     elif svc.now() - last > timedelta(minutes=svc.settings.sync_stale_minutes):
@@ -546,9 +546,9 @@ class SyncOutcome:
 
 
 def audit_indicator(svc: Services) -> None:
-    """The audit trail's integrity: each row is chained to the one before by a hash (services/audit.py); an edited
+    """The audit trail's integrity: each row is chained to the one before by a hash (services/core/audit.py); an edited
     or deleted row breaks the chain, and this says which."""
-    from services import audit
+    from services.core import audit
 
     try:
         report = audit.chain_status(svc)
@@ -561,7 +561,7 @@ def audit_indicator(svc: Services) -> None:
             f":material/verified_user: Audit trail intact · {report.rows:,} rows chained · checked "
             f"{venue(svc, report.checked_at)}",
             help="Every change is recorded in an append-only audit log, each row chained to the previous one by a "
-            "hash. Run `python -m services.cli verify-audit` for a full check.",
+            "hash. Run `python -m services.ops.cli verify-audit` for a full check.",
         )
     else:
         st.error(
@@ -574,7 +574,7 @@ def audit_indicator(svc: Services) -> None:
 def sync_and_reconcile(svc: Services) -> SyncOutcome | None:
     """Sync Stripe and the calendars, then reconcile, with a progress bar; None (and a message) when it could not
     run. Both the Overview's Sync now and the Mismatches page after a fix use it."""
-    from services import sync
+    from services.reconciliation import sync
 
     bar = st.progress(0.0, text="Syncing: Stripe")
     work = desk()

@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from pages import _ui as ui
-from services.errors import DomainError
+from services.core.errors import DomainError
 from services.finance import overrides
 from services.finance.overrides import OverrideOutcome, OverrideView
 

@@ -17,13 +17,13 @@ import streamlit as st
 from models.tables import BookingLeg, BookingStatus, LegState
 from pages import _ui as ui
 from services.booking import cancellation_quote, find_booking_id
-from services.context import Services
-from services.errors import DomainError, NotFound
+from services.core.context import Services
+from services.core.errors import DomainError, NotFound
 from services.finance import overrides, receipts
 from services.queries import BookingDetail, booking_detail, booking_timeline, search_bookings
+from services.reconciliation.sync import last_sync
 from services.rules.refunds import LegRefund
 from services.rules.timefmt import day_label
-from services.sync import last_sync
 
 ui.run_through_app()
 svc = ui.services()

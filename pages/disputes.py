@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from pages import _ui as ui
-from services.errors import DomainError
+from services.core.errors import DomainError
 from services.finance import disputes
 from services.finance.disputes import DisputeSummary, EvidencePack
 from services.finance.receipts import LEG_WORDS, leg_times, origin_words

@@ -1,6 +1,7 @@
 """Mismatches: the open findings between Stripe, the room calendars and Room Desk, one at a time or a whole code at
 once. Select a finding → what it is, its money, its booking and the booking's joined timeline → one button per fix →
-confirm in a dialog → the fix runs through services.remediate, then a sync and a reconciliation show it resolved.
+confirm in a dialog → the fix runs through services.reconciliation.remediate, then a sync and a reconciliation show
+it resolved.
 
 `?finding=<id>` opens one finding (selecting a row puts it in the URL); `?code=<code>` filters the list (the Overview
 links here that way). Dialogs open from session-state flags (`mm_action`, `mm_bulk`), never from a button's return
@@ -20,10 +21,10 @@ import streamlit as st
 
 from models.tables import Finding
 from pages import _ui as ui
-from services import remediate
-from services.errors import DomainError, NotFound
+from services.core.errors import DomainError, NotFound
 from services.queries import booking_detail, booking_timeline
-from services.reconcile import ACTION_LABELS, CODES, SEVERITY_ORDER, get_finding, open_findings
+from services.reconciliation import remediate
+from services.reconciliation.reconcile import ACTION_LABELS, CODES, SEVERITY_ORDER, get_finding, open_findings
 from services.rules.timefmt import day_label
 
 log = logging.getLogger("roomdesk.ui.mismatches")

@@ -17,8 +17,9 @@ import pandas as pd
 import streamlit as st
 
 from pages import _ui as ui
-from services import notify, webhooks
-from services.errors import DomainError, GatewayError
+from services.core.errors import DomainError, GatewayError
+from services.notify import outbox
+from services.web import webhooks
 
 log = logging.getLogger("roomdesk.ui.outbox")
 
@@ -151,7 +152,7 @@ EMAIL_COLUMNS = [
 ]
 
 
-def email_table(emails: list[notify.OutboxEmail]) -> pd.DataFrame:
+def email_table(emails: list[outbox.OutboxEmail]) -> pd.DataFrame:
     return pd.DataFrame(
         [
             {
@@ -178,7 +179,7 @@ def show(outcome: tuple[str, ...], where: Any = st) -> None:
     getattr(where, kind)(text)
 
 
-def preview(email: notify.OutboxEmail, outcome: tuple[str, ...] | None) -> bool:
+def preview(email: outbox.OutboxEmail, outcome: tuple[str, ...] | None) -> bool:
     """One email as the customer gets it, with what happened to it (and to the Retry now just pressed); True when
     Retry now was pressed."""
     with st.container(border=True):
@@ -229,8 +230,8 @@ def emails_section() -> None:
             "every email stays listed here, and you can read each one as the customer would.",
             icon=":material/science:",
         )
-    counts = notify.outbox_counts(svc)
-    due = notify.count_due(svc, now=svc.now())
+    counts = outbox.outbox_counts(svc)
+    due = outbox.count_due(svc, now=svc.now())
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Queued", counts["queued"], border=True, help="Not tried yet: the worker sends them on its next round")
     m2.metric("Sent", counts["sent"], border=True)
@@ -265,7 +266,7 @@ def emails_section() -> None:
         "next try reached). To send one before its time, select it and press Retry now.",
     ):
         send_due()
-    unsent = notify.list_outbox(svc, states=["failed", "needs_attention"])
+    unsent = outbox.list_outbox(svc, states=["failed", "needs_attention"])
     if b2.button(
         f"Retry all failed ({len(unsent)})",
         icon=":material/restart_alt:",
@@ -295,7 +296,7 @@ def emails_section() -> None:
     )
     kinds = f2.multiselect("Kind", list(KIND_LABELS), format_func=kind_label, key="ob_kinds", placeholder="All")
     search = f3.text_input("Search", key="ob_search", placeholder="Booking, address or subject")
-    emails = notify.list_outbox(svc, states=states or list(STATE_LABELS), search=search)
+    emails = outbox.list_outbox(svc, states=states or list(STATE_LABELS), search=search)
     if kinds:
         emails = [e for e in emails if e.kind in kinds]
     if not emails:
@@ -333,7 +334,7 @@ def emails_section() -> None:
     if row is None:
         return
     with ui.reporting("Opening the email"):
-        email = notify.get_email(svc, emails[row].id)
+        email = outbox.get_email(svc, emails[row].id)
         if preview(email, retried[1:] if retried and email.id == retried_id else None):
             retry(email.id)
 

@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from pages import _ui as ui
-from services.errors import DomainError
+from services.core.errors import DomainError
 from services.finance import reports
 
 ui.run_through_app()

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from pages import _ui as ui
-from services.health import modes
+from services.ops.health import modes
 from services.rules.refunds import describe_bands
 from services.rules.timefmt import hhmm
 

@@ -14,10 +14,14 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from services import booking, customer, health, notify, reconcile, remediate, sync, webhooks
-from services.context import Services
-from services.errors import NotAllowed
+from services import booking
+from services.core.context import Services
+from services.core.errors import NotAllowed
 from services.finance import close, disputes, overrides
+from services.notify import outbox
+from services.ops import health
+from services.reconciliation import reconcile, remediate, sync
+from services.web import customer, webhooks
 
 ROLES: dict[str, str] = {"frontdesk": "Front desk", "manager": "Manager", "finance": "Finance", "admin": "Admin"}
 _DESK = frozenset({"frontdesk", "manager", "admin"})  # take bookings and payments, cancel
@@ -188,11 +192,11 @@ class Desk:
 
     def send_due_emails(self, *, progress: Progress | None = None) -> Any:
         actor = self._as("outbox.send")
-        return notify.deliver_due(self.svc, now=self.svc.now(), actor=actor, progress=progress)
+        return outbox.deliver_due(self.svc, now=self.svc.now(), actor=actor, progress=progress)
 
     def retry_email(self, outbox_id: int) -> Any:
         actor = self._as("outbox.retry")
-        return notify.retry_now(self.svc, outbox_id, actor=actor, now=self.svc.now())
+        return outbox.retry_now(self.svc, outbox_id, actor=actor, now=self.svc.now())
 
     def replay_webhook(self, event_row_id: int) -> str:
         actor = self._as("webhook.replay")

@@ -33,10 +33,10 @@ from models.tables import (
     RefundRecord,
     SlotClaim,
 )
-from services import audit, notify
-from services.catalogue import Room
-from services.context import Services
-from services.errors import (
+from services.core import audit
+from services.core.catalogue import Room
+from services.core.context import Services
+from services.core.errors import (
     EventExists,
     GatewayError,
     InvalidState,
@@ -45,6 +45,7 @@ from services.errors import (
     SlotTaken,
     ValidationError,
 )
+from services.notify import emails, outbox
 from services.rules.availability import (
     Busy,
     LegWindow,
@@ -820,8 +821,8 @@ def _confirm_locked(svc: Services, booking_id: int, pi_id: str, actor: str, now:
             days=[leg.day for leg in legs],
             message="Booking confirmed",
         )
-        mail = notify.confirmation(svc.catalogue, svc.settings, booking, legs)
-        row = notify.queue(
+        mail = emails.confirmation(svc.catalogue, svc.settings, booking, legs)
+        row = outbox.queue(
             s,
             booking,
             kind="confirmation",
@@ -830,7 +831,7 @@ def _confirm_locked(svc: Services, booking_id: int, pi_id: str, actor: str, now:
             now=now,
         )
     assert row.id is not None
-    sent = notify.deliver(svc, row.id, now=now, actor=actor)
+    sent = outbox.deliver(svc, row.id, now=now, actor=actor)
     messages = ["Confirmed", "Confirmation email sent" if sent else "Confirmation email could not be sent (queued)"]
     return ConfirmResult(booking_id, reference, "confirmed", messages)
 
@@ -912,8 +913,8 @@ def _fail_and_refund(
         booking.hold_expires_at = None
         booking.updated_at = now
         if refunded:
-            mail = notify.auto_refund(svc.catalogue, svc.settings, booking, legs)
-            row = notify.queue(
+            mail = emails.auto_refund(svc.catalogue, svc.settings, booking, legs)
+            row = outbox.queue(
                 s,
                 booking,
                 kind="auto_refund",
@@ -926,7 +927,7 @@ def _fail_and_refund(
     if refunded:
         messages.append("Refunded in full")
         assert row.id is not None
-        notify.deliver(svc, row.id, now=now, actor=actor)
+        outbox.deliver(svc, row.id, now=now, actor=actor)
     outcome = "cleanup_failed" if cleanup_failed else ("auto_refunded" if refunded else "refund_failed")
     return ConfirmResult(booking_id, reference, outcome, messages)
 
@@ -1213,8 +1214,8 @@ def _cancel_locked(
             # An override's record says what the policy gave; an ordinary cancellation refunds exactly that.
             policy_refund_cents=None if refund_cents is None else policy_total,
         )
-        mail = notify.cancellation(svc.catalogue, svc.settings, booking, cancelled, total)
-        row = notify.queue(
+        mail = emails.cancellation(svc.catalogue, svc.settings, booking, cancelled, total)
+        row = outbox.queue(
             s,
             booking,
             kind="cancellation",
@@ -1226,7 +1227,7 @@ def _cancel_locked(
 
     problems = _delete_events(svc, booking_id, targets, actor, now)
     assert row.id is not None
-    if not notify.deliver(svc, row.id, now=now, actor=actor):
+    if not outbox.deliver(svc, row.id, now=now, actor=actor):
         problems.append("Cancellation email could not be sent (queued)")
     return CancelResult(booking_id, total, [leg.day for leg, _ in quotes], problems)
 

@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 
 from models.tables import AuditLog, Booking, BookingLeg, EmailOutbox, LegState, RefundRecord, SlotClaim
-from services.context import Services
-from services.errors import GatewayError, NotFound
+from services.core.context import Services
+from services.core.errors import GatewayError, NotFound
 
 
 def search_bookings(

@@ -28,10 +28,9 @@ OIDC_TEST_AUTH = {
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-
 def pytest_configure(config: pytest.Config) -> None:
     # Tests never read a developer's real secrets or environment.
-    from services.settings import Settings
+    from services.core.settings import Settings
 
     setting_env = {name.upper() for name in Settings.model_fields}  # every setting, whatever is added later
     for key in list(os.environ):
@@ -165,8 +164,8 @@ class Clock:
 @pytest.fixture
 def make_services(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """Factory: a Services container on sandbox gateways under tmp_path, with a hand-moved clock."""
-    from services.context import build_services
-    from services.settings import Settings
+    from services.core.context import build_services
+    from services.core.settings import Settings
 
     built: list[Any] = []
 

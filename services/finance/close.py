@@ -68,12 +68,12 @@ from models.tables import (
     RefundRecord,
     StripeObjectCache,
 )
-from services import audit
-from services.context import Services
-from services.errors import DomainError, NotFound, ValidationError
+from services.core import audit
+from services.core.context import Services
+from services.core.errors import DomainError, NotFound, ValidationError
+from services.core.settings import Settings
 from services.gateways.base import Json
 from services.rules.timefmt import money
-from services.settings import Settings
 
 log = logging.getLogger("roomdesk.finance.close")
 

@@ -23,10 +23,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from models.tables import ACTIVE_LEG_STATES, Booking, BookingLeg, DisputeCase, ExternalRef, LegState
-from services import audit
-from services.context import Services
-from services.email_render import policy_text
-from services.errors import InvalidState, NotFound, ValidationError
+from services.core import audit
+from services.core.context import Services
+from services.core.errors import InvalidState, NotFound, ValidationError
 from services.finance.pdf import Document
 from services.finance.receipts import (
     LEG_WORDS,
@@ -40,6 +39,7 @@ from services.finance.receipts import (
     venue_time,
 )
 from services.gateways.base import all_pages
+from services.notify.emails import policy_text
 from services.queries import BookingDetail, booking_detail, booking_timeline
 from services.rules.timefmt import money
 

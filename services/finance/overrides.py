@@ -24,10 +24,10 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from models.tables import Booking, BookingLeg, LegState, RefundOverride, RefundRecord
-from services import audit
 from services import booking as bk
-from services.context import Services
-from services.errors import DomainError, InvalidState, NotAllowed, NotFound, ValidationError
+from services.core import audit
+from services.core.context import Services
+from services.core.errors import DomainError, InvalidState, NotAllowed, NotFound, ValidationError
 from services.rules.timefmt import day_label, money
 
 SLOTS = ("manager", "finance")

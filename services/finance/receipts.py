@@ -15,8 +15,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from models.tables import Booking, BookingLeg, LegState, RefundRecord
-from services.context import Services
-from services.errors import DomainError, InvalidState, NotFound
+from services.core.context import Services
+from services.core.errors import DomainError, InvalidState, NotFound
 from services.finance.pdf import Document, Letterhead
 from services.queries import BookingDetail, booking_detail
 from services.rules.timefmt import day_label, money

@@ -23,8 +23,8 @@ import pandas as pd
 from sqlmodel import col, select
 
 from models.tables import ACTIVE_LEG_STATES, Booking, BookingLeg, RefundRecord, StripeObjectCache, SyncState
-from services.context import Services
-from services.errors import ValidationError
+from services.core.context import Services
+from services.core.errors import ValidationError
 from services.rules.availability import holiday_name
 
 ORIGINS: dict[str, str] = {
@@ -44,7 +44,9 @@ STRIPE_REASONS = {
 MONEY_RETURNED = frozenset({"succeeded", "pending", "requires_action"})
 NOT_IN_LEDGER = "Not in our ledger"
 T = TypeVar("T")
-STRIPE_CURSOR = "stripe:events"  # services.sync's cursor row: its last_ok_at is when the cache last matched Stripe
+STRIPE_CURSOR = (
+    "stripe:events"  # services.reconciliation.sync's cursor row: its last_ok_at is when the cache last matched Stripe
+)
 
 ROW_COLUMNS = [
     "refunded_at",  # venue time, timezone-aware

@@ -2,7 +2,7 @@
 
 Objects cross these interfaces as plain dicts shaped like the providers' own JSON (a Stripe PaymentIntent, a Google
 Calendar Event), so the sandbox, the real adapters and recorded fixtures are interchangeable. Every write takes an
-idempotency key or a deterministic id; on failure a method raises a `services.errors.GatewayError` subclass whose
+idempotency key or a deterministic id; on failure a method raises a `services.core.errors.GatewayError` subclass whose
 message is safe to show staff.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from services.errors import GatewayError
+from services.core.errors import GatewayError
 
 Json = dict[str, Any]
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from services.errors import ConfigError
+from services.core.errors import ConfigError
+from services.core.settings import Settings
 from services.gateways.base import CalendarGateway, MailGateway, PaymentsGateway
-from services.settings import Settings
 
 
 def _real(module: str, cls: str) -> Any:

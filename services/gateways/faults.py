@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from services.errors import GatewayError, TimeoutFault
+from services.core.errors import GatewayError, TimeoutFault
 
 FaultMode = Literal["before", "after", "timeout"]
 

@@ -6,7 +6,7 @@ googleapiclient; only `rootUrl` changes when `GOOGLE_API_ROOT` points at a Calen
 the token grant included — goes through one `httplib2.Http(proxy_info=None)`, since with a proxy variable set httplib2
 otherwise fails even for 127.0.0.1.
 
-Errors become `services.errors` exceptions with messages safe to show staff; the original is logged, never the key.
+Errors become `services.core.errors` exceptions with messages safe to show staff; the original is logged, never the key.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from google.oauth2 import service_account
 from googleapiclient.discovery import build_from_document
 from googleapiclient.errors import HttpError
 
-from services.errors import ConfigError, EventExists, GatewayError, NotFound, TimeoutFault
+from services.core.errors import ConfigError, EventExists, GatewayError, NotFound, TimeoutFault
+from services.core.settings import Settings
 from services.gateways.base import Json
-from services.settings import Settings
 
 log = logging.getLogger(__name__)
 

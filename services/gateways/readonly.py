@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from services.errors import GatewayError
+from services.core.errors import GatewayError
 from services.gateways.base import CalendarGateway, Json, MailGateway, OutgoingEmail, PaymentsGateway
 
 REFUSED = "Audit mode: Room Desk is read-only here, so nothing was changed in {what}"

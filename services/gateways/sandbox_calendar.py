@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from services.errors import EventExists, GatewayError, NotFound
+from services.core.errors import EventExists, GatewayError, NotFound
 from services.gateways.base import Json
 from services.gateways.faults import Faults
 from services.gateways.sandbox_store import Record, SandboxStore, StoreTx, checked_now, random_id, utc_now

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from services.errors import GatewayError
+from services.core.errors import GatewayError
 from services.gateways.base import Json, OutgoingEmail
 from services.gateways.faults import Faults
 from services.gateways.sandbox_store import SandboxStore, checked_now, random_id, utc_now

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from services.errors import GatewayError, InvalidState, NotFound, PaymentDeclined
+from services.core.errors import GatewayError, InvalidState, NotFound, PaymentDeclined
 from services.gateways.base import Json
 from services.gateways.faults import Faults
 from services.gateways.sandbox_store import SandboxStore, StoreTx, checked_now, random_id, utc_now

@@ -14,7 +14,7 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 
-from services.errors import GatewayError
+from services.core.errors import GatewayError
 from services.gateways.base import OutgoingEmail
 
 PROVIDER = "smtp"

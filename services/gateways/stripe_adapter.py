@@ -3,8 +3,8 @@
 Everything crossing this module is a plain dict shaped like Stripe's JSON, with the same shapes as the sandbox:
 PaymentIntents carry `latest_charge` as an id (expanded to the Charge only by `retrieve_payment_intent`), lists are
 Stripe list objects in Stripe's order (newest first). Every write sends an idempotency key: the caller's, or one derived
-from the object and its state where the Protocol gives none. SDK errors become `services.errors` with a message safe to
-show staff; the original is logged, and the secret key never appears in either.
+from the object and its state where the Protocol gives none. SDK errors become `services.core.errors` with a message
+safe to show staff; the original is logged, and the secret key never appears in either.
 
 Tested against localstripe (a Stripe look-alike run as a separate process, see tests/README.md). The few `setdefault`
 calls in `_normalise` fill fields Stripe always sends and localstripe omits; on Stripe they change nothing.
@@ -37,7 +37,7 @@ from stripe.params import (
     RefundListParams,
 )
 
-from services.errors import (
+from services.core.errors import (
     ConfigError,
     DomainError,
     GatewayError,
@@ -46,8 +46,8 @@ from services.errors import (
     PaymentDeclined,
     TimeoutFault,
 )
+from services.core.settings import Settings
 from services.gateways.base import Json
-from services.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -377,7 +377,7 @@ class StripePayments:
 def translate_error(
     exc: stripe.StripeError, *, action: str, missing: str | None = None, secret: str | None = None
 ) -> DomainError:
-    """The `services.errors` exception for an SDK error, with a message safe to show staff; logs the original."""
+    """The `services.core.errors` exception for an SDK error, with a message safe to show staff; logs the original."""
     status = exc.http_status
     stripe_message = scrub(exc.user_message or "", secret).strip() or "no detail given"
     log.log(

@@ -248,7 +248,7 @@ class StreamlitServer:
 
 
 class ApiServer(StreamlitServer):
-    """The booking API and customer pages (`python -m services.cli serve-api`) the same way: own process group, free
+    """The booking API and customer pages (`python -m services.ops.cli serve-api`) the same way: own process group, free
     loopback port, healthy when /healthz answers."""
 
     name = "serve-api"
@@ -259,7 +259,7 @@ class ApiServer(StreamlitServer):
 
     @property
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "services.cli", "serve-api", "--host", LOOPBACK, "--port", str(self.port)]
+        return [sys.executable, "-m", "services.ops.cli", "serve-api", "--host", LOOPBACK, "--port", str(self.port)]
 
     def __enter__(self) -> ApiServer:
         self.start()

@@ -1,7 +1,7 @@
 """A customer's own booking in a real browser: the rooms page, /book/<room> with a mistake first, the terms, the pay
 page (sandbox test card, one declined), the confirmation with its calendar file; then the email in the outbox and the
-booking on the staff dashboard. The API (`services.cli serve-api`) and the dashboard run as separate processes on one
-DATA_DIR, as in production."""
+booking on the staff dashboard. The API (`services.ops.cli serve-api`) and the dashboard run as separate processes on
+one DATA_DIR, as in production."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from icalendar import Calendar
 from sqlmodel import select
 
 from models.tables import Booking, EmailOutbox
-from services.context import build_services
-from services.settings import Settings
+from services.core.context import build_services
+from services.core.settings import Settings
 
 from .harness import ApiServer, app_env, free_port, open_page, screenshot, wait_idle, wait_text
 

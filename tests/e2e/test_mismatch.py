@@ -23,9 +23,10 @@ NO_WATCHER = ["--server.fileWatcherType", "none"]
 @pytest.fixture
 def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Any]]:
     """A DATA_DIR with demo bookings, synced and reconciled: (the folder, the services over it)."""
-    from services import demo, reconcile, sync
-    from services.context import build_services
-    from services.settings import get_settings
+    from services.core.context import build_services
+    from services.core.settings import get_settings
+    from services.ops import demo
+    from services.reconciliation import reconcile, sync
 
     data_dir = tmp_path / "data"
     for key, value in app_env(data_dir).items():
@@ -45,7 +46,7 @@ def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Pa
 def test_manager_resends_a_missing_confirmation_and_sees_it_resolved(
     start_app: Any, page: Any, seeded: tuple[Path, Any]
 ) -> None:
-    from services.reconcile import CODES, get_finding, open_findings
+    from services.reconciliation.reconcile import CODES, get_finding, open_findings
 
     data_dir, svc = seeded
     [finding] = open_findings(svc, codes=["missing_confirmation"])

@@ -21,8 +21,8 @@ from tests.fake_calendar.keys import DEFAULT_CLIENT_EMAIL, TestKey, generate_key
 from tests.fake_calendar.server import FakeCalendarServer, LoggedRequest
 
 if TYPE_CHECKING:
+    from services.core.settings import Settings
     from services.gateways.google_calendar import GoogleCalendar
-    from services.settings import Settings
 
 __all__ = ["CALENDAR_IDS", "FakeCalendar", "FakeCalendarServer", "LoggedRequest", "fake_calendar"]
 
@@ -46,7 +46,7 @@ class FakeCalendar:
         return self.calendar_ids[0]
 
     def settings(self, **overrides: Any) -> Settings:
-        from services.settings import Settings
+        from services.core.settings import Settings
 
         overrides.setdefault("data_dir", self.data_dir)
         overrides.setdefault("calendar", "google")

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from models.db import make_engine, upgrade
-from services import audit
+from services.core import audit
 from tests.conftest import NOW
 from tests.unit.test_audit_chain import AUDIT, audit_ids, book_and_pay, delete_row, edit_payload
 
@@ -118,8 +118,8 @@ def _append(svc: Any, who: str, barrier: Any) -> None:
 
 
 def _append_in_process(args: tuple[str, str, int, Any]) -> None:
-    from services.context import build_services
-    from services.settings import Settings
+    from services.core.context import build_services
+    from services.core.settings import Settings
 
     data_dir, db_url, index, barrier = args
     svc = build_services(Settings(data_dir=Path(data_dir), database_url=db_url), migrate=False)

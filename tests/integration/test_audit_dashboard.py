@@ -14,8 +14,8 @@ from streamlit.testing.v1 import AppTest
 
 from pages import _ui
 from services import booking as bk
-from services.context import build_services
-from services.settings import PROJECT_ROOT, Settings, get_settings
+from services.core.context import build_services
+from services.core.settings import PROJECT_ROOT, Settings, get_settings
 from tests.conftest import OIDC_TEST_AUTH
 from tests.fake_calendar import fake_calendar
 from tests.integration.stripe_server import LocalStripe, localstripe, localstripe_server  # noqa: F401
@@ -27,7 +27,7 @@ APP = str(PROJECT_ROOT / "app.py")
 @pytest.fixture
 def audited(tmp_path: Path, localstripe: LocalStripe, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:  # noqa: F811
     """History made by the booking flow on the real adapters, then the dashboard opened on it in audit mode."""
-    from services.catalogue import load_catalogue
+    from services.core.catalogue import load_catalogue
 
     rooms = load_catalogue(PROJECT_ROOT / "config" / "rooms.toml").rooms
     with fake_calendar(tmp_path, calendar_ids=[r.calendar_id for r in rooms]) as fake:
@@ -50,11 +50,14 @@ def audited(tmp_path: Path, localstripe: LocalStripe, monkeypatch: pytest.Monkey
         day = weekdays(writer, 1)[0]
         from datetime import datetime
 
-        writer.calendar.insert_event(writer.catalogue.room("gallery").calendar_id, {
-            "summary": "Staff",
-            "start": {"dateTime": datetime.combine(day, time(14), tzinfo=writer.settings.tz).isoformat()},
-            "end": {"dateTime": datetime.combine(day, time(15), tzinfo=writer.settings.tz).isoformat()},
-        })
+        writer.calendar.insert_event(
+            writer.catalogue.room("gallery").calendar_id,
+            {
+                "summary": "Staff",
+                "start": {"dateTime": datetime.combine(day, time(14), tzinfo=writer.settings.tz).isoformat()},
+                "end": {"dateTime": datetime.combine(day, time(15), tzinfo=writer.settings.tz).isoformat()},
+            },
+        )
         writer.engine.dispose()
         for key, value in {**env, "AUDIT_MODE": "true", "DATA_DIR": str(tmp_path / "audit")}.items():
             monkeypatch.setenv(key, value)
@@ -85,12 +88,17 @@ def test_audit_mode_dashboard_reads_live_data_and_writes_nothing(audited: Any) -
     assert not at.exception, [e.value for e in at.exception]
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Open findings"] == "1"  # the hand-made event; the paid, confirmed booking is clean
-    from services.reconcile import open_findings
+    from services.reconciliation.reconcile import open_findings
 
     audit_svc = build_services(get_settings())
     assert [f.code for f in open_findings(audit_svc)] == ["manual_event"]
     audit_svc.engine.dispose()
     # Nothing went out: no Stripe POST, no calendar write.
     assert len(stripe_peer.writes()) == writes_before
-    assert [r for r in fake.server.log if r.method in ("POST", "PATCH", "PUT", "DELETE") and r.path != "/token"
-            and not r.path.endswith("/batch/calendar/v3")] == []
+    assert [
+        r
+        for r in fake.server.log
+        if r.method in ("POST", "PATCH", "PUT", "DELETE")
+        and r.path != "/token"
+        and not r.path.endswith("/batch/calendar/v3")
+    ] == []

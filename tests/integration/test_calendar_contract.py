@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.errors import EventExists, GatewayError, NotFound
+from services.core.errors import EventExists, GatewayError, NotFound
 from services.gateways.base import CalendarGateway
 from services.gateways.sandbox_calendar import SandboxCalendar
 from tests.fake_calendar import fake_calendar

@@ -130,9 +130,9 @@ def _contend(args: tuple[str, str, str, int, Any, bool]) -> str:
     data_dir, db_url, now_iso, index, barrier, blind = args
     from services import booking
     from services.booking import BookingRequest, start_booking
-    from services.context import build_services
-    from services.errors import NotAvailable
-    from services.settings import Settings
+    from services.core.context import build_services
+    from services.core.errors import NotAvailable
+    from services.core.settings import Settings
 
     svc = build_services(Settings(data_dir=Path(data_dir), database_url=db_url), migrate=False)
     now = datetime.fromisoformat(now_iso)

@@ -17,7 +17,7 @@ import pytest
 from google.oauth2 import service_account
 from googleapiclient.discovery import build_from_document
 
-from services.errors import ConfigError, EventExists, GatewayError, NotFound, TimeoutFault
+from services.core.errors import ConfigError, EventExists, GatewayError, NotFound, TimeoutFault
 from services.gateways.base import CalendarGateway
 from services.gateways.google_calendar import SCOPES, GoogleCalendar, _discovery_document
 from tests.fake_calendar import FakeCalendar, fake_calendar
@@ -366,7 +366,7 @@ def test_unreachable_google(tmp_path: Path) -> None:
         probe.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{probe.getsockname()[1]}/"
     key_file = write_key_file(tmp_path / "sa.json", key=generate_key(), token_uri=dead + "token")
-    from services.settings import Settings
+    from services.core.settings import Settings
 
     settings = Settings(data_dir=tmp_path, google_service_account_file=key_file, google_api_root=dead)
     calendar = GoogleCalendar(

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from services import booking as bk
-from services import reconcile, remediate, sync
-from services.context import build_services
+from services.core.context import build_services
 from services.gateways.faults import Faults
+from services.reconciliation import reconcile, remediate, sync
 from services.rules.availability import holiday_name
 from tests.fake_calendar import fake_calendar
 from tests.integration.stripe_server import LocalStripe, localstripe, localstripe_server  # noqa: F401
@@ -46,8 +46,8 @@ class Faulty:
 
 @pytest.fixture
 def live(tmp_path: Path, localstripe: LocalStripe) -> Iterator[Any]:  # noqa: F811
-    from services.catalogue import load_catalogue
-    from services.settings import PROJECT_ROOT, Settings
+    from services.core.catalogue import load_catalogue
+    from services.core.settings import PROJECT_ROOT, Settings
 
     rooms = load_catalogue(PROJECT_ROOT / "config" / "rooms.toml").rooms
     with fake_calendar(tmp_path, calendar_ids=[r.calendar_id for r in rooms]) as fake:
@@ -293,7 +293,7 @@ def test_refund_notice_for_an_old_system_refund_over_http(live: Any) -> None:
 
 
 def test_settings_connection_checks_over_http(live: Any) -> None:
-    from services import health
+    from services.ops import health
 
     checks = health.check_connections(live)
     assert [(c.area, c.name) for c in checks if c.ok is False] == [("Stripe", "Webhook secret")]  # not set here

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from services.errors import GatewayError, InvalidState, NotFound, PaymentDeclined
+from services.core.errors import GatewayError, InvalidState, NotFound, PaymentDeclined
+from services.core.settings import Settings
 from services.gateways.base import Json, PaymentsGateway
 from services.gateways.sandbox_payments import SandboxPayments
 from services.gateways.stripe_adapter import StripePayments
-from services.settings import Settings
 from tests.integration import stripe_server
 from tests.integration.stripe_server import TEST_KEY, LocalStripe
 

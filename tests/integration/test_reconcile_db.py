@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from services import booking as bk
-from services import reconcile, sync
+from services.reconciliation import reconcile, sync
 
 
 def _try_sync(args: tuple[str, str]) -> str:
     data_dir, db_url = args
-    from services.context import build_services
-    from services.settings import Settings
+    from services.core.context import build_services
+    from services.core.settings import Settings
 
     svc = build_services(Settings(data_dir=Path(data_dir), database_url=db_url), migrate=False)
     try:

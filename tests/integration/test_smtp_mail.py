@@ -18,12 +18,12 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from models.tables import Booking, BookingLeg
-from services.catalogue import load_catalogue
-from services.email_render import render
-from services.errors import GatewayError
+from services.core.catalogue import load_catalogue
+from services.core.errors import GatewayError
+from services.core.settings import Settings
 from services.gateways.base import MailGateway, OutgoingEmail
 from services.gateways.smtp_mail import SmtpMail
-from services.settings import Settings
+from services.notify.emails import render
 
 USER = "bookings@labourtemple.example"
 PASSWORD = "s3cret-Pa55word!"

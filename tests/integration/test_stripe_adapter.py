@@ -21,10 +21,10 @@ import pytest
 import requests
 import stripe
 
-from services.errors import ConfigError, GatewayError, InvalidState, NotFound, PaymentDeclined, TimeoutFault
+from services.core.errors import ConfigError, GatewayError, InvalidState, NotFound, PaymentDeclined, TimeoutFault
+from services.core.settings import Settings
 from services.gateways.base import PaymentsGateway
 from services.gateways.stripe_adapter import StripePayments, scrub, translate_error
-from services.settings import Settings
 from tests.integration import stripe_server
 from tests.integration.stripe_server import TEST_KEY, LocalStripe
 

@@ -1,6 +1,6 @@
 """End to end: localstripe delivers its signed webhooks to the real API running under uvicorn.
 
-The API (`services.api.create_app`) serves a loopback port from a background thread, on a service container with
+The API (`services.web.api.create_app`) serves a loopback port from a background thread, on a service container with
 PAYMENTS=stripe pointed at localstripe's shim, the sandbox calendar and mail, and a webhook signing secret. Bookings
 go in over HTTP; the customer's card is confirmed against localstripe as Stripe.js would (attach the card, then
 confirm); localstripe then POSTs payment_intent.succeeded / payment_intent.payment_failed to /api/webhooks/stripe
@@ -33,9 +33,9 @@ from sqlmodel import col, select
 
 from models.tables import AuditLog, Booking, BookingLeg, EmailOutbox, RefundRecord, SlotClaim, WebhookEvent
 from services import booking as bk
-from services.api import BookingIn, create_app
 from services.gateways.sandbox_mail import attachment_bytes
-from services.webhooks import list_failed_events, replay_event
+from services.web.api import BookingIn, create_app
+from services.web.webhooks import list_failed_events, replay_event
 from tests.integration import stripe_server
 from tests.integration.stripe_server import TEST_KEY, LocalStripe
 

@@ -16,7 +16,7 @@ from sqlmodel import select
 
 from models.tables import BookingLeg
 from services import booking as bk
-from services import reconcile, remediate, sync
+from services.reconciliation import reconcile, remediate, sync
 from tests.reliability.harness import ACTOR, SONIC_EXTRAS
 
 WED = date(2026, 3, 4)
@@ -322,7 +322,7 @@ def _paid_at_stripe(svc: Any) -> Ctx:
 
 
 def _deliver_succeeded(svc: Any, ctx: Ctx) -> Any:
-    from services import webhooks
+    from services.web import webhooks
 
     events = svc.payments.list_events(limit=100)["data"]
     (event,) = [e for e in events if e["type"] == "payment_intent.succeeded" and e["data"]["object"]["id"] == ctx["pi"]]

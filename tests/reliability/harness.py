@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from services import booking as bk
-from services import notify, reconcile, remediate, sync, webhooks
-from services.context import build_services
-from services.errors import DomainError
+from services.core.context import build_services
+from services.core.errors import DomainError
+from services.core.settings import Settings
 from services.gateways.base import all_pages
-from services.settings import Settings
+from services.notify import outbox
+from services.reconciliation import reconcile, remediate, sync
+from services.web import webhooks
 from tests.conftest import NOW, Clock
 from tests.reliability.stats import COUNTS
 
@@ -178,7 +180,7 @@ def settle(svc: Any, rerun: Callable[[], Any] | None = None, *, advance: bool = 
     if advance:
         svc.clock.advance(minutes=45)  # past a web hold's 30 minutes and the outbox's first backoffs
     quietly(lambda: bk.expire_holds(svc))
-    quietly(lambda: notify.deliver_due(svc, now=svc.now() + timedelta(hours=2)))
+    quietly(lambda: outbox.deliver_due(svc, now=svc.now() + timedelta(hours=2)))
     problems = remediate_open(svc)
-    quietly(lambda: notify.deliver_due(svc, now=svc.now() + timedelta(hours=2)))
+    quietly(lambda: outbox.deliver_due(svc, now=svc.now() + timedelta(hours=2)))
     return problems

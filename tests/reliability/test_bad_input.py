@@ -13,12 +13,12 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from services import reconcile, sync
-from services.api import create_app
-from services.catalogue import load_catalogue
-from services.errors import ConfigError
-from services.sandbox_load import load_dir
-from services.settings import PROJECT_ROOT
+from services.core.catalogue import load_catalogue
+from services.core.errors import ConfigError
+from services.core.settings import PROJECT_ROOT
+from services.ops.sandbox_load import load_dir
+from services.reconciliation import reconcile, sync
+from services.web.api import create_app
 from tests.reliability.harness import fresh_services
 from tests.reliability.stats import COUNTS, FLOWS
 

@@ -98,7 +98,7 @@ def test_retrying_recreate_events_records_the_new_event_on_the_day(svc: Any) -> 
 
 
 def test_a_failed_booking_that_kept_the_money_stays_a_finding_even_with_its_events(svc: Any) -> None:
-    from services import reconcile, sync
+    from services.reconciliation import reconcile, sync
 
     ctx = flows.finding(svc, "paid_no_event", flows.paid_no_event(svc), "create_events")
     svc.calendar.faults.fail("insert_event", mode="timeout")

@@ -23,12 +23,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services import booking as bk
-from services import cli, health, sync
-from services.api import create_app
-from services.context import build_services
-from services.errors import DomainError
+from services.core.context import build_services
+from services.core.errors import DomainError
+from services.core.settings import get_settings
 from services.gateways.base import OutgoingEmail
-from services.settings import get_settings
+from services.ops import cli, health
+from services.reconciliation import sync
+from services.web.api import create_app
 from tests.fake_calendar.keys import generate_key, write_key_file
 from tests.reliability.stats import COUNTS, FLOWS
 

@@ -1,6 +1,6 @@
 """A hypothesis state machine over the whole system: bookings started on random rooms, days and times; payments
 (good and declined cards); cancellations whole and partial; Stripe's webhooks delivered duplicated and out of order
-(through services.webhooks or as signed POSTs to the API); holds expiring as the clock moves; and a random fault
+(through services.web.webhooks or as signed POSTs to the API); holds expiring as the clock moves; and a random fault
 armed for the calls of a step. After every step the faults are cleared and the retry path runs; then the invariants
 must hold. Derandomized, so a run is reproducible."""
 
@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, rule
 
 from services import booking as bk
-from services import webhooks
-from services.api import create_app
 from services.gateways.base import all_pages
+from services.web import webhooks
+from services.web.api import create_app
 from tests.reliability.harness import WRITE_OPS, clear_faults, fresh_services, quietly, settle
 from tests.reliability.invariants import violations
 from tests.reliability.stats import COUNTS, FLOWS

@@ -17,9 +17,10 @@ from sqlmodel import func, select
 
 from models.tables import AuditLog, Booking, CalendarEventCache, RefundRecord, StripeObjectCache
 from services import booking as bk
-from services import reconcile, sync, webhooks
-from services.errors import DomainError, GatewayError
+from services.core.errors import DomainError, GatewayError
 from services.gateways.base import all_pages
+from services.reconciliation import reconcile, sync
+from services.web import webhooks
 from tests.conftest import NOW
 from tests.reliability.flows import request
 from tests.reliability.invariants import violations
@@ -48,8 +49,8 @@ def _retry(fn: Any, attempts: int = 60) -> Any:
 
 def _worker(args: tuple[str, str, int, Any, list[str], list[int]]) -> list[str]:
     data_dir, db_url, index, barrier, pis, to_cancel = args
-    from services.context import build_services
-    from services.settings import Settings
+    from services.core.context import build_services
+    from services.core.settings import Settings
     from tests.conftest import Clock
 
     svc = build_services(Settings(data_dir=Path(data_dir), database_url=db_url), migrate=False)

@@ -1,5 +1,5 @@
 """AppTest fixtures: each test module gets its own DATA_DIR, sandbox gateways and demo data, seeded once through
-services.demo (faster than letting the app do it), and a fresh app.
+services.ops.demo (faster than letting the app do it), and a fresh app.
 
 app.py builds its services through `get_settings()` (lru_cached) and `st.cache_resource`: both are cleared around
 each module so no module sees another's database.
@@ -17,10 +17,10 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from pages import _ui
-from services import demo
 from services.booking import BookingRequest, StartResult, quote, sandbox_pay, start_booking
-from services.context import Services, build_services
-from services.settings import get_settings
+from services.core.context import Services, build_services
+from services.core.settings import get_settings
+from services.ops import demo
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 TIMEOUT = 30

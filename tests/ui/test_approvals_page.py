@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from services.booking import BookingRequest, StartResult, cancellation_quote, sandbox_pay, start_booking
-from services.context import Services
+from services.core.context import Services
 from services.finance import overrides
 from services.queries import search_bookings
 

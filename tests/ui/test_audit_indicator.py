@@ -8,8 +8,8 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from streamlit.testing.v1 import AppTest
 
-from services import audit
-from services.context import Services
+from services.core import audit
+from services.core.context import Services
 from tests.unit.test_audit_chain import AUDIT, audit_ids, edit_payload
 
 App = Callable[..., AppTest]

@@ -11,9 +11,10 @@ from sqlmodel import select
 from streamlit.testing.v1 import AppTest
 
 from models.tables import Finding
-from services import reconcile, remediate, sync, webhooks
 from services.booking import StartResult
-from services.context import Services
+from services.core.context import Services
+from services.reconciliation import reconcile, remediate, sync
+from services.web import webhooks
 
 from .conftest import APP, TIMEOUT
 from .test_pages import texts

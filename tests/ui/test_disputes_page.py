@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from models.tables import Booking, DisputeCase
 from pages import _ui
-from services.context import Services
+from services.core.context import Services
 
 from .conftest import APP, TIMEOUT
 from .test_pages import everything, nav_pages, texts

@@ -16,9 +16,9 @@ from sqlmodel import col, select
 from streamlit.testing.v1 import AppTest
 
 from models.tables import Booking, BookingStatus
-from services.context import Services
+from services.core.context import Services
 from services.finance import reports
-from services.sync import sync
+from services.reconciliation.sync import sync
 
 from .conftest import APP, TIMEOUT
 from .test_pages import everything, nav_pages, texts

@@ -17,9 +17,10 @@ from streamlit.testing.v1 import AppTest
 from models.tables import AuditLog, Booking, EmailOutbox
 from pages import _ui
 from services import booking as bk
-from services import notify, webhooks
-from services.context import Services
-from services.errors import GatewayError
+from services.core.context import Services
+from services.core.errors import GatewayError
+from services.notify import outbox
+from services.web import webhooks
 
 from .conftest import APP, TIMEOUT, free_slot
 from .test_pages import everything, nav_pages, texts
@@ -101,7 +102,7 @@ def test_the_page_lists_the_outbox_with_its_counts(app: App, svc: Services) -> N
     at = app("manager", page=PAGE)
     assert at.title[0].value == "Emails & webhooks"
     assert "no email really leaves Room Desk" in texts(at, "info")
-    counts = notify.outbox_counts(svc)
+    counts = outbox.outbox_counts(svc)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics == {
         "Queued": str(counts["queued"]),
@@ -129,7 +130,7 @@ def test_the_page_lists_the_outbox_with_its_counts(app: App, svc: Services) -> N
     at.button_group(key="ob_states").set_value(["sent"]).run()
     assert set(table(at, "ob_emails_").value["Status"]) == {"Sent"}
     select_row(at, "ob_emails_", 0)
-    shown = notify.list_outbox(svc, states=["sent"])[0]
+    shown = outbox.list_outbox(svc, states=["sent"])[0]
     page = everything(at)
     assert shown.subject in page and "Sent " in page
     assert "ob_retry" not in {b.key for b in at.button}  # nothing to retry on a sent email
@@ -183,7 +184,7 @@ def test_retry_now_during_an_outage_says_when_it_tries_again(app: App, svc: Serv
 
 
 def test_send_due_emails_now_sends_what_the_worker_would(app: App, svc: Services) -> None:
-    due = notify.count_due(svc, now=svc.now())
+    due = outbox.count_due(svc, now=svc.now())
     assert due >= 1  # the demo's failed confirmation, whose retry time has come
     at = app("manager", page=PAGE)
     button = at.button(key="ob_send_due")
@@ -191,7 +192,7 @@ def test_send_due_emails_now_sends_what_the_worker_would(app: App, svc: Services
     button.click().run()
     assert not at.exception
     assert f"{due} email{'' if due == 1 else 's'} sent." in texts(at, "success")
-    assert notify.count_due(svc, now=svc.now()) == 0
+    assert outbox.count_due(svc, now=svc.now()) == 0
     assert at.button(key="ob_send_due").disabled
     assert "manager@sandbox" in actors(svc, "email.confirmation.sent")
 

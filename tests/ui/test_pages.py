@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from pages import _ui
 from services.booking import StartResult
-from services.context import Services
+from services.core.context import Services
 from services.queries import search_bookings
 from services.rules.timefmt import day_label
 
@@ -131,9 +131,7 @@ def test_phone_booking_page_checks_the_role_itself(svc: Services) -> None:  # sv
     assert not at.title
 
 
-FORBIDDEN = sorted(
-    (role, page) for page, roles in _ui.PAGE_ROLES.items() for role in _ui.ROLES if role not in roles
-)
+FORBIDDEN = sorted((role, page) for page, roles in _ui.PAGE_ROLES.items() for role in _ui.ROLES if role not in roles)
 
 
 @pytest.mark.parametrize(("role", "page"), FORBIDDEN, ids=[f"{r}-{p}" for r, p in FORBIDDEN])

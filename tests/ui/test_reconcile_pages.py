@@ -13,10 +13,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from models.tables import Finding
-from services import reconcile, remediate
-from services.context import Services
-from services.reconcile import ACTION_LABELS, CODES, get_finding, open_findings
-from services.sync import last_sync, sync
+from services.core.context import Services
+from services.reconciliation import reconcile, remediate
+from services.reconciliation.reconcile import ACTION_LABELS, CODES, get_finding, open_findings
+from services.reconciliation.sync import last_sync, sync
 
 from .conftest import APP, TIMEOUT
 from .test_pages import everything, nav_pages, texts

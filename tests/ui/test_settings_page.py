@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from services.context import Services
+from services.core.context import Services
 
 from .conftest import APP, TIMEOUT
 from .test_pages import everything, texts

@@ -12,7 +12,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from pages import _ui
-from services.settings import get_settings
+from services.core.settings import get_settings
 from tests.conftest import OIDC_TEST_AUTH
 
 from .test_pages import nav_pages

@@ -10,7 +10,7 @@ from sqlmodel import select
 
 from models.tables import AuditLog, Booking
 from services import booking as bk
-from services.api import create_app
+from services.web.api import create_app
 
 ORIGIN = "https://www.venue.example"
 WEDNESDAY = "2026-03-04"

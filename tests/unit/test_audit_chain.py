@@ -11,8 +11,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from models.tables import AUDIT_GENESIS_HASH, AuditLog
-from services import audit, cli
 from services import booking as bk
+from services.core import audit
+from services.ops import cli
 
 AUDIT = AuditLog.__table__  # type: ignore[attr-defined]
 

@@ -15,7 +15,7 @@ from sqlmodel import func, select
 from models.tables import AuditLog
 from services import authz
 from services.authz import ACTIONS, DESK_ACTIONS, Desk, Staff
-from services.errors import NotAllowed
+from services.core.errors import NotAllowed
 
 PAGES = Path(__file__).resolve().parents[2] / "pages"
 ROLES = ("frontdesk", "manager", "finance", "admin")

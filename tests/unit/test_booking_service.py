@@ -11,7 +11,7 @@ from sqlmodel import select
 
 from models.tables import AuditLog, Booking, BookingLeg, EmailOutbox, RefundRecord, SlotClaim
 from services import booking as bk
-from services.errors import InvalidState, NotAvailable, SlotTaken, ValidationError
+from services.core.errors import InvalidState, NotAvailable, SlotTaken, ValidationError
 
 THREE_DAYS = (date(2026, 3, 9), date(2026, 3, 10), date(2026, 3, 11))
 
@@ -134,7 +134,7 @@ def test_sonic_studio_extras_required_online_but_phone_may_collect_later(svc: An
 
 
 def test_payment_intent_failure_releases_the_hold(svc: Any, booking_request: Any) -> None:
-    from services.errors import GatewayError
+    from services.core.errors import GatewayError
 
     svc.payments.faults.fail("create_payment_intent")
     with pytest.raises(GatewayError, match="unavailable"):
@@ -367,7 +367,7 @@ def test_cancel_whose_event_delete_fails_reports_the_orphan(svc: Any, booking_re
 
 
 def test_refund_failure_cancels_nothing(svc: Any, booking_request: Any) -> None:
-    from services.errors import GatewayError
+    from services.core.errors import GatewayError
 
     started = bk.start_booking(svc, booking_request(), actor="customer")
     bk.sandbox_pay(svc, started.booking_id, actor="stripe-webhook")
@@ -436,20 +436,20 @@ def test_search_lists_upcoming_bookings_soonest_first_then_the_past(svc: Any, bo
 def test_confirm_after_a_crash_past_the_events_finishes_once(
     svc: Any, booking_request: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from services import notify
+    from services.notify import outbox
 
     started = bk.start_booking(svc, booking_request(dates=THREE_DAYS), actor="customer")
     svc.payments.confirm_payment_intent(started.payment_intent)
-    real_queue = notify.queue
+    real_queue = outbox.queue
 
     def crash(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("process killed")
 
-    monkeypatch.setattr(notify, "queue", crash)
+    monkeypatch.setattr(outbox, "queue", crash)
     with pytest.raises(RuntimeError):
         bk.confirm_payment(svc, started.payment_intent)
     assert booking(svc, started.booking_id).status == "AWAITING_PAYMENT"  # the final step was rolled back
-    monkeypatch.setattr(notify, "queue", real_queue)
+    monkeypatch.setattr(outbox, "queue", real_queue)
     assert bk.confirm_payment(svc, started.payment_intent).outcome == "confirmed"
     assert len(live_events(svc, started.reference)) == 3
     with svc.session() as s:

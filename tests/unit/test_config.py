@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from services.catalogue import load_catalogue, parse_catalogue
-from services.errors import ConfigError
-from services.settings import PROJECT_ROOT, Settings
+from services.core.catalogue import load_catalogue, parse_catalogue
+from services.core.errors import ConfigError
+from services.core.settings import PROJECT_ROOT, Settings
 
 ROOMS = PROJECT_ROOT / "config" / "rooms.toml"
 

@@ -17,9 +17,9 @@ from sqlmodel import select
 
 from models.tables import AuditLog, Booking, EmailOutbox
 from services import booking as bk
-from services import customer
-from services.api import create_app
-from services.errors import InvalidState
+from services.core.errors import InvalidState
+from services.web import customer
+from services.web.api import create_app
 
 WEDNESDAY = "2026-03-04"
 THURSDAY = "2026-03-05"
@@ -228,9 +228,7 @@ def phone_booking(svc: Any, booking_request: Any) -> bk.StartResult:
     return bk.start_booking(svc, booking_request(channel="phone"), actor="frontdesk@venue.example")
 
 
-def test_phone_customer_must_accept_the_terms_before_paying(
-    svc: Any, client: TestClient, booking_request: Any
-) -> None:
+def test_phone_customer_must_accept_the_terms_before_paying(svc: Any, client: TestClient, booking_request: Any) -> None:
     started = phone_booking(svc, booking_request)
     url, sent = customer.send_pay_link(svc, started.booking_id, actor="frontdesk@venue.example")
     assert sent and url == f"http://127.0.0.1:8000{started.pay_path}"

@@ -14,8 +14,7 @@ from sqlmodel import col, select
 
 from models.tables import AuditLog, Booking, DailyClose, DailyCloseItem, Finding, RefundRecord
 from services import booking as bk
-from services import demo, reconcile, remediate, sync, webhooks
-from services.errors import ValidationError
+from services.core.errors import ValidationError
 from services.finance.close import (
     close_csv,
     close_history,
@@ -26,6 +25,9 @@ from services.finance.close import (
     latest_close,
     run_close,
 )
+from services.ops import demo
+from services.reconciliation import reconcile, remediate, sync
+from services.web import webhooks
 from tests.conftest import NOW, Clock
 
 DAY = date(2026, 3, 2)  # NOW is 09:00 on Monday 2 March in Vancouver
@@ -176,7 +178,7 @@ def test_a_refund_record_stripe_does_not_have_is_missing_in_stripe(svc: Any, boo
 def test_a_payment_stripe_never_took_is_missing_in_stripe(svc: Any, booking_request: Any) -> None:
     started = bk.start_booking(svc, booking_request(), actor="customer")
     with svc.session() as s:  # a ledger that says paid for a PaymentIntent Stripe never charged
-        from services import audit
+        from services.core import audit
 
         audit.record(
             s, "booking.payment.succeeded", actor="test", at=svc.now(), booking=s.get(Booking, started.booking_id)
@@ -257,8 +259,8 @@ def test_payouts_are_left_out_and_other_stripe_transactions_are_listed(
 
 
 def test_the_fee_schedule_matches_the_sandbox_card_fee() -> None:
+    from services.core.settings import Settings
     from services.gateways.sandbox_payments import card_fee
-    from services.settings import Settings
 
     settings = Settings()
     for amount in (1, 500, 2500, 9000, 12000, 15500, 123_457, 1_000_000):
@@ -399,8 +401,8 @@ def test_csv_export_reads_back_with_the_close_totals_and_items(svc: Any, booking
 
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from services.context import build_services
-    from services.settings import Settings
+    from services.core.context import build_services
+    from services.core.settings import Settings
 
     svc = build_services(Settings(data_dir=tmp_path_factory.mktemp("close-demo")))
     svc.clock = Clock(NOW)
@@ -449,8 +451,8 @@ def test_demo_days_pass_except_the_missed_webhook_and_the_unsynced_dispute(seede
 def test_close_command_names_the_difference_and_exits_by_the_result(
     svc: Any, booking_request: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from services import cli
-    from services.settings import get_settings
+    from services.core.settings import get_settings
+    from services.ops import cli
 
     started = pay(svc, booking_request)
     refund = svc.payments.refund(started.payment_intent, amount_cents=2500, reason="goodwill", idempotency_key="d-1")

@@ -9,14 +9,14 @@ import pytest
 from sqlmodel import select
 
 from models.tables import AuditLog, Booking, BookingLeg
-from services import demo
+from services.ops import demo
 from services.rules.availability import holiday_name
 
 
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from services.context import build_services
-    from services.settings import Settings
+    from services.core.context import build_services
+    from services.core.settings import Settings
     from tests.conftest import NOW, Clock
 
     svc = build_services(Settings(data_dir=tmp_path_factory.mktemp("demo")))

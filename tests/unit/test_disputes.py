@@ -15,10 +15,10 @@ from pypdf import PdfReader
 from sqlmodel import select
 
 from models.tables import AuditLog, BookingLeg, DisputeCase
-from services.api import create_app
-from services.errors import InvalidState, ValidationError
+from services.core.errors import InvalidState, ValidationError
 from services.finance import disputes
 from services.finance.pdf import Document, Letterhead, latin1_safe, unicode_font
+from services.web.api import create_app
 
 from .test_webhooks import SECRET, deliver, paid_booking, stripe_events
 
@@ -135,7 +135,7 @@ def test_refresh_finds_a_dispute_no_webhook_told_us_about(dsvc: Any, client: Tes
 
 
 def test_sync_records_a_dispute_whose_webhook_was_missed(dsvc: Any, client: TestClient, booking_request: Any) -> None:
-    from services import sync
+    from services.reconciliation import sync
 
     started = confirmed(dsvc, client, booking_request)
     dispute = dsvc.payments.open_dispute(started.payment_intent, reason="fraudulent")

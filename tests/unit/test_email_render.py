@@ -10,9 +10,9 @@ import icalendar
 import pytest
 
 from models.tables import Booking, BookingLeg
-from services.catalogue import Catalogue, parse_catalogue
-from services.email_render import KINDS, ics, policy_text, render
-from services.settings import Settings
+from services.core.catalogue import Catalogue, parse_catalogue
+from services.core.settings import Settings
+from services.notify.emails import KINDS, ics, policy_text, render
 
 POLICY = {"version": "2026-01", "bands": [[48, 100], [24, 50], [0, 0]], "text": "Full refund 48 h or more before."}
 

@@ -24,10 +24,10 @@ from sqlmodel import select
 
 from models.tables import RefundRecord
 from services import booking as bk
-from services import webhooks
-from services.errors import ValidationError
+from services.core.errors import ValidationError
 from services.finance import reports
-from services.sync import sync
+from services.reconciliation.sync import sync
+from services.web import webhooks
 
 TZ_NAME = "America/Vancouver"
 CANCEL_B_AT = datetime(2026, 4, 1, 6, 30, tzinfo=UTC)  # Tue 31 Mar 23:30 in Vancouver (PDT)
@@ -369,7 +369,7 @@ def test_an_empty_report_still_exports(svc: Any) -> None:
 
 @pytest.fixture
 def cli_env(svc: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from services.settings import get_settings
+    from services.core.settings import get_settings
 
     monkeypatch.setenv("DATA_DIR", str(svc.settings.data_dir))
     get_settings.cache_clear()
@@ -381,7 +381,7 @@ def cli_env(svc: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
 def test_export_refunds_writes_the_file_and_prints_the_count_and_total(
     svc: Any, ledger: Ledger, cli_env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str
 ) -> None:
-    from services import cli
+    from services.ops import cli
 
     out = tmp_path / f"march.{fmt}"
     argv = ["export-refunds", "--from", "2026-03-01", "--to", "2026-03-31", "--format", fmt, "--out", str(out)]
@@ -411,7 +411,7 @@ def test_export_refunds_writes_the_file_and_prints_the_count_and_total(
 def test_export_refunds_refuses_bad_arguments(
     cli_env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
-    from services import cli
+    from services.ops import cli
 
     out = tmp_path / "x.csv"
     with pytest.raises(SystemExit) as exited:
@@ -431,7 +431,7 @@ def test_export_refunds_refuses_bad_arguments(
 def test_export_refunds_explains_what_is_wrong(
     cli_env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
 ) -> None:
-    from services import cli
+    from services.ops import cli
 
     out = tmp_path / "x.csv"
     assert cli.main(["export-refunds", *extra, "--format", "csv", "--out", str(out)]) == 2

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from services import booking as bk
-from services import health, reconcile, sync
-from services.errors import ConfigError, GatewayError
+from services.core.errors import ConfigError, GatewayError
+from services.ops import health
+from services.reconciliation import reconcile, sync
 
 
 def test_sandbox_connections_all_pass(svc: Any) -> None:

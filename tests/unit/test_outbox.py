@@ -13,8 +13,8 @@ from sqlmodel import col, select
 
 from models.tables import AuditLog, Booking, EmailOutbox
 from services import booking as bk
-from services import notify
-from services.errors import GatewayError, NotFound
+from services.core.errors import GatewayError, NotFound
+from services.notify import outbox
 from tests.conftest import NOW
 
 WEEKDAYS = (4, 5, 6, 9, 10, 11)  # of March 2026
@@ -45,7 +45,7 @@ def audit(svc: Any, booking_id: int) -> list[tuple[str, str]]:
 
 
 def test_backoff_grows_then_settles_and_never_gives_up() -> None:
-    waits = [notify.backoff(n) for n in range(1, 9)]
+    waits = [outbox.backoff(n) for n in range(1, 9)]
     minutes = [int(w.total_seconds() // 60) for w in waits]
     assert minutes == [1, 5, 15, 60, 240, 240, 240, 240]
 
@@ -60,23 +60,23 @@ def test_a_mail_outage_delays_the_email_and_it_goes_out_once_when_due(svc: Any, 
 
     # Before its time: nothing is tried.
     for at in (NOW, NOW + timedelta(seconds=59)):
-        report = notify.deliver_due(svc, now=at)
+        report = outbox.deliver_due(svc, now=at)
         assert (report.sent, report.failed, report.still_queued, report.needs_attention) == (0, 0, 1, 0)
     assert sends(svc) == 1
 
     # The outage still lasts at the first retry: the next wait is longer.
     svc.mail.faults.fail("send")
-    report = notify.deliver_due(svc, now=NOW + timedelta(minutes=1))
+    report = outbox.deliver_due(svc, now=NOW + timedelta(minutes=1))
     assert (report.sent, report.failed, report.still_queued) == (0, 1, 1)
     row = email(svc, started.booking_id)
     assert (row.status, row.attempts) == ("failed", 2)
     assert row.next_attempt_at == NOW + timedelta(minutes=1 + 5)
 
     # Over: it goes out at its time, once.
-    assert notify.deliver_due(svc, now=NOW + timedelta(minutes=5)).sent == 0
-    report = notify.deliver_due(svc, now=NOW + timedelta(minutes=6))
+    assert outbox.deliver_due(svc, now=NOW + timedelta(minutes=5)).sent == 0
+    report = outbox.deliver_due(svc, now=NOW + timedelta(minutes=6))
     assert (report.sent, report.failed, report.still_queued, report.needs_attention) == (1, 0, 0, 0)
-    assert notify.deliver_due(svc, now=NOW + timedelta(days=1)).sent == 0
+    assert outbox.deliver_due(svc, now=NOW + timedelta(days=1)).sent == 0
     assert sends(svc) == 3
     row = email(svc, started.booking_id)
     assert (row.status, row.attempts, row.next_attempt_at, row.last_error) == ("sent", 3, None, None)
@@ -99,7 +99,7 @@ def test_due_emails_go_oldest_first_up_to_the_limit(svc: Any, booking_request: A
     second = paid(svc, booking_request, dates=[date(2026, 3, 5)])
     svc.clock.advance(minutes=1)
     third = paid(svc, booking_request, dates=[date(2026, 3, 6)])
-    report = notify.deliver_due(svc, now=NOW + timedelta(hours=1), limit=2)
+    report = outbox.deliver_due(svc, now=NOW + timedelta(hours=1), limit=2)
     assert (report.sent, report.still_queued) == (2, 1)
     assert [email(svc, b.booking_id).status for b in (first, second, third)] == ["sent", "sent", "failed"]
 
@@ -110,17 +110,17 @@ def test_a_refused_email_waits_for_staff_and_retry_now_sends_it(svc: Any, bookin
     row = email(svc, started.booking_id)
     assert (row.status, row.attempts, row.next_attempt_at) == ("failed", 1, None)
     assert row.last_error == "Mailbox unknown (550 5.1.1)"
-    assert notify.outbox_counts(svc) == {"queued": 0, "failed": 0, "needs_attention": 1, "sent": 0}
-    (listed,) = notify.list_outbox(svc, states=["needs_attention"])
+    assert outbox.outbox_counts(svc) == {"queued": 0, "failed": 0, "needs_attention": 1, "sent": 0}
+    (listed,) = outbox.list_outbox(svc, states=["needs_attention"])
     assert listed.needs_attention and listed.booking_reference == started.reference
 
     # Never again by itself, however long the worker runs.
     for days in (0, 1, 30):
-        report = notify.deliver_due(svc, now=NOW + timedelta(days=days))
+        report = outbox.deliver_due(svc, now=NOW + timedelta(days=days))
         assert (report.sent, report.failed, report.still_queued, report.needs_attention) == (0, 0, 0, 1)
     assert sends(svc) == 1
 
-    after = notify.retry_now(svc, row.id, actor="manager@sandbox", now=NOW + timedelta(hours=2))
+    after = outbox.retry_now(svc, row.id, actor="manager@sandbox", now=NOW + timedelta(hours=2))
     assert (after.status, after.attempts, after.needs_attention) == ("sent", 2, False)
     assert sends(svc) == 2
     assert len(svc.mail.messages(booking_id=started.booking_id)) == 1
@@ -128,12 +128,12 @@ def test_a_refused_email_waits_for_staff_and_retry_now_sends_it(svc: Any, bookin
         ("email.confirmation.retry", "manager@sandbox"),
         ("email.confirmation.sent", "manager@sandbox"),
     ]
-    assert notify.outbox_counts(svc)["sent"] == 1
+    assert outbox.outbox_counts(svc)["sent"] == 1
     # Retrying a sent email sends nothing more.
-    assert notify.retry_now(svc, row.id, actor="manager@sandbox", now=NOW).status == "sent"
+    assert outbox.retry_now(svc, row.id, actor="manager@sandbox", now=NOW).status == "sent"
     assert sends(svc) == 2
     with pytest.raises(NotFound):
-        notify.retry_now(svc, 999_999, actor="manager@sandbox", now=NOW)
+        outbox.retry_now(svc, 999_999, actor="manager@sandbox", now=NOW)
 
 
 def test_retry_now_after_a_refusal_goes_to_the_corrected_address(svc: Any, booking_request: Any) -> None:
@@ -144,7 +144,7 @@ def test_retry_now_after_a_refusal_goes_to_the_corrected_address(svc: Any, booki
         assert b is not None
         b.customer_email = "ava@example.org"
     row = email(svc, started.booking_id)
-    assert notify.retry_now(svc, row.id, actor="admin@sandbox", now=NOW).to == "ava@example.org"
+    assert outbox.retry_now(svc, row.id, actor="admin@sandbox", now=NOW).to == "ava@example.org"
     assert [m["to"] for m in svc.mail.messages(booking_id=started.booking_id)] == ["ava@example.org"]
 
 
@@ -152,7 +152,7 @@ def test_retry_now_on_a_continuing_outage_keeps_the_backoff(svc: Any, booking_re
     svc.mail.faults.fail("send", times=2)
     started = paid(svc, booking_request)
     row = email(svc, started.booking_id)
-    after = notify.retry_now(svc, row.id, actor="manager@sandbox", now=NOW + timedelta(seconds=10))
+    after = outbox.retry_now(svc, row.id, actor="manager@sandbox", now=NOW + timedelta(seconds=10))
     assert (after.status, after.attempts) == ("failed", 2)
     assert after.next_attempt_at == NOW + timedelta(seconds=10) + timedelta(minutes=5)
     assert not after.needs_attention
@@ -168,7 +168,7 @@ def test_an_unexpected_error_is_not_retried_blindly(
         raise RuntimeError("a bug, not a mail server's answer")
 
     monkeypatch.setattr(svc.mail, "send", crash)
-    report = notify.deliver_due(svc, now=NOW + timedelta(hours=1))
+    report = outbox.deliver_due(svc, now=NOW + timedelta(hours=1))
     assert (report.failed, report.needs_attention) == (1, 1)
     row = email(svc, started.booking_id)
     assert (row.status, row.next_attempt_at) == ("failed", None)
@@ -178,40 +178,40 @@ def test_an_unexpected_error_is_not_retried_blindly(
 def test_trouble_before_sending_leaves_that_email_due_and_the_others_go(
     svc: Any, booking_request: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from services import email_render
+    from services.notify import emails
 
     svc.mail.faults.fail("send", times=2)
     first = paid(svc, booking_request, dates=[date(2026, 3, 4)])
     second = paid(svc, booking_request, dates=[date(2026, 3, 5)])
-    real = email_render.calendar_attachment
+    real = emails.calendar_attachment
 
     def broken_for_first(booking: Any, *args: Any) -> Any:
         if booking.id == first.booking_id:
             raise RuntimeError("database went away")
         return real(booking, *args)
 
-    monkeypatch.setattr(email_render, "calendar_attachment", broken_for_first)
-    report = notify.deliver_due(svc, now=NOW + timedelta(hours=1))
+    monkeypatch.setattr(emails, "calendar_attachment", broken_for_first)
+    report = outbox.deliver_due(svc, now=NOW + timedelta(hours=1))
     assert (report.sent, report.failed, report.still_queued) == (1, 1, 1)
     row = email(svc, first.booking_id)  # rolled back: nothing was sent, it is tried again next round
     assert (row.status, row.attempts, row.next_attempt_at) == ("failed", 1, NOW + timedelta(minutes=1))
     assert email(svc, second.booking_id).status == "sent"
-    monkeypatch.setattr(email_render, "calendar_attachment", real)
-    assert notify.deliver_due(svc, now=NOW + timedelta(hours=1)).sent == 1
+    monkeypatch.setattr(emails, "calendar_attachment", real)
+    assert outbox.deliver_due(svc, now=NOW + timedelta(hours=1)).sent == 1
 
 
 def test_a_queued_email_can_be_filtered_and_previewed(svc: Any, booking_request: Any) -> None:
     svc.mail.faults.fail("send")
     failed = paid(svc, booking_request, dates=[date(2026, 3, 4)])
     sent = paid(svc, booking_request, dates=[date(2026, 3, 5)], customer_email="bo@example.org")
-    assert [e.booking_reference for e in notify.list_outbox(svc)] == [sent.reference, failed.reference]
-    assert [e.booking_reference for e in notify.list_outbox(svc, states=["failed"])] == [failed.reference]
-    assert [e.to for e in notify.list_outbox(svc, search="BO@EXAMPLE")] == ["bo@example.org"]
-    assert [e.to for e in notify.list_outbox(svc, search=failed.reference.lower())] == ["ava@example.org"]
-    assert notify.list_outbox(svc, states=[]) == []
-    one = notify.get_email(svc, notify.list_outbox(svc, search=sent.reference)[0].id)
+    assert [e.booking_reference for e in outbox.list_outbox(svc)] == [sent.reference, failed.reference]
+    assert [e.booking_reference for e in outbox.list_outbox(svc, states=["failed"])] == [failed.reference]
+    assert [e.to for e in outbox.list_outbox(svc, search="BO@EXAMPLE")] == ["bo@example.org"]
+    assert [e.to for e in outbox.list_outbox(svc, search=failed.reference.lower())] == ["ava@example.org"]
+    assert outbox.list_outbox(svc, states=[]) == []
+    one = outbox.get_email(svc, outbox.list_outbox(svc, search=sent.reference)[0].id)
     assert one.html and sent.reference in one.html and sent.reference in one.text
-    assert notify.count_due(svc, now=NOW) == 0 and notify.count_due(svc, now=NOW + timedelta(minutes=1)) == 1
+    assert outbox.count_due(svc, now=NOW) == 0 and outbox.count_due(svc, now=NOW + timedelta(minutes=1)) == 1
 
 
 @pytest.mark.parametrize("outage", [False, True], ids=["mail-up", "mail-still-down"])
@@ -227,13 +227,13 @@ def test_two_workers_at_once_try_each_email_exactly_once(
         svc.mail.faults.fail("send", times=6)
     later = NOW + timedelta(hours=1)
     barrier = threading.Barrier(2)
-    reports: list[notify.DeliveryReport] = []
+    reports: list[outbox.DeliveryReport] = []
     errors: list[BaseException] = []
 
     def worker() -> None:
         try:
             barrier.wait()
-            reports.append(notify.deliver_due(svc, now=later))
+            reports.append(outbox.deliver_due(svc, now=later))
         except BaseException as exc:
             errors.append(exc)
 
@@ -263,11 +263,11 @@ def test_the_request_that_queued_an_email_and_a_worker_send_it_once(
     svc = make_services(db_url)
     started = bk.start_booking(svc, booking_request(), actor="customer")
     svc.mail.faults.latency("send", 0.2)
-    worker_reports: list[notify.DeliveryReport] = []
+    worker_reports: list[outbox.DeliveryReport] = []
     paying = threading.Thread(target=bk.sandbox_pay, args=(svc, started.booking_id), kwargs={"actor": "webhook"})
     paying.start()
     while paying.is_alive():
-        worker_reports.append(notify.deliver_due(svc, now=NOW + timedelta(seconds=1)))
+        worker_reports.append(outbox.deliver_due(svc, now=NOW + timedelta(seconds=1)))
     paying.join()
     assert sends(svc) == 1
     row = email(svc, started.booking_id)
@@ -277,8 +277,8 @@ def test_the_request_that_queued_an_email_and_a_worker_send_it_once(
 def test_send_mail_command_prints_the_counts(
     svc: Any, booking_request: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from services import cli
-    from services.settings import get_settings
+    from services.core.settings import get_settings
+    from services.ops import cli
 
     svc.mail.faults.fail("send", times=2)
     paid(svc, booking_request, dates=[date(2026, 3, 4)])
@@ -300,8 +300,8 @@ def test_send_mail_command_prints_the_counts(
 def test_the_worker_sends_due_emails_every_round(
     svc: Any, booking_request: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from services import cli
-    from services.settings import get_settings
+    from services.core.settings import get_settings
+    from services.ops import cli
 
     svc.mail.faults.fail("send")
     started = paid(svc, booking_request)
@@ -344,10 +344,10 @@ def test_an_email_whose_sender_died_mid_send_goes_out_after_the_lease(svc: Any, 
     row_id = email(svc, started.booking_id).id
     with svc.session() as s:  # a worker claimed it, then its process was killed before recording the outcome
         row = s.get(EmailOutbox, row_id)
-        row.status, row.attempts, row.next_attempt_at = "sending", 2, svc.now() + notify.SEND_LEASE
+        row.status, row.attempts, row.next_attempt_at = "sending", 2, svc.now() + outbox.SEND_LEASE
     svc.mail.faults.clear()
-    assert notify.deliver_due(svc, now=svc.now() + timedelta(minutes=9)).sent == 0  # still someone else's
-    assert not notify.deliver(svc, row_id, now=svc.now() + timedelta(minutes=9))
-    report = notify.deliver_due(svc, now=svc.now() + notify.SEND_LEASE)
+    assert outbox.deliver_due(svc, now=svc.now() + timedelta(minutes=9)).sent == 0  # still someone else's
+    assert not outbox.deliver(svc, row_id, now=svc.now() + timedelta(minutes=9))
+    report = outbox.deliver_due(svc, now=svc.now() + outbox.SEND_LEASE)
     assert report.sent == 1 and email(svc, started.booking_id).status == "sent"
     assert [m["kind"] for m in svc.mail.messages(booking_id=started.booking_id)] == ["confirmation"]

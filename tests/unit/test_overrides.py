@@ -11,7 +11,7 @@ from sqlmodel import select
 
 from models.tables import AuditLog, BookingLeg, EmailOutbox, RefundOverride, RefundRecord
 from services import booking as bk
-from services.errors import InvalidState, ValidationError
+from services.core.errors import InvalidState, ValidationError
 from services.finance import overrides as ov
 
 TWO_DAYS = (date(2026, 3, 9), date(2026, 3, 10))  # Boardroom 10:00–12:00: $90.00 a day
@@ -236,7 +236,7 @@ def test_both_days_spread_over_their_legs(svc: Any, paid: Any) -> None:
 
 
 def test_reconciliation_accepts_an_approved_refund_above_the_policy(svc: Any, paid: Any) -> None:
-    from services import reconcile, sync
+    from services.reconciliation import reconcile, sync
 
     asked = ask(svc, paid)
     ov.approve(svc, asked.override_id, actor=MANAGER, role="manager")

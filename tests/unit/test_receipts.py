@@ -14,7 +14,7 @@ from sqlmodel import select
 
 from models.tables import BookingLeg, RefundRecord
 from services import booking as bk
-from services.errors import InvalidState, NotFound
+from services.core.errors import InvalidState, NotFound
 from services.finance.pdf import latin1_safe, unicode_font
 from services.finance.receipts import booking_receipt_pdf, refund_receipt_pdf
 
@@ -114,7 +114,7 @@ def test_a_refund_receipt_says_how_much_why_which_days_and_from_which_payment(sv
 
 
 def test_a_stripe_dashboard_refund_covers_no_particular_day(svc: Any, booking_request: Any) -> None:
-    from services.webhooks import on_charge_refunded
+    from services.web.webhooks import on_charge_refunded
 
     started = paid(svc, booking_request)
     svc.payments.refund(started.payment_intent, amount_cents=2500, reason="goodwill", idempotency_key="dash-1")

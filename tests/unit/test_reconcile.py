@@ -16,8 +16,8 @@ from sqlmodel import select
 
 from models.tables import CalendarEventCache, Finding
 from services import booking as bk
-from services import reconcile, sync
-from services.sandbox_load import load_dir
+from services.ops.sandbox_load import load_dir
+from services.reconciliation import reconcile, sync
 
 LEGACY = Path(__file__).resolve().parent.parent / "fixtures" / "legacy"
 WED, THU = date(2026, 3, 4), date(2026, 3, 5)
@@ -288,10 +288,10 @@ def test_findings_resolve_by_themselves_and_keep_history(svc: Any, booking_reque
     assert reconcile.reconcile(svc).opened == 0  # seen again: still the same finding
     with svc.session() as s:
         from models.tables import EmailOutbox
-        from services import notify
+        from services.notify import outbox
 
         row = s.exec(select(EmailOutbox).where(EmailOutbox.booking_id == started.booking_id)).one()
-    assert row.id is not None and notify.deliver(svc, row.id, now=svc.now())
+    assert row.id is not None and outbox.deliver(svc, row.id, now=svc.now())
     assert "missing_confirmation" not in run(svc)
     with svc.session() as s:
         old = s.get(Finding, f.id)
@@ -368,7 +368,7 @@ def test_only_one_sync_at_a_time(svc: Any) -> None:
 def test_cli_reconcile_json(tmp_path: Path) -> None:
     env = {"DATA_DIR": str(tmp_path / "data"), "PATH": "/usr/bin:/bin", "ROOMDESK_SECRETS_FILE": str(tmp_path / "x")}
     loaded = subprocess.run(
-        [sys.executable, "-m", "services.cli", "sandbox-load", str(LEGACY)],
+        [sys.executable, "-m", "services.ops.cli", "sandbox-load", str(LEGACY)],
         env=env,
         capture_output=True,
         text=True,
@@ -377,7 +377,7 @@ def test_cli_reconcile_json(tmp_path: Path) -> None:
     )
     assert loaded.stdout.startswith("Loaded ")
     out = subprocess.run(
-        [sys.executable, "-m", "services.cli", "reconcile", "--sync", "--json"],
+        [sys.executable, "-m", "services.ops.cli", "reconcile", "--sync", "--json"],
         env=env,
         capture_output=True,
         text=True,

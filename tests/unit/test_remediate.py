@@ -12,7 +12,8 @@ from sqlmodel import select
 
 from models.tables import AuditLog, Booking, BookingLeg, EmailOutbox, ExternalRef, Finding, RefundRecord
 from services import booking as bk
-from services import demo, reconcile, remediate, sync
+from services.ops import demo
+from services.reconciliation import reconcile, remediate, sync
 
 ACTOR = "lena@venue.example"
 WED = date(2026, 3, 4)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from services.errors import EventExists, GatewayError, InvalidState, NotFound, PaymentDeclined, TimeoutFault
+from services.core.errors import EventExists, GatewayError, InvalidState, NotFound, PaymentDeclined, TimeoutFault
 from services.gateways.base import CalendarGateway, MailGateway, OutgoingEmail, PaymentsGateway
 from services.gateways.faults import Faults
 from services.gateways.sandbox_calendar import SandboxCalendar

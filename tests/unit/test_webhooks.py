@@ -16,9 +16,9 @@ from sqlmodel import select
 
 from models.tables import AuditLog, Booking, BookingLeg, RefundRecord, SlotClaim, WebhookEvent
 from services import booking as bk
-from services.api import create_app
-from services.errors import GatewayError, PaymentDeclined
-from services.webhooks import list_failed_events, replay_event
+from services.core.errors import GatewayError, PaymentDeclined
+from services.web.api import create_app
+from services.web.webhooks import list_failed_events, replay_event
 
 SECRET = "whsec_test_roomdesk"
 

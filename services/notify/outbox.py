@@ -18,12 +18,11 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from models.tables import ACTIVE_LEG_STATES, Booking, BookingLeg, EmailOutbox
-from services import audit, email_render
-from services.catalogue import Catalogue
-from services.context import Services
-from services.errors import GatewayError, NotFound
+from services.core import audit
+from services.core.context import Services
+from services.core.errors import GatewayError, NotFound
 from services.gateways.base import OutgoingEmail
-from services.settings import Settings
+from services.notify import emails
 
 log = logging.getLogger("roomdesk.notify")
 
@@ -38,7 +37,7 @@ def backoff(attempts: int) -> timedelta:
 
 
 def queue(
-    session: Session, booking: Booking, *, kind: str, mail: email_render.RenderedEmail, key: str, now: datetime
+    session: Session, booking: Booking, *, kind: str, mail: emails.RenderedEmail, key: str, now: datetime
 ) -> EmailOutbox:
     """Add an email to the outbox once per idempotency key."""
     existing = session.exec(select(EmailOutbox).where(EmailOutbox.idempotency_key == key)).first()
@@ -78,9 +77,7 @@ def deliver(svc: Services, outbox_id: int, *, now: datetime, actor: str = "syste
 def _claimable(now: datetime) -> sa.ColumnElement[bool]:
     """Not sent, and not being sent by another process right now (a `sending` row past its lease is fair game)."""
     status, next_at = col(EmailOutbox.status), col(EmailOutbox.next_attempt_at)
-    return sa.and_(
-        status != "sent", sa.or_(status != "sending", next_at.is_(None), next_at <= now)
-    )
+    return sa.and_(status != "sent", sa.or_(status != "sending", next_at.is_(None), next_at <= now))
 
 
 def _send(
@@ -116,7 +113,7 @@ def _send(
                 for leg in s.exec(select(BookingLeg).where(BookingLeg.booking_id == booking.id))
                 if leg.state in ACTIVE_LEG_STATES
             ]
-            attachments.append(email_render.calendar_attachment(booking, legs, svc.catalogue))
+            attachments.append(emails.calendar_attachment(booking, legs, svc.catalogue))
         email = OutgoingEmail(
             to=row.to,
             subject=row.subject,
@@ -416,47 +413,3 @@ def get_email(svc: Services, outbox_id: int) -> OutboxEmail:
             raise NotFound(f"No email #{outbox_id} in the outbox")
         booking = s.get(Booking, row.booking_id) if row.booking_id else None
         return _email(row, booking.reference if booking else None, body=True)
-
-
-# The composers: one source for every customer email, the Jinja2 templates in services/templates/email (text and HTML).
-
-
-def confirmation(
-    catalogue: Catalogue, settings: Settings, booking: Booking, legs: Sequence[BookingLeg]
-) -> email_render.RenderedEmail:
-    return email_render.render("confirmation", booking=booking, legs=legs, catalogue=catalogue, settings=settings)
-
-
-def cancellation(
-    catalogue: Catalogue, settings: Settings, booking: Booking, legs: Sequence[BookingLeg], refund_cents: int
-) -> email_render.RenderedEmail:
-    return email_render.render(
-        "cancellation", booking=booking, legs=legs, catalogue=catalogue, settings=settings, refund_cents=refund_cents
-    )
-
-
-def auto_refund(
-    catalogue: Catalogue, settings: Settings, booking: Booking, legs: Sequence[BookingLeg]
-) -> email_render.RenderedEmail:
-    return email_render.render("auto_refund", booking=booking, legs=legs, catalogue=catalogue, settings=settings)
-
-
-def refund(
-    catalogue: Catalogue,
-    settings: Settings,
-    booking: Booking,
-    legs: Sequence[BookingLeg],
-    refund_cents: int,
-    *,
-    booking_stands: bool,
-) -> email_render.RenderedEmail:
-    """A refund made by staff (remediation or a Stripe-side refund the customer was never told about)."""
-    return email_render.render(
-        "refund",
-        booking=booking,
-        legs=legs,
-        catalogue=catalogue,
-        settings=settings,
-        refund_cents=refund_cents,
-        booking_stands=booking_stands,
-    )

@@ -1,4 +1,5 @@
-"""Command line: `python -m services.cli <command>`. Translates errors into messages and exit codes, nothing more."""
+"""Command line: `python -m services.ops.cli <command>`. Translates errors into messages and exit codes, nothing
+more."""
 
 from __future__ import annotations
 
@@ -8,17 +9,17 @@ import sys
 from collections.abc import Sequence
 from datetime import date
 
-from services.errors import DomainError
+from services.core.errors import DomainError
 
 
 def _services():  # type: ignore[no-untyped-def]
-    from services.context import build_services
+    from services.core.context import build_services
 
     return build_services()
 
 
 def cmd_seed_demo(args: argparse.Namespace) -> int:
-    from services import demo
+    from services.ops import demo
 
     svc = _services()
     if not demo.is_empty(svc):
@@ -51,7 +52,7 @@ def cmd_advance(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from services.sync import sync
+    from services.reconciliation.sync import sync
 
     report = sync(_services(), actor="cli", progress=lambda f, m: print(f"  {f:4.0%}  {m}", file=sys.stderr))
     print(report.line())
@@ -61,11 +62,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def cmd_reconcile(args: argparse.Namespace) -> int:
     import json
 
-    from services.reconcile import finding_json, open_findings, reconcile
+    from services.reconciliation.reconcile import finding_json, open_findings, reconcile
 
     svc = _services()
     if args.sync:
-        from services.sync import sync
+        from services.reconciliation.sync import sync
 
         sync(svc, actor="cli")
     run = reconcile(svc, actor="cli")
@@ -80,7 +81,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def cmd_send_mail(args: argparse.Namespace) -> int:
-    from services.notify import deliver_due
+    from services.notify.outbox import deliver_due
 
     svc = _services()
     report = deliver_due(svc, now=svc.now(), actor="cli", limit=args.limit)
@@ -101,9 +102,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import time
 
     from services.booking import advance_legs, expire_holds
-    from services.notify import deliver_due
-    from services.reconcile import reconcile
-    from services.sync import SyncBusy, sync
+    from services.notify.outbox import deliver_due
+    from services.reconciliation.reconcile import reconcile
+    from services.reconciliation.sync import SyncBusy, sync
 
     svc = _services()
     while True:
@@ -131,7 +132,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_sandbox_load(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from services.sandbox_load import load_dir
+    from services.ops.sandbox_load import load_dir
 
     report = load_dir(_services(), Path(args.dir))
     print(report.line())
@@ -141,7 +142,7 @@ def cmd_sandbox_load(args: argparse.Namespace) -> int:
 def cmd_serve_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from services.api import create_app
+    from services.web.api import create_app
 
     uvicorn.run(
         create_app(_services()), host=args.host, port=args.port, log_level="info" if args.verbose else "warning"
@@ -214,7 +215,7 @@ def cmd_close(args: argparse.Namespace) -> int:
 
 def cmd_verify_audit(args: argparse.Namespace) -> int:
     """Exit status: 0 the audit chain is intact, 1 a row was changed or removed."""
-    from services.audit import verify_chain
+    from services.core.audit import verify_chain
 
     report = verify_chain(_services())
     print(report.line())
@@ -222,7 +223,7 @@ def cmd_verify_audit(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m services.cli", description="Room Desk operations")
+    parser = argparse.ArgumentParser(prog="python -m services.ops.cli", description="Room Desk operations")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("seed-demo", help="fill an empty sandbox with ~150 bookings and one of each incident")

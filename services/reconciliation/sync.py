@@ -22,9 +22,9 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from models.tables import CalendarEventCache, JobLock, StripeObjectCache, SyncState
-from services import audit
-from services.context import Services
-from services.errors import DomainError, GatewayError
+from services.core import audit
+from services.core.context import Services
+from services.core.errors import DomainError, GatewayError
 
 log = logging.getLogger("roomdesk.sync")
 

@@ -12,10 +12,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from models.db import make_engine, session_scope, upgrade
-from services.catalogue import Catalogue, load_catalogue
+from services.core.catalogue import Catalogue, load_catalogue
+from services.core.settings import Settings, get_settings
 from services.gateways.base import CalendarGateway, MailGateway, PaymentsGateway
 from services.rules.policy import Policy
-from services.settings import Settings, get_settings
 
 
 def system_clock() -> datetime:

@@ -27,18 +27,19 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
 
-from services import booking, customer
+from services import booking
 from services.booking import BookingRequest
-from services.catalogue import Room
-from services.context import Services
-from services.errors import DomainError, GatewayError, InvalidState, NotAvailable, NotFound, PaymentDeclined
-from services.errors import ValidationError as DomainValidationError
+from services.core.catalogue import Room
+from services.core.context import Services
+from services.core.errors import DomainError, GatewayError, InvalidState, NotAvailable, NotFound, PaymentDeclined
+from services.core.errors import ValidationError as DomainValidationError
 from services.rules.refunds import describe_bands
 from services.rules.timefmt import day_label, money
+from services.web import customer
 
 log = logging.getLogger("roomdesk.web")
 
-TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates" / "web"))
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
 TEMPLATES.env.filters["money"] = money
 VIEW_DAYS = 14
 # Stripe test cards the sandbox pay page offers (https://docs.stripe.com/testing#cards).
@@ -154,7 +155,7 @@ def router(svc: Services) -> APIRouter:
         problems: list[str] | None = None,
         status: int = 200,
     ) -> HTMLResponse:
-        from services.api import availability  # the same availability the API serves
+        from services.web.api import availability  # the same availability the API serves
 
         now = svc.now()
         policy = svc.policy

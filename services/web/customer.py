@@ -19,10 +19,12 @@ from datetime import date, datetime
 from sqlmodel import Session, col, select
 
 from models.tables import ACTIVE_LEG_STATES, AuditLog, Booking, BookingLeg, BookingStatus, EmailOutbox, RefundRecord
-from services import audit, booking, email_render, notify
+from services import booking
 from services.booking import ConfirmResult
-from services.context import Services
-from services.errors import GatewayError, InvalidState, NotFound, ValidationError
+from services.core import audit
+from services.core.context import Services
+from services.core.errors import GatewayError, InvalidState, NotFound, ValidationError
+from services.notify import emails, outbox
 from services.rules.refunds import describe_bands
 from services.rules.timefmt import day_label, money
 
@@ -182,7 +184,7 @@ def view(svc: Services, reference: str, token: str | None, *, now: datetime | No
             terms_version=svc.settings.terms_version,
             terms_accepted=_terms_ok(svc, b),
             terms_accepted_version=b.terms_version,
-            policy=email_render.policy_text(b.policy_snapshot) or terms_text(svc),
+            policy=emails.policy_text(b.policy_snapshot) or terms_text(svc),
             extras=[(labels.get(k, k.replace("_", " ").capitalize()), str(v)) for k, v in b.extras.items()],
             payment_intent=b.payment_intent_id,
             refund_total=money(refunds, b.currency) if refunds else None,
@@ -289,7 +291,7 @@ def send_pay_link(svc: Services, booking_id: int, *, actor: str, now: datetime |
             b.pay_token = secrets.token_urlsafe(18)
         url = pay_url(svc, b.reference, b.pay_token)
         legs = [leg for leg in s.exec(select(BookingLeg).where(BookingLeg.booking_id == b.id))]
-        mail = email_render.render(
+        mail = emails.render(
             "pay_link", booking=b, legs=legs, catalogue=svc.catalogue, settings=svc.settings, pay_url=url
         )
         sent_before = len(
@@ -297,11 +299,11 @@ def send_pay_link(svc: Services, booking_id: int, *, actor: str, now: datetime |
                 select(EmailOutbox.id).where(EmailOutbox.booking_id == b.id, col(EmailOutbox.kind) == "pay_link")
             ).all()
         )
-        row = notify.queue(s, b, kind="pay_link", mail=mail, key=f"{b.reference}-pay-link-{sent_before + 1}", now=now)
+        row = outbox.queue(s, b, kind="pay_link", mail=mail, key=f"{b.reference}-pay-link-{sent_before + 1}", now=now)
         audit.record(s, "booking.pay_link.queued", actor=actor, at=now, booking=b, to=b.customer_email)
         row_id = row.id
     assert row_id is not None
-    sent = notify.deliver(svc, row_id, now=now, actor=actor)
+    sent = outbox.deliver(svc, row_id, now=now, actor=actor)
     return url, sent
 
 
@@ -316,5 +318,5 @@ def calendar_file(svc: Services, reference: str, token: str | None) -> tuple[str
             for leg in s.exec(select(BookingLeg).where(BookingLeg.booking_id == b.id))
             if leg.state in ACTIVE_LEG_STATES
         ]
-        name, _, content = email_render.calendar_attachment(b, legs, svc.catalogue)
+        name, _, content = emails.calendar_attachment(b, legs, svc.catalogue)
         return name, content

@@ -21,9 +21,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from models.tables import Booking, BookingStatus, ExternalRef, WebhookEvent
-from services import audit, booking
-from services.context import Services
-from services.errors import ConfigError, DomainError, GatewayError, NotFound
+from services import booking
+from services.core import audit
+from services.core.context import Services
+from services.core.errors import ConfigError, DomainError, GatewayError, NotFound
 from services.finance import disputes
 from services.gateways.base import all_pages
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from services.context import Services
-from services.errors import DomainError, GatewayError
+from services.core.context import Services
+from services.core.errors import DomainError, GatewayError
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ from icalendar import Calendar, Event
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from models.tables import Booking, BookingLeg
-from services.catalogue import Catalogue
+from services.core.catalogue import Catalogue
+from services.core.settings import Settings
 from services.rules.refunds import bands_from_snapshot, describe_bands
 from services.rules.timefmt import day_label, money
-from services.settings import Settings
 
-TEMPLATES = Path(__file__).resolve().parent / "templates" / "email"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 KINDS = ("confirmation", "cancellation", "refund", "auto_refund", "pay_link")
 ICS_MIME = "text/calendar"
 
@@ -168,3 +168,47 @@ def ics(booking: Booking, legs: Sequence[BookingLeg], catalogue: Catalogue) -> b
         event.add("transp", "OPAQUE")
         cal.add_component(event)
     return cal.to_ical()
+
+
+# The composers: one source for every customer email, the Jinja2 templates in services/notify/templates (text and HTML).
+
+
+def confirmation(
+    catalogue: Catalogue, settings: Settings, booking: Booking, legs: Sequence[BookingLeg]
+) -> RenderedEmail:
+    return render("confirmation", booking=booking, legs=legs, catalogue=catalogue, settings=settings)
+
+
+def cancellation(
+    catalogue: Catalogue, settings: Settings, booking: Booking, legs: Sequence[BookingLeg], refund_cents: int
+) -> RenderedEmail:
+    return render(
+        "cancellation", booking=booking, legs=legs, catalogue=catalogue, settings=settings, refund_cents=refund_cents
+    )
+
+
+def auto_refund(
+    catalogue: Catalogue, settings: Settings, booking: Booking, legs: Sequence[BookingLeg]
+) -> RenderedEmail:
+    return render("auto_refund", booking=booking, legs=legs, catalogue=catalogue, settings=settings)
+
+
+def refund(
+    catalogue: Catalogue,
+    settings: Settings,
+    booking: Booking,
+    legs: Sequence[BookingLeg],
+    refund_cents: int,
+    *,
+    booking_stands: bool,
+) -> RenderedEmail:
+    """A refund made by staff (remediation or a Stripe-side refund the customer was never told about)."""
+    return render(
+        "refund",
+        booking=booking,
+        legs=legs,
+        catalogue=catalogue,
+        settings=settings,
+        refund_cents=refund_cents,
+        booking_stands=booking_stands,
+    )

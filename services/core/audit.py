@@ -20,7 +20,7 @@ from sqlmodel import Session
 from models.tables import AUDIT_GENESIS_HASH, AuditLog, Booking, audit_row_hash
 
 if TYPE_CHECKING:
-    from services.context import Services
+    from services.core.context import Services
 
 log = logging.getLogger("roomdesk")
 

@@ -30,9 +30,9 @@ from models.tables import (
     RefundRecord,
     StripeObjectCache,
 )
-from services import audit
-from services.context import Services
-from services.errors import InvalidState, NotFound
+from services.core import audit
+from services.core.context import Services
+from services.core.errors import InvalidState, NotFound
 from services.rules.availability import holiday_name
 from services.rules.pricing import price
 from services.rules.refunds import bands_from_snapshot, refund_for_leg

@@ -2,7 +2,7 @@
 service calls and domain errors into HTTP statuses, nothing more. Error bodies carry only the domain errors' own
 messages (safe to show by contract), never a stack trace.
 
-Run it with `python -m services.cli serve-api --port 8000`; OpenAPI is at /openapi.json, the docs at /docs.
+Run it with `python -m services.ops.cli serve-api --port 8000`; OpenAPI is at /openapi.json, the docs at /docs.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from services import booking, web, webhooks
+from services import booking
 from services.booking import BookingRequest
-from services.context import Services
-from services.errors import (
+from services.core.context import Services
+from services.core.errors import (
     ConfigError,
     DomainError,
     GatewayError,
@@ -35,6 +35,7 @@ from services.errors import (
 from services.rules.availability import WEEKDAY_NAMES, Busy, free_ranges, holiday_name
 from services.rules.refunds import describe_bands
 from services.rules.timefmt import hhmm
+from services.web import customer_pages, webhooks
 
 log = logging.getLogger("roomdesk.api")
 
@@ -366,5 +367,7 @@ def create_app(svc: Services, *, allowed_origins: Sequence[str] | None = None) -
             return _problem(400, detail=exc.message)
         return JSONResponse({"received": True, "status": outcome.status})
 
-    app.include_router(web.router(svc))  # the customer's pages: /, /book/<room>, /pay/<ref>, /booked/<ref>, /terms
+    app.include_router(
+        customer_pages.router(svc)
+    )  # the customer's pages: /, /book/<room>, /pay/<ref>, /booked/<ref>, /terms
     return app

@@ -35,13 +35,15 @@ from models.tables import (
     RefundRecord,
     SlotClaim,
 )
-from services import audit, notify, reconcile
 from services import booking as bk
-from services.catalogue import Room
-from services.context import Services
-from services.email_render import RenderedEmail
-from services.errors import DomainError, GatewayError, NotFound, ValidationError
+from services.core import audit
+from services.core.catalogue import Room
+from services.core.context import Services
+from services.core.errors import DomainError, GatewayError, NotFound, ValidationError
 from services.gateways.base import Json, all_pages
+from services.notify import emails, outbox
+from services.notify.emails import RenderedEmail
+from services.reconciliation import reconcile
 from services.rules.availability import LegWindow, SlotRequest, check_conflicts, holiday_name, leg_windows
 from services.rules.refunds import policy_snapshot
 from services.rules.timefmt import day_label, money
@@ -411,13 +413,13 @@ def _send(
     """Queue an email (once per key; an unsent one gets today's text) and try to send it."""
     with svc.session() as s:
         booking = bk._load(s, booking_id)
-        row = notify.queue(s, booking, kind=kind, mail=mail, key=key, now=now)
+        row = outbox.queue(s, booking, kind=kind, mail=mail, key=key, now=now)
         if row.status != "sent":
             row.subject, row.text, row.html = mail.subject, mail.text, mail.html
         row_id = row.id
     # Committed before the attempt (the outbox): a mail outage leaves it queued, never lost.
     assert row_id is not None
-    return notify.deliver(svc, row_id, now=now, actor=actor)
+    return outbox.deliver(svc, row_id, now=now, actor=actor)
 
 
 def _send_confirmation(svc: Services, booking_id: int, actor: str, now: datetime) -> str:
@@ -427,7 +429,7 @@ def _send_confirmation(svc: Services, booking_id: int, actor: str, now: datetime
         if booking.confirmation_sent_at is not None:
             return ""
         legs = [leg for leg in bk._legs(s, booking_id) if leg.state in ACTIVE_LEG_STATES]
-        mail = notify.confirmation(svc.catalogue, svc.settings, booking, legs)
+        mail = emails.confirmation(svc.catalogue, svc.settings, booking, legs)
         reference, to = booking.reference, booking.customer_email
     key = f"{reference}-confirmation"
     if _send(svc, booking_id, kind="confirmation", mail=mail, key=key, actor=actor, now=now):
@@ -737,9 +739,9 @@ def _refund_and_close(
             finding=ctx.finding.key,
         )
         if email == "cancellation":
-            mail = notify.cancellation(svc.catalogue, svc.settings, booking, touched, amount)
+            mail = emails.cancellation(svc.catalogue, svc.settings, booking, touched, amount)
         else:
-            mail = notify.refund(svc.catalogue, svc.settings, booking, touched or legs, amount, booking_stands=stands)
+            mail = emails.refund(svc.catalogue, svc.settings, booking, touched or legs, amount, booking_stands=stands)
         reference, to = booking.reference, booking.customer_email
         room_cal = svc.catalogue.room(booking.room_slug).calendar_id
         days = {leg.day for leg in touched}
@@ -1332,12 +1334,12 @@ def _plan_send_refund_notice(ctx: _Ctx) -> _Plan:
         booking_id = _booking_id(ctx, booking, pay, meta, state=LegState.REFUNDED, claim=False, events={})
         if pending is not None:
             assert pending.id is not None
-            ok = notify.deliver(svc, pending.id, now=ctx.now, actor=ctx.actor)
+            ok = outbox.deliver(svc, pending.id, now=ctx.now, actor=ctx.actor)
         else:
             with svc.session() as s:
                 b = bk._load(s, booking_id)
                 legs = bk._legs(s, booking_id)
-                mail = notify.refund(svc.catalogue, svc.settings, b, legs, pay.refunded, booking_stands=False)
+                mail = emails.refund(svc.catalogue, svc.settings, b, legs, pay.refunded, booking_stands=False)
                 reference = b.reference
             ok = _send(
                 svc,

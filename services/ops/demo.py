@@ -15,8 +15,8 @@ from sqlmodel import select
 
 from models.tables import Booking
 from services import booking as bk
-from services.context import Services
-from services.errors import DomainError
+from services.core.context import Services
+from services.core.errors import DomainError
 from services.gateways.faults import Faults
 from services.rules.availability import holiday_name
 
@@ -441,7 +441,7 @@ def _first_start_and_created(svc: Services, booking_id: int) -> tuple[datetime, 
 def _dashboard_refund(svc: Services, started: bk.StartResult, *, reason: str) -> None:
     """Refund a quarter of a payment as a person would in Stripe's dashboard, then deliver the charge.refunded
     webhook Stripe sends for it (recorded once, origin "made in the Stripe dashboard")."""
-    from services import webhooks
+    from services.web import webhooks
 
     svc.payments.refund(
         started.payment_intent,
@@ -470,7 +470,7 @@ def _status(svc: Services, booking_id: int) -> str:
 
 def first_sync(svc: Services) -> None:
     """Sync the freshly seeded sandbox into the cache and reconcile, so the first screen shows the incidents."""
-    from services import reconcile, sync
+    from services.reconciliation import reconcile, sync
 
     sync.sync(svc, actor="demo-seed")
     reconcile.reconcile(svc, actor="demo-seed")

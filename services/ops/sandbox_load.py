@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.context import Services
-from services.errors import ConfigError
+from services.core.context import Services
+from services.core.errors import ConfigError
 
 STRIPE_KINDS = {"payment_intent", "charge", "refund", "dispute", "event"}
 
