@@ -33,10 +33,10 @@ if TYPE_CHECKING:
     import altair as alt
     import pandas as pd
 
+    from services.booking.queries import BookingDetail, ScheduleItem
     from services.core.catalogue import Room
     from services.core.context import Services
     from services.core.settings import Settings
-    from services.queries import BookingDetail, ScheduleItem
 
 log = logging.getLogger("roomdesk.ui")
 

@@ -17,10 +17,10 @@ import streamlit as st
 from models.tables import BookingLeg, BookingStatus, LegState
 from pages import _ui as ui
 from services.booking import cancellation_quote, find_booking_id
+from services.booking.queries import BookingDetail, booking_detail, booking_timeline, search_bookings
 from services.core.context import Services
 from services.core.errors import DomainError, NotFound
 from services.finance import overrides, receipts
-from services.queries import BookingDetail, booking_detail, booking_timeline, search_bookings
 from services.reconciliation.sync import last_sync
 from services.rules.refunds import LegRefund
 from services.rules.timefmt import day_label

@@ -21,8 +21,8 @@ import streamlit as st
 
 from models.tables import Finding
 from pages import _ui as ui
+from services.booking.queries import booking_detail, booking_timeline
 from services.core.errors import DomainError, NotFound
-from services.queries import booking_detail, booking_timeline
 from services.reconciliation import remediate
 from services.reconciliation.reconcile import ACTION_LABELS, CODES, SEVERITY_ORDER, get_finding, open_findings
 from services.rules.timefmt import day_label

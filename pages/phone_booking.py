@@ -15,10 +15,10 @@ import streamlit as st
 
 from pages import _ui as ui
 from services.booking import BookingRequest, QuoteResult, quote
+from services.booking.queries import schedule
 from services.core.catalogue import Room
 from services.core.context import Services
 from services.core.errors import DomainError
-from services.queries import schedule
 from services.rules.timefmt import day_label, hhmm
 
 log = logging.getLogger("roomdesk.ui.phone")

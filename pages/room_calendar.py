@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from pages import _ui as ui
-from services.queries import schedule
+from services.booking.queries import schedule
 from services.rules.timefmt import day_label
 
 ui.run_through_app()

@@ -80,3 +80,10 @@ class TimeoutFault(GatewayError):
 
     def __init__(self, message: str = "The call timed out", provider: str = "") -> None:
         super().__init__(message, transient=True, provider=provider)
+
+
+class BookingBusy(GatewayError):
+    """Another process is working on this booking right now (it holds the booking's lease): transient, retry soon."""
+
+    def __init__(self) -> None:
+        super().__init__("This booking is being processed right now; try again in a minute", transient=True)

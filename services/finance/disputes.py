@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from models.tables import ACTIVE_LEG_STATES, Booking, BookingLeg, DisputeCase, ExternalRef, LegState
+from services.booking.queries import BookingDetail, booking_detail, booking_timeline
 from services.core import audit
 from services.core.context import Services
 from services.core.errors import InvalidState, NotFound, ValidationError
@@ -40,7 +41,6 @@ from services.finance.receipts import (
 )
 from services.gateways.base import all_pages
 from services.notify.emails import policy_text
-from services.queries import BookingDetail, booking_detail, booking_timeline
 from services.rules.timefmt import money
 
 Json = dict[str, Any]

@@ -27,7 +27,7 @@ from models.tables import Booking, BookingLeg, LegState, RefundOverride, RefundR
 from services import booking as bk
 from services.core import audit
 from services.core.context import Services
-from services.core.errors import DomainError, InvalidState, NotAllowed, NotFound, ValidationError
+from services.core.errors import BookingBusy, DomainError, InvalidState, NotAllowed, NotFound, ValidationError
 from services.rules.timefmt import day_label, money
 
 SLOTS = ("manager", "finance")
@@ -118,7 +118,7 @@ def _status_sentence(row: RefundOverride) -> str:
 
 def _legs(s: Session, booking_id: int, leg_ids: Sequence[int]) -> list[BookingLeg]:
     wanted = set(leg_ids)
-    return [leg for leg in bk._legs(s, booking_id) if leg.id in wanted]
+    return [leg for leg in bk.booking_legs(s, booking_id) if leg.id in wanted]
 
 
 def _refund_reason(row: RefundOverride) -> str:
@@ -146,7 +146,7 @@ def request_override(
     now: datetime | None = None,
 ) -> OverrideOutcome:
     """Ask to cancel these days with a refund above the policy's: stored pending, nothing cancelled or refunded."""
-    now = bk._now(svc, now)
+    now = bk.resolve_now(svc, now)
     actor = _person(actor)
     reason = reason.strip()
     problems = []
@@ -160,11 +160,9 @@ def request_override(
         raise ValidationError(problems)
     wanted = sorted(set(leg_ids))
 
-    if not bk._acquire_lease(svc, booking_id, now):
-        raise InvalidState("This booking is being processed right now; try again in a minute")
-    try:
+    with bk.lease(svc, booking_id):
         with svc.session() as s:
-            booking = bk._load(s, booking_id)
+            booking = bk.load_booking(s, booking_id)
             legs = _legs(s, booking_id, wanted)
             if len(legs) != len(wanted):
                 raise NotFound(f"Some of these days are not part of booking {booking.reference}")
@@ -194,7 +192,7 @@ def request_override(
                 f"already refunded {money(paid - left, currency)})"
             )
         with svc.session() as s:
-            booking = bk._load(s, booking_id)
+            booking = bk.load_booking(s, booking_id)
             row = RefundOverride(
                 booking_id=booking_id,
                 leg_ids=wanted,
@@ -224,8 +222,6 @@ def request_override(
             )
             assert row.id is not None
             override_id = row.id
-    finally:
-        bk._release_lease(svc, booking_id)
     return OverrideOutcome(
         override_id,
         "pending",
@@ -299,7 +295,7 @@ def approve(
 ) -> OverrideOutcome:
     """Sign one slot (manager or finance; an admin either, `slot` says which). The second signature executes the
     override at once."""
-    now = bk._now(svc, now)
+    now = bk.resolve_now(svc, now)
     actor = _person(actor)
     with svc.session() as s:
         row = _get(s, override_id)
@@ -316,7 +312,7 @@ def approve(
         ).rowcount  # type: ignore[attr-defined]
         if not signed:
             raise InvalidState(f"Override #{override_id} changed while you looked at it; reload and check it again")
-        booking = bk._load(s, row.booking_id)
+        booking = bk.load_booking(s, row.booking_id)
         audit.record(
             s,
             "booking.override.signed",
@@ -355,7 +351,7 @@ def approve(
 
 def retry(svc: Services, override_id: int, *, actor: str, role: str, now: datetime | None = None) -> OverrideOutcome:
     """Execute a failed (or interrupted) override again; it is checked again first, and never refunds twice."""
-    now = bk._now(svc, now)
+    now = bk.resolve_now(svc, now)
     actor = _person(actor)
     _approver(role, "retry")
     with svc.session() as s:
@@ -367,7 +363,7 @@ def retry(svc: Services, override_id: int, *, actor: str, role: str, now: dateti
             "booking.override.retried",
             actor=actor,
             at=now,
-            booking=bk._load(s, row.booking_id),
+            booking=bk.load_booking(s, row.booking_id),
             override=override_id,
             error=row.error,
         )
@@ -380,12 +376,11 @@ def retry(svc: Services, override_id: int, *, actor: str, role: str, now: dateti
 def _execute(svc: Services, override_id: int, *, actor: str, now: datetime) -> OverrideOutcome:
     with svc.session() as s:
         booking_id = _get(s, override_id).booking_id
-    if not bk._acquire_lease(svc, booking_id, now):
-        return _fail(svc, override_id, actor, now, "The booking is being processed right now; retry in a minute")
     try:
-        return _execute_locked(svc, override_id, actor, now)
-    finally:
-        bk._release_lease(svc, booking_id)
+        with bk.lease(svc, booking_id):
+            return _execute_locked(svc, override_id, actor, now)
+    except BookingBusy:
+        return _fail(svc, override_id, actor, now, "The booking is being processed right now; retry in a minute")
 
 
 def _execute_locked(svc: Services, override_id: int, actor: str, now: datetime) -> OverrideOutcome:
@@ -395,7 +390,7 @@ def _execute_locked(svc: Services, override_id: int, actor: str, now: datetime) 
             return OverrideOutcome(override_id, "executed", _status_sentence(row))
         if row.status not in ("approved", "failed"):
             raise InvalidState(_status_sentence(row))
-        booking = bk._load(s, row.booking_id)
+        booking = bk.load_booking(s, row.booking_id)
         legs = _legs(s, row.booking_id, row.leg_ids)
         made = s.exec(
             select(RefundRecord).where(
@@ -413,7 +408,7 @@ def _execute_locked(svc: Services, override_id: int, actor: str, now: datetime) 
     if problem:
         return _fail(svc, override_id, actor, now, f"{problem}. Nothing was refunded or cancelled")
     try:
-        result = bk._cancel_locked(
+        result = bk.cancel_under_lease(
             svc, row.booking_id, actor, leg_ids, reason, now, refund_cents=amount, refund_key=key
         )
     except DomainError as exc:
@@ -458,7 +453,7 @@ def _executed(
             "booking.override.executed",
             actor=actor,
             at=now,
-            booking=bk._load(s, row.booking_id),
+            booking=bk.load_booking(s, row.booking_id),
             override=override_id,
             refund_cents=refunded,
             policy_refund_cents=row.policy_refund_cents,
@@ -479,7 +474,7 @@ def _fail(svc: Services, override_id: int, actor: str, now: datetime, error: str
             "booking.override.failed",
             actor=actor,
             at=now,
-            booking=bk._load(s, row.booking_id),
+            booking=bk.load_booking(s, row.booking_id),
             override=override_id,
             error=error,
             message=f"Override #{override_id} could not be executed",
@@ -494,7 +489,7 @@ def reject(
     svc: Services, override_id: int, *, actor: str, role: str, note: str, now: datetime | None = None
 ) -> OverrideOutcome:
     """A manager or finance person turns the request down (with a note for the requester); nothing is cancelled."""
-    now = bk._now(svc, now)
+    now = bk.resolve_now(svc, now)
     actor = _person(actor)
     _approver(role, "reject")
     if not note.strip():
@@ -506,7 +501,7 @@ def withdraw(
     svc: Services, override_id: int, *, actor: str, note: str = "", now: datetime | None = None
 ) -> OverrideOutcome:
     """The person who asked takes the request back; nothing is cancelled."""
-    now = bk._now(svc, now)
+    now = bk.resolve_now(svc, now)
     actor = _person(actor)
     with svc.session() as s:
         row = _get(s, override_id)
@@ -532,7 +527,7 @@ def _close(svc: Services, override_id: int, status: str, *, actor: str, note: st
             f"booking.override.{status}",
             actor=actor,
             at=now,
-            booking=bk._load(s, row.booking_id),
+            booking=bk.load_booking(s, row.booking_id),
             override=override_id,
             note=note or None,
             message=f"Override #{override_id} {status}; nothing was refunded",

@@ -15,10 +15,10 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from models.tables import Booking, BookingLeg, LegState, RefundRecord
+from services.booking.queries import BookingDetail, booking_detail
 from services.core.context import Services
 from services.core.errors import DomainError, InvalidState, NotFound
 from services.finance.pdf import Document, Letterhead
-from services.queries import BookingDetail, booking_detail
 from services.rules.timefmt import day_label, money
 
 log = logging.getLogger("roomdesk.finance.receipts")

@@ -432,7 +432,7 @@ def _manual_event(svc: Services, room_slug: str, day: date, start: time, end: ti
 
 def _first_start_and_created(svc: Services, booking_id: int) -> tuple[datetime, datetime]:
     with svc.session() as s:
-        legs = bk._legs(s, booking_id)
+        legs = bk.booking_legs(s, booking_id)
         b = s.get(Booking, booking_id)
         assert b is not None
         return legs[0].starts_at, b.created_at
@@ -458,7 +458,7 @@ def _dashboard_refund(svc: Services, started: bk.StartResult, *, reason: str) ->
 
 def _first_day(svc: Services, booking_id: int) -> date:
     with svc.session() as s:
-        legs = bk._legs(s, booking_id)
+        legs = bk.booking_legs(s, booking_id)
     return legs[0].day
 
 

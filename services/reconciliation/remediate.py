@@ -12,8 +12,7 @@ A fix is planned first, then applied: `describe_action` shows the plan's text in
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
@@ -267,10 +266,10 @@ def _gate2(
     svc: Services, room: Room, windows: Sequence[LegWindow], *, own: set[str], booking_id: int | None, now: datetime
 ) -> list[str]:
     """Gate 2 again, just before acting: the calendar itself and live holds, ignoring the booking's own events."""
-    start, end = bk._span(windows, svc.policy.buffer_minutes)
+    start, end = bk.busy_span(windows, svc.policy.buffer_minutes)
     busy = [b for b in bk.calendar_busy(svc, room, start, end) if b.ref not in own]
     with svc.session() as s:
-        busy += bk._window_busy_from_claims(s, room.slug, start, end, now, booking_id)
+        busy += bk.claims_busy(s, room.slug, start, end, now, booking_id)
     return check_conflicts(windows, busy, svc.policy)
 
 
@@ -283,18 +282,8 @@ def _booking_for(svc: Services, pi_id: str | None, booking_id: int | None) -> tu
         booking = s.exec(select(Booking).where(Booking.payment_intent_id == pi_id)).first() if pi_id else None
         if booking is None and booking_id:
             booking = s.get(Booking, booking_id)
-        legs = bk._legs(s, booking.id) if booking and booking.id else []
+        legs = bk.booking_legs(s, booking.id) if booking and booking.id else []
     return booking, legs
-
-
-@contextmanager
-def _lease(svc: Services, booking_id: int, now: datetime) -> Iterator[None]:
-    if not bk._acquire_lease(svc, booking_id, now):
-        raise Refusal("This booking is being processed right now; try again in a minute")
-    try:
-        yield
-    finally:
-        bk._release_lease(svc, booking_id)
 
 
 def _slot_taken(conflicts: Sequence[str], ctx: _Ctx) -> Refusal:
@@ -309,8 +298,8 @@ def _claim(svc: Services, booking_id: int, leg_ids: Sequence[int], now: datetime
     buffer = timedelta(minutes=svc.policy.buffer_minutes)
     try:
         with svc.session() as s:
-            booking = bk._load(s, booking_id)
-            for leg in bk._legs(s, booking_id):
+            booking = bk.load_booking(s, booking_id)
+            for leg in bk.booking_legs(s, booking_id):
                 if leg.id is None or leg.id not in leg_ids:
                     continue
                 claim = s.exec(select(SlotClaim).where(SlotClaim.leg_id == leg.id)).first()
@@ -331,14 +320,14 @@ def _claim(svc: Services, booking_id: int, leg_ids: Sequence[int], now: datetime
                     claim.kind, claim.expires_at, claim.active = "booked", None, True
                 s.flush()
     except IntegrityError as exc:
-        if not bk._is_overlap_error(exc):
+        if not bk.is_overlap_error(exc):
             raise
         raise _slot_taken(["another booking holds it in Room Desk"], ctx) from None
 
 
 def _release(svc: Services, booking_id: int, leg_ids: Sequence[int]) -> None:
     with svc.session() as s:
-        bk._release_claims(s, booking_id, leg_ids)
+        bk.release_claims(s, booking_id, leg_ids)
 
 
 def _create_events(
@@ -346,12 +335,12 @@ def _create_events(
 ) -> tuple[list[date], str | None]:
     """Insert the days' events with their deterministic ids; stops at the first failure: (created days, problem)."""
     with svc.session() as s:
-        booking = bk._load(s, booking_id)
-        legs = [leg for leg in bk._legs(s, booking_id) if leg.day in days]
+        booking = bk.load_booking(s, booking_id)
+        legs = [leg for leg in bk.booking_legs(s, booking_id) if leg.day in days]
     created: list[date] = []
     for leg in legs:
         try:
-            event_id = bk._insert_event(svc, booking, leg)
+            event_id = bk.insert_event(svc, booking, leg)
         except GatewayError as exc:
             return created, f"{day_label(leg.day)}: {exc.message}"
         bk.record_event_created(svc, booking_id, leg, event_id, actor=actor, now=now)
@@ -362,7 +351,7 @@ def _create_events(
 def _record_existing(svc: Services, booking_id: int, found: dict[date, EventKey], actor: str, now: datetime) -> None:
     """Note on each day the event that is there for it (one an earlier try created but never heard back about)."""
     with svc.session() as s:
-        legs = bk._legs(s, booking_id)
+        legs = bk.booking_legs(s, booking_id)
     for leg in legs:
         key = found.get(leg.day)
         if key is not None and key[0] == leg.calendar_id and leg.event_id != key[1]:
@@ -412,7 +401,7 @@ def _send(
 ) -> bool:
     """Queue an email (once per key; an unsent one gets today's text) and try to send it."""
     with svc.session() as s:
-        booking = bk._load(s, booking_id)
+        booking = bk.load_booking(s, booking_id)
         row = outbox.queue(s, booking, kind=kind, mail=mail, key=key, now=now)
         if row.status != "sent":
             row.subject, row.text, row.html = mail.subject, mail.text, mail.html
@@ -425,10 +414,10 @@ def _send(
 def _send_confirmation(svc: Services, booking_id: int, actor: str, now: datetime) -> str:
     """Queue and send the confirmation if the customer never had one; what happened, for the result message."""
     with svc.session() as s:
-        booking = bk._load(s, booking_id)
+        booking = bk.load_booking(s, booking_id)
         if booking.confirmation_sent_at is not None:
             return ""
-        legs = [leg for leg in bk._legs(s, booking_id) if leg.state in ACTIVE_LEG_STATES]
+        legs = [leg for leg in bk.booking_legs(s, booking_id) if leg.state in ACTIVE_LEG_STATES]
         mail = emails.confirmation(svc.catalogue, svc.settings, booking, legs)
         reference, to = booking.reference, booking.customer_email
     key = f"{reference}-confirmation"
@@ -533,7 +522,7 @@ def _adopt(ctx: _Ctx, pay: _Pay, meta: _Meta, *, state: LegState, claim: bool, e
             if existing is not None:
                 return existing
             booking = Booking(
-                reference=bk._new_reference(s),
+                reference=bk.new_reference(s),
                 room_slug=meta.room.slug,
                 status=BookingStatus.FAILED,
                 channel="web",
@@ -632,7 +621,7 @@ def _adopt(ctx: _Ctx, pay: _Pay, meta: _Meta, *, state: LegState, claim: bool, e
             )
             return booking.id
     except IntegrityError as exc:
-        if bk._is_overlap_error(exc):
+        if bk.is_overlap_error(exc):
             raise _slot_taken(["another booking holds it in Room Desk"], ctx) from None
         # Another click adopted the same payment a moment earlier: carry on with that booking.
         booking_now, _ = _booking_for(svc, pay.id, None)
@@ -678,7 +667,7 @@ def _refund_and_close(
     to `to_state`, unpaid ones to FAILED), release their slots, delete their events and email the customer."""
     svc, now, actor = ctx.svc, ctx.now, ctx.actor
     with svc.session() as s:
-        booking = bk._load(s, booking_id)
+        booking = bk.load_booking(s, booking_id)
         pi_id = booking.payment_intent_id
     # Re-checked under the lease: the money must still be there (unless this click finishes one whose refund Stripe
     # made and whose answer was lost: the refund below then replays by its key).
@@ -689,7 +678,7 @@ def _refund_and_close(
             raise Refusal(
                 f"Stripe shows only {pay.money(pay.kept)} left to refund, not {pay.money(amount)} — sync first"
             )
-    ok = bk._refund(
+    ok = bk.refund_payment(
         svc,
         booking_id,
         amount,
@@ -706,8 +695,8 @@ def _refund_and_close(
         raise Refusal(f"The refund failed ({_last_refund_error(svc, booking_id)}); nothing was changed. Try again.")
 
     with svc.session() as s:
-        booking = bk._load(s, booking_id)
-        legs = bk._legs(s, booking_id)
+        booking = bk.load_booking(s, booking_id)
+        legs = bk.booking_legs(s, booking_id)
         touched, left = [], amount
         for leg in legs:
             if leg.id not in leg_ids:
@@ -716,13 +705,13 @@ def _refund_and_close(
             leg.refunded_cents += share
             left -= share
             if to_state is not None and LegState(leg.state) in ACTIVE_LEG_STATES:
-                bk._set_state(leg, to_state, now)
+                bk.set_leg_state(leg, to_state, now)
             elif to_state is not None and leg.state == LegState.AWAITING_PAYMENT:
-                bk._set_state(leg, LegState.FAILED, now)
+                bk.set_leg_state(leg, LegState.FAILED, now)
             touched.append(leg)
             leg.updated_at = now
         if to_state is not None:
-            bk._release_claims(s, booking_id, leg_ids)
+            bk.release_claims(s, booking_id, leg_ids)
             booking.hold_expires_at = None
         booking.status = bk.derive_status(legs)
         booking.updated_at = now
@@ -764,7 +753,7 @@ def _refund_and_close(
         now=now,
     )
     with svc.session() as s:
-        currency = bk._load(s, booking_id).currency
+        currency = bk.load_booking(s, booking_id).currency
     parts = [f"Refunded {money(amount, currency)} for {reference}"]
     if deleted:
         parts.append(f"deleted {_plural(deleted, 'event')}")
@@ -849,11 +838,12 @@ def _plan_create_events(ctx: _Ctx) -> _Plan:
 
     def apply() -> FixResult:
         booking_id = _booking_id(ctx, booking, pay, meta, state=LegState.FAILED, claim=True, events=have)
-        with _lease(svc, booking_id, ctx.now):
+        with bk.lease(svc, booking_id):
             failed_ids: list[int] = []
             if reinstate:
                 with svc.session() as s:
-                    failed_ids = [leg.id for leg in bk._legs(s, booking_id) if leg.state == LegState.FAILED and leg.id]
+                    legs = bk.booking_legs(s, booking_id)
+                    failed_ids = [leg.id for leg in legs if leg.state == LegState.FAILED and leg.id]
                 _claim(svc, booking_id, failed_ids, ctx.now, ctx)
             created, problem = _create_events(svc, booking_id, days, ctx.actor, ctx.now)
             if problem:
@@ -882,8 +872,8 @@ def _plan_create_events(ctx: _Ctx) -> _Plan:
 def _reinstate(ctx: _Ctx, booking_id: int, leg_ids: Sequence[int]) -> None:
     """Confirm days the saga marked FAILED whose money was never refunded, once their events exist."""
     with ctx.svc.session() as s:
-        booking = bk._load(s, booking_id)
-        legs = bk._legs(s, booking_id)
+        booking = bk.load_booking(s, booking_id)
+        legs = bk.booking_legs(s, booking_id)
         for leg in legs:
             if leg.id in leg_ids and leg.state == LegState.FAILED:
                 # The state machine has no FAILED → CONFIRMED edge on purpose: only this fix may take it, after it
@@ -955,10 +945,10 @@ def _plan_recreate_events(ctx: _Ctx) -> _Plan:
 
     def apply() -> FixResult:
         booking_id = _booking_id(ctx, booking, pay, meta, state=LegState.CONFIRMED, claim=True, events=right)
-        with _lease(svc, booking_id, ctx.now):
+        with bk.lease(svc, booking_id):
             wrong_ids = {eid for _, eid in wrong}
             with svc.session() as s:
-                for leg in bk._legs(s, booking_id):
+                for leg in bk.booking_legs(s, booking_id):
                     if leg.day in days and leg.event_id in wrong_ids:
                         # The leg's own event was moved: a new id, since Google would answer "exists" for the old one.
                         leg.event_attempt += 1
@@ -1056,8 +1046,8 @@ def _plan_refund(ctx: _Ctx) -> _Plan:
         ids = leg_ids
         if meta is not None:
             with svc.session() as s:
-                ids = [leg.id for leg in bk._legs(s, booking_id) if leg.id is not None]
-        with _lease(svc, booking_id, ctx.now):
+                ids = [leg.id for leg in bk.booking_legs(s, booking_id) if leg.id is not None]
+        with bk.lease(svc, booking_id):
             return _refund_and_close(
                 ctx,
                 booking_id,
@@ -1107,9 +1097,9 @@ def _plan_give_back(ctx: _Ctx, booking: Booking | None, legs: list[BookingLeg], 
     def apply() -> FixResult:
         booking_id = _booking_id(ctx, booking, pay, meta, state=LegState.FAILED, claim=False, events={})
         with svc.session() as s:
-            ids = [leg.id for leg in bk._legs(s, booking_id) if leg.id is not None]
-            reference = bk._load(s, booking_id).reference
-        with _lease(svc, booking_id, ctx.now):
+            ids = [leg.id for leg in bk.booking_legs(s, booking_id) if leg.id is not None]
+            reference = bk.load_booking(s, booking_id).reference
+        with bk.lease(svc, booking_id):
             return _refund_and_close(
                 ctx,
                 booking_id,
@@ -1199,7 +1189,7 @@ def _plan_cancel(ctx: _Ctx, *, full: bool) -> _Plan:
 
     def apply() -> FixResult:
         if full:
-            with _lease(svc, booking_id, ctx.now):
+            with bk.lease(svc, booking_id):
                 result = _refund_and_close(
                     ctx,
                     booking_id,
@@ -1283,7 +1273,7 @@ def _orphan_still_paid(ctx: _Ctx, ev: Json) -> str | None:
     day = _event_day(ev, svc)
     if booking is not None and booking.id is not None:
         with svc.session() as s:
-            legs = {leg.day: leg for leg in bk._legs(s, booking.id)}
+            legs = {leg.day: leg for leg in bk.booking_legs(s, booking.id)}
         leg = legs.get(day) if day else None
         if leg is None or leg.state in (LegState.CANCELLED, LegState.REFUNDED):
             return None  # the event's day is not (or no longer) booked
@@ -1337,8 +1327,8 @@ def _plan_send_refund_notice(ctx: _Ctx) -> _Plan:
             ok = outbox.deliver(svc, pending.id, now=ctx.now, actor=ctx.actor)
         else:
             with svc.session() as s:
-                b = bk._load(s, booking_id)
-                legs = bk._legs(s, booking_id)
+                b = bk.load_booking(s, booking_id)
+                legs = bk.booking_legs(s, booking_id)
                 mail = emails.refund(svc.catalogue, svc.settings, b, legs, pay.refunded, booking_stands=False)
                 reference = b.reference
             ok = _send(
@@ -1381,7 +1371,7 @@ def _plan_confirm_payment(ctx: _Ctx) -> _Plan:
         text_out = "; ".join(result.messages)
         if result.outcome == "confirmed":
             with svc.session() as s:
-                done = bk._load(s, result.booking_id)
+                done = bk.load_booking(s, result.booking_id)
             emailed = (
                 f"confirmation emailed to {done.customer_email}"
                 if done.confirmation_sent_at
@@ -1442,9 +1432,9 @@ def _plan_fill_extras(ctx: _Ctx) -> _Plan:
         clean, problems = room.validate_extras({**booking.extras, **(ctx.opts.extras or {})})
         if problems:
             raise ValidationError(problems)
-        with _lease(svc, booking_id, ctx.now):
+        with bk.lease(svc, booking_id):
             with svc.session() as s:
-                b = bk._load(s, booking_id)
+                b = bk.load_booking(s, booking_id)
                 b.extras, b.updated_at = clean, ctx.now
                 audit.record(
                     s, "booking.extras.filled", actor=ctx.actor, at=ctx.now, booking=b, extras=clean, finding=f.key
@@ -1456,7 +1446,7 @@ def _plan_fill_extras(ctx: _Ctx) -> _Plan:
                 if not _live(svc.calendar.get_event(leg.calendar_id, leg.event_id)):
                     problems.append(f"{day_label(leg.day)} has no event to update")
                     continue
-                body = bk._event_body(svc, fresh, leg, leg.event_id)
+                body = bk.event_body(svc, fresh, leg, leg.event_id)
                 try:
                     svc.calendar.patch_event(leg.calendar_id, leg.event_id, {"description": body["description"]})
                 except (GatewayError, NotFound) as exc:
@@ -1470,7 +1460,7 @@ def _plan_fill_extras(ctx: _Ctx) -> _Plan:
                         "booking.event.updated",
                         actor=ctx.actor,
                         at=ctx.now,
-                        booking=bk._load(s, booking_id),
+                        booking=bk.load_booking(s, booking_id),
                         days=patched,
                         fields=["description"],
                     )

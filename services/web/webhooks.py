@@ -247,16 +247,12 @@ def release_unpaid_hold(svc: Services, booking_id: int, *, actor: str, now: date
         b = s.get(Booking, booking_id)
         if b is None or b.status != BookingStatus.AWAITING_PAYMENT:
             return "ignored"
-    if not booking._acquire_lease(svc, booking_id, now):
-        raise GatewayError("This booking is being processed right now; try again in a minute", transient=True)
-    try:
+    with booking.lease(svc, booking_id):
         with svc.session() as s:
             b = s.get(Booking, booking_id)
             if b is None or b.status != BookingStatus.AWAITING_PAYMENT:
                 return "ignored"
-        booking._expire_one(svc, booking_id, actor, now, action=action)
-    finally:
-        booking._release_lease(svc, booking_id)
+        booking.release_hold(svc, booking_id, actor, now, action=action)
     return "processed"
 
 

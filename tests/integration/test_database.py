@@ -117,7 +117,7 @@ def test_the_database_refuses_overlapping_active_claims_buffer_included(db_url: 
                 _claim(s, booking_id, leg_id, start, end, room, active)
             accepted = True
         except IntegrityError as exc:
-            assert bk._is_overlap_error(exc)
+            assert bk.is_overlap_error(exc)
             accepted = False
         assert accepted == allowed, (start, end, room, active)
     # Re-activating a released claim that now overlaps is refused too.

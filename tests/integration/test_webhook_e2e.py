@@ -32,7 +32,7 @@ import uvicorn
 from sqlmodel import col, select
 
 from models.tables import AuditLog, Booking, BookingLeg, EmailOutbox, RefundRecord, SlotClaim, WebhookEvent
-from services import booking as bk
+from services.booking import lease as lease_module
 from services.gateways.sandbox_mail import attachment_bytes
 from services.web.api import BookingIn, create_app
 from services.web.webhooks import list_failed_events, replay_event
@@ -620,15 +620,15 @@ def test_a_delivery_that_finds_the_booking_busy_does_not_mark_the_finished_event
     pi_id = started["payment_intent"]
     assert customer_pays(api, pi_id, "pm_card_visa").status_code == 200
     payload, signature = signed_event(api, pi_id, "payment_intent.succeeded")
-    real_acquire = bk._acquire_lease
+    real_acquire = lease_module.try_acquire
     second: list[httpx.Response] = []
 
-    def second_delivery_wins(svc: Any, booking_id: int, now: datetime) -> bool:
-        monkeypatch.setattr(bk, "_acquire_lease", real_acquire)
+    def second_delivery_wins(svc: Any, booking_id: int) -> bool:
+        monkeypatch.setattr(lease_module, "try_acquire", real_acquire)
         second.append(post_event(api.url, payload, signature))  # served by another worker thread, to the end
         return False  # ...and still holds the booking as far as the first can tell
 
-    monkeypatch.setattr(bk, "_acquire_lease", second_delivery_wins)
+    monkeypatch.setattr(lease_module, "try_acquire", second_delivery_wins)
     first = post_event(api.url, payload, signature)
     assert [r.status_code for r in second] == [200] and second[0].json()["status"] == "processed"
     assert first.status_code == 503 and "being processed" in first.json()["detail"]

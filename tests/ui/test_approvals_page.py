@@ -10,9 +10,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from services.booking import BookingRequest, StartResult, cancellation_quote, sandbox_pay, start_booking
+from services.booking.queries import search_bookings
 from services.core.context import Services
 from services.finance import overrides
-from services.queries import search_bookings
 
 from .conftest import APP, TIMEOUT, free_slot
 

@@ -11,8 +11,8 @@ from streamlit.testing.v1 import AppTest
 
 from pages import _ui
 from services.booking import StartResult
+from services.booking.queries import search_bookings
 from services.core.context import Services
-from services.queries import search_bookings
 from services.rules.timefmt import day_label
 
 from .conftest import APP, TIMEOUT, free_slot, next_weekday

@@ -423,7 +423,7 @@ def test_slot_taken_is_a_not_available(svc: Any) -> None:
 
 
 def test_search_lists_upcoming_bookings_soonest_first_then_the_past(svc: Any, booking_request: Any) -> None:
-    from services.queries import search_bookings
+    from services.booking.queries import search_bookings
 
     later = bk.start_booking(svc, booking_request(dates=[date(2026, 3, 20)]), actor="t")
     soon = bk.start_booking(svc, booking_request(dates=[date(2026, 3, 5)]), actor="t")

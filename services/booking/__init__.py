@@ -1,0 +1,94 @@
+"""The booking service: one function per user action, and the public steps they share.
+
+Pages (through services.authz), the API, the CLI, the webhook, remediation and the finance overrides call what this
+package exports. Modules, lowest first: `requests` (commands and results), `store` (load a booking, move a day-leg
+through its state machine), `lease` (one process per booking at a time), `claims` (the database's no-overlap guard
+and what blocks a room), `events` (calendar events), `refunds`, `saga` (quote → start → confirm, with the seed's
+safety net), `holds` (expiry, days that start and end), `cancel`, and `queries` (read models for the pages).
+"""
+
+from services.booking.cancel import cancel_booking, cancel_under_lease, cancellation_quote
+from services.booking.claims import (
+    busy_span,
+    busy_times,
+    calendar_busy,
+    claims_busy,
+    is_overlap_error,
+    release_claims,
+    sweep_expired_claims,
+)
+from services.booking.events import (
+    delete_batch,
+    delete_events,
+    event_body,
+    event_id_for,
+    insert_event,
+    record_event_created,
+)
+from services.booking.holds import advance_legs, expire_holds, release_hold
+from services.booking.lease import lease
+from services.booking.refunds import cancel_refund_key, record_refund, refund_payment
+from services.booking.requests import BookingRequest, CancelResult, ConfirmResult, QuoteResult, StartResult
+from services.booking.saga import (
+    confirm_payment,
+    confirm_under_lease,
+    problems_for,
+    quote,
+    sandbox_pay,
+    start_booking,
+)
+from services.booking.store import (
+    booking_legs,
+    derive_status,
+    find_booking_id,
+    load_booking,
+    new_reference,
+    resolve_now,
+    room_limits,
+    set_leg_state,
+)
+
+__all__ = [
+    "BookingRequest",
+    "CancelResult",
+    "ConfirmResult",
+    "QuoteResult",
+    "StartResult",
+    "advance_legs",
+    "booking_legs",
+    "busy_span",
+    "busy_times",
+    "calendar_busy",
+    "cancel_booking",
+    "cancel_refund_key",
+    "cancel_under_lease",
+    "cancellation_quote",
+    "claims_busy",
+    "confirm_payment",
+    "confirm_under_lease",
+    "delete_batch",
+    "delete_events",
+    "derive_status",
+    "event_body",
+    "event_id_for",
+    "expire_holds",
+    "find_booking_id",
+    "insert_event",
+    "is_overlap_error",
+    "lease",
+    "load_booking",
+    "new_reference",
+    "problems_for",
+    "quote",
+    "record_event_created",
+    "record_refund",
+    "refund_payment",
+    "release_claims",
+    "release_hold",
+    "resolve_now",
+    "room_limits",
+    "sandbox_pay",
+    "set_leg_state",
+    "start_booking",
+    "sweep_expired_claims",
+]

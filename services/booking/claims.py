@@ -1,0 +1,123 @@
+"""Slot claims (the database's no-overlap guard) and what blocks a room: claims, holds and calendar events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from models.tables import (
+    Booking,
+    SlotClaim,
+)
+from services.booking.store import resolve_now
+from services.core import audit
+from services.core.catalogue import Room
+from services.core.context import Services
+from services.rules.availability import (
+    Busy,
+    LegWindow,
+)
+
+
+def is_overlap_error(exc: IntegrityError) -> bool:
+    text = str(exc.orig)
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return "slot_claim_overlap" in text or "ex_slot_claim_overlap" in text or code == "23P01"
+
+
+def release_claims(session: Session, booking_id: int, leg_ids: Sequence[int] | None = None) -> None:
+    q = sa.update(SlotClaim).where(col(SlotClaim.booking_id) == booking_id).values(active=False)
+    if leg_ids is not None:
+        q = q.where(col(SlotClaim.leg_id).in_(list(leg_ids)))
+    session.execute(q)
+
+
+def sweep_expired_claims(session: Session, room_slug: str, now: datetime, actor: str) -> None:
+    """Expired holds stop blocking at once (audited); the expiry job tidies their bookings and PaymentIntents."""
+    lapsed = list(
+        session.exec(
+            select(SlotClaim).where(
+                SlotClaim.room_slug == room_slug,
+                col(SlotClaim.active).is_(True),
+                SlotClaim.kind == "hold",
+                col(SlotClaim.expires_at) < now,
+            )
+        )
+    )
+    for booking_id in sorted({c.booking_id for c in lapsed}):
+        for claim in lapsed:
+            if claim.booking_id == booking_id:
+                claim.active = False
+        audit.record(
+            session,
+            "booking.hold.lapsed",
+            actor=actor,
+            at=now,
+            booking=session.get(Booking, booking_id),
+            message="Unpaid hold lapsed; slot released for a new booking",
+        )
+    session.flush()
+
+
+def claims_busy(
+    session: Session, room_slug: str, start: datetime, end: datetime, now: datetime, exclude_booking: int | None
+) -> list[Busy]:
+    q = select(SlotClaim).where(
+        SlotClaim.room_slug == room_slug,
+        col(SlotClaim.active).is_(True),
+        SlotClaim.starts_at < end,
+        SlotClaim.ends_at > start,
+    )
+    out = []
+    for c in session.exec(q):
+        if c.booking_id == exclude_booking:
+            continue
+        if c.kind == "hold" and c.expires_at is not None and c.expires_at < now:
+            continue
+        out.append(
+            Busy(c.starts_at, c.ends_at, "a held booking" if c.kind == "hold" else "a booking", f"claim:{c.booking_id}")
+        )
+    return out
+
+
+def calendar_busy(
+    svc: Services, room: Room, start: datetime, end: datetime, *, ignore_booking: str | None = None
+) -> list[Busy]:
+    """Busy intervals on the room's calendar, ignoring the events of `ignore_booking` (its own, during Gate 2)."""
+    busy = svc.calendar.freebusy([room.calendar_id], start, end).get(room.calendar_id, [])
+    own: set[str] = set()
+    if ignore_booking:
+        listing = svc.calendar.list_events(room.calendar_id, private_property=f"booking_id={ignore_booking}")
+        own = {e["id"] for e in listing.get("items", [])}
+    return [
+        Busy(
+            datetime.fromisoformat(b["start"]),
+            datetime.fromisoformat(b["end"]),
+            "another booking",
+            b.get("event_id", ""),
+        )
+        for b in busy
+        if b.get("event_id") not in own
+    ]
+
+
+def busy_times(
+    svc: Services, room_slug: str, start: datetime, end: datetime, now: datetime | None = None
+) -> list[Busy]:
+    """Everything that blocks a room between two instants: calendar events and active holds/bookings."""
+    now = resolve_now(svc, now)
+    room = svc.catalogue.room(room_slug)
+    out = calendar_busy(svc, room, start, end)
+    with svc.session() as s:
+        claims = claims_busy(s, room_slug, start, end, now, None)
+    seen = {(b.starts_at, b.ends_at) for b in out}
+    return out + [c for c in claims if (c.starts_at, c.ends_at) not in seen]
+
+
+def busy_span(legs: Sequence[LegWindow], buffer_minutes: int) -> tuple[datetime, datetime]:
+    pad = timedelta(minutes=buffer_minutes)
+    return min(leg.starts_at for leg in legs) - pad, max(leg.ends_at for leg in legs) + pad

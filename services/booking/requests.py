@@ -1,0 +1,76 @@
+"""Commands and results of the booking use cases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from typing import Any
+
+from services.rules.availability import (
+    SlotRequest,
+)
+from services.rules.pricing import Quote
+
+
+@dataclass(frozen=True)
+class BookingRequest:
+    room: str
+    dates: tuple[date, ...]
+    start: time
+    end: time
+    customer_name: str
+    customer_email: str
+    customer_phone: str = ""
+    party_size: int | None = None
+    extras: dict[str, Any] | None = None
+    notes: str = ""
+    channel: str = "web"  # web | phone
+    agreement_version: str | None = None
+    # The version of the cancellation policy and terms the customer accepted (web); None = not yet (phone bookings
+    # accept on the pay page). Must be the current version (settings.terms_version).
+    terms_version: str | None = None
+
+    def slot(self) -> SlotRequest:
+        return SlotRequest(tuple(self.dates), self.start, self.end, self.party_size)
+
+
+@dataclass(frozen=True)
+class QuoteResult:
+    quote: Quote
+    reasons: list[str]
+
+    @property
+    def available(self) -> bool:
+        return not self.reasons
+
+
+@dataclass(frozen=True)
+class StartResult:
+    booking_id: int
+    reference: str
+    payment_intent: str
+    client_secret: str
+    amount_cents: int
+    hold_expires_at: datetime
+    pay_token: str = ""
+
+    @property
+    def pay_path(self) -> str:
+        """The customer's pay page (relative to settings.public_base_url)."""
+        return f"/pay/{self.reference}?k={self.pay_token}"
+
+
+@dataclass
+class ConfirmResult:
+    booking_id: int
+    reference: str
+    outcome: str  # confirmed | already_done | auto_refunded | cleanup_failed | not_paid
+    messages: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CancelResult:
+    booking_id: int
+    refund_cents: int
+    cancelled_days: list[date]
+    problems: list[str] = field(default_factory=list)
