@@ -26,8 +26,8 @@ import streamlit as st
 
 from services import authz
 from services.core.errors import DomainError, GatewayError, NotAvailable, ValidationError
-from services.rules.timefmt import day_label
-from services.rules.timefmt import money as _money
+from services.rules.fmt import day_label
+from services.rules.fmt import money as _money
 
 if TYPE_CHECKING:
     import altair as alt

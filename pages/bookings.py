@@ -22,8 +22,8 @@ from services.core.context import Services
 from services.core.errors import DomainError, NotFound
 from services.finance import overrides, receipts
 from services.reconciliation.sync import last_sync
+from services.rules.fmt import day_label
 from services.rules.refunds import LegRefund
-from services.rules.timefmt import day_label
 
 ui.run_through_app()
 svc = ui.services()

@@ -18,7 +18,7 @@ import streamlit as st
 from models.tables import DailyClose
 from pages import _ui as ui
 from services.finance import close
-from services.rules.timefmt import day_label
+from services.rules.fmt import day_label
 
 ui.run_through_app()
 svc = ui.services()

@@ -25,7 +25,7 @@ from services.booking.queries import booking_detail, booking_timeline
 from services.core.errors import DomainError, NotFound
 from services.reconciliation import remediate
 from services.reconciliation.reconcile import ACTION_LABELS, CODES, SEVERITY_ORDER, get_finding, open_findings
-from services.rules.timefmt import day_label
+from services.rules.fmt import day_label
 
 log = logging.getLogger("roomdesk.ui.mismatches")
 

@@ -19,7 +19,7 @@ from services.booking.queries import schedule
 from services.core.catalogue import Room
 from services.core.context import Services
 from services.core.errors import DomainError
-from services.rules.timefmt import day_label, hhmm
+from services.rules.fmt import day_label, hhmm
 
 log = logging.getLogger("roomdesk.ui.phone")
 

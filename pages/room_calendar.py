@@ -10,7 +10,7 @@ import streamlit as st
 
 from pages import _ui as ui
 from services.booking.queries import schedule
-from services.rules.timefmt import day_label
+from services.rules.fmt import day_label
 
 ui.run_through_app()
 svc = ui.services()

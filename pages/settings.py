@@ -7,8 +7,8 @@ import streamlit as st
 
 from pages import _ui as ui
 from services.ops.health import modes
+from services.rules.fmt import hhmm
 from services.rules.refunds import describe_bands
-from services.rules.timefmt import hhmm
 
 ui.run_through_app()
 svc = ui.services()

@@ -9,13 +9,13 @@ first guard, each page's own role check the second, and this the third.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from services import booking
-from services.core.context import Services
+from services.core.context import Progress, Services
 from services.core.errors import NotAllowed
 from services.finance import close, disputes, overrides
 from services.notify import outbox
@@ -109,9 +109,6 @@ def role_for(email: str | None, staff_roles: dict[str, str]) -> str | None:
         if configured.strip().lower() == wanted and role in ROLES:
             return role
     return None
-
-
-Progress = Callable[[float, str], None]
 
 
 class Desk:

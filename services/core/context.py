@@ -22,6 +22,10 @@ def system_clock() -> datetime:
     return datetime.now(UTC)
 
 
+# How a long use case reports progress to its caller (a dashboard bar, a CLI line): fraction done, what it does now.
+Progress = Callable[[float, str], None]
+
+
 @dataclass
 class Services:
     settings: Settings

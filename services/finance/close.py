@@ -69,15 +69,14 @@ from models.tables import (
     StripeObjectCache,
 )
 from services.core import audit
-from services.core.context import Services
+from services.core.context import Progress, Services
 from services.core.errors import DomainError, NotFound, ValidationError
 from services.core.settings import Settings
 from services.gateways.base import Json
-from services.rules.timefmt import money
+from services.rules.fmt import money
 
 log = logging.getLogger("roomdesk.finance.close")
 
-Progress = Callable[[float, str], None]
 
 CATEGORIES = ("charge", "refund", "dispute", "dispute_reversal")
 CATEGORY_LABELS = {

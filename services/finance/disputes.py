@@ -41,7 +41,7 @@ from services.finance.receipts import (
 )
 from services.gateways.base import all_pages
 from services.notify.emails import policy_text
-from services.rules.timefmt import money
+from services.rules.fmt import money
 
 Json = dict[str, Any]
 

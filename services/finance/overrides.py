@@ -28,7 +28,7 @@ from services import booking as bk
 from services.core import audit
 from services.core.context import Services
 from services.core.errors import BookingBusy, DomainError, InvalidState, NotAllowed, NotFound, ValidationError
-from services.rules.timefmt import day_label, money
+from services.rules.fmt import day_label, days_label, money
 
 SLOTS = ("manager", "finance")
 APPROVER_ROLES = frozenset({"manager", "finance", "admin"})
@@ -75,10 +75,6 @@ class OverrideOutcome:
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-
-
-def _days(days: Sequence[date]) -> str:
-    return ", ".join(day_label(d) for d in sorted(days)) or "—"
 
 
 def _person(actor: str) -> str:
@@ -173,7 +169,7 @@ def request_override(
             clash = _open_for(s, booking_id, wanted)
             if clash is not None:
                 raise InvalidState(
-                    f"Override #{clash.id} for {_days([leg.day for leg in legs if leg.id in clash.leg_ids])} is "
+                    f"Override #{clash.id} for {days_label([leg.day for leg in legs if leg.id in clash.leg_ids])} is "
                     f"still open ({clash.status}): withdraw or reject it first"
                 )
             currency = booking.currency
@@ -225,7 +221,7 @@ def request_override(
     return OverrideOutcome(
         override_id,
         "pending",
-        f"Override #{override_id}: refunding {money(refund_cents, currency)} for {_days(days)} (the policy gives "
+        f"Override #{override_id}: refunding {money(refund_cents, currency)} for {days_label(days)} (the policy gives "
         f"{money(policy, currency)}) now waits for a manager's and a finance approval. Nothing is cancelled yet.",
     )
 
@@ -414,7 +410,7 @@ def _execute_locked(svc: Services, override_id: int, actor: str, now: datetime) 
     except DomainError as exc:
         return _fail(svc, override_id, actor, now, exc.message)
     message = (
-        f"Override #{override_id} executed: cancelled {reference} on {_days(result.cancelled_days)} and refunded "
+        f"Override #{override_id} executed: cancelled {reference} on {days_label(result.cancelled_days)} and refunded "
         f"{money(result.refund_cents, currency)}"
     )
     return _executed(svc, override_id, actor, now, result.refund_cents, result.problems, message=message)

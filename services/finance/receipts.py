@@ -19,7 +19,7 @@ from services.booking.queries import BookingDetail, booking_detail
 from services.core.context import Services
 from services.core.errors import DomainError, InvalidState, NotFound
 from services.finance.pdf import Document, Letterhead
-from services.rules.timefmt import day_label, money
+from services.rules.fmt import day_label, money
 
 log = logging.getLogger("roomdesk.finance.receipts")
 

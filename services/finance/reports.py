@@ -25,7 +25,7 @@ from sqlmodel import col, select
 from models.tables import ACTIVE_LEG_STATES, Booking, BookingLeg, RefundRecord, StripeObjectCache, SyncState
 from services.core.context import Services
 from services.core.errors import ValidationError
-from services.rules.availability import holiday_name
+from services.rules.availability import is_open
 
 ORIGINS: dict[str, str] = {
     "auto_gate2": "Auto-refund at Gate 2",
@@ -779,11 +779,7 @@ def open_days(svc: Services, date_from: date, date_to: date) -> list[date]:
     closures = svc.catalogue.closure_map
     out, d = [], date_from
     while d <= date_to:
-        if (
-            d.weekday() in svc.settings.open_weekdays
-            and not (svc.settings.observe_holidays and holiday_name(d, policy))
-            and d not in closures
-        ):
+        if is_open(d, policy, closures):
             out.append(d)
         d += timedelta(days=1)
     return out

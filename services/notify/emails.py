@@ -19,8 +19,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from models.tables import Booking, BookingLeg
 from services.core.catalogue import Catalogue
 from services.core.settings import Settings
+from services.rules.fmt import day_label, money
 from services.rules.refunds import bands_from_snapshot, describe_bands
-from services.rules.timefmt import day_label, money
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 KINDS = ("confirmation", "cancellation", "refund", "auto_refund", "pay_link")

@@ -161,7 +161,7 @@ def cmd_export_refunds(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from services.finance import reports
-    from services.rules.timefmt import money
+    from services.rules.fmt import money
 
     svc = _services()
     for slug in args.room or []:
@@ -188,7 +188,7 @@ def cmd_close(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from services.finance import close
-    from services.rules.timefmt import money
+    from services.rules.fmt import money
 
     svc = _services()
     day = args.day or close.default_business_day(svc)

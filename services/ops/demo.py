@@ -18,7 +18,7 @@ from services import booking as bk
 from services.core.context import Services
 from services.core.errors import DomainError
 from services.gateways.faults import Faults
-from services.rules.availability import holiday_name
+from services.rules.availability import is_open, observed_holiday
 
 log = logging.getLogger("roomdesk.demo")
 
@@ -277,7 +277,7 @@ def seed_demo(
                 days: list[date] = []
                 d = first
                 while len(days) < n_days:
-                    if d.weekday() < 5 and not holiday_name(d, svc.policy) and d not in svc.catalogue.closure_map:
+                    if is_open(d, svc.policy, svc.catalogue.closure_map):
                         days.append(d)
                     d += timedelta(days=1)
                 for start_h in range(8, 17 - hours):
@@ -355,7 +355,7 @@ def seed_demo(
             (
                 today + timedelta(days=i)
                 for i in range(3, 58)
-                if holiday_name(today + timedelta(days=i), svc.policy) and (today + timedelta(days=i)).weekday() < 5
+                if observed_holiday(today + timedelta(days=i), svc.policy) and (today + timedelta(days=i)).weekday() < 5
             ),
             None,
         )

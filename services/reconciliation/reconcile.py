@@ -10,9 +10,9 @@ from __future__ import annotations
 import gc
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,12 +33,13 @@ from models.tables import (
 from services.core import audit
 from services.core.context import Services
 from services.core.errors import InvalidState, NotFound
-from services.rules.availability import holiday_name
+from services.rules.availability import closure_reason
+from services.rules.fmt import day_label, days_label, money
 from services.rules.pricing import price
 from services.rules.refunds import bands_from_snapshot, refund_for_leg
-from services.rules.timefmt import day_label, money
 
 log = logging.getLogger("roomdesk.reconcile")
+_days = partial(days_label, limit=4)  # a finding names at most 4 days, then '+N more'
 
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
 
@@ -514,7 +515,7 @@ def detect(svc: Services, session: Session, now: datetime) -> tuple[list[Detecte
                         "orphan_event",
                         f"{p.id}:days",
                         f"{who(p)}: {len(orphans)} event(s) left on "
-                        f"cancelled day(s) {_days(sorted({d for e in orphans if (d := local_day(e))}))}",
+                        f"cancelled day(s) {_days({d for e in orphans if (d := local_day(e))})}",
                         **common,
                         dates=dates,
                         event_ids=[e.event_id for e in orphans],
@@ -633,7 +634,7 @@ def detect(svc: Services, session: Session, now: datetime) -> tuple[list[Detecte
                             dates=dates,
                         )
                     )
-            closed = [(d, holiday_name(d, policy) or closures.get(d)) for d in upcoming]
+            closed = [(d, closure_reason(d, policy, closures)) for d in upcoming]
             closed = [(d, why) for d, why in closed if why]
             if closed:
                 out.append(
@@ -789,11 +790,6 @@ def _policy_quote(
         ).refund_cents
         for leg in legs
     )
-
-
-def _days(days: Iterable[date]) -> str:
-    days = list(days)
-    return ", ".join(day_label(d) for d in days[:4]) + (f" +{len(days) - 4} more" if len(days) > 4 else "")
 
 
 def _ago(at: datetime | None, now: datetime) -> str:

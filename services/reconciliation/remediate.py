@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
+from functools import partial
 from typing import Any, Literal
 
 from sqlalchemy.exc import IntegrityError
@@ -37,20 +38,20 @@ from models.tables import (
 from services import booking as bk
 from services.core import audit
 from services.core.catalogue import Room
-from services.core.context import Services
+from services.core.context import Progress, Services
 from services.core.errors import DomainError, GatewayError, NotFound, ValidationError
 from services.gateways.base import Json, all_pages
 from services.notify import emails, outbox
 from services.notify.emails import RenderedEmail
 from services.reconciliation import reconcile
-from services.rules.availability import LegWindow, SlotRequest, check_conflicts, holiday_name, leg_windows
+from services.rules.availability import LegWindow, SlotRequest, check_conflicts, closure_reason, leg_windows
+from services.rules.fmt import day_label, days_label, money, plural
 from services.rules.refunds import policy_snapshot
-from services.rules.timefmt import day_label, money
 
 log = logging.getLogger("roomdesk.remediate")
+_days = partial(days_label, limit=6)  # a fix names at most 6 days, then '+N more'
 
 Amount = Literal["full", "policy", "difference"]
-Progress = Callable[[float, str], None]
 EventKey = tuple[str, str]  # (calendar id, event id)
 
 
@@ -436,15 +437,6 @@ def _last_refund_error(svc: Services, booking_id: int) -> str:
     return str(row.payload.get("error")) if row else "Stripe did not answer"
 
 
-def _days(days: Sequence[date]) -> str:
-    days = sorted(days)
-    return ", ".join(day_label(d) for d in days[:6]) + (f" +{len(days) - 6} more" if len(days) > 6 else "")
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 def _who(svc: Services, booking: Booking, days: Sequence[date] = ()) -> str:
     """'RD4K7M2Q (Boardroom, Wed 4 Mar 10:00–12:00)': a booking as staff name it."""
     room = svc.catalogue.room(booking.room_slug)
@@ -756,7 +748,7 @@ def _refund_and_close(
         currency = bk.load_booking(s, booking_id).currency
     parts = [f"Refunded {money(amount, currency)} for {reference}"]
     if deleted:
-        parts.append(f"deleted {_plural(deleted, 'event')}")
+        parts.append(f"deleted {plural(deleted, 'event')}")
     parts.append(f"emailed {to}" if sent else "the email could not be sent (queued to retry)")
     message = "; ".join(parts + problems)
     return FixResult(ctx.finding.id or 0, "", True, message, changed=True)
@@ -829,7 +821,7 @@ def _plan_create_events(ctx: _Ctx) -> _Plan:
             f"Restore booking {reference} (its days were marked failed, but the {pay.money(pay.kept)} was kept)"
         )
     if days:
-        steps.append(f"create {_plural(len(days), 'calendar event')} for {who}: {_days(days)}")
+        steps.append(f"create {plural(len(days), 'calendar event')} for {who}: {_days(days)}")
     else:
         steps.append(f"note the calendar events already there for {who}")
     if booking is None or booking.confirmation_sent_at is None:
@@ -853,7 +845,7 @@ def _plan_create_events(ctx: _Ctx) -> _Plan:
                     f.id or 0,
                     "",
                     False,
-                    f"Created {len(created)} of {_plural(len(days), 'event')}; Google Calendar failed on {problem}. "
+                    f"Created {len(created)} of {plural(len(days), 'event')}; Google Calendar failed on {problem}. "
                     "Try again: nothing is duplicated.",
                     changed=bool(created) or meta is not None,
                 )
@@ -862,7 +854,7 @@ def _plan_create_events(ctx: _Ctx) -> _Plan:
                 _reinstate(ctx, booking_id, failed_ids)
             emailed = _send_confirmation(svc, booking_id, ctx.actor, ctx.now)
         message = (
-            f"Created {_plural(len(days), 'event')}: {_days(days)}" if days else "The events were already there"
+            f"Created {plural(len(days), 'event')}: {_days(days)}" if days else "The events were already there"
         ) + (f"; {emailed}" if emailed else "")
         return FixResult(f.id or 0, "", True, message, changed=True)
 
@@ -933,9 +925,9 @@ def _plan_recreate_events(ctx: _Ctx) -> _Plan:
         )
     wrong_labels = [_event_label(svc, key, events[key]) for key in wrong]
     days = [w.day for w in missing]
-    text = f"Delete {_plural(len(wrong), 'event')} that disagree with the payment ({'; '.join(wrong_labels)})"
+    text = f"Delete {plural(len(wrong), 'event')} that disagree with the payment ({'; '.join(wrong_labels)})"
     if days:
-        text += f" and create {_plural(len(days), 'event')} as paid: {room.name}, {_days(days)} {hours}"
+        text += f" and create {plural(len(days), 'event')} as paid: {room.name}, {_days(days)} {hours}"
     text += ". The new events are created first, so the room is never shown free."
     if meta is not None:
         text = (
@@ -958,7 +950,7 @@ def _plan_recreate_events(ctx: _Ctx) -> _Plan:
                     f.id or 0,
                     "",
                     False,
-                    f"Created {len(created)} of {_plural(len(days), 'event')} and deleted none; Google Calendar "
+                    f"Created {len(created)} of {plural(len(days), 'event')} and deleted none; Google Calendar "
                     f"failed on {problem}. Try again.",
                     changed=bool(created) or meta is not None,
                 )
@@ -968,9 +960,9 @@ def _plan_recreate_events(ctx: _Ctx) -> _Plan:
             _record_existing(svc, booking_id, right, ctx.actor, ctx.now)  # incl. one an earlier try created
             # An adopted booking is new to the customer too: it gets the confirmation the old system never sent.
             emailed = _send_confirmation(svc, booking_id, ctx.actor, ctx.now) if meta is not None else ""
-        parts = [f"Deleted {deleted} of {_plural(len(wrong), 'wrong event')}"]
+        parts = [f"Deleted {deleted} of {plural(len(wrong), 'wrong event')}"]
         if created:
-            parts.append(f"created {_plural(len(created), 'event')}: {_days(created)}")
+            parts.append(f"created {plural(len(created), 'event')}: {_days(created)}")
         if emailed:
             parts.append(emailed)
         return FixResult(f.id or 0, "", not problems, "; ".join(parts + problems), changed=True)
@@ -1091,7 +1083,7 @@ def _plan_give_back(ctx: _Ctx, booking: Booking | None, legs: list[BookingLeg], 
     who = _who(svc, booking, [leg.day for leg in legs]) if booking else _legacy_who(pay, meta)
     text = (
         f"{who} never became a confirmed booking but the {pay.money(pay.kept)} was kept: refund all of it, delete "
-        f"its {_plural(len(events), 'event')} on the calendar and email the customer."
+        f"its {plural(len(events), 'event')} on the calendar and email the customer."
     )
 
     def apply() -> FixResult:
@@ -1148,9 +1140,7 @@ def _plan_cancel(ctx: _Ctx, *, full: bool) -> _Plan:
     elif f.code == "holiday_booking":
         closures = svc.catalogue.closure_map
         chosen = [
-            leg
-            for leg in legs
-            if leg.state == LegState.CONFIRMED and (holiday_name(leg.day, svc.policy) or leg.day in closures)
+            leg for leg in legs if leg.state == LegState.CONFIRMED and closure_reason(leg.day, svc.policy, closures)
         ]
     else:
         chosen = [leg for leg in legs if leg.state == LegState.CONFIRMED]
@@ -1176,7 +1166,7 @@ def _plan_cancel(ctx: _Ctx, *, full: bool) -> _Plan:
             )
         text = (
             f"Cancel {who} and refund it in full, {pay.money(cents)} (the venue's fault, whatever the policy says); "
-            f"delete its {_plural(len(chosen), 'event')} and email the customer."
+            f"delete its {plural(len(chosen), 'event')} and email the customer."
         )
     else:
         quotes = bk.cancellation_quote(svc, booking_id, ids, now=ctx.now)
@@ -1184,7 +1174,7 @@ def _plan_cancel(ctx: _Ctx, *, full: bool) -> _Plan:
         bands = ", ".join(f"{day_label(leg.day)}: {q.band}" for leg, q in quotes)
         text = (
             f"Cancel {who} with the policy refund of {pay.money(cents)} ({bands}); delete its "
-            f"{_plural(len(chosen), 'event')} and email the customer."
+            f"{plural(len(chosen), 'event')} and email the customer."
         )
 
     def apply() -> FixResult:
@@ -1234,7 +1224,7 @@ def _plan_delete_events(ctx: _Ctx) -> _Plan:
             if why:
                 raise Refusal(why, offer=ctx.offer("acknowledge"))
     labels = [_event_label(svc, key, ev) for key, ev in live]
-    text = f"Delete {_plural(len(live), 'event')}: {'; '.join(labels)}."
+    text = f"Delete {plural(len(live), 'event')}: {'; '.join(labels)}."
     if f.code == "manual_event":
         text += " Your note is kept with the deletion."
 
@@ -1250,7 +1240,7 @@ def _plan_delete_events(ctx: _Ctx) -> _Plan:
             now=ctx.now,
             note=ctx.opts.note.strip(),
         )
-        message = f"Deleted {_plural(deleted, 'event')}: {'; '.join(labels)}"
+        message = f"Deleted {plural(deleted, 'event')}: {'; '.join(labels)}"
         return FixResult(f.id or 0, "", not problems, "; ".join([message, *problems]), changed=deleted > 0)
 
     return _Plan(text, apply)
@@ -1362,7 +1352,7 @@ def _plan_confirm_payment(ctx: _Ctx) -> _Plan:
     days = [leg.day for leg in ctx.legs]
     text = (
         f"Process payment {pay.id} ({pay.money(pay.received)}) for {_who(svc, booking, days)} as the webhook would "
-        f"have: check the calendar again, create {_plural(len(days), 'event')} and email the confirmation to "
+        f"have: check the calendar again, create {plural(len(days), 'event')} and email the confirmation to "
         f"{booking.customer_email}. If the slot was taken meanwhile, the customer is refunded in full and told."
     )
 
@@ -1377,7 +1367,7 @@ def _plan_confirm_payment(ctx: _Ctx) -> _Plan:
                 if done.confirmation_sent_at
                 else "the confirmation email could not be sent (queued to retry)"
             )
-            message = f"Confirmed {done.reference}: created {_plural(len(days), 'event')} ({_days(days)}); {emailed}"
+            message = f"Confirmed {done.reference}: created {plural(len(days), 'event')} ({_days(days)}); {emailed}"
             return FixResult(f.id or 0, "", True, message, changed=True)
         if result.outcome == "auto_refunded":
             message = f"The slot was taken meanwhile, so nothing was booked: {text_out.lower()}; the customer was told"
@@ -1424,7 +1414,7 @@ def _plan_fill_extras(ctx: _Ctx) -> _Plan:
     who = _who(svc, booking, [leg.day for leg in legs])
     text = (
         f"Save the extras ({', '.join(x.label for x in room.extras)}) on {who} and add them to the description of "
-        f"its {_plural(len(legs), 'calendar event')}."
+        f"its {plural(len(legs), 'calendar event')}."
     )
     booking_id = booking.id
 
@@ -1464,7 +1454,7 @@ def _plan_fill_extras(ctx: _Ctx) -> _Plan:
                         days=patched,
                         fields=["description"],
                     )
-        message = f"Saved the extras and updated {_plural(len(patched), 'event')}" + (
+        message = f"Saved the extras and updated {plural(len(patched), 'event')}" + (
             f" ({_days(patched)})" if patched else ""
         )
         return FixResult(f.id or 0, "", not problems, "; ".join([message, *problems]), changed=True)

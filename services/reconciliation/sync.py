@@ -23,7 +23,7 @@ from sqlmodel import Session, col, select
 
 from models.tables import CalendarEventCache, JobLock, StripeObjectCache, SyncState
 from services.core import audit
-from services.core.context import Services
+from services.core.context import Progress, Services
 from services.core.errors import DomainError, GatewayError
 
 log = logging.getLogger("roomdesk.sync")
@@ -32,8 +32,6 @@ PI_IN_TEXT = re.compile(r"\bpi_[A-Za-z0-9]{8,}\b")
 EMAIL_IN_TEXT = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 STRIPE_CURSOR = "stripe:events"
 LEASE = timedelta(minutes=15)
-
-Progress = Callable[[float, str], None]
 
 
 class SyncBusy(DomainError):

@@ -10,8 +10,8 @@ from functools import lru_cache
 
 import holidays as holidays_lib
 
+from services.rules.fmt import day_label, hhmm
 from services.rules.policy import Policy
-from services.rules.timefmt import day_label, hhmm
 
 WEEKDAY_NAMES = ["Mondays", "Tuesdays", "Wednesdays", "Thursdays", "Fridays", "Saturdays", "Sundays"]
 
@@ -60,8 +60,39 @@ def _holiday_table(country: str, subdivision: str | None, year: int) -> dict[dat
 
 
 def holiday_name(day: date, policy: Policy) -> str | None:
-    """The statutory holiday on `day` for the venue's province, if any."""
+    """The statutory holiday on `day` for the venue's province, if any (whether or not the venue observes it)."""
     return _holiday_table(policy.holiday_country, policy.holiday_subdivision, day.year).get(day)
+
+
+def observed_holiday(day: date, policy: Policy) -> str | None:
+    """The holiday that closes the venue on `day`: None when there is none or OBSERVE_HOLIDAYS is off."""
+    return holiday_name(day, policy) if policy.observe_holidays else None
+
+
+def closed_reasons(day: date, policy: Policy, closures: Mapping[date, str] | None = None) -> list[str]:
+    """The one closed-days rule: why the venue is shut all day — a closed weekday, an observed statutory holiday, a
+    closure from the catalogue — each a phrase ('Saturdays are closed', 'statutory holiday (Canada Day)', 'venue
+    closed (Renovation)'); empty when the venue is open. The gates, reconciliation, reports and pages all ask this."""
+    reasons = []
+    if day.weekday() not in policy.open_weekdays:
+        reasons.append(f"{WEEKDAY_NAMES[day.weekday()]} are closed")
+    if holiday := observed_holiday(day, policy):
+        reasons.append(f"statutory holiday ({holiday})")
+    if closures and day in closures:
+        reasons.append(f"venue closed ({closures[day]})")
+    return reasons
+
+
+def closure_reason(day: date, policy: Policy, closures: Mapping[date, str] | None = None) -> str | None:
+    """Why a day that is normally open is shut (an observed holiday or a closure), or None: what makes a booking
+    already taken for that day a problem."""
+    if holiday := observed_holiday(day, policy):
+        return holiday
+    return (closures or {}).get(day)
+
+
+def is_open(day: date, policy: Policy, closures: Mapping[date, str] | None = None) -> bool:
+    return not closed_reasons(day, policy, closures)
 
 
 def leg_windows(request: SlotRequest, policy: Policy) -> list[LegWindow]:
@@ -115,13 +146,7 @@ def check_request(
     for d in sorted(set(request.dates)):
         label = day_label(d)
         start = datetime.combine(d, request.start, tzinfo=policy.tz)
-        if d.weekday() not in policy.open_weekdays:
-            reasons.append(f"{label}: {WEEKDAY_NAMES[d.weekday()]} are closed")
-        holiday = holiday_name(d, policy) if policy.observe_holidays else None
-        if holiday:
-            reasons.append(f"{label}: statutory holiday ({holiday})")
-        if d in closures:
-            reasons.append(f"{label}: venue closed ({closures[d]})")
+        reasons.extend(f"{label}: {why}" for why in closed_reasons(d, policy, closures))
         if start <= now:
             reasons.append(f"{label}: that time has already passed")
         elif start < earliest:

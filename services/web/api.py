@@ -32,9 +32,10 @@ from services.core.errors import (
     NotFound,
     ValidationError,
 )
-from services.rules.availability import WEEKDAY_NAMES, Busy, free_ranges, holiday_name
+from services.rules.availability import Busy, free_ranges
+from services.rules.availability import closed_reasons as rules_closed_reasons
+from services.rules.fmt import hhmm
 from services.rules.refunds import describe_bands
-from services.rules.timefmt import hhmm
 from services.web import customer_pages, webhooks
 
 log = logging.getLogger("roomdesk.api")
@@ -168,18 +169,8 @@ def _request(body: QuoteIn) -> BookingRequest:
 
 
 def closed_reasons(svc: Services, day: date) -> list[str]:
-    """Why the venue is shut all day (weekday, statutory holiday, closure), empty when it is open."""
-    policy = svc.policy
-    reasons = []
-    if day.weekday() not in policy.open_weekdays:
-        reasons.append(f"{WEEKDAY_NAMES[day.weekday()]} are closed")
-    holiday = holiday_name(day, policy) if policy.observe_holidays else None
-    if holiday:
-        reasons.append(f"Statutory holiday ({holiday})")
-    closure = svc.catalogue.closure_map.get(day)
-    if closure:
-        reasons.append(f"Venue closed ({closure})")
-    return reasons
+    """Why the venue is shut all day, as sentences (empty when it is open)."""
+    return [why[0].upper() + why[1:] for why in rules_closed_reasons(day, svc.policy, svc.catalogue.closure_map)]
 
 
 def availability(svc: Services, room: str, first: date, last: date) -> AvailabilityOut:

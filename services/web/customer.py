@@ -25,8 +25,8 @@ from services.core import audit
 from services.core.context import Services
 from services.core.errors import GatewayError, InvalidState, NotFound, ValidationError
 from services.notify import emails, outbox
+from services.rules.fmt import day_label, money
 from services.rules.refunds import describe_bands
-from services.rules.timefmt import day_label, money
 
 # What the pay page shows, by the booking's state.
 STAGE_PAY = "pay"  # waiting for payment (terms may still need accepting)

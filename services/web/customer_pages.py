@@ -33,8 +33,8 @@ from services.core.catalogue import Room
 from services.core.context import Services
 from services.core.errors import DomainError, GatewayError, InvalidState, NotAvailable, NotFound, PaymentDeclined
 from services.core.errors import ValidationError as DomainValidationError
+from services.rules.fmt import day_label, money
 from services.rules.refunds import describe_bands
-from services.rules.timefmt import day_label, money
 from services.web import customer
 
 log = logging.getLogger("roomdesk.web")

@@ -13,7 +13,7 @@ from pages import _ui
 from services.booking import StartResult
 from services.booking.queries import search_bookings
 from services.core.context import Services
-from services.rules.timefmt import day_label
+from services.rules.fmt import day_label
 
 from .conftest import APP, TIMEOUT, free_slot, next_weekday
 

@@ -199,6 +199,23 @@ def test_holiday_booking_and_its_near_miss(make_services: Any, booking_request: 
     assert f.payment_intent == on_holiday.payment_intent and "Good Friday" in f.summary
 
 
+def test_a_venue_that_does_not_observe_holidays_books_them_and_reconciliation_agrees(
+    make_services: Any, booking_request: Any
+) -> None:
+    """OBSERVE_HOLIDAYS=false: Gate 1 takes Good Friday, so reconciliation must not call that booking a problem
+    (it once asked the holiday table directly and flagged every such booking)."""
+    from tests.conftest import NOW
+
+    svc = make_services(observe_holidays=False, now=NOW + timedelta(days=20))
+    good_friday = booking_request(dates=[date(2026, 4, 3)])
+    assert bk.quote(svc, good_friday).reasons == []
+    paid(svc, good_friday)
+    assert run(svc).get("holiday_booking", []) == []
+    svc.settings.__dict__["observe_holidays"] = True  # the same booking once the venue observes holidays
+    assert "Fri 3 Apr: statutory holiday (Good Friday)" in bk.quote(svc, good_friday).reasons
+    assert len(run(svc)["holiday_booking"]) == 1
+
+
 def test_closure_added_after_booking_is_flagged(make_services: Any, booking_request: Any, tmp_path: Path) -> None:
     svc = make_services()
     closed = paid(svc, booking_request())
