@@ -17,8 +17,8 @@ export TEST_POSTGRES_URL
 
 help:
 	@echo "make run         start the dashboard (creates .venv, installs requirements.txt when it changed)"
-	@echo "make test        chromium + .venv (requirements-dev.txt) + PostgreSQL check, then ruff, mypy, pytest"
-	@echo "make lint        ruff check + mypy"
+	@echo "make test        chromium + .venv (requirements-dev.txt) + PostgreSQL check, then ruff, mypy, lint-imports, pytest"
+	@echo "make lint        ruff check + mypy + lint-imports (the layers)"
 	@echo "make clean-data  delete ./data (local database and sandbox files)"
 
 run:
@@ -31,12 +31,14 @@ test:
 	@bash scripts/check-postgres
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 lint:
 	@bash scripts/bootstrap-venv requirements-dev.txt
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 clean-data:
 	rm -rf data/

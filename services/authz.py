@@ -17,13 +17,13 @@ from typing import Any
 from services import booking
 from services.core.context import Progress, Services
 from services.core.errors import NotAllowed
+from services.core.roles import ROLES
 from services.finance import close, disputes, overrides
 from services.notify import outbox
 from services.ops import health
 from services.reconciliation import reconcile, remediate, sync
 from services.web import customer, webhooks
 
-ROLES: dict[str, str] = {"frontdesk": "Front desk", "manager": "Manager", "finance": "Finance", "admin": "Admin"}
 _DESK = frozenset({"frontdesk", "manager", "admin"})  # take bookings and payments, cancel
 _MANAGE = frozenset({"manager", "admin"})  # fix mismatches, sync, the outbox and webhooks
 _MONEY = frozenset({"manager", "finance", "admin"})  # approvals, disputes

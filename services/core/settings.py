@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from services.core.roles import ROLES
 from services.rules.policy import Policy, RefundBand
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -105,8 +106,6 @@ class Settings(BaseSettings):
     @field_validator("staff_roles")
     @classmethod
     def _roles(cls, value: dict[str, str]) -> dict[str, str]:
-        from services.authz import ROLES
-
         bad = {email: role for email, role in value.items() if role not in ROLES}
         if bad:
             email, role = next(iter(bad.items()))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services import booking
 from services.booking import BookingRequest
+from services.booking.availability import AvailabilityOut, availability
 from services.core.context import Services
 from services.core.errors import (
     ConfigError,
@@ -32,9 +33,6 @@ from services.core.errors import (
     NotFound,
     ValidationError,
 )
-from services.rules.availability import Busy, free_ranges
-from services.rules.availability import closed_reasons as rules_closed_reasons
-from services.rules.fmt import hhmm
 from services.rules.refunds import describe_bands
 from services.web import customer_pages, webhooks
 
@@ -104,25 +102,6 @@ class TermsOut(BaseModel):
     url: str
 
 
-class RangeOut(BaseModel):
-    start: str
-    end: str
-
-
-class DayOut(BaseModel):
-    date: date
-    closed: bool
-    reasons: list[str]
-    free: list[RangeOut]
-    busy: list[RangeOut]
-
-
-class AvailabilityOut(BaseModel):
-    room: str
-    timezone: str
-    days: list[DayOut]
-
-
 # --------------------------------------------------------------------------------------------------- helpers
 
 
@@ -166,49 +145,6 @@ def _request(body: QuoteIn) -> BookingRequest:
         channel="web",
         **extra,
     )
-
-
-def closed_reasons(svc: Services, day: date) -> list[str]:
-    """Why the venue is shut all day, as sentences (empty when it is open)."""
-    return [why[0].upper() + why[1:] for why in rules_closed_reasons(day, svc.policy, svc.catalogue.closure_map)]
-
-
-def availability(svc: Services, room: str, first: date, last: date) -> AvailabilityOut:
-    """Per day, in venue time: closed days with their reasons, otherwise free and busy ranges."""
-    policy = svc.policy
-    tz = policy.tz
-    start = datetime.combine(first, policy.open_time, tzinfo=tz)
-    end = datetime.combine(last, policy.close_time, tzinfo=tz)
-    busy = booking.busy_times(svc, room, start, end)
-    days = []
-    day = first
-    while day <= last:
-        reasons = closed_reasons(svc, day)
-        if reasons:
-            days.append(DayOut(date=day, closed=True, reasons=reasons, free=[], busy=[]))
-        else:
-            open_at = datetime.combine(day, policy.open_time, tzinfo=tz)
-            close_at = datetime.combine(day, policy.close_time, tzinfo=tz)
-            today: list[Busy] = sorted(
-                (b for b in busy if b.starts_at < close_at and b.ends_at > open_at), key=lambda b: b.starts_at
-            )
-            days.append(
-                DayOut(
-                    date=day,
-                    closed=False,
-                    reasons=[],
-                    free=[RangeOut(start=hhmm(a), end=hhmm(b)) for a, b in free_ranges(day, today, policy)],
-                    busy=[
-                        RangeOut(
-                            start=hhmm(max(b.starts_at, open_at).astimezone(tz).time()),
-                            end=hhmm(min(b.ends_at, close_at).astimezone(tz).time()),
-                        )
-                        for b in today
-                    ],
-                )
-            )
-        day += timedelta(days=1)
-    return AvailabilityOut(room=room, timezone=str(tz), days=days)
 
 
 # --------------------------------------------------------------------------------------------------- app

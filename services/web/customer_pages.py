@@ -29,6 +29,7 @@ from starlette.datastructures import FormData
 
 from services import booking
 from services.booking import BookingRequest
+from services.booking.availability import availability
 from services.core.catalogue import Room
 from services.core.context import Services
 from services.core.errors import DomainError, GatewayError, InvalidState, NotAvailable, NotFound, PaymentDeclined
@@ -155,8 +156,6 @@ def router(svc: Services) -> APIRouter:
         problems: list[str] | None = None,
         status: int = 200,
     ) -> HTMLResponse:
-        from services.web.api import availability  # the same availability the API serves
-
         now = svc.now()
         policy = svc.policy
         first = _first_bookable_day(svc, now)
