@@ -510,7 +510,7 @@ def ago(svc: Services, moment: datetime) -> str:
 def sync_status(svc: Services, *, can_sync: bool = True) -> datetime | None:
     """'Synced 3 min ago', or a warning when the cache is older than settings.sync_stale_minutes or was never filled:
     every number on the reconciliation pages is only as fresh as the last sync. Returns the last sync's time."""
-    from services.reconciliation.sync import last_sync
+    from services.reconciliation.findings import last_sync
 
     last = last_sync(svc)
     todo = "Press **Sync now**" if can_sync else "Ask a manager to sync"

@@ -21,7 +21,7 @@ from services.booking.queries import BookingDetail, booking_detail, booking_time
 from services.core.context import Services
 from services.core.errors import DomainError, NotFound
 from services.finance import overrides, receipts
-from services.reconciliation.sync import last_sync
+from services.reconciliation.findings import last_sync
 from services.rules.fmt import day_label
 from services.rules.refunds import LegRefund
 

@@ -24,7 +24,7 @@ from pages import _ui as ui
 from services.booking.queries import booking_detail, booking_timeline
 from services.core.errors import DomainError, NotFound
 from services.reconciliation import remediate
-from services.reconciliation.reconcile import ACTION_LABELS, CODES, SEVERITY_ORDER, get_finding, open_findings
+from services.reconciliation.findings import ACTION_LABELS, CODES, SEVERITY_ORDER, get_finding, open_findings
 from services.rules.fmt import day_label
 
 log = logging.getLogger("roomdesk.ui.mismatches")

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from pages import _ui as ui
-from services.reconciliation.reconcile import CODES, SEVERITY_ORDER, open_findings, trend
+from services.reconciliation.findings import CODES, SEVERITY_ORDER, open_findings, trend
 
 ui.run_through_app()
 svc = ui.services()

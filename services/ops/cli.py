@@ -62,7 +62,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def cmd_reconcile(args: argparse.Namespace) -> int:
     import json
 
-    from services.reconciliation.reconcile import finding_json, open_findings, reconcile
+    from services.reconciliation.findings import finding_json, open_findings
+    from services.reconciliation.reconcile import reconcile
 
     svc = _services()
     if args.sync:

@@ -1,4 +1,4 @@
-"""One-click remediation: a fix for every reconciliation finding (the actions `reconcile.CODES` offers).
+"""One-click remediation: a fix for every reconciliation finding (the actions `findings.CODES` offers).
 
 Each fix re-loads its finding, re-checks the finding's condition against Stripe and the calendars just before acting
 (the cache the finding was read from may be minutes old), acts through the booking service's own steps (Gate 2,
@@ -43,7 +43,7 @@ from services.core.errors import DomainError, GatewayError, NotFound, Validation
 from services.gateways.base import Json, all_pages
 from services.notify import emails, outbox
 from services.notify.emails import RenderedEmail
-from services.reconciliation import reconcile
+from services.reconciliation import findings, reconcile
 from services.rules.availability import LegWindow, SlotRequest, check_conflicts, closure_reason, leg_windows
 from services.rules.fmt import day_label, days_label, money, plural
 from services.rules.refunds import policy_snapshot
@@ -1508,8 +1508,8 @@ def _context(svc: Services, finding_id: int, action: str, actor: str, now: datet
         when = day_label(finding.resolved_at.date()) if finding.resolved_at else "an earlier run"
         raise Refusal(f"Nothing to do: this finding was resolved ({when})")
     # An acknowledged finding may still be fixed later (the Mismatches page offers its fixes).
-    if action not in (finding.actions or reconcile.CODES.get(finding.code, ("", "", ()))[2]):
-        label = reconcile.ACTION_LABELS.get(action, action)
+    if action not in (finding.actions or findings.CODES.get(finding.code, ("", "", ()))[2]):
+        label = findings.ACTION_LABELS.get(action, action)
         raise Refusal(f"“{label}” is not a fix for this finding")
     booking, legs = _booking_for(svc, finding.payment_intent, finding.booking_id)
     return _Ctx(svc, finding, actor.strip(), now, opts, booking, legs)

@@ -470,14 +470,3 @@ def _mark(svc: Services, source: str, now: datetime, error: str | None) -> None:
         if error is None:
             st.last_ok_at = now
         st.last_error = error[:500] if error else None
-
-
-def last_sync(svc: Services) -> datetime | None:
-    """When every source last synced successfully (the oldest of them), or None if never."""
-    with svc.session() as s:
-        rows = list(s.exec(select(SyncState).where(col(SyncState.source).like("%:%"))))
-    sources = {STRIPE_CURSOR} | {f"calendar:{r.calendar_id}" for r in svc.catalogue.rooms}
-    ok = {r.source: r.last_ok_at for r in rows if r.source in sources}
-    if set(ok) != sources or any(v is None for v in ok.values()):
-        return None
-    return min(v for v in ok.values() if v is not None)

@@ -46,7 +46,7 @@ def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Pa
 def test_manager_resends_a_missing_confirmation_and_sees_it_resolved(
     start_app: Any, page: Any, seeded: tuple[Path, Any]
 ) -> None:
-    from services.reconciliation.reconcile import CODES, get_finding, open_findings
+    from services.reconciliation.findings import CODES, get_finding, open_findings
 
     data_dir, svc = seeded
     [finding] = open_findings(svc, codes=["missing_confirmation"])

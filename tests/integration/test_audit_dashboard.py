@@ -88,7 +88,7 @@ def test_audit_mode_dashboard_reads_live_data_and_writes_nothing(audited: Any) -
     assert not at.exception, [e.value for e in at.exception]
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Open findings"] == "1"  # the hand-made event; the paid, confirmed booking is clean
-    from services.reconciliation.reconcile import open_findings
+    from services.reconciliation.findings import open_findings
 
     audit_svc = build_services(get_settings())
     assert [f.code for f in open_findings(audit_svc)] == ["manual_event"]

@@ -16,6 +16,7 @@ import pytest
 from services import booking as bk
 from services.core.context import build_services
 from services.gateways.faults import Faults
+from services.reconciliation import findings as reconciliation_findings
 from services.reconciliation import reconcile, remediate, sync
 from services.rules.availability import holiday_name
 from tests.fake_calendar import fake_calendar
@@ -108,7 +109,7 @@ def findings(svc: Any) -> dict[str, list[Any]]:
     sync.sync(svc)
     reconcile.reconcile(svc)
     out: dict[str, list[Any]] = {}
-    for f in reconcile.open_findings(svc):
+    for f in reconciliation_findings.open_findings(svc):
         out.setdefault(f.code, []).append(f)
     return out
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from services import booking as bk
-from services.reconciliation import reconcile, sync
+from services.reconciliation import findings, reconcile, sync
 
 
 def _try_sync(args: tuple[str, str]) -> str:
@@ -56,5 +56,5 @@ def test_findings_on_this_database(db_url: str, make_services: Any, booking_requ
     run = reconcile.reconcile(svc)
     assert run.open_by_code == {"missing_confirmation": 1, "double_booking": 1, "manual_event": 1}
     assert reconcile.reconcile(svc).opened == 0
-    (double,) = reconcile.open_findings(svc, codes=["double_booking"])
+    (double,) = findings.open_findings(svc, codes=["double_booking"])
     assert double.booking_ref == silent.reference and double.payment_intent == silent.payment_intent

@@ -16,7 +16,7 @@ from sqlmodel import select
 
 from models.tables import BookingLeg
 from services import booking as bk
-from services.reconciliation import reconcile, remediate, sync
+from services.reconciliation import findings, reconcile, remediate, sync
 from tests.reliability.harness import ACTOR, SONIC_EXTRAS
 
 WED = date(2026, 3, 4)
@@ -137,8 +137,8 @@ def finding(svc: Any, code: str, ctx: Ctx, action: str, **kwargs: Any) -> Ctx:
         g.faults.clear()
     sync.sync(svc)
     reconcile.reconcile(svc)
-    matching = [f for f in reconcile.open_findings(svc) if f.code == code]
-    assert len(matching) == 1, (code, [f.code for f in reconcile.open_findings(svc)])
+    matching = [f for f in findings.open_findings(svc) if f.code == code]
+    assert len(matching) == 1, (code, [f.code for f in findings.open_findings(svc)])
     return {**ctx, "finding_id": matching[0].id, "fix": action, "fix_kwargs": kwargs}
 
 
@@ -223,7 +223,7 @@ def _refund_notice_lost(svc: Any) -> Ctx:
     # The manual event stays: delete it so that only the refund notice is left to do.
     sync.sync(svc)
     reconcile.reconcile(svc)
-    manual = [f for f in reconcile.open_findings(svc) if f.code == "manual_event"]
+    manual = [f for f in findings.open_findings(svc) if f.code == "manual_event"]
     for f in manual:
         assert remediate.run_action(svc, f.id, "delete_events", actor=ACTOR, note="setup").ok
     return finding(svc, "refund_no_event", ctx, "send_refund_notice")

@@ -18,7 +18,7 @@ from services.core.errors import DomainError
 from services.core.settings import Settings
 from services.gateways.base import all_pages
 from services.notify import outbox
-from services.reconciliation import reconcile, remediate, sync
+from services.reconciliation import findings, reconcile, remediate, sync
 from services.web import webhooks
 from tests.conftest import NOW, Clock
 from tests.reliability.stats import COUNTS
@@ -148,7 +148,7 @@ def remediate_open(svc: Any, rounds: int = 3) -> list[str]:
     for _ in range(rounds):
         sync.sync(svc)
         reconcile.reconcile(svc)
-        todo = [f for f in reconcile.open_findings(svc) if f.code in PREFERRED]
+        todo = [f for f in findings.open_findings(svc) if f.code in PREFERRED]
         if not todo:
             return failures
         failures = []

@@ -17,7 +17,7 @@ from services.core.catalogue import load_catalogue
 from services.core.errors import ConfigError
 from services.core.settings import PROJECT_ROOT
 from services.ops.sandbox_load import load_dir
-from services.reconciliation import reconcile, sync
+from services.reconciliation import findings, reconcile, sync
 from services.web.api import create_app
 from tests.reliability.harness import fresh_services
 from tests.reliability.stats import COUNTS, FLOWS
@@ -154,7 +154,7 @@ def test_malformed_payment_metadata_and_events_become_unparseable_findings(tmp_p
     sync.sync(svc)
     run = reconcile.reconcile(svc)
 
-    found = reconcile.open_findings(svc, codes=["unparseable"])
+    found = findings.open_findings(svc, codes=["unparseable"])
     subjects = {f.key.split(":", 1)[1] for f in found}
     for i, metadata in enumerate(BAD_METADATA[:-1]):
         assert f"pi_badmeta{i:04d}abcdefgh" in subjects, (metadata, sorted(subjects))

@@ -98,7 +98,7 @@ def test_retrying_recreate_events_records_the_new_event_on_the_day(svc: Any) -> 
 
 
 def test_a_failed_booking_that_kept_the_money_stays_a_finding_even_with_its_events(svc: Any) -> None:
-    from services.reconciliation import reconcile, sync
+    from services.reconciliation import findings, reconcile, sync
 
     ctx = flows.finding(svc, "paid_no_event", flows.paid_no_event(svc), "create_events")
     svc.calendar.faults.fail("insert_event", mode="timeout")
@@ -109,7 +109,7 @@ def test_a_failed_booking_that_kept_the_money_stays_a_finding_even_with_its_even
 
     sync.sync(svc)
     reconcile.reconcile(svc)
-    still = [f for f in reconcile.open_findings(svc) if f.booking_id == ctx["booking_id"]]
+    still = [f for f in findings.open_findings(svc) if f.booking_id == ctx["booking_id"]]
     assert [f.code for f in still] == ["paid_no_event"] and "marked failed" in still[0].summary
     assert flows.run_fix(svc, {**ctx, "finding_id": still[0].id}).ok
     assert booking(svc, ctx["booking_id"])[0].status == "CONFIRMED"

@@ -15,8 +15,8 @@ from streamlit.testing.v1 import AppTest
 from models.tables import Finding
 from services.core.context import Services
 from services.reconciliation import reconcile, remediate
-from services.reconciliation.reconcile import ACTION_LABELS, CODES, get_finding, open_findings
-from services.reconciliation.sync import last_sync, sync
+from services.reconciliation.findings import ACTION_LABELS, CODES, get_finding, last_sync, open_findings
+from services.reconciliation.sync import sync
 
 from .conftest import APP, TIMEOUT
 from .test_pages import everything, nav_pages, texts

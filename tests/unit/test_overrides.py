@@ -236,21 +236,21 @@ def test_both_days_spread_over_their_legs(svc: Any, paid: Any) -> None:
 
 
 def test_reconciliation_accepts_an_approved_refund_above_the_policy(svc: Any, paid: Any) -> None:
-    from services.reconciliation import reconcile, sync
+    from services.reconciliation import findings, reconcile, sync
 
     asked = ask(svc, paid)
     ov.approve(svc, asked.override_id, actor=MANAGER, role="manager")
     assert ov.approve(svc, asked.override_id, actor=FINANCE, role="finance").status == "executed"
     sync.sync(svc, actor="test")
     reconcile.reconcile(svc, actor="test")
-    assert "refund_policy_mismatch" not in {f.code for f in reconcile.open_findings(svc)}
+    assert "refund_policy_mismatch" not in {f.code for f in findings.open_findings(svc)}
     # The same refund without the approvals is flagged.
     with svc.session() as s:
         row = s.get(RefundOverride, asked.override_id)
         assert row is not None
         row.status = "rejected"
     reconcile.reconcile(svc, actor="test")
-    assert "refund_policy_mismatch" in {f.code for f in reconcile.open_findings(svc)}
+    assert "refund_policy_mismatch" in {f.code for f in findings.open_findings(svc)}
 
 
 def test_executing_twice_refunds_once(svc: Any, paid: Any) -> None:

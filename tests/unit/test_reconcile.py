@@ -17,7 +17,7 @@ from sqlmodel import select
 from models.tables import CalendarEventCache, Finding
 from services import booking as bk
 from services.ops.sandbox_load import load_dir
-from services.reconciliation import reconcile, sync
+from services.reconciliation import findings, reconcile, sync
 
 LEGACY = Path(__file__).resolve().parent.parent / "fixtures" / "legacy"
 WED, THU = date(2026, 3, 4), date(2026, 3, 5)
@@ -28,7 +28,7 @@ def run(svc: Any) -> dict[str, list[Finding]]:
     sync.sync(svc)
     reconcile.reconcile(svc)
     out: dict[str, list[Finding]] = defaultdict(list)
-    for f in reconcile.open_findings(svc):
+    for f in findings.open_findings(svc):
         out[f.code].append(f)
     return dict(out)
 
@@ -322,7 +322,7 @@ def test_acknowledged_findings_stay_acknowledged_with_the_note(svc: Any, booking
         reconcile.acknowledge(svc, f.id, actor="manager@x", note=" ")
     reconcile.acknowledge(svc, f.id, actor="manager@x", note="Cleaners, agreed with the venue")
     assert "manual_event" not in run(svc)
-    (ack,) = reconcile.open_findings(svc, include_acknowledged=True)
+    (ack,) = findings.open_findings(svc, include_acknowledged=True)
     assert (ack.status, ack.acknowledged_by, ack.note) == (
         "acknowledged",
         "manager@x",
@@ -335,7 +335,7 @@ def test_trend_records_each_run(svc: Any) -> None:
     run(svc)
     svc.clock.advance(hours=1)
     run(svc)
-    points = reconcile.trend(svc)
+    points = findings.trend(svc)
     assert [(p["code"], p["open"]) for p in points] == [("manual_event", 1), ("manual_event", 1)]
 
 
@@ -373,7 +373,7 @@ def test_a_provider_outage_is_reported_and_the_rest_still_syncs(svc: Any, bookin
     svc.payments.faults.fail("list_events", times=5)
     report = sync.sync(svc)
     assert report.errors == ["Stripe: Stripe is unavailable (injected fault)"] and report.calendar_events == 1
-    assert sync.last_sync(svc) is None  # not every source is current
+    assert findings.last_sync(svc) is None  # not every source is current
 
 
 def test_only_one_sync_at_a_time(svc: Any) -> None:

@@ -13,7 +13,7 @@ from sqlmodel import select
 from models.tables import AuditLog, Booking, BookingLeg, EmailOutbox, ExternalRef, Finding, RefundRecord
 from services import booking as bk
 from services.ops import demo
-from services.reconciliation import reconcile, remediate, sync
+from services.reconciliation import findings, reconcile, remediate, sync
 
 ACTOR = "lena@venue.example"
 WED = date(2026, 3, 4)
@@ -30,7 +30,7 @@ def checks(svc: Any) -> dict[str, Finding]:
     """Sync + reconcile, as the dashboard does after a fix: the open findings by key."""
     sync.sync(svc)
     reconcile.reconcile(svc)
-    return {f.key: f for f in reconcile.open_findings(svc)}
+    return {f.key: f for f in findings.open_findings(svc)}
 
 
 def only(found: dict[str, Finding], code: str) -> Finding:
@@ -68,7 +68,7 @@ def fix_clears(svc: Any, code: str, action: str, **kwargs: Any) -> remediate.Fix
     after = checks(svc)
     assert target.key not in after
     assert set(after) <= set(before) - {target.key}, f"new findings: {set(after) - set(before)}"
-    assert reconcile.get_finding(svc, target.id).status == "resolved"
+    assert findings.get_finding(svc, target.id).status == "resolved"
     return result
 
 
@@ -632,7 +632,7 @@ def test_acknowledge_needs_a_note_and_keeps_the_finding_out_of_the_open_list(svc
     assert result.ok and result.message == "Acknowledged: Evidence sent on Tuesday"
     after = checks(svc)
     assert target.key not in after and set(after) <= set(before)
-    row = reconcile.get_finding(svc, target.id)
+    row = findings.get_finding(svc, target.id)
     assert (row.status, row.acknowledged_by) == ("acknowledged", ACTOR)
     again = remediate.run_action(svc, target.id, "acknowledge", actor=ACTOR, note="again")
     assert not again.ok and "nothing to do" in again.message.lower()
@@ -711,7 +711,7 @@ def test_the_whole_demo_can_be_cleared(svc: Any) -> None:
         "refund_no_event": "send_refund_notice",
     }
     kwargs = {"note": "Checked with the customer", "reason": "Demo clean-up", "extras": SONIC_EXTRAS}
-    for f in reconcile.open_findings(svc):
+    for f in findings.open_findings(svc):
         assert f.id is not None
         result = remediate.run_action(svc, f.id, preferred.get(f.code, "acknowledge"), actor=ACTOR, **kwargs)
         if not result.ok and result.offer:
@@ -722,4 +722,4 @@ def test_the_whole_demo_can_be_cleared(svc: Any) -> None:
     sync.sync(svc)
     report = reconcile.reconcile(svc)
 
-    assert report.open_total == 0 and report.opened == 0, reconcile.open_findings(svc)
+    assert report.open_total == 0 and report.opened == 0, findings.open_findings(svc)
