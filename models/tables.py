@@ -1,6 +1,7 @@
 """SQLModel tables. Times are stored in UTC and always come back timezone-aware; money is integer cents.
 
-Enums are stored as plain strings so migrations stay simple on both SQLite and PostgreSQL.
+State columns are typed as their enums in Python and stored as plain strings (VARCHAR, no database enum type), so
+migrations stay simple on both SQLite and PostgreSQL; a value outside the enum is refused on write.
 """
 
 from __future__ import annotations
@@ -24,6 +25,18 @@ def utcnow() -> datetime:
 
 def _ts(nullable: bool = False, index: bool = False) -> Any:
     return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+def _state(enum: type[StrEnum], default: StrEnum, length: int, *, index: bool = False) -> Any:
+    """A state column: the enum's members in Python, their values in a VARCHAR(length) column."""
+    column_type = sa.Enum(
+        enum,
+        native_enum=False,
+        length=length,
+        values_callable=lambda members: [m.value for m in members],
+        validate_strings=True,
+    )
+    return Field(default=default, sa_column=Column(column_type, nullable=False, index=index))
 
 
 def _json(default: dict[str, Any] | list[Any]) -> Any:
@@ -68,14 +81,28 @@ class BookingStatus(StrEnum):
     REFUNDED = "REFUNDED"
 
 
+class Channel(StrEnum):
+    """How a booking was made."""
+
+    WEB = "web"
+    PHONE = "phone"
+
+
+class ClaimKind(StrEnum):
+    """A slot claim is an unpaid hold (expires) or a booked day."""
+
+    HOLD = "hold"
+    BOOKED = "booked"
+
+
 class Booking(SQLModel, table=True):
     """One customer booking of one room on one or more days, paid by one PaymentIntent."""
 
     id: int | None = Field(default=None, primary_key=True)
     reference: str = Field(max_length=16, unique=True, index=True)
     room_slug: str = Field(max_length=64, index=True)
-    status: str = Field(default=BookingStatus.AWAITING_PAYMENT, max_length=24, index=True)
-    channel: str = Field(default="web", max_length=16)  # web | phone
+    status: BookingStatus = _state(BookingStatus, BookingStatus.AWAITING_PAYMENT, 24, index=True)
+    channel: Channel = _state(Channel, Channel.WEB, 16)
     start_time: str = Field(max_length=5)  # venue time HH:MM, the same every day
     end_time: str = Field(max_length=5)
     customer_name: str = Field(max_length=200)
@@ -118,7 +145,7 @@ class BookingLeg(SQLModel, table=True):
     day: date = Field(index=True)
     starts_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
     ends_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
-    state: str = Field(default=LegState.DRAFT, max_length=24, index=True)
+    state: LegState = _state(LegState, LegState.DRAFT, 24, index=True)
     price_cents: int = 0
     refunded_cents: int = 0
     calendar_id: str = Field(max_length=255)
@@ -141,7 +168,7 @@ class SlotClaim(SQLModel, table=True):
     starts_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     ends_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     block_until: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
-    kind: str = Field(default="hold", max_length=8)  # hold | booked
+    kind: ClaimKind = _state(ClaimKind, ClaimKind.HOLD, 8)
     expires_at: datetime | None = _ts(nullable=True)
     active: bool = Field(default=True, index=True)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))

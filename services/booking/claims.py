@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 
 from models.tables import (
     Booking,
+    ClaimKind,
     SlotClaim,
 )
 from services.booking.store import resolve_now
@@ -43,7 +44,7 @@ def sweep_expired_claims(session: Session, room_slug: str, now: datetime, actor:
             select(SlotClaim).where(
                 SlotClaim.room_slug == room_slug,
                 col(SlotClaim.active).is_(True),
-                SlotClaim.kind == "hold",
+                SlotClaim.kind == ClaimKind.HOLD,
                 col(SlotClaim.expires_at) < now,
             )
         )
@@ -76,10 +77,15 @@ def claims_busy(
     for c in session.exec(q):
         if c.booking_id == exclude_booking:
             continue
-        if c.kind == "hold" and c.expires_at is not None and c.expires_at < now:
+        if c.kind == ClaimKind.HOLD and c.expires_at is not None and c.expires_at < now:
             continue
         out.append(
-            Busy(c.starts_at, c.ends_at, "a held booking" if c.kind == "hold" else "a booking", f"claim:{c.booking_id}")
+            Busy(
+                c.starts_at,
+                c.ends_at,
+                "a held booking" if c.kind == ClaimKind.HOLD else "a booking",
+                f"claim:{c.booking_id}",
+            )
         )
     return out
 

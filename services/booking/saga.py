@@ -16,6 +16,8 @@ from models.tables import (
     Booking,
     BookingLeg,
     BookingStatus,
+    Channel,
+    ClaimKind,
     ExternalRef,
     LegState,
     SlotClaim,
@@ -150,7 +152,7 @@ def start_booking(svc: Services, req: BookingRequest, *, actor: str, now: dateti
                 reference=new_reference(s),
                 room_slug=room.slug,
                 status=BookingStatus.AWAITING_PAYMENT,
-                channel=req.channel,
+                channel=Channel(req.channel),
                 start_time=f"{req.start:%H:%M}",
                 end_time=f"{req.end:%H:%M}",
                 customer_name=req.customer_name.strip(),
@@ -200,7 +202,7 @@ def start_booking(svc: Services, req: BookingRequest, *, actor: str, now: dateti
                         starts_at=window.starts_at,
                         ends_at=window.ends_at,
                         block_until=window.ends_at + buffer,
-                        kind="hold",
+                        kind=ClaimKind.HOLD,
                         expires_at=expires,
                         created_at=now,
                     )
@@ -350,7 +352,7 @@ def confirm_under_lease(svc: Services, booking_id: int, pi_id: str, actor: str, 
         with svc.session() as s:
             for leg in booking_legs(s, booking_id):
                 claim = s.exec(select(SlotClaim).where(SlotClaim.leg_id == leg.id)).one()
-                claim.kind, claim.expires_at, claim.active = "booked", None, True
+                claim.kind, claim.expires_at, claim.active = ClaimKind.BOOKED, None, True
             s.flush()
     except IntegrityError as exc:
         if not is_overlap_error(exc):

@@ -128,8 +128,7 @@ def test_the_database_refuses_overlapping_active_claims_buffer_included(db_url: 
 
 def _contend(args: tuple[str, str, str, int, Any, bool]) -> str:
     data_dir, db_url, now_iso, index, barrier, blind = args
-    from services import booking
-    from services.booking import BookingRequest, start_booking
+    from services.booking import BookingRequest, saga, start_booking
     from services.core.context import build_services
     from services.core.errors import NotAvailable
     from services.core.settings import Settings
@@ -146,7 +145,7 @@ def _contend(args: tuple[str, str, str, int, Any, bool]) -> str:
         customer_email=f"caller{index}@example.org",
     )
     if blind:  # every process passes Gate 1 as if no one else existed: only the database can stop them
-        booking.busy_times = lambda *a, **k: []
+        saga.busy_times = lambda *a, **k: []  # the name Gate 1 calls
     barrier.wait(timeout=60)
     try:
         start_booking(svc, request, actor=f"proc-{index}")
