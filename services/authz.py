@@ -2,9 +2,9 @@
 
 Every dashboard action goes through a `Desk` built for the signed-in person: each method checks the person's role
 against ACTIONS *before* it calls the service (so nothing happens, not even a read of Stripe, for someone without the
-role), then names the person in the audit trail. The pages import no service function that writes (a test reads
-their imports), so hiding a button is never the only guard. The navigation per role (pages/_ui.PAGE_ROLES) is the
-first guard, each page's own role check the second, and this the third.
+role), then names the person in the audit trail. The pages import no module that writes (import-linter's
+`pages-read-only` contract in pyproject.toml), so hiding a button is never the only guard. The navigation per role
+(pages/ui/nav.py) is the first guard, each page's own role check the second, and this the third.
 """
 
 from __future__ import annotations
@@ -15,14 +15,20 @@ from datetime import date
 from typing import Any
 
 from services import booking
+from services.booking.requests import BookingRequest, CancelResult, ConfirmResult, StartResult
 from services.core.context import Progress, Services
 from services.core.errors import NotAllowed
 from services.core.roles import ROLES
 from services.finance import close, disputes, overrides
+from services.finance.close_queries import CloseResult
 from services.notify import outbox
+from services.notify.queries import OutboxEmail
 from services.ops import health
 from services.reconciliation import reconcile, remediate, sync
 from services.web import customer, webhooks
+
+# The one error of the Desk's a page tells apart from the others: a sync already running is no failure, just a wait.
+SyncBusy = sync.SyncBusy
 
 _DESK = frozenset({"frontdesk", "manager", "admin"})  # take bookings and payments, cancel
 _MANAGE = frozenset({"manager", "admin"})  # fix mismatches, sync, the outbox and webhooks
@@ -124,11 +130,11 @@ class Desk:
 
     # -- bookings ----------------------------------------------------------------------------------------------------
 
-    def start_booking(self, req: Any) -> Any:
+    def start_booking(self, req: BookingRequest) -> StartResult:
         actor = self._as("booking.create")
         return booking.start_booking(self.svc, req, actor=actor)
 
-    def record_payment(self, booking_id: int) -> Any:
+    def record_payment(self, booking_id: int) -> ConfirmResult:
         """Sandbox: the customer paid (a test card), then what the webhook would do."""
         actor = self._as("booking.record_payment")
         return booking.sandbox_pay(self.svc, booking_id, actor=actor)
@@ -137,61 +143,71 @@ class Desk:
         actor = self._as("booking.send_pay_link")
         return customer.send_pay_link(self.svc, booking_id, actor=actor)
 
-    def cancel_booking(self, booking_id: int, *, leg_ids: Sequence[int] | None = None, reason: str = "") -> Any:
+    def cancel_booking(
+        self, booking_id: int, *, leg_ids: Sequence[int] | None = None, reason: str = ""
+    ) -> CancelResult:
         actor = self._as("booking.cancel")
         return booking.cancel_booking(self.svc, booking_id, actor=actor, leg_ids=leg_ids, reason=reason)
 
     # -- refunds above the policy ------------------------------------------------------------------------------------
 
-    def request_override(self, booking_id: int, *, leg_ids: Sequence[int], refund_cents: int, reason: str) -> Any:
+    def request_override(
+        self, booking_id: int, *, leg_ids: Sequence[int], refund_cents: int, reason: str
+    ) -> overrides.OverrideOutcome:
         actor = self._as("override.request")
         return overrides.request_override(
             self.svc, booking_id, leg_ids=leg_ids, refund_cents=refund_cents, reason=reason, actor=actor
         )
 
-    def approve_override(self, override_id: int, **kw: Any) -> Any:
+    def approve_override(self, override_id: int, *, slot: str | None = None) -> overrides.OverrideOutcome:
         staff = require(self.staff, "override.approve")
-        return overrides.approve(self.svc, override_id, actor=staff.email, role=staff.role, **kw)
+        return overrides.approve(self.svc, override_id, actor=staff.email, role=staff.role, slot=slot)
 
-    def reject_override(self, override_id: int, *, note: str) -> Any:
+    def reject_override(self, override_id: int, *, note: str) -> overrides.OverrideOutcome:
         staff = require(self.staff, "override.reject")
         return overrides.reject(self.svc, override_id, actor=staff.email, role=staff.role, note=note)
 
-    def retry_override(self, override_id: int) -> Any:
+    def retry_override(self, override_id: int) -> overrides.OverrideOutcome:
         staff = require(self.staff, "override.retry")
         return overrides.retry(self.svc, override_id, actor=staff.email, role=staff.role)
 
-    def withdraw_override(self, override_id: int) -> Any:
+    def withdraw_override(self, override_id: int) -> overrides.OverrideOutcome:
         actor = self._as("override.withdraw")
         return overrides.withdraw(self.svc, override_id, actor=actor)
 
     # -- mismatches --------------------------------------------------------------------------------------------------
 
-    def run_remediation(self, finding_id: int, action: str, **kwargs: Any) -> Any:
+    def describe_fix(self, finding_id: int, action: str) -> str:
+        """What the fix would do now, for its confirmation dialog: shown only to someone who may run it."""
+        self._as("finding.acknowledge" if action == "acknowledge" else "finding.fix")
+        return remediate.describe_action(self.svc, finding_id, action)
+
+    def run_remediation(self, finding_id: int, action: str, **kwargs: Any) -> remediate.FixResult:
         actor = self._as("finding.acknowledge" if action == "acknowledge" else "finding.fix")
         return remediate.run_action(self.svc, finding_id, action, actor=actor, **kwargs)
 
     def run_bulk_remediation(
         self, finding_ids: list[int], action: str, *, progress: Progress | None = None, **kwargs: Any
-    ) -> Any:
+    ) -> list[remediate.FixResult]:
         actor = self._as("finding.acknowledge" if action == "acknowledge" else "finding.fix")
         return remediate.run_bulk(self.svc, finding_ids, action, actor=actor, progress=progress, **kwargs)
 
-    def sync(self, *, progress: Progress | None = None) -> Any:
+    def sync(self, *, progress: Progress | None = None) -> sync.SyncReport:
+        """Raises SyncBusy while another process (the worker, a colleague) is syncing."""
         actor = self._as("sync.run")
         return sync.sync(self.svc, actor=actor, progress=progress)
 
-    def reconcile(self) -> Any:
+    def reconcile(self) -> reconcile.RunReport:
         actor = self._as("sync.run")
         return reconcile.reconcile(self.svc, actor=actor)
 
     # -- emails and webhooks -----------------------------------------------------------------------------------------
 
-    def send_due_emails(self, *, progress: Progress | None = None) -> Any:
+    def send_due_emails(self, *, progress: Progress | None = None) -> outbox.DeliveryReport:
         actor = self._as("outbox.send")
         return outbox.deliver_due(self.svc, now=self.svc.now(), actor=actor, progress=progress)
 
-    def retry_email(self, outbox_id: int) -> Any:
+    def retry_email(self, outbox_id: int) -> OutboxEmail:
         actor = self._as("outbox.retry")
         return outbox.retry_now(self.svc, outbox_id, actor=actor, now=self.svc.now())
 
@@ -201,19 +217,21 @@ class Desk:
 
     # -- disputes, close, settings -----------------------------------------------------------------------------------
 
-    def refresh_disputes(self) -> Any:
+    def refresh_disputes(self) -> disputes.RefreshReport:
         actor = self._as("dispute.refresh")
         return disputes.refresh_disputes(self.svc, actor=actor)
 
-    def save_dispute_evidence(self, case_id: int, *, submit: bool, fields: dict[str, str] | None = None) -> Any:
+    def save_dispute_evidence(
+        self, case_id: int, *, submit: bool, fields: dict[str, str] | None = None
+    ) -> disputes.EvidenceResult:
         actor = self._as("dispute.submit" if submit else "dispute.draft")
         return disputes.save_evidence(self.svc, case_id, submit=submit, actor=actor, fields=fields)
 
-    def run_close(self, business_day: date, *, progress: Progress | None = None) -> Any:
+    def run_close(self, business_day: date, *, progress: Progress | None = None) -> CloseResult:
         actor = self._as("close.run")
         return close.run_close(self.svc, business_day, actor=actor, progress=progress)
 
-    def check_connections(self, *, progress: Progress | None = None) -> Any:
+    def check_connections(self, *, progress: Progress | None = None) -> list[health.Check]:
         self._as("settings.check_connections")
         return health.check_connections(self.svc, progress=progress)
 
@@ -229,6 +247,7 @@ DESK_ACTIONS: dict[str, tuple[str, ...]] = {
     "reject_override": ("override.reject",),
     "retry_override": ("override.retry",),
     "withdraw_override": ("override.withdraw",),
+    "describe_fix": ("finding.fix", "finding.acknowledge"),
     "run_remediation": ("finding.fix", "finding.acknowledge"),
     "run_bulk_remediation": ("finding.fix", "finding.acknowledge"),
     "sync": ("sync.run",),

@@ -3,11 +3,12 @@
 Pages (through services.authz), the API, the CLI, the webhook, remediation and the finance overrides call what this
 package exports. Modules, lowest first: `requests` (commands and results), `store` (load a booking, move a day-leg
 through its state machine), `lease` (one process per booking at a time), `claims` (the database's no-overlap guard
-and what blocks a room), `events` (calendar events), `refunds`, `saga` (quote → start → confirm, with the seed's
-safety net), `holds` (expiry, days that start and end), `cancel`, and `queries` (read models for the pages).
+and what blocks a room), `events` (calendar events), `refunds`, `quotes` (what a request costs and a cancellation
+refunds, read only), `saga` (start → confirm, with the seed's safety net), `holds` (expiry, days that start and
+end), `cancel`, and the read models `queries` (searches, a booking's detail, the rooms' schedule) and `availability`.
 """
 
-from services.booking.cancel import cancel_booking, cancel_under_lease, cancellation_quote
+from services.booking.cancel import cancel_booking, cancel_under_lease
 from services.booking.claims import (
     busy_span,
     busy_times,
@@ -27,20 +28,20 @@ from services.booking.events import (
 )
 from services.booking.holds import advance_legs, expire_holds, release_hold
 from services.booking.lease import lease
+from services.booking.queries import find_booking_id
+from services.booking.quotes import cancellation_quote, quote
 from services.booking.refunds import cancel_refund_key, record_refund, refund_payment
 from services.booking.requests import BookingRequest, CancelResult, ConfirmResult, QuoteResult, StartResult
 from services.booking.saga import (
     confirm_payment,
     confirm_under_lease,
     problems_for,
-    quote,
     sandbox_pay,
     start_booking,
 )
 from services.booking.store import (
     booking_legs,
     derive_status,
-    find_booking_id,
     load_booking,
     new_reference,
     resolve_now,

@@ -1,9 +1,10 @@
 """A room's availability as customers and staff see it: per day in venue time, closed (with the reasons) or its free
-and busy ranges. The API, the customer's booking page and the dashboard all show this one picture."""
+and busy ranges. The API, the customer's booking page and the dashboard all show this one picture, and pick days and
+times with the helpers below (the closed-days rule is services.rules.availability's, with the catalogue's closures)."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 
 from pydantic import BaseModel
 
@@ -11,6 +12,7 @@ from services.booking.claims import busy_times
 from services.core.context import Services
 from services.rules.availability import Busy, free_ranges
 from services.rules.availability import closed_reasons as rules_closed_reasons
+from services.rules.availability import is_open as rules_is_open
 from services.rules.fmt import hhmm
 
 
@@ -36,6 +38,53 @@ class AvailabilityOut(BaseModel):
 def closed_reasons(svc: Services, day: date) -> list[str]:
     """Why the venue is shut all day, as sentences (empty when it is open)."""
     return [why[0].upper() + why[1:] for why in rules_closed_reasons(day, svc.policy, svc.catalogue.closure_map)]
+
+
+def is_open(svc: Services, day: date) -> bool:
+    """The venue opens on `day`: an open weekday, no observed holiday, no closure."""
+    return rules_is_open(day, svc.policy, svc.catalogue.closure_map)
+
+
+def open_days(svc: Services, first: date, last: date) -> list[date]:
+    """The days the venue is open from `first` to `last`, both included."""
+    return [
+        first + timedelta(days=i) for i in range((last - first).days + 1) if is_open(svc, first + timedelta(days=i))
+    ]
+
+
+def next_open_day(svc: Services, day: date, *, step: int = 1) -> date:
+    """`day` if the venue opens then, else the nearest open day after it (`step=1`) or before it (`step=-1`); `day`
+    itself when nothing within a year is open."""
+    for i in range(366):
+        candidate = day + timedelta(days=i * step)
+        if is_open(svc, candidate):
+            return candidate
+    return day
+
+
+def open_days_from(svc: Services, first: date, count: int) -> list[date]:
+    """`first` as given (a closed day stays, so a quote can say why), then the open days after it, `count` in all."""
+    out, day = [first], first
+    while len(out) < count:
+        day = next_open_day(svc, day + timedelta(days=1))
+        out.append(day)
+    return out
+
+
+def week_of(svc: Services, day: date) -> list[date]:
+    """The days of `day`'s week (Monday first) on the venue's opening weekdays. Holidays and closures stay in: a
+    timetable shows them closed."""
+    monday = day - timedelta(days=day.weekday())
+    return [monday + timedelta(days=i) for i in range(7) if i in svc.policy.open_weekdays]
+
+
+def slot_times(svc: Services) -> list[time]:
+    """The times a booking may start or end at: opening to closing on the slot grid."""
+    policy = svc.policy
+    step = policy.slot_minutes
+    first = policy.open_time.hour * 60 + policy.open_time.minute
+    last = policy.close_time.hour * 60 + policy.close_time.minute
+    return [time(m // 60, m % 60) for m in range(first, min(last, 24 * 60 - 1) + 1, step)]
 
 
 def availability(svc: Services, room: str, first: date, last: date) -> AvailabilityOut:

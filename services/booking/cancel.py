@@ -14,6 +14,7 @@ from services.booking.claims import release_claims
 from services.booking.events import delete_events
 from services.booking.holds import release_hold
 from services.booking.lease import lease
+from services.booking.quotes import cancellation_quote
 from services.booking.refunds import cancel_refund_key, refund_payment
 from services.booking.requests import CancelResult
 from services.booking.store import booking_legs, derive_status, load_booking, resolve_now, set_leg_state
@@ -24,36 +25,7 @@ from services.core.errors import (
     InvalidState,
 )
 from services.notify import emails, outbox
-from services.rules.refunds import LegRefund, bands_from_snapshot, refund_for_leg
-
-
-def cancellation_quote(
-    svc: Services, booking_id: int, leg_ids: Sequence[int] | None = None, *, now: datetime | None = None
-) -> list[tuple[BookingLeg, LegRefund]]:
-    """What cancelling these days (default: all still active) refunds under the booking's policy snapshot."""
-    now = resolve_now(svc, now)
-    with svc.session() as s:
-        booking = load_booking(s, booking_id)
-        bands = bands_from_snapshot(booking.policy_snapshot)
-        legs = [leg for leg in booking_legs(s, booking_id) if leg_ids is None or leg.id in leg_ids]
-    out = []
-    for leg in legs:
-        if leg.state not in (LegState.CONFIRMED, LegState.AWAITING_PAYMENT):
-            continue
-        paid = leg.price_cents if leg.state == LegState.CONFIRMED else 0
-        out.append(
-            (
-                leg,
-                refund_for_leg(
-                    leg_start=leg.starts_at,
-                    paid_cents=paid,
-                    already_refunded_cents=leg.refunded_cents,
-                    bands=bands,
-                    now=now,
-                ),
-            )
-        )
-    return out
+from services.rules.refunds import LegRefund
 
 
 def cancel_booking(
@@ -83,7 +55,7 @@ def _spread(quotes: Sequence[tuple[BookingLeg, LegRefund]], total: int) -> dict[
     left = total
     for up_to_policy in (True, False):
         for leg, q in quotes:
-            cap = q.refund_cents if up_to_policy else q.paid_cents - q.already_refunded_cents
+            cap = q.refund_cents if up_to_policy else q.left_cents
             give = min(max(cap - shares[leg.id], 0), left)
             shares[leg.id] += give
             left -= give
@@ -117,7 +89,7 @@ def cancel_under_lease(
         raise InvalidState("None of these days can be cancelled (already cancelled, refunded or past)")
     policy_total = sum(q.refund_cents for _, q in quotes)
     total = policy_total if refund_cents is None else refund_cents
-    left = sum(max(q.paid_cents - q.already_refunded_cents, 0) for _, q in quotes)
+    left = sum(q.left_cents for _, q in quotes)
     if not 0 <= total <= left:
         raise InvalidState(f"A refund of {total / 100:.2f} is not possible: {left / 100:.2f} is left for these days")
     ids = sorted(leg.id for leg, _ in quotes if leg.id is not None)

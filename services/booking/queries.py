@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -9,9 +10,32 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from models.tables import AuditLog, Booking, BookingLeg, EmailOutbox, LegState, RefundRecord, SlotClaim
+from models.tables import (
+    ACTIVE_LEG_STATES,
+    AuditLog,
+    Booking,
+    BookingLeg,
+    BookingStatus,
+    EmailOutbox,
+    LegState,
+    RefundRecord,
+    SlotClaim,
+)
+from services.booking.availability import is_open
 from services.core.context import Services
-from services.core.errors import GatewayError, NotFound
+from services.core.errors import DomainError, GatewayError, NotFound
+
+CANCELLABLE = frozenset({BookingStatus.AWAITING_PAYMENT, BookingStatus.CONFIRMED, BookingStatus.PARTLY_CANCELLED})
+# What the room's calendar says about a day, against what it should say (BookingDetail.calendar_state).
+CALENDAR_STATES = {
+    "on_calendar": "✓ on calendar",
+    "none": "— none",
+    "deleted": "deleted",
+    "missing": "✗ missing",
+    "deleted_live": "✗ deleted (should be there)",
+    "left_over": "⚠ still on calendar",
+}
+CALENDAR_WRONG = frozenset({"missing", "deleted_live", "left_over"})
 
 
 def search_bookings(
@@ -81,6 +105,23 @@ def search_bookings(
     return out
 
 
+def find_booking_id(svc: Services, key: str) -> int:
+    """A booking by reference (RD…), PaymentIntent id (pi_…) or numeric id."""
+    key = key.strip()
+    with svc.session() as s:
+        q = select(Booking.id)
+        if key.startswith("pi_"):
+            q = q.where(Booking.payment_intent_id == key)
+        elif key.isdigit():
+            q = q.where(Booking.id == int(key))
+        else:
+            q = q.where(Booking.reference == key.upper())
+        found = s.exec(q).first()
+    if found is None:
+        raise NotFound(f"No booking matches {key!r}")
+    return found
+
+
 def _room_name(svc: Services, slug: str) -> str:
     try:
         return svc.catalogue.room(slug).name
@@ -90,6 +131,9 @@ def _room_name(svc: Services, slug: str) -> str:
 
 @dataclass
 class BookingDetail:
+    """One booking as the Bookings page shows it, with what it says about the booking's state: whether it can be
+    cancelled, whether the calendar and Stripe agree with our records, which room details are still missing."""
+
     booking: Booking
     room_name: str
     legs: list[BookingLeg]
@@ -100,10 +144,67 @@ class BookingDetail:
     payment_error: str | None = None
     events: dict[int, dict[str, Any] | None] = field(default_factory=dict)
     event_errors: list[str] = field(default_factory=list)
+    extras: list[tuple[str, Any]] = field(default_factory=list)  # (question, answer) of the room's extras form
+    extras_missing: list[str] = field(default_factory=list)  # what the room needs and the booking lacks
 
     @property
     def refunded_cents(self) -> int:
         return sum(r.amount_cents for r in self.refunds)
+
+    @property
+    def awaiting_payment(self) -> bool:
+        return self.booking.status == BookingStatus.AWAITING_PAYMENT
+
+    @property
+    def cancellable(self) -> bool:
+        """Something is left to cancel: an unpaid hold, or paid days not all cancelled."""
+        return self.booking.status in CANCELLABLE
+
+    @property
+    def active_days(self) -> int:
+        return sum(leg.state in ACTIVE_LEG_STATES for leg in self.legs)
+
+    def calendar_state(self, leg: BookingLeg) -> str:
+        """A key of CALENDAR_STATES: what the room's calendar says about this day against what it should say."""
+        live = leg.state in ACTIVE_LEG_STATES
+        event = self.events.get(leg.id) if leg.event_id and leg.id is not None else None
+        if not leg.event_id:
+            return "missing" if live else "none"
+        if event is None:
+            return "missing"
+        if event.get("status") == "cancelled":
+            return "deleted_live" if live else "deleted"
+        return "on_calendar" if live else "left_over"
+
+    @property
+    def calendar_wrong(self) -> list[BookingLeg]:
+        """Days whose calendar event is missing though booked, or still there though not booked."""
+        return [leg for leg in self.legs if self.calendar_state(leg) in CALENDAR_WRONG]
+
+    @property
+    def charge(self) -> dict[str, Any]:
+        charge = (self.payment or {}).get("latest_charge")
+        return charge if isinstance(charge, dict) else {}
+
+    @property
+    def received_cents(self) -> int:
+        return int((self.payment or {}).get("amount_received") or 0)
+
+    @property
+    def stripe_refunded_cents(self) -> int:
+        return int(self.charge.get("amount_refunded", 0))
+
+    @property
+    def refunds_disagree(self) -> bool:
+        """Stripe shows other refunds than Room Desk recorded."""
+        return bool(self.received_cents) and self.refunded_cents != self.stripe_refunded_cents
+
+    @property
+    def kept_after_failure_cents(self) -> int:
+        """Money still held on a failed booking: the saga always refunds a failed booking in full, so any of it means
+        that refund failed."""
+        kept = self.received_cents - self.stripe_refunded_cents
+        return kept if self.booking.status == BookingStatus.FAILED and kept > 0 else 0
 
 
 def booking_detail(svc: Services, booking_id: int, *, live: bool = True) -> BookingDetail:
@@ -129,6 +230,13 @@ def booking_detail(svc: Services, booking_id: int, *, live: bool = True) -> Book
             )
         )
     detail = BookingDetail(booking, _room_name(svc, booking.room_slug), legs, refunds, audit_rows, emails)
+    try:
+        room = svc.catalogue.room(booking.room_slug)
+    except DomainError:  # a room removed from the catalogue: its questions are gone with it
+        room = None
+    if room is not None and room.extras:
+        detail.extras = [(f.label, booking.extras[f.key]) for f in room.extras if f.key in booking.extras]
+        detail.extras_missing = room.validate_extras(booking.extras)[1]
     if not live:
         return detail
     if booking.payment_intent_id:
@@ -228,6 +336,36 @@ def schedule(svc: Services, start_day: date, days: int = 7, *, include_calendar:
     return sorted(items, key=lambda i: (i.day, i.room_name, i.start))
 
 
+def free_hours(svc: Services, items: Sequence[ScheduleItem], days: Sequence[date]) -> dict[str, float]:
+    """Unoccupied opening hours per room name over `days` (a closed day counts none), from schedule()'s items."""
+    policy = svc.policy
+    open_h, close_h = _hours(policy.open_time), _hours(policy.close_time)
+    out: dict[str, float] = {}
+    for room in svc.catalogue.rooms:
+        total = 0.0
+        for d in days:
+            if not is_open(svc, d):
+                continue
+            spans = sorted(
+                (max(_hours(i.start), open_h), min(_hours(i.end), close_h))
+                for i in items
+                if i.day == d and i.room_slug == room.slug
+            )
+            busy, cursor = 0.0, open_h
+            for s, e in spans:
+                s = max(s, cursor)
+                if e > s:
+                    busy += e - s
+                    cursor = e
+            total += (close_h - open_h) - busy
+        out[room.name] = total
+    return out
+
+
+def _hours(t: time | datetime) -> float:
+    return t.hour + t.minute / 60
+
+
 STRIPE_EVENT_WORDS = {
     "payment_intent.created": "Payment started",
     "payment_intent.succeeded": "Payment succeeded",
@@ -240,18 +378,25 @@ STRIPE_EVENT_WORDS = {
 }
 
 
-def booking_timeline(svc: Services, booking_id: int) -> list[dict[str, Any]]:
+def booking_timeline(
+    svc: Services, booking_id: int, *, describe: Callable[[dict[str, Any]], str] | None = None
+) -> list[dict[str, Any]]:
     """One timeline of every surface for a booking — Stripe events, calendar changes, our audit rows, emails — from
-    the local cache (what "filter the Worker logs by PaymentIntent id" was in the seed)."""
+    the local cache (what "filter the Worker logs by PaymentIntent id" was in the seed). `describe` words an audit
+    row's payload (the dashboard and the dispute evidence each their own way); by default its message, or its raw
+    facts."""
     from models.tables import CalendarEventCache, StripeObjectCache
 
     detail = booking_detail(svc, booking_id, live=False)
     b = detail.booking
     out: list[dict[str, Any]] = []
     for a in detail.audit:
-        payload = {k: v for k, v in a.payload.items() if k != "message"}
-        text = a.payload.get("message") or ", ".join(f"{k}: {v}" for k, v in payload.items())
-        out.append({"at": a.at, "source": "Room Desk", "what": a.action, "who": a.actor, "detail": str(text)[:300]})
+        if describe is not None:
+            text = describe(a.payload or {})
+        else:
+            facts = {k: v for k, v in a.payload.items() if k != "message"}
+            text = str(a.payload.get("message") or ", ".join(f"{k}: {v}" for k, v in facts.items()))[:300]
+        out.append({"at": a.at, "source": "Room Desk", "what": a.action, "who": a.actor, "detail": text})
     for e in detail.emails:
         out.append(
             {

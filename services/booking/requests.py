@@ -33,6 +33,11 @@ class BookingRequest:
     def slot(self) -> SlotRequest:
         return SlotRequest(tuple(self.dates), self.start, self.end, self.party_size)
 
+    @property
+    def minutes_per_day(self) -> int:
+        """Minutes from start to end on each day (0 when the end is not after the start)."""
+        return max((self.end.hour * 60 + self.end.minute) - (self.start.hour * 60 + self.start.minute), 0)
+
 
 @dataclass(frozen=True)
 class QuoteResult:

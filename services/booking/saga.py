@@ -24,7 +24,6 @@ from models.tables import (
 )
 from services.booking.claims import (
     busy_span,
-    busy_times,
     calendar_busy,
     is_overlap_error,
     release_claims,
@@ -32,15 +31,15 @@ from services.booking.claims import (
 )
 from services.booking.events import delete_batch, event_body, event_id_for, insert_event, record_event_created
 from services.booking.lease import lease
+from services.booking.quotes import quote
 from services.booking.refunds import refund_payment
-from services.booking.requests import BookingRequest, ConfirmResult, QuoteResult, StartResult
+from services.booking.requests import BookingRequest, ConfirmResult, StartResult
 from services.booking.store import (
     booking_legs,
     derive_status,
     load_booking,
     new_reference,
     resolve_now,
-    room_limits,
     set_leg_state,
 )
 from services.core import audit
@@ -59,41 +58,13 @@ from services.notify import emails, outbox
 from services.rules.availability import (
     LegWindow,
     check_conflicts,
-    check_request,
     leg_windows,
 )
-from services.rules.pricing import price
 from services.rules.refunds import policy_snapshot
 
 log = logging.getLogger("roomdesk.booking")
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
-
-def quote(
-    svc: Services, req: BookingRequest, *, now: datetime | None = None, check_calendar: bool = True
-) -> QuoteResult:
-    """The price of a request and every reason it cannot be booked (rules, then calendars and holds)."""
-    now = resolve_now(svc, now)
-    room = svc.catalogue.room(req.room)
-    policy = svc.policy
-    slot = req.slot()
-    reasons = check_request(slot, room_limits(room), policy, now, svc.catalogue.closure_map)
-    minutes = max((req.end.hour * 60 + req.end.minute) - (req.start.hour * 60 + req.start.minute), 0)
-    q = price(
-        room_slug=room.slug,
-        hourly_cents=room.hourly_price_cents,
-        discount_eligible=room.discount_eligible,
-        dates=list(req.dates),
-        minutes_per_day=minutes,
-        policy=policy,
-        currency=svc.settings.currency,
-    )
-    if check_calendar and not reasons and req.dates:
-        legs = leg_windows(slot, policy)
-        start, end = busy_span(legs, policy.buffer_minutes)
-        reasons = check_conflicts(legs, busy_times(svc, room.slug, start, end, now), policy)
-    return QuoteResult(q, reasons)
 
 
 def _validate_customer(req: BookingRequest, room: Room) -> tuple[dict[str, Any], list[str]]:

@@ -82,23 +82,6 @@ def load_booking(session: Session, booking_id: int) -> Booking:
     return booking
 
 
-def find_booking_id(svc: Services, key: str) -> int:
-    """A booking by reference (RD…), PaymentIntent id (pi_…) or numeric id."""
-    key = key.strip()
-    with svc.session() as s:
-        q = select(Booking.id)
-        if key.startswith("pi_"):
-            q = q.where(Booking.payment_intent_id == key)
-        elif key.isdigit():
-            q = q.where(Booking.id == int(key))
-        else:
-            q = q.where(Booking.reference == key.upper())
-        found = s.exec(q).first()
-    if found is None:
-        raise NotFound(f"No booking matches {key!r}")
-    return found
-
-
 def new_reference(session: Session) -> str:
     for _ in range(20):
         ref = "RD" + "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(6))

@@ -11,55 +11,26 @@ leaves the override `failed` with its error, for an approver to retry or reject.
 booking as `booking.override.*`.
 
 Signing is a compare-and-set on the slot, so two people clicking at once can neither both take one slot nor, being
-the same person in two tabs, take both.
+the same person in two tabs, take both. The queue, the states in words and the signing rules are
+services.finance.override_queries.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from models.tables import Booking, BookingLeg, LegState, RefundOverride, RefundRecord
+from models.tables import BookingLeg, LegState, RefundOverride, RefundRecord
 from services import booking as bk
 from services.core import audit
 from services.core.context import Services
 from services.core.errors import BookingBusy, DomainError, InvalidState, NotAllowed, NotFound, ValidationError
+from services.finance import override_queries as oq
 from services.rules.fmt import day_label, days_label, money
-
-SLOTS = ("manager", "finance")
-APPROVER_ROLES = frozenset({"manager", "finance", "admin"})
-ROLE_WORDS = {"frontdesk": "Front desk", "manager": "A manager", "finance": "Finance", "admin": "An admin"}
-# Still needs someone: waiting for signatures, executing, or failed (an approver retries or rejects it).
-OPEN = ("pending", "approved", "failed")
-DONE = ("executed", "rejected", "withdrawn")
-MAX_TEXT = 500
-
-
-@dataclass(frozen=True)
-class OverrideView:
-    """An override with what the queue shows next to it: the booking's reference, room and days."""
-
-    row: RefundOverride
-    reference: str
-    room_name: str
-    days: list[date]
-
-    @property
-    def id(self) -> int:
-        assert self.row.id is not None
-        return self.row.id
-
-    @property
-    def extra_cents(self) -> int:
-        """How much more than the policy is asked for."""
-        return self.row.requested_refund_cents - self.row.policy_refund_cents
-
-    def signer(self, slot: str) -> str | None:
-        return self.row.manager_approved_by if slot == "manager" else self.row.finance_approved_by
 
 
 @dataclass(frozen=True)
@@ -77,39 +48,11 @@ class OverrideOutcome:
 # --------------------------------------------------------------------------------------------------- helpers
 
 
-def _person(actor: str) -> str:
-    who = actor.strip()
-    if not who:
-        raise NotAllowed("Sign in first: every override step is recorded under the name of the person taking it")
-    return who
-
-
-def _same(a: str | None, b: str | None) -> bool:
-    return bool(a and b and a.strip().lower() == b.strip().lower())
-
-
 def _get(s: Session, override_id: int) -> RefundOverride:
     row = s.get(RefundOverride, override_id)
     if row is None:
         raise NotFound(f"No refund override #{override_id}")
     return row
-
-
-def _approver(role: str, doing: str) -> None:
-    if role not in APPROVER_ROLES:
-        who = ROLE_WORDS.get(role, f"The role {role!r}")
-        raise NotAllowed(f"{who} cannot {doing} a refund above the policy: that is for a manager or finance")
-
-
-def _status_sentence(row: RefundOverride) -> str:
-    """Why an override no longer takes signatures or decisions."""
-    return {
-        "approved": f"Override #{row.id} has both approvals and is being executed",
-        "executed": f"Override #{row.id} was already executed: nothing to do",
-        "failed": f"Override #{row.id} has both approvals but failed ({row.error}); retry or reject it",
-        "rejected": f"Override #{row.id} was rejected by {row.decided_by}",
-        "withdrawn": f"Override #{row.id} was withdrawn by {row.decided_by}",
-    }.get(row.status, f"Override #{row.id} is {row.status}")
 
 
 def _legs(s: Session, booking_id: int, leg_ids: Sequence[int]) -> list[BookingLeg]:
@@ -121,7 +64,7 @@ def _refund_reason(row: RefundOverride) -> str:
     """The RefundRecord's (and Stripe's) reason: names the override and both approvers. Fixed once both have signed,
     so a retry sends Stripe exactly the same request under the same idempotency key."""
     head = f"Override #{row.id} (approved by {row.manager_approved_by} and {row.finance_approved_by}): "
-    return (head + row.reason)[:MAX_TEXT]
+    return (head + row.reason)[: oq.MAX_TEXT]
 
 
 def _refund_key(reference: str, row: RefundOverride) -> str:
@@ -143,13 +86,13 @@ def request_override(
 ) -> OverrideOutcome:
     """Ask to cancel these days with a refund above the policy's: stored pending, nothing cancelled or refunded."""
     now = bk.resolve_now(svc, now)
-    actor = _person(actor)
+    actor = oq.person(actor)
     reason = reason.strip()
     problems = []
     if not reason:
         problems.append("Give a reason: the approvers decide on it")
-    elif len(reason) > MAX_TEXT:
-        problems.append(f"The reason is too long ({len(reason)} characters; at most {MAX_TEXT})")
+    elif len(reason) > oq.MAX_TEXT:
+        problems.append(f"The reason is too long ({len(reason)} characters; at most {oq.MAX_TEXT})")
     if not leg_ids:
         problems.append("Choose at least one day to cancel")
     if problems:
@@ -175,7 +118,7 @@ def request_override(
             currency = booking.currency
         quotes = bk.cancellation_quote(svc, booking_id, wanted, now=now)
         policy = sum(q.refund_cents for _, q in quotes)
-        left = sum(max(q.paid_cents - q.already_refunded_cents, 0) for _, q in quotes)
+        left = sum(q.left_cents for _, q in quotes)
         if refund_cents <= policy:
             raise ValidationError(
                 f"{money(refund_cents, currency)} is not above the policy refund of {money(policy, currency)} for "
@@ -229,55 +172,12 @@ def request_override(
 def _open_for(s: Session, booking_id: int, leg_ids: Sequence[int]) -> RefundOverride | None:
     """An open override of this booking sharing any of these days."""
     rows = s.exec(
-        select(RefundOverride).where(RefundOverride.booking_id == booking_id, col(RefundOverride.status).in_(OPEN))
+        select(RefundOverride).where(RefundOverride.booking_id == booking_id, col(RefundOverride.status).in_(oq.OPEN))
     )
     return next((r for r in rows if set(r.leg_ids) & set(leg_ids)), None)
 
 
 # --------------------------------------------------------------------------------------------------- sign
-
-
-def signing_problem(row: RefundOverride, *, actor: str, role: str, slot: str | None = None) -> str | None:
-    """Why this person, in this role, cannot sign now (None: they can). The page disables its buttons with it."""
-    try:
-        _slot_for(row, actor, role, slot)
-    except DomainError as exc:
-        return exc.message
-    return None
-
-
-def open_slots(row: RefundOverride, role: str) -> list[str]:
-    """The unsigned slots this role may sign: its own, or either for an admin."""
-    mine = [role] if role in SLOTS else list(SLOTS) if role == "admin" else []
-    return [s for s in mine if _signer(row, s) is None]
-
-
-def _signer(row: RefundOverride, slot: str) -> str | None:
-    return row.manager_approved_by if slot == "manager" else row.finance_approved_by
-
-
-def _slot_for(row: RefundOverride, actor: str, role: str, slot: str | None) -> str:
-    actor = _person(actor)
-    _approver(role, "approve")
-    if role in SLOTS and slot not in (None, role):
-        raise NotAllowed(f"{ROLE_WORDS[role]} signs the {role} approval, not the {slot} one")
-    if row.status != "pending":
-        raise InvalidState(_status_sentence(row))
-    for s in SLOTS:
-        if _same(_signer(row, s), actor):
-            raise NotAllowed(
-                f"You already approved override #{row.id} (as {s}): the other approval must come from someone else"
-            )
-    wanted = [slot] if slot else [role] if role in SLOTS else list(SLOTS)
-    free = [s for s in wanted if _signer(row, s) is None]
-    if not free:
-        taken = wanted[0]
-        other = next(s for s in SLOTS if s != taken)
-        raise InvalidState(
-            f"The {taken} approval of override #{row.id} is already given (by {_signer(row, taken)}); "
-            f"it waits for the {other} approval"
-        )
-    return free[0]
 
 
 def approve(
@@ -292,11 +192,11 @@ def approve(
     """Sign one slot (manager or finance; an admin either, `slot` says which). The second signature executes the
     override at once."""
     now = bk.resolve_now(svc, now)
-    actor = _person(actor)
+    actor = oq.person(actor)
     with svc.session() as s:
         row = _get(s, override_id)
-        chosen = _slot_for(row, actor, role, slot)
-        other = next(x for x in SLOTS if x != chosen)
+        chosen = oq.slot_for(row, actor, role, slot)
+        other = next(x for x in oq.SLOTS if x != chosen)
         mine, theirs = getattr(RefundOverride, f"{chosen}_approved_by"), getattr(RefundOverride, f"{other}_approved_by")
         # Compare-and-set: the slot still empty, the other one not this same person (two tabs, one person).
         signed = s.execute(
@@ -348,12 +248,12 @@ def approve(
 def retry(svc: Services, override_id: int, *, actor: str, role: str, now: datetime | None = None) -> OverrideOutcome:
     """Execute a failed (or interrupted) override again; it is checked again first, and never refunds twice."""
     now = bk.resolve_now(svc, now)
-    actor = _person(actor)
-    _approver(role, "retry")
+    actor = oq.person(actor)
+    oq.check_approver(role, "retry")
     with svc.session() as s:
         row = _get(s, override_id)
         if row.status not in ("failed", "approved"):
-            raise InvalidState(_status_sentence(row) if row.status != "pending" else "It still needs its approvals")
+            raise InvalidState(oq.status_sentence(row) if row.status != "pending" else "It still needs its approvals")
         audit.record(
             s,
             "booking.override.retried",
@@ -383,9 +283,9 @@ def _execute_locked(svc: Services, override_id: int, actor: str, now: datetime) 
     with svc.session() as s:
         row = _get(s, override_id)
         if row.status == "executed":
-            return OverrideOutcome(override_id, "executed", _status_sentence(row))
+            return OverrideOutcome(override_id, "executed", oq.status_sentence(row))
         if row.status not in ("approved", "failed"):
-            raise InvalidState(_status_sentence(row))
+            raise InvalidState(oq.status_sentence(row))
         booking = bk.load_booking(s, row.booking_id)
         legs = _legs(s, row.booking_id, row.leg_ids)
         made = s.exec(
@@ -464,7 +364,7 @@ def _executed(
 def _fail(svc: Services, override_id: int, actor: str, now: datetime, error: str) -> OverrideOutcome:
     with svc.session() as s:
         row = _get(s, override_id)
-        row.status, row.error = "failed", error[:MAX_TEXT]
+        row.status, row.error = "failed", error[: oq.MAX_TEXT]
         audit.record(
             s,
             "booking.override.failed",
@@ -486,8 +386,8 @@ def reject(
 ) -> OverrideOutcome:
     """A manager or finance person turns the request down (with a note for the requester); nothing is cancelled."""
     now = bk.resolve_now(svc, now)
-    actor = _person(actor)
-    _approver(role, "reject")
+    actor = oq.person(actor)
+    oq.check_approver(role, "reject")
     if not note.strip():
         raise ValidationError("Say why it is rejected: the note goes back to the person who asked")
     return _close(svc, override_id, "rejected", actor=actor, note=note.strip(), now=now)
@@ -498,17 +398,17 @@ def withdraw(
 ) -> OverrideOutcome:
     """The person who asked takes the request back; nothing is cancelled."""
     now = bk.resolve_now(svc, now)
-    actor = _person(actor)
+    actor = oq.person(actor)
     with svc.session() as s:
         row = _get(s, override_id)
-        if not _same(row.requested_by, actor):
+        if not oq.same_person(row.requested_by, actor):
             raise NotAllowed(f"Only {row.requested_by}, who asked for override #{override_id}, can withdraw it")
     return _close(svc, override_id, "withdrawn", actor=actor, note=note.strip(), now=now)
 
 
 def _close(svc: Services, override_id: int, status: str, *, actor: str, note: str, now: datetime) -> OverrideOutcome:
-    if len(note) > MAX_TEXT:
-        raise ValidationError(f"The note is too long ({len(note)} characters; at most {MAX_TEXT})")
+    if len(note) > oq.MAX_TEXT:
+        raise ValidationError(f"The note is too long ({len(note)} characters; at most {oq.MAX_TEXT})")
     with svc.session() as s:
         row = _get(s, override_id)
         done = s.execute(
@@ -517,7 +417,7 @@ def _close(svc: Services, override_id: int, status: str, *, actor: str, note: st
             .values(status=status, decided_by=actor, decided_at=now, decision_note=note or None)
         ).rowcount  # type: ignore[attr-defined]
         if not done:
-            raise InvalidState(_status_sentence(row))
+            raise InvalidState(oq.status_sentence(row))
         audit.record(
             s,
             f"booking.override.{status}",
@@ -529,51 +429,3 @@ def _close(svc: Services, override_id: int, status: str, *, actor: str, note: st
             message=f"Override #{override_id} {status}; nothing was refunded",
         )
     return OverrideOutcome(override_id, status, f"Override #{override_id} {status}. Nothing was cancelled or refunded.")
-
-
-# --------------------------------------------------------------------------------------------------- read
-
-
-def status_text(row: RefundOverride) -> str:
-    """The override's state in plain words, for tables."""
-    if row.status == "pending":
-        signed = [s for s in SLOTS if _signer(row, s)]
-        if not signed:
-            return "Waiting for manager and finance"
-        return f"Waiting for {next(s for s in SLOTS if s not in signed)} ({signed[0]} approved)"
-    return {
-        "approved": "Approved, executing",
-        "executed": "Executed",
-        "failed": f"Failed: {row.error}",
-        "rejected": f"Rejected by {row.decided_by}",
-        "withdrawn": f"Withdrawn by {row.decided_by}",
-    }.get(row.status, row.status) + (f": {row.decision_note}" if row.decision_note else "")
-
-
-def list_overrides(
-    svc: Services, *, booking_id: int | None = None, statuses: Sequence[str] | None = None, limit: int = 200
-) -> list[OverrideView]:
-    """Overrides (newest request first) with their booking's reference, room and days."""
-    with svc.session() as s:
-        q = select(RefundOverride, Booking).join(Booking, col(Booking.id) == RefundOverride.booking_id)
-        if booking_id is not None:
-            q = q.where(RefundOverride.booking_id == booking_id)
-        if statuses is not None:
-            q = q.where(col(RefundOverride.status).in_(list(statuses)))
-        pairs = list(s.exec(q.order_by(col(RefundOverride.requested_at).desc(), col(RefundOverride.id).desc())))
-        pairs = pairs[:limit]
-        ids = {i for row, _ in pairs for i in row.leg_ids}
-        days = {leg.id: leg.day for leg in s.exec(select(BookingLeg).where(col(BookingLeg.id).in_(ids)))} if ids else {}
-    out = []
-    for row, booking in pairs:
-        try:
-            room = svc.catalogue.room(booking.room_slug).name
-        except DomainError:
-            room = booking.room_slug
-        out.append(OverrideView(row, booking.reference, room, sorted(days[i] for i in row.leg_ids if i in days)))
-    return out
-
-
-def list_pending(svc: Services) -> list[OverrideView]:
-    """The queue: overrides that still need someone (signatures, or a retry/reject after a failure), oldest first."""
-    return list(reversed(list_overrides(svc, statuses=OPEN)))

@@ -23,9 +23,9 @@ import pandas as pd
 from sqlmodel import col, select
 
 from models.tables import ACTIVE_LEG_STATES, Booking, BookingLeg, RefundRecord, StripeObjectCache, SyncState
+from services.booking.availability import open_days
 from services.core.context import Services
 from services.core.errors import ValidationError
-from services.rules.availability import is_open
 
 ORIGINS: dict[str, str] = {
     "auto_gate2": "Auto-refund at Gate 2",
@@ -771,18 +771,6 @@ def revenue(svc: Services, date_from: date, date_to: date, *, report: RefundRepo
 # --------------------------------------------------------------------------------------------- occupancy
 
 WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
-
-
-def open_days(svc: Services, date_from: date, date_to: date) -> list[date]:
-    """The days the venue is open in the range: opening weekdays, less statutory holidays and closures."""
-    policy = svc.policy
-    closures = svc.catalogue.closure_map
-    out, d = [], date_from
-    while d <= date_to:
-        if is_open(d, policy, closures):
-            out.append(d)
-        d += timedelta(days=1)
-    return out
 
 
 def occupancy(

@@ -3,13 +3,13 @@
 A row is `queued` (never tried), `sending` (claimed by one process, see deliver), `sent`, or `failed`. A failed row
 with a `next_attempt_at` is retried from then on (transient errors: backoff, never giving up); a failed row without
 one was refused for good (a 5xx such as "mailbox unknown") and needs a person: `retry_now` after fixing the cause.
-`deliver_due` is what the worker runs.
+`deliver_due` is what the worker runs. What the dashboard lists and counts is services.notify.queries.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -22,7 +22,7 @@ from services.core import audit
 from services.core.context import Services
 from services.core.errors import GatewayError, NotFound
 from services.gateways.base import OutgoingEmail
-from services.notify import emails
+from services.notify import emails, queries
 
 log = logging.getLogger("roomdesk.notify")
 
@@ -100,7 +100,7 @@ def _send(
             .execution_options(synchronize_session=False)
         )
         if due_only:
-            claim = claim.where(_due(now))
+            claim = claim.where(queries.due(now))
         if not s.execute(claim).rowcount:  # type: ignore[attr-defined]
             return "taken"
         s.refresh(row)
@@ -208,26 +208,6 @@ class DeliveryReport:
         )
 
 
-def _due(now: datetime) -> sa.ColumnElement[bool]:
-    """Never tried and not deferred, or failed for a transient reason with its retry time reached."""
-    next_at = col(EmailOutbox.next_attempt_at)
-    return sa.or_(
-        sa.and_(col(EmailOutbox.status) == "queued", sa.or_(next_at.is_(None), next_at <= now)),
-        sa.and_(col(EmailOutbox.status).in_(("failed", "sending")), next_at.is_not(None), next_at <= now),
-    )
-
-
-def _waiting() -> sa.ColumnElement[bool]:
-    return sa.or_(
-        col(EmailOutbox.status).in_(("queued", "sending")),
-        sa.and_(col(EmailOutbox.status) == "failed", col(EmailOutbox.next_attempt_at).is_not(None)),
-    )
-
-
-def _needs_attention() -> sa.ColumnElement[bool]:
-    return sa.and_(col(EmailOutbox.status) == "failed", col(EmailOutbox.next_attempt_at).is_(None))
-
-
 def deliver_due(
     svc: Services,
     *,
@@ -239,7 +219,10 @@ def deliver_due(
     """Send every email that is due, oldest first, each in its own transaction. Safe to run in several processes
     at once: each email is claimed before it is sent (see _send). Audit mode sends nothing (read-only)."""
     oldest_due = (
-        select(EmailOutbox.id).where(_due(now)).order_by(col(EmailOutbox.created_at), col(EmailOutbox.id)).limit(limit)
+        select(EmailOutbox.id)
+        .where(queries.due(now))
+        .order_by(col(EmailOutbox.created_at), col(EmailOutbox.id))
+        .limit(limit)
     )
     with svc.session() as s:
         ids = [] if svc.settings.audit_mode else [row_id for row_id in s.exec(oldest_due) if row_id is not None]
@@ -260,20 +243,12 @@ def deliver_due(
         failed += outcome == "failed"
     if progress and ids:
         progress(1.0, "done")
-    return DeliveryReport(sent, failed, _count(svc, _waiting()), _count(svc, _needs_attention()))
+    return DeliveryReport(
+        sent, failed, queries.count(svc, queries.waiting()), queries.count(svc, queries.needs_attention())
+    )
 
 
-def _count(svc: Services, where: sa.ColumnElement[bool]) -> int:
-    with svc.session() as s:
-        return int(s.exec(select(sa.func.count()).select_from(EmailOutbox).where(where)).one())
-
-
-def count_due(svc: Services, *, now: datetime) -> int:
-    """How many emails deliver_due would send now."""
-    return _count(svc, _due(now))
-
-
-def retry_now(svc: Services, outbox_id: int, *, actor: str, now: datetime) -> OutboxEmail:
+def retry_now(svc: Services, outbox_id: int, *, actor: str, now: datetime) -> queries.OutboxEmail:
     """Staff's Retry now: send one unsent email at once, whatever its retry time (also one refused for good, once
     the cause is fixed). A booking's corrected address is used. Returns the email as it stands afterwards."""
     with svc.session() as s:
@@ -301,115 +276,4 @@ def retry_now(svc: Services, outbox_id: int, *, actor: str, now: datetime) -> Ou
             resend = False
     if resend:
         _send(svc, outbox_id, now=now, actor=actor)
-    return get_email(svc, outbox_id)
-
-
-# --------------------------------------------------------------------------------------------------- dashboard
-
-
-@dataclass(frozen=True)
-class OutboxEmail:
-    """An outbox row as the dashboard lists it."""
-
-    id: int
-    status: str  # queued | sent | failed
-    kind: str
-    booking_reference: str | None
-    to: str
-    subject: str
-    attempts: int
-    last_error: str | None
-    created_at: datetime
-    sent_at: datetime | None
-    next_attempt_at: datetime | None
-    text: str = ""
-    html: str | None = None
-
-    @property
-    def needs_attention(self) -> bool:
-        """Failed with no automatic retry left: a person has to look."""
-        return self.status == "failed" and self.next_attempt_at is None
-
-    @property
-    def state(self) -> str:
-        """queued | sent | failed (will retry) | needs_attention."""
-        if self.status == "sending":
-            return "queued"
-        return "needs_attention" if self.needs_attention else self.status
-
-
-OUTBOX_STATES = ("queued", "failed", "needs_attention", "sent")
-
-
-def _email(row: EmailOutbox, reference: str | None, *, body: bool) -> OutboxEmail:
-    assert row.id is not None
-    return OutboxEmail(
-        row.id,
-        row.status,
-        row.kind,
-        reference,
-        row.to,
-        row.subject,
-        row.attempts,
-        row.last_error,
-        row.created_at,
-        row.sent_at,
-        row.next_attempt_at,
-        row.text if body else "",
-        row.html if body else None,
-    )
-
-
-def outbox_counts(svc: Services) -> dict[str, int]:
-    """How many emails are in each state (OUTBOX_STATES), for the dashboard's counters."""
-    state = sa.case(
-        (_needs_attention(), "needs_attention"),
-        (col(EmailOutbox.status) == "sending", "queued"),  # mid-send for a moment: still waiting, as far as staff see
-        else_=col(EmailOutbox.status),
-    )
-    with svc.session() as s:
-        found = dict(s.exec(select(state, sa.func.count()).group_by(state)).all())
-    return {name: int(found.get(name, 0)) for name in OUTBOX_STATES}
-
-
-def list_outbox(
-    svc: Services, *, states: Sequence[str] | None = None, search: str = "", limit: int = 500
-) -> list[OutboxEmail]:
-    """Emails newest first, without their bodies, optionally in some states (OUTBOX_STATES) and matching `search`
-    (booking reference, address or subject, any case)."""
-    query = select(EmailOutbox, Booking.reference).join(
-        Booking, col(Booking.id) == col(EmailOutbox.booking_id), isouter=True
-    )
-    if states is not None:
-        wanted: list[sa.ColumnElement[bool]] = []
-        if "queued" in states:
-            wanted.append(col(EmailOutbox.status).in_(("queued", "sending")))
-        if "sent" in states:
-            wanted.append(col(EmailOutbox.status) == "sent")
-        if "failed" in states:
-            wanted.append(sa.and_(col(EmailOutbox.status) == "failed", col(EmailOutbox.next_attempt_at).is_not(None)))
-        if "needs_attention" in states:
-            wanted.append(_needs_attention())
-        query = query.where(sa.or_(sa.false(), *wanted))
-    if term := search.strip():
-        like = f"%{term.lower()}%"
-        query = query.where(
-            sa.or_(
-                sa.func.lower(col(Booking.reference)).like(like),
-                sa.func.lower(col(EmailOutbox.to)).like(like),
-                sa.func.lower(col(EmailOutbox.subject)).like(like),
-            )
-        )
-    query = query.order_by(col(EmailOutbox.created_at).desc(), col(EmailOutbox.id).desc()).limit(limit)
-    with svc.session() as s:
-        return [_email(row, reference, body=False) for row, reference in s.exec(query)]
-
-
-def get_email(svc: Services, outbox_id: int) -> OutboxEmail:
-    """One email with its text and HTML, for the preview."""
-    with svc.session() as s:
-        row = s.get(EmailOutbox, outbox_id)
-        if row is None:
-            raise NotFound(f"No email #{outbox_id} in the outbox")
-        booking = s.get(Booking, row.booking_id) if row.booking_id else None
-        return _email(row, booking.reference if booking else None, body=True)
+    return queries.get_email(svc, outbox_id)

@@ -62,15 +62,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def cmd_reconcile(args: argparse.Namespace) -> int:
     import json
 
+    from services.reconciliation.cycle import run_cycle
     from services.reconciliation.findings import finding_json, open_findings
     from services.reconciliation.reconcile import reconcile
 
     svc = _services()
-    if args.sync:
-        from services.reconciliation.sync import sync
-
-        sync(svc, actor="cli")
-    run = reconcile(svc, actor="cli")
+    run = run_cycle(svc, actor="cli").run if args.sync else reconcile(svc, actor="cli")
     findings = open_findings(svc)
     if args.json:
         print(json.dumps([finding_json(f) for f in findings], indent=2))
@@ -104,8 +101,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from services.booking import advance_legs, expire_holds
     from services.notify.outbox import deliver_due
-    from services.reconciliation.reconcile import reconcile
-    from services.reconciliation.sync import SyncBusy, sync
+    from services.reconciliation.cycle import run_cycle
+    from services.reconciliation.sync import SyncBusy
 
     svc = _services()
     while True:
@@ -114,13 +111,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             advance_legs(svc, actor="worker")
             # Before the sync: a mail outage that has ended clears its "no confirmation sent" finding this round.
             mail = deliver_due(svc, now=svc.now(), actor="worker")
-            report = sync(svc, actor="worker")
-            run = reconcile(svc, actor="worker")
-            print(
-                f"{svc.now():%Y-%m-%d %H:%M:%S} holds {expired or '-'}; {mail.line()}; {report.line()}; "
-                f"{run.open_total} open finding(s) (+{run.opened}/-{run.resolved})",
-                flush=True,
-            )
+            cycle = run_cycle(svc, actor="worker")
+            print(f"{svc.now():%Y-%m-%d %H:%M:%S} holds {expired or '-'}; {mail.line()}; {cycle.line()}", flush=True)
         except SyncBusy as exc:
             print(f"{svc.now():%H:%M:%S} skipped: {exc.message}", flush=True)
         except DomainError as exc:

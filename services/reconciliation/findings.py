@@ -50,6 +50,9 @@ CODES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "unparseable": ("low", "Payment metadata or an event we cannot read", ("acknowledge",)),
 }
 
+# The emails that tell a customer about a refund: one of them sent, a refund without an event needs no notice.
+REFUND_TOLD_KINDS = {"auto_refund", "cancellation", "refund"}
+
 ACTION_LABELS = {
     "create_events": "Create the missing events",
     "recreate_events": "Re-create the events from the payment",
@@ -79,6 +82,7 @@ def open_findings(
 
 
 def finding_json(f: Finding) -> dict[str, Any]:
+    """A finding as JSON (what `cli reconcile --json` prints)."""
     return {
         "id": f.id,
         "code": f.code,
@@ -98,6 +102,7 @@ def finding_json(f: Finding) -> dict[str, Any]:
 
 
 def get_finding(svc: Services, finding_id: int) -> Finding:
+    """One finding by id; NotFound when there is none."""
     with svc.session() as s:
         row = s.get(Finding, finding_id)
     if row is None:

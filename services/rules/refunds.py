@@ -18,6 +18,11 @@ class LegRefund:
     hours_before: float
     band: str
 
+    @property
+    def left_cents(self) -> int:
+        """What can still be refunded for the day at most: what was paid less what was already refunded."""
+        return max(self.paid_cents - self.already_refunded_cents, 0)
+
 
 def policy_snapshot(policy: Policy) -> dict[str, object]:
     return {

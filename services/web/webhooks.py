@@ -18,7 +18,7 @@ from typing import Any
 
 import stripe
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import select
 
 from models.tables import Booking, BookingStatus, ExternalRef, WebhookEvent
 from services import booking
@@ -51,20 +51,6 @@ class WebhookOutcome:
     type: str
     status: str  # processed | ignored | failed | duplicate
     duplicate: bool = False
-
-
-@dataclass(frozen=True)
-class StoredEvent:
-    """A stored delivery as the dashboard lists it."""
-
-    id: int
-    event_id: str
-    type: str
-    status: str
-    attempts: int
-    last_error: str | None
-    received_at: datetime
-    processed_at: datetime | None
 
 
 # --------------------------------------------------------------------------------------------------- receive
@@ -304,28 +290,6 @@ HANDLERS: dict[str, Callable[[Services, Json, str, datetime], str]] = {
     "charge.dispute.updated": on_dispute,
     "charge.dispute.closed": on_dispute,
 }
-
-
-# --------------------------------------------------------------------------------------------------- dashboard
-
-
-def _stored(row: WebhookEvent) -> StoredEvent:
-    assert row.id is not None
-    return StoredEvent(
-        row.id, row.event_id, row.type, row.status, row.attempts, row.last_error, row.received_at, row.processed_at
-    )
-
-
-def list_failed_events(svc: Services, *, limit: int = 200) -> list[StoredEvent]:
-    """Deliveries whose processing failed, oldest first: what the replay button works through."""
-    with svc.session() as s:
-        rows = s.exec(
-            select(WebhookEvent)
-            .where(WebhookEvent.status == "failed")
-            .order_by(col(WebhookEvent.received_at), col(WebhookEvent.id))
-            .limit(limit)
-        )
-        return [_stored(r) for r in rows]
 
 
 def replay_event(svc: Services, event_row_id: int, *, actor: str) -> str:

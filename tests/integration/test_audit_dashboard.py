@@ -12,7 +12,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from pages import _ui
+from pages.ui import boot, session
 from services import booking as bk
 from services.core.context import build_services
 from services.core.settings import PROJECT_ROOT, Settings, get_settings
@@ -61,10 +61,10 @@ def audited(tmp_path: Path, localstripe: LocalStripe, monkeypatch: pytest.Monkey
         writer.engine.dispose()
         for key, value in {**env, "AUDIT_MODE": "true", "DATA_DIR": str(tmp_path / "audit")}.items():
             monkeypatch.setenv(key, value)
-        monkeypatch.delenv(_ui.DEV_ROLE_ENV, raising=False)
+        monkeypatch.delenv(session.DEV_ROLE_ENV, raising=False)
         get_settings.cache_clear()
         st.cache_resource.clear()
-        _ui._SEEDINGS.clear()
+        boot._SEEDINGS.clear()
         fake.server.log.clear()
         yield fake, localstripe
         get_settings.cache_clear()

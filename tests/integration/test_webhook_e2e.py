@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib
 import json
 import socket
 import threading
@@ -32,12 +33,14 @@ import uvicorn
 from sqlmodel import col, select
 
 from models.tables import AuditLog, Booking, BookingLeg, EmailOutbox, RefundRecord, SlotClaim, WebhookEvent
-from services.booking import lease as lease_module
 from services.gateways.sandbox_mail import attachment_bytes
 from services.web.api import BookingIn, create_app
-from services.web.webhooks import list_failed_events, replay_event
+from services.web.webhook_queries import list_failed_events
+from services.web.webhooks import replay_event
 from tests.integration import stripe_server
 from tests.integration.stripe_server import TEST_KEY, LocalStripe
+
+lease_module = importlib.import_module("services.booking.lease")  # the module: the package exports lease() itself
 
 localstripe_server = stripe_server.localstripe_server
 localstripe = stripe_server.localstripe

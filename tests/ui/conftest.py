@@ -16,7 +16,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from pages import _ui
+from pages.ui import boot, session
 from services.booking import BookingRequest, StartResult, quote, sandbox_pay, start_booking
 from services.core.context import Services, build_services
 from services.core.settings import get_settings
@@ -29,7 +29,7 @@ TIMEOUT = 30
 def _reset_caches() -> None:
     get_settings.cache_clear()
     st.cache_resource.clear()
-    _ui._SEEDINGS.clear()
+    boot._SEEDINGS.clear()
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         "ROOMDESK_SECRETS_FILE": str(data_dir / "no-secrets.toml"),
     }.items():
         mp.setenv(key, value)
-    mp.delenv(_ui.DEV_ROLE_ENV, raising=False)
+    mp.delenv(session.DEV_ROLE_ENV, raising=False)
     _reset_caches()
     services = build_services()
     demo.seed_demo(services, count=30)
@@ -59,7 +59,7 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
 
 @pytest.fixture
 def app(svc: Services) -> Callable[..., AppTest]:
-    """`app(role="frontdesk", page="pages/bookings.py", **query)`: a run AppTest signed in as `role`."""
+    """`app(role="frontdesk", page="pages/frontdesk/bookings.py", **query)`: a run AppTest signed in as `role`."""
 
     def make(role: str | None = None, page: str | None = None, **query: str) -> AppTest:
         at = AppTest.from_file(APP, default_timeout=TIMEOUT)

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from services.booking import BookingRequest, StartResult, cancellation_quote, sandbox_pay, start_booking
 from services.booking.queries import search_bookings
 from services.core.context import Services
-from services.finance import overrides
+from services.finance import override_queries, overrides
 
 from .conftest import APP, TIMEOUT, free_slot
 
@@ -64,16 +64,16 @@ def ask_in_the_cancel_dialog(at: AppTest, dollars: float | None = None) -> None:
 def test_manager_asks_manager_and_finance_approve_and_it_executes(app: App, svc: Services) -> None:
     started = strict_booking(svc, "Olive Override")
 
-    at = app("manager", page="pages/bookings.py", ref=started.reference)
+    at = app("manager", page="pages/frontdesk/bookings.py", ref=started.reference)
     ask_in_the_cancel_dialog(at)
     assert "now waits for a manager's and a finance approval" in texts(at, "info")
     assert refunds(svc, started) == []
     assert search_bookings(svc, text=started.reference)[0]["status"] == "CONFIRMED"
-    [mine] = overrides.list_overrides(svc, booking_id=started.booking_id)
+    [mine] = override_queries.list_overrides(svc, booking_id=started.booking_id)
     [listed] = [d.value for d in at.dataframe if "Requested" in d.value.columns]  # "Refunds above the policy"
     assert list(listed["Status"]) == ["Waiting for manager and finance"] and list(listed["Requested"]) == ["$90.00"]
 
-    queue = app("manager", page="pages/approvals.py")
+    queue = app("manager", page="pages/finance/approvals.py")
     card = texts(queue, "markdown")
     assert f"**#{mine.id} · [{started.reference}](/bookings?ref={started.reference})** · Boardroom" in card
     assert "Policy refund **$45.00** · requested **$90.00** · :orange[**+$45.00** over the policy]" in card
@@ -85,7 +85,7 @@ def test_manager_asks_manager_and_finance_approve_and_it_executes(app: App, svc:
     assert again.disabled and "You already approved" in str(again.help)
     assert refunds(svc, started) == []
 
-    finance = app("finance", page="pages/approvals.py")
+    finance = app("finance", page="pages/finance/approvals.py")
     go = finance.button(key=f"ap_approve_{mine.id}_finance")
     assert go.label == "Approve and refund $90.00" and not go.disabled
     go.click().run()
@@ -105,13 +105,13 @@ def test_manager_asks_manager_and_finance_approve_and_it_executes(app: App, svc:
 
 def test_front_desk_asks_sees_it_waiting_and_withdraws_it(app: App, svc: Services) -> None:
     started = strict_booking(svc, "Fern Frontdesk", skip=1)
-    at = app("frontdesk", page="pages/bookings.py", ref=started.reference)
+    at = app("frontdesk", page="pages/frontdesk/bookings.py", ref=started.reference)
     ask_in_the_cancel_dialog(at, dollars=60.0)
     assert "refunding $60.00 for" in texts(at, "info")
-    [mine] = overrides.list_overrides(svc, booking_id=started.booking_id)
+    [mine] = override_queries.list_overrides(svc, booking_id=started.booking_id)
     at.button(key=f"bk_withdraw_{mine.id}").click().run()
     assert f"Override #{mine.id} withdrawn" in texts(at, "info")
-    assert overrides.list_overrides(svc, booking_id=started.booking_id)[0].row.status == "withdrawn"
+    assert override_queries.list_overrides(svc, booking_id=started.booking_id)[0].row.status == "withdrawn"
     assert refunds(svc, started) == []
 
 
@@ -125,22 +125,22 @@ def test_finance_rejects_with_a_note(app: App, svc: Services) -> None:
         reason=REASON,
         actor="manager@sandbox",
     )
-    at = app("finance", page="pages/approvals.py")
+    at = app("finance", page="pages/finance/approvals.py")
     at.button(key=f"ap_reject_{asked.override_id}").click().run()
     assert "Say why it is rejected" in texts(at, "error")  # no note: refused, still waiting
     at.text_input(key=f"ap_note_{asked.override_id}").set_value("The policy was read to the customer").run()
     at.button(key=f"ap_reject_{asked.override_id}").click().run()
     assert f"Override #{asked.override_id} rejected." in texts(at, "info")
-    assert overrides.list_overrides(svc, booking_id=started.booking_id)[0].row.status == "rejected"
+    assert override_queries.list_overrides(svc, booking_id=started.booking_id)[0].row.status == "rejected"
     assert refunds(svc, started) == []
 
 
 def test_front_desk_cannot_open_the_approvals_page(app: App, svc: Services) -> None:
     at = app("frontdesk")
     with pytest.raises(ValueError, match="Could not find a navigation page"):
-        at.switch_page("pages/approvals.py")
+        at.switch_page("pages/finance/approvals.py")
     # The page file run on its own, skipping the navigation: its own guard stops it.
-    direct = AppTest.from_file(APP.replace("app.py", "pages/approvals.py"), default_timeout=TIMEOUT)
+    direct = AppTest.from_file(APP.replace("app.py", "pages/finance/approvals.py"), default_timeout=TIMEOUT)
     direct.session_state["role"] = "frontdesk"
     direct.run()
     assert "not available to Front desk" in texts(direct, "error")

@@ -20,7 +20,7 @@ from .conftest import APP, TIMEOUT
 from .test_pages import texts
 
 App = Callable[..., AppTest]
-PAGE = "pages/daily_close.py"
+PAGE = "pages/finance/daily_close.py"
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -12,14 +12,14 @@ from sqlmodel import select
 from streamlit.testing.v1 import AppTest
 
 from models.tables import Booking, DisputeCase
-from pages import _ui
+from pages.ui import labels
 from services.core.context import Services
 
 from .conftest import APP, TIMEOUT
 from .test_pages import everything, nav_pages, texts
 
 App = Callable[..., AppTest]
-PAGE = "pages/disputes.py"
+PAGE = "pages/finance/disputes.py"
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_the_list_shows_the_demos_open_dispute_with_its_due_date(
         booking.customer_name,
         "Needs a response",
     )
-    assert row["Evidence due"] == _ui.venue_from_epoch(svc, dispute["evidence_details"]["due_by"])
+    assert row["Evidence due"] == labels.venue_from_epoch(svc, dispute["evidence_details"]["due_by"])
     assert row["Days left"] == "5 days"  # opened a day ago with 7 days to answer: 5 whole days and some hours left
     assert [m.value for m in at.metric][:3] == ["1", "0", "0"]
 

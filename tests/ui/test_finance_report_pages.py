@@ -24,8 +24,8 @@ from .conftest import APP, TIMEOUT
 from .test_pages import everything, nav_pages, texts
 
 App = Callable[..., AppTest]
-REFUNDS = "pages/refunds.py"
-REVENUE = "pages/revenue.py"
+REFUNDS = "pages/finance/refunds.py"
+REVENUE = "pages/finance/revenue.py"
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """The Emails & webhooks page through AppTest: the outbox's counts and list, one email's preview, Retry now, Send due
 emails now, failed Stripe webhooks with Replay and Replay all, and who may open the page.
 
-Faults are injected on the app's own services (`_ui.get_services()`, cached for the module) when the page itself must
+Faults are injected on the app's own services (`boot.get_services()`, cached for the module) when the page itself must
 meet an outage, and on the fixture's services when an outage only sets the scene.
 """
 
@@ -15,18 +15,18 @@ from sqlmodel import select
 from streamlit.testing.v1 import AppTest
 
 from models.tables import AuditLog, Booking, EmailOutbox
-from pages import _ui
+from pages.ui import boot
 from services import booking as bk
 from services.core.context import Services
 from services.core.errors import GatewayError
-from services.notify import outbox
-from services.web import webhooks
+from services.notify import queries
+from services.web import webhook_queries, webhooks
 
 from .conftest import APP, TIMEOUT, free_slot
 from .test_pages import everything, nav_pages, texts
 
 App = Callable[..., AppTest]
-PAGE = "pages/outbox.py"
+PAGE = "pages/admin/outbox.py"
 REFUSED = GatewayError("Mailbox unknown (550 5.1.1)", transient=False, provider="mail", status=550)
 
 
@@ -70,7 +70,7 @@ def actors(svc: Services, action: str) -> list[str]:
         return [a.actor for a in s.exec(select(AuditLog).where(AuditLog.action == action))]
 
 
-def failed_webhook(svc: Services, name: str, skip: int) -> tuple[bk.StartResult, webhooks.StoredEvent]:
+def failed_webhook(svc: Services, name: str, skip: int) -> tuple[bk.StartResult, webhook_queries.StoredEvent]:
     """A customer paid in Stripe, and Stripe's payment_intent.succeeded reached us while Stripe could not be read
     back: the event is stored and failed, the booking still awaits payment."""
     started = start(svc, name, skip)
@@ -84,7 +84,7 @@ def failed_webhook(svc: Services, name: str, skip: int) -> tuple[bk.StartResult,
     svc.payments.faults.fail("retrieve_payment_intent")
     with pytest.raises(GatewayError):
         webhooks.process_event(svc, row_id, actor=webhooks.ACTOR)
-    stored = next(f for f in webhooks.list_failed_events(svc) if f.id == row_id)
+    stored = next(f for f in webhook_queries.list_failed_events(svc) if f.id == row_id)
     return started, stored
 
 
@@ -102,7 +102,7 @@ def test_the_page_lists_the_outbox_with_its_counts(app: App, svc: Services) -> N
     at = app("manager", page=PAGE)
     assert at.title[0].value == "Emails & webhooks"
     assert "no email really leaves Room Desk" in texts(at, "info")
-    counts = outbox.outbox_counts(svc)
+    counts = queries.outbox_counts(svc)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics == {
         "Queued": str(counts["queued"]),
@@ -130,7 +130,7 @@ def test_the_page_lists_the_outbox_with_its_counts(app: App, svc: Services) -> N
     at.button_group(key="ob_states").set_value(["sent"]).run()
     assert set(table(at, "ob_emails_").value["Status"]) == {"Sent"}
     select_row(at, "ob_emails_", 0)
-    shown = outbox.list_outbox(svc, states=["sent"])[0]
+    shown = queries.list_outbox(svc, states=["sent"])[0]
     page = everything(at)
     assert shown.subject in page and "Sent " in page
     assert "ob_retry" not in {b.key for b in at.button}  # nothing to retry on a sent email
@@ -169,7 +169,7 @@ def test_retry_now_during_an_outage_says_when_it_tries_again(app: App, svc: Serv
     svc.mail.faults.fail("send")
     started = start(svc, "Otto Outage", skip=1)
     bk.sandbox_pay(svc, started.booking_id, actor="stripe-webhook")
-    _ui.get_services().mail.faults.fail("send")  # the page's own mail gateway: the outage goes on
+    boot.get_services().mail.faults.fail("send")  # the page's own mail gateway: the outage goes on
 
     at = app("manager", page=PAGE)
     at.text_input(key="ob_search").set_value(started.reference).run()
@@ -184,7 +184,7 @@ def test_retry_now_during_an_outage_says_when_it_tries_again(app: App, svc: Serv
 
 
 def test_send_due_emails_now_sends_what_the_worker_would(app: App, svc: Services) -> None:
-    due = outbox.count_due(svc, now=svc.now())
+    due = queries.count_due(svc, now=svc.now())
     assert due >= 1  # the demo's failed confirmation, whose retry time has come
     at = app("manager", page=PAGE)
     button = at.button(key="ob_send_due")
@@ -192,7 +192,7 @@ def test_send_due_emails_now_sends_what_the_worker_would(app: App, svc: Services
     button.click().run()
     assert not at.exception
     assert f"{due} email{'' if due == 1 else 's'} sent." in texts(at, "success")
-    assert outbox.count_due(svc, now=svc.now()) == 0
+    assert queries.count_due(svc, now=svc.now()) == 0
     assert at.button(key="ob_send_due").disabled
     assert "manager@sandbox" in actors(svc, "email.confirmation.sent")
 
@@ -220,7 +220,7 @@ def test_a_failed_webhook_is_listed_and_replay_clears_it(app: App, svc: Services
     assert list(results["Result"]) == ["The booking now matches what Stripe says."]
     assert "No failed webhook" in texts(at, "success")
     assert "could not be processed" not in texts(at, "warning")
-    assert webhooks.list_failed_events(svc) == []
+    assert webhook_queries.list_failed_events(svc) == []
     assert status(svc, started.booking_id) == "CONFIRMED"
     assert actors(svc, "webhook.replayed") == ["manager@sandbox"]
 
@@ -228,7 +228,7 @@ def test_a_failed_webhook_is_listed_and_replay_clears_it(app: App, svc: Services
 def test_replay_all_reports_each_event(app: App, svc: Services) -> None:
     first, one = failed_webhook(svc, "Abel Allreplay", skip=3)
     second, two = failed_webhook(svc, "Bea Allreplay", skip=4)
-    _ui.get_services().payments.faults.fail("retrieve_payment_intent")  # the first replay meets the outage again
+    boot.get_services().payments.faults.fail("retrieve_payment_intent")  # the first replay meets the outage again
 
     at = app("admin", page=PAGE)
     at.button(key="ob_replay_all").click().run()
@@ -241,12 +241,12 @@ def test_replay_all_reports_each_event(app: App, svc: Services) -> None:
         "Stripe is unavailable (injected fault). Stripe sends it again by itself; or replay it later."
     )
     assert results["Result"].iloc[1] == "The booking now matches what Stripe says."
-    assert [f.event_id for f in webhooks.list_failed_events(svc)] == [one.event_id]
+    assert [f.event_id for f in webhook_queries.list_failed_events(svc)] == [one.event_id]
     assert (status(svc, first.booking_id), status(svc, second.booking_id)) == ("AWAITING_PAYMENT", "CONFIRMED")
 
     at.button(key="ob_replay_all").click().run()
     assert "Replayed 1: 1 done." in texts(at, "success")
-    assert webhooks.list_failed_events(svc) == []
+    assert webhook_queries.list_failed_events(svc) == []
 
 
 # ------------------------------------------------------------------------------------------------ who may see it

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pages import _ui
+from pages.ui import nav
 from services.booking import StartResult
 from services.booking.queries import search_bookings
 from services.core.context import Services
+from services.core.roles import ROLES
 from services.rules.fmt import day_label
 
 from .conftest import APP, TIMEOUT, free_slot, next_weekday
@@ -99,7 +100,7 @@ def test_switch_role_goes_back_to_the_role_picker(app: App) -> None:
 
 def test_a_deep_link_survives_signing_in(app: App, paid_booking: StartResult) -> None:
     # AppTest cannot open a URL signed out, so sign out on it: the same URL then shows the sign-in page.
-    at = app("manager", page="pages/bookings.py", ref=paid_booking.reference)
+    at = app("manager", page="pages/frontdesk/bookings.py", ref=paid_booking.reference)
     at.button(key="switch_role").click().run()
     assert signed_out(at) and [t.value for t in at.title] == ["Room Desk"]
     at.radio(key="sign_in_role").set_value("finance")
@@ -112,10 +113,10 @@ def test_finance_cannot_open_phone_booking(app: App) -> None:
     at = app("finance")
     assert at.title[0].value == "Overview"
     with pytest.raises(ValueError, match="Could not find a navigation page"):
-        at.switch_page("pages/phone_booking.py")
+        at.switch_page("pages/frontdesk/phone_booking.py")
 
     # On the page as a manager, then the role changes: the next run lands on an allowed page instead.
-    at = app("manager", page="pages/phone_booking.py")
+    at = app("manager", page="pages/frontdesk/phone_booking.py")
     assert at.title[0].value == "Phone booking"
     at.session_state["role"] = "finance"
     at.run()
@@ -124,24 +125,24 @@ def test_finance_cannot_open_phone_booking(app: App) -> None:
 
 def test_phone_booking_page_checks_the_role_itself(svc: Services) -> None:  # svc: this module's DATA_DIR
     # Run the page file on its own, skipping the navigation altogether: its own guard stops it.
-    at = AppTest.from_file(APP.replace("app.py", "pages/phone_booking.py"), default_timeout=TIMEOUT)
+    at = AppTest.from_file(APP.replace("app.py", "pages/frontdesk/phone_booking.py"), default_timeout=TIMEOUT)
     at.session_state["role"] = "finance"
     at.run()
     assert "not available to Finance" in texts(at, "error")
     assert not at.title
 
 
-FORBIDDEN = sorted((role, page) for page, roles in _ui.PAGE_ROLES.items() for role in _ui.ROLES if role not in roles)
+FORBIDDEN = sorted((role, s.key) for s in nav.SCREENS for role in ROLES if role not in s.roles)
 
 
 @pytest.mark.parametrize(("role", "page"), FORBIDDEN, ids=[f"{r}-{p}" for r, p in FORBIDDEN])
 def test_no_page_runs_for_a_role_without_it_whatever_the_url(svc: Services, role: str, page: str) -> None:
     """Each page file run straight (the URL of a page outside the role's navigation, or an old pages-folder URL)
     stops at its own role check before showing or doing anything."""
-    at = AppTest.from_file(APP.replace("app.py", f"pages/{page}.py"), default_timeout=TIMEOUT)
+    at = AppTest.from_file(APP.replace("app.py", nav.script(page)), default_timeout=TIMEOUT)
     at.session_state["role"] = role
     at.run()
-    assert f"not available to {_ui.ROLES[role]}" in texts(at, "error")
+    assert f"not available to {ROLES[role]}" in texts(at, "error")
     assert not at.title and not at.button and not at.dataframe
 
 
@@ -239,7 +240,7 @@ def test_phone_booking_emails_the_customer_a_pay_link(app: App, svc: Services) -
     assert at.button(key="pb_send_link").label == "Email the pay link again"
 
     # From the booking's detail too, while it waits for payment; the customer accepts the terms on the pay page.
-    detail = app("frontdesk", page="pages/bookings.py", ref=created.reference)
+    detail = app("frontdesk", page="pages/frontdesk/bookings.py", ref=created.reference)
     assert "terms not accepted yet (asked on the pay page)" in texts(detail, "caption")
     detail.button(key="bk_send_link").click().run()
     assert f"Pay link emailed to **{email}**." in texts(detail, "success")
@@ -247,7 +248,7 @@ def test_phone_booking_emails_the_customer_a_pay_link(app: App, svc: Services) -
 
 
 def test_sonic_studio_warns_that_extras_must_be_collected(app: App) -> None:
-    at = app("manager", page="pages/phone_booking.py")
+    at = app("manager", page="pages/frontdesk/phone_booking.py")
     at.selectbox(key="pb_room").set_value("sonic-studio").run()
     assert "needs these before the session" in texts(at, "warning")
     assert at.text_input(key="pb_x_sonic-studio_show_name").label == "Podcast or show name"
@@ -257,7 +258,7 @@ def test_sonic_studio_warns_that_extras_must_be_collected(app: App) -> None:
 
 
 def test_search_by_email_then_select_the_row_shows_the_detail(app: App, paid_booking: StartResult) -> None:
-    at = app("finance", page="pages/bookings.py")
+    at = app("finance", page="pages/frontdesk/bookings.py")
     at.text_input(key="bk_text").set_value("wanda.testfixture@example.org").run()
     [table] = at.dataframe
     assert list(table.value["Reference"]) == [paid_booking.reference]
@@ -276,10 +277,10 @@ def test_search_by_email_then_select_the_row_shows_the_detail(app: App, paid_boo
 
 
 def test_deep_link_by_payment_intent_opens_the_booking(app: App, paid_booking: StartResult) -> None:
-    at = app("frontdesk", page="pages/bookings.py", pi=paid_booking.payment_intent)
+    at = app("frontdesk", page="pages/frontdesk/bookings.py", pi=paid_booking.payment_intent)
     assert f"{paid_booking.reference} · Boardroom" in everything(at)
     # Through app.py (banner, role, navigation) even though AppTest, like a fresh server, offers the old
-    # pages-folder mode that would run pages/bookings.py on its own.
+    # pages-folder mode that would run pages/frontdesk/bookings.py on its own.
     assert [w.value for w in at.warning].count(BANNER) == 1 and nav_pages(at) == ROLE_PAGES["frontdesk"]
     payment = at.dataframe[2].value
     assert list(payment["Status"]) == ["succeeded"] and list(payment["Received"]) == ["$90.00"]
@@ -292,7 +293,7 @@ def test_a_root_link_with_a_reference_opens_the_booking(app: App, paid_booking: 
 
 
 def test_deep_link_to_an_unknown_reference_says_so(app: App) -> None:
-    at = app("frontdesk", page="pages/bookings.py", ref="RDNOPE99")
+    at = app("frontdesk", page="pages/frontdesk/bookings.py", ref="RDNOPE99")
     assert "No booking matches 'RDNOPE99'" in texts(at, "warning")
 
 
@@ -309,7 +310,7 @@ def test_cancel_booking_shows_the_refund_then_cancels(app: App, svc: Services) -
     )
     sandbox_pay(svc, started.booking_id, actor="t")
 
-    at = app("manager", page="pages/bookings.py", ref=started.reference)
+    at = app("manager", page="pages/frontdesk/bookings.py", ref=started.reference)
     at.button(key="bk_cancel_open").click().run()
     quote = at.dataframe[-1].value  # the dialog's per-day refund table
     assert list(quote["Refund now"]) == ["$80.00"] and "100 %" in quote["Policy band"][0]
@@ -321,7 +322,7 @@ def test_cancel_booking_shows_the_refund_then_cancels(app: App, svc: Services) -
 
 
 def test_keep_the_booking_closes_the_dialog_for_good(app: App, paid_booking: StartResult, svc: Services) -> None:
-    at = app("frontdesk", page="pages/bookings.py", ref=paid_booking.reference)
+    at = app("frontdesk", page="pages/frontdesk/bookings.py", ref=paid_booking.reference)
     at.button(key="bk_cancel_open").click().run()
     at.button(key="bk_cancel_keep").click().run()
     assert not [b for b in at.button if b.key == "bk_cancel_go"]
@@ -335,7 +336,7 @@ def test_keep_the_booking_closes_the_dialog_for_good(app: App, paid_booking: Sta
 
 def test_room_calendar_draws_the_day_with_its_bookings(app: App, paid_booking: StartResult, svc: Services) -> None:
     day = search_bookings(svc, text=paid_booking.reference)[0]["first_day"]
-    at = app("frontdesk", page="pages/room_calendar.py")
+    at = app("frontdesk", page="pages/frontdesk/room_calendar.py")
     at.date_input(key="cal_day").set_value(day).run()
     assert not at.exception
     assert day_label(day) in texts(at, "subheader")
@@ -348,7 +349,7 @@ def test_room_calendar_draws_the_day_with_its_bookings(app: App, paid_booking: S
 
 
 def test_room_calendar_week_view_and_next(app: App, svc: Services) -> None:
-    at = app("finance", page="pages/room_calendar.py")
+    at = app("finance", page="pages/frontdesk/room_calendar.py")
     at.button_group(key="cal_view").set_value("Week").run()
     shown = at.date_input(key="cal_day").value  # today, or Monday when today is a weekend
     monday = shown - timedelta(days=shown.weekday())
@@ -366,12 +367,12 @@ def test_booking_detail_offers_the_receipt_and_one_per_refund(app: App, svc: Ser
     req = BookingRequest(slot.room, (slot.day,), slot.start, slot.end, "Rae Receipt", "rae.receipt@example.org")
     started = start_booking(svc, req, actor="test")
     sandbox_pay(svc, started.booking_id, actor="test")
-    at = app("frontdesk", page="pages/bookings.py", ref=started.reference)
+    at = app("frontdesk", page="pages/frontdesk/bookings.py", ref=started.reference)
     labels = [b.proto.label for b in at.get("download_button")]
     assert labels == ["Receipt (PDF)"]
 
     cancel_booking(svc, started.booking_id, actor="test")
-    at = app("frontdesk", page="pages/bookings.py", ref=started.reference)
+    at = app("frontdesk", page="pages/frontdesk/bookings.py", ref=started.reference)
     labels = [b.proto.label for b in at.get("download_button")]
     assert labels == ["Receipt (PDF)", f"Refund receipt 1 (${started.amount_cents / 100:,.2f})"]
     name, pdf = receipts.booking_receipt_pdf(svc, started.booking_id)

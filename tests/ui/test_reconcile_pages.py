@@ -22,7 +22,7 @@ from .conftest import APP, TIMEOUT
 from .test_pages import everything, nav_pages, texts
 
 App = Callable[..., AppTest]
-MISMATCHES = "pages/mismatches.py"
+MISMATCHES = "pages/reconcile/mismatches.py"
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_overview_row_opens_mismatches_filtered_to_that_code(app: App, synced: S
     listed = at.dataframe[0].value
     assert set(listed["Finding"]) == {CODES["manual_event"][1]} and len(listed) == 2
 
-    at.switch_page("pages/overview.py").run()  # back again: the old selection does not bounce to Mismatches
+    at.switch_page("pages/reconcile/overview.py").run()  # back again: the old selection does not bounce to Mismatches
     assert at.title[0].value == "Overview"
 
 
@@ -109,7 +109,7 @@ def test_front_desk_sees_neither_reconciliation_page(app: App, synced: Services)
     at = app("frontdesk")
     assert at.title[0].value == "Phone booking"
     assert "Overview" not in nav_pages(at) and "Mismatches" not in nav_pages(at)
-    for page in ("pages/overview.py", MISMATCHES):
+    for page in ("pages/reconcile/overview.py", MISMATCHES):
         with pytest.raises(ValueError, match="Could not find a navigation page"):
             at.switch_page(page)
 
@@ -256,7 +256,7 @@ def test_an_unknown_finding_link_says_so(app: App, synced: Services) -> None:
 
 def test_booking_detail_shows_the_joined_timeline_with_stripe_rows(app: App, synced: Services) -> None:
     finding = one(synced, "holiday_booking")
-    at = app("finance", page="pages/bookings.py", ref=finding.booking_ref)
+    at = app("finance", page="pages/frontdesk/bookings.py", ref=finding.booking_ref)
     timeline = at.table[0].value
     assert {"Stripe", "Calendar", "Room Desk", "Email"} >= set(sources(timeline)) >= {"Stripe", "Room Desk"}
     stripe = timeline[timeline["Source"] == "Stripe"]

@@ -16,7 +16,7 @@ App = Callable[..., AppTest]
 
 
 def test_admin_checks_every_connection(app: App) -> None:
-    at = app("admin", page="pages/settings.py")
+    at = app("admin", page="pages/admin/settings.py")
     modes = at.dataframe[0].value
     assert dict(zip(modes["Part"], modes["Mode"], strict=True))["Payments"] == "sandbox"
     assert "Full refund 48 h or more before" in at.table[0].value.to_string()
@@ -31,9 +31,9 @@ def test_admin_checks_every_connection(app: App) -> None:
 def test_other_roles_cannot_open_settings(app: App, svc: Services, role: str) -> None:
     at = app(role)
     with pytest.raises(ValueError, match="Could not find a navigation page"):
-        at.switch_page("pages/settings.py")
+        at.switch_page("pages/admin/settings.py")
     # Run the page file on its own, skipping the navigation: its own guard stops it.
-    page = AppTest.from_file(APP.replace("app.py", "pages/settings.py"), default_timeout=TIMEOUT)
+    page = AppTest.from_file(APP.replace("app.py", "pages/admin/settings.py"), default_timeout=TIMEOUT)
     page.session_state["role"] = role
     page.run()
     assert "not available to" in texts(page, "error") and not page.title

@@ -11,7 +11,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from pages import _ui
+from pages.ui import session
 from services.core.settings import get_settings
 from tests.conftest import OIDC_TEST_AUTH
 
@@ -35,7 +35,7 @@ def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         "ROOMDESK_SECRETS_FILE": str(tmp_path / "none.toml"),
     }.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.delenv(_ui.DEV_ROLE_ENV, raising=False)
+    monkeypatch.delenv(session.DEV_ROLE_ENV, raising=False)
     get_settings.cache_clear()
     st.cache_resource.clear()
     yield

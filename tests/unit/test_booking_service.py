@@ -474,3 +474,38 @@ def test_confirmation_email_has_html_and_the_days_as_an_ics(svc: Any, booking_re
     assert ics["filename"].endswith(".ics") and ics["mime"].startswith("text/calendar")
     events = Calendar.from_ical(attachment_bytes(ics)).walk("VEVENT")
     assert sorted(e.decoded("dtstart").date() for e in events) == list(THREE_DAYS)
+
+
+def test_the_pages_pick_days_by_the_one_closed_days_rule(svc: Any) -> None:
+    from services.booking import availability
+
+    thursday, good_friday, monday = date(2026, 4, 2), date(2026, 4, 3), date(2026, 4, 6)
+    assert availability.closed_reasons(svc, good_friday) == ["Statutory holiday (Good Friday)"]
+    # Three days from Thursday: the holiday and the weekend are skipped; a closed first day stays, for the quote.
+    assert availability.open_days_from(svc, thursday, 3) == [thursday, monday, monday + timedelta(days=1)]
+    assert availability.open_days_from(svc, good_friday, 2) == [good_friday, monday]
+    assert availability.next_open_day(svc, good_friday) == monday
+    assert availability.next_open_day(svc, monday - timedelta(days=1), step=-1) == thursday
+    # A week's timetable keeps the holiday (shown closed) but not the weekend.
+    assert availability.week_of(svc, good_friday) == [date(2026, 3, 30) + timedelta(days=i) for i in range(5)]
+    times = availability.slot_times(svc)
+    assert (times[0], times[1], times[-1]) == (time(8, 0), time(8, 15), time(17, 0))
+
+
+def test_a_bookings_detail_says_what_is_out_of_step(svc: Any, booking_request: Any) -> None:
+    from services.booking.queries import booking_detail
+
+    started = bk.start_booking(svc, booking_request(channel="phone"), actor="frontdesk@sandbox")
+    unpaid = booking_detail(svc, started.booking_id)
+    assert unpaid.awaiting_payment and unpaid.cancellable and unpaid.active_days == 0
+    assert [unpaid.calendar_state(leg) for leg in unpaid.legs] == ["none"] * len(unpaid.legs)
+    bk.sandbox_pay(svc, started.booking_id, actor="frontdesk@sandbox")
+    paid = booking_detail(svc, started.booking_id)
+    assert paid.cancellable and not paid.awaiting_payment and paid.active_days == len(paid.legs)
+    assert [paid.calendar_state(leg) for leg in paid.legs] == ["on_calendar"] * len(paid.legs)
+    assert paid.calendar_wrong == [] and not paid.refunds_disagree and paid.kept_after_failure_cents == 0
+    assert paid.received_cents == paid.booking.amount_cents
+    leg = paid.legs[0]
+    assert leg.event_id and leg.id is not None
+    svc.calendar.delete_event(leg.calendar_id, leg.event_id)  # someone deletes the event in Google Calendar
+    assert booking_detail(svc, started.booking_id).calendar_wrong == [leg]

@@ -15,16 +15,8 @@ from sqlmodel import col, select
 from models.tables import AuditLog, Booking, DailyClose, DailyCloseItem, Finding, RefundRecord
 from services import booking as bk
 from services.core.errors import ValidationError
-from services.finance.close import (
-    close_csv,
-    close_history,
-    day_window,
-    default_business_day,
-    expected_fee,
-    get_close,
-    latest_close,
-    run_close,
-)
+from services.finance.close import day_window, expected_fee, run_close
+from services.finance.close_queries import close_csv, close_history, default_business_day, get_close, latest_close
 from services.ops import demo
 from services.reconciliation import reconcile, remediate, sync
 from services.web import webhooks

@@ -16,7 +16,7 @@ from sqlmodel import select
 
 from models.tables import AuditLog, BookingLeg, DisputeCase
 from services.core.errors import InvalidState, ValidationError
-from services.finance import disputes
+from services.finance import dispute_queries, disputes
 from services.finance.pdf import Document, Letterhead, latin1_safe, unicode_font
 from services.web.api import create_app
 
@@ -99,7 +99,7 @@ def test_the_created_webhook_records_the_dispute_with_its_due_date_and_booking(
         "CAD",
     )
     assert row.evidence_due_by == dsvc.now() + timedelta(days=7)
-    (listed,) = disputes.list_cases(dsvc)
+    (listed,) = dispute_queries.list_cases(dsvc)
     assert (listed.reference, listed.days_left, listed.overdue, listed.needs_response) == (
         started.reference,
         7,
@@ -115,17 +115,17 @@ def test_the_created_webhook_records_the_dispute_with_its_due_date_and_booking(
 def test_overdue_is_flagged_in_the_list(dsvc: Any, client: TestClient, booking_request: Any) -> None:
     disputed(dsvc, client, booking_request)
     dsvc.clock.advance(days=6, hours=12)
-    assert [(c.days_left, c.overdue) for c in disputes.list_cases(dsvc)] == [(0, False)]
+    assert [(c.days_left, c.overdue) for c in dispute_queries.list_cases(dsvc)] == [(0, False)]
     dsvc.clock.advance(days=1)
-    assert [(c.days_left, c.overdue) for c in disputes.list_cases(dsvc)] == [(-1, True)]
+    assert [(c.days_left, c.overdue) for c in dispute_queries.list_cases(dsvc)] == [(-1, True)]
 
 
 def test_refresh_finds_a_dispute_no_webhook_told_us_about(dsvc: Any, client: TestClient, booking_request: Any) -> None:
     started = confirmed(dsvc, client, booking_request)
     dispute = dsvc.payments.open_dispute(started.payment_intent, reason="fraudulent")
-    assert disputes.list_cases(dsvc) == []
+    assert dispute_queries.list_cases(dsvc) == []
     assert disputes.refresh_disputes(dsvc, actor="finance@sandbox") == disputes.RefreshReport(1, 1, 0)
-    (listed,) = disputes.list_cases(dsvc)
+    (listed,) = dispute_queries.list_cases(dsvc)
     assert (listed.dispute_id, listed.booking_id, listed.reason_words) == (
         dispute["id"],
         started.booking_id,
@@ -140,7 +140,7 @@ def test_sync_records_a_dispute_whose_webhook_was_missed(dsvc: Any, client: Test
     started = confirmed(dsvc, client, booking_request)
     dispute = dsvc.payments.open_dispute(started.payment_intent, reason="fraudulent")
     sync.sync(dsvc, actor="worker")
-    (listed,) = disputes.list_cases(dsvc)
+    (listed,) = dispute_queries.list_cases(dsvc)
     assert (listed.dispute_id, listed.booking_id) == (dispute["id"], started.booking_id)
     dsvc.payments.close_dispute(dispute["id"], won=True)
     sync.sync(dsvc, actor="worker")
@@ -167,7 +167,7 @@ def test_the_closed_webhook_moves_the_case_to_won_or_lost(
         "booking.dispute.evidence.submitted",
         "booking.dispute.closed",
     ]
-    assert disputes.get_case(dsvc, case_id).status_words == status.capitalize()
+    assert dispute_queries.get_case(dsvc, case_id).status_words == status.capitalize()
 
 
 # --------------------------------------------------------------------------------------------------- the pack
@@ -179,7 +179,7 @@ def test_the_evidence_pack_pdf_holds_what_a_bank_needs(dsvc: Any, client: TestCl
     )
     with dsvc.session() as s:
         legs = list(s.exec(select(BookingLeg).where(BookingLeg.booking_id == started.booking_id)))
-    name, data = disputes.evidence_pdf_file(dsvc, case_id)
+    name, data = dispute_queries.evidence_pdf_file(dsvc, case_id)
     text = pdf_text(data)
     assert name == f"dispute-{dispute['id']}-{started.reference}.pdf"
     for expected in [
@@ -206,7 +206,7 @@ def test_the_fields_say_what_was_sold_when_and_under_which_policy(
     dsvc: Any, client: TestClient, booking_request: Any
 ) -> None:
     started, _, case_id = disputed(dsvc, client, booking_request)
-    fields = disputes.assemble_evidence(dsvc, case_id).fields
+    fields = dispute_queries.assemble_evidence(dsvc, case_id).fields
     assert set(fields) == SUBMITTED_FIELDS
     assert fields["service_date"] == "2026-03-04 10:00–12:00"
     assert (fields["customer_name"], fields["customer_email_address"]) == ("Ava Nguyen", "ava@example.org")
@@ -219,7 +219,7 @@ def test_the_fields_say_what_was_sold_when_and_under_which_policy(
 
 def test_a_non_latin1_name_does_not_break_the_pdf(dsvc: Any, client: TestClient, booking_request: Any) -> None:
     _, _, case_id = disputed(dsvc, client, booking_request, customer_name=NAME)
-    text = pdf_text(disputes.evidence_pdf_file(dsvc, case_id)[1])
+    text = pdf_text(dispute_queries.evidence_pdf_file(dsvc, case_id)[1])
     assert (NAME if unicode_font() else latin1_safe(NAME)) in text
     # Without the embedded font the core font's Latin-1 still prints the name, mapped.
     doc = Document(

@@ -14,7 +14,7 @@ from sqlmodel import col, select
 from models.tables import AuditLog, Booking, EmailOutbox
 from services import booking as bk
 from services.core.errors import GatewayError, NotFound
-from services.notify import outbox
+from services.notify import outbox, queries
 from tests.conftest import NOW
 
 WEEKDAYS = (4, 5, 6, 9, 10, 11)  # of March 2026
@@ -110,8 +110,8 @@ def test_a_refused_email_waits_for_staff_and_retry_now_sends_it(svc: Any, bookin
     row = email(svc, started.booking_id)
     assert (row.status, row.attempts, row.next_attempt_at) == ("failed", 1, None)
     assert row.last_error == "Mailbox unknown (550 5.1.1)"
-    assert outbox.outbox_counts(svc) == {"queued": 0, "failed": 0, "needs_attention": 1, "sent": 0}
-    (listed,) = outbox.list_outbox(svc, states=["needs_attention"])
+    assert queries.outbox_counts(svc) == {"queued": 0, "failed": 0, "needs_attention": 1, "sent": 0}
+    (listed,) = queries.list_outbox(svc, states=["needs_attention"])
     assert listed.needs_attention and listed.booking_reference == started.reference
 
     # Never again by itself, however long the worker runs.
@@ -128,7 +128,7 @@ def test_a_refused_email_waits_for_staff_and_retry_now_sends_it(svc: Any, bookin
         ("email.confirmation.retry", "manager@sandbox"),
         ("email.confirmation.sent", "manager@sandbox"),
     ]
-    assert outbox.outbox_counts(svc)["sent"] == 1
+    assert queries.outbox_counts(svc)["sent"] == 1
     # Retrying a sent email sends nothing more.
     assert outbox.retry_now(svc, row.id, actor="manager@sandbox", now=NOW).status == "sent"
     assert sends(svc) == 2
@@ -204,14 +204,14 @@ def test_a_queued_email_can_be_filtered_and_previewed(svc: Any, booking_request:
     svc.mail.faults.fail("send")
     failed = paid(svc, booking_request, dates=[date(2026, 3, 4)])
     sent = paid(svc, booking_request, dates=[date(2026, 3, 5)], customer_email="bo@example.org")
-    assert [e.booking_reference for e in outbox.list_outbox(svc)] == [sent.reference, failed.reference]
-    assert [e.booking_reference for e in outbox.list_outbox(svc, states=["failed"])] == [failed.reference]
-    assert [e.to for e in outbox.list_outbox(svc, search="BO@EXAMPLE")] == ["bo@example.org"]
-    assert [e.to for e in outbox.list_outbox(svc, search=failed.reference.lower())] == ["ava@example.org"]
-    assert outbox.list_outbox(svc, states=[]) == []
-    one = outbox.get_email(svc, outbox.list_outbox(svc, search=sent.reference)[0].id)
+    assert [e.booking_reference for e in queries.list_outbox(svc)] == [sent.reference, failed.reference]
+    assert [e.booking_reference for e in queries.list_outbox(svc, states=["failed"])] == [failed.reference]
+    assert [e.to for e in queries.list_outbox(svc, search="BO@EXAMPLE")] == ["bo@example.org"]
+    assert [e.to for e in queries.list_outbox(svc, search=failed.reference.lower())] == ["ava@example.org"]
+    assert queries.list_outbox(svc, states=[]) == []
+    one = queries.get_email(svc, queries.list_outbox(svc, search=sent.reference)[0].id)
     assert one.html and sent.reference in one.html and sent.reference in one.text
-    assert outbox.count_due(svc, now=NOW) == 0 and outbox.count_due(svc, now=NOW + timedelta(minutes=1)) == 1
+    assert queries.count_due(svc, now=NOW) == 0 and queries.count_due(svc, now=NOW + timedelta(minutes=1)) == 1
 
 
 @pytest.mark.parametrize("outage", [False, True], ids=["mail-up", "mail-still-down"])

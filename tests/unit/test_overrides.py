@@ -12,6 +12,7 @@ from sqlmodel import select
 from models.tables import AuditLog, BookingLeg, EmailOutbox, RefundOverride, RefundRecord
 from services import booking as bk
 from services.core.errors import InvalidState, ValidationError
+from services.finance import override_queries as oq
 from services.finance import overrides as ov
 
 TWO_DAYS = (date(2026, 3, 9), date(2026, 3, 10))  # Boardroom 10:00–12:00: $90.00 a day
@@ -98,7 +99,7 @@ def test_a_request_above_the_policy_waits_and_changes_nothing_at_stripe(svc: Any
     assert live_days(svc, paid.reference) == ["2026-03-09", "2026-03-10"]
     assert [m["kind"] for m in svc.mail.messages(booking_id=paid.booking_id)] == ["confirmation"]
     assert actions(svc, paid.booking_id)[-1] == "booking.override.requested"
-    [queued] = ov.list_pending(svc)
+    [queued] = oq.list_pending(svc)
     assert (queued.reference, queued.room_name, queued.days, queued.extra_cents) == (
         paid.reference,
         "Boardroom",
@@ -110,13 +111,13 @@ def test_a_request_above_the_policy_waits_and_changes_nothing_at_stripe(svc: Any
 def test_a_refund_within_the_policy_needs_no_approval(svc: Any, paid: Any) -> None:
     with pytest.raises(ValidationError, match=r"not above the policy refund of \$45\.00.*cancel them normally"):
         ask(svc, paid, cents=DAY // 2)
-    assert ov.list_overrides(svc) == []
+    assert oq.list_overrides(svc) == []
 
 
 def test_more_than_was_paid_for_those_days_is_refused(svc: Any, paid: Any) -> None:
     with pytest.raises(ValidationError, match=r"At most \$90\.00 can be refunded for these days"):
         ask(svc, paid, cents=DAY + 1)
-    assert ov.list_overrides(svc) == []
+    assert oq.list_overrides(svc) == []
 
 
 def test_a_reason_is_required_and_one_open_request_per_day(svc: Any, paid: Any) -> None:
@@ -178,8 +179,8 @@ def test_front_desk_cannot_sign_or_reject(svc: Any, paid: Any) -> None:
         ov.reject(svc, asked.override_id, actor="someone@venue", role="frontdesk", note="no")
     row = override(svc, asked.override_id)
     assert (row.status, row.manager_approved_by, row.finance_approved_by) == ("pending", None, None)
-    assert ov.signing_problem(row, actor="someone@venue", role="frontdesk") is not None
-    assert ov.signing_problem(row, actor=FINANCE, role="finance") is None
+    assert oq.signing_problem(row, actor="someone@venue", role="frontdesk") is not None
+    assert oq.signing_problem(row, actor=FINANCE, role="finance") is None
 
 
 # ------------------------------------------------------------------------------------------- execution
@@ -222,7 +223,7 @@ def test_manager_and_finance_approvals_execute_the_override(svc: Any, paid: Any)
         "email.cancellation.sent",
         "booking.override.executed",
     ]
-    assert ov.list_pending(svc) == []
+    assert oq.list_pending(svc) == []
 
 
 def test_both_days_spread_over_their_legs(svc: Any, paid: Any) -> None:
@@ -285,7 +286,7 @@ def test_a_booking_cancelled_meanwhile_fails_clearly_and_moves_no_money(svc: Any
     row = override(svc, asked.override_id)
     assert row.status == "failed" and row.error and "Mon 9 Mar is now cancelled" in row.error
     assert actions(svc, paid.booking_id)[-1] == "booking.override.failed"
-    [still_open] = ov.list_pending(svc)  # an approver closes it
+    [still_open] = oq.list_pending(svc)  # an approver closes it
     ov.reject(svc, still_open.id, actor=FINANCE, role="finance", note="Already cancelled by the policy")
     assert override(svc, asked.override_id).status == "rejected"
 
@@ -332,7 +333,7 @@ def test_reject_needs_a_note_and_ends_the_request(svc: Any, paid: Any) -> None:
     assert stripe_refunds(svc, paid.payment_intent) == []
     assert [leg.state for leg in legs(svc, paid.booking_id)] == ["CONFIRMED", "CONFIRMED"]
     assert actions(svc, paid.booking_id)[-1] == "booking.override.rejected"
-    assert [v.row.status for v in ov.list_overrides(svc, booking_id=paid.booking_id)] == ["rejected"]
+    assert [v.row.status for v in oq.list_overrides(svc, booking_id=paid.booking_id)] == ["rejected"]
 
 
 def test_only_the_requester_withdraws_and_the_days_can_be_asked_for_again(svc: Any, paid: Any) -> None:

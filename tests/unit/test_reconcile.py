@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
 from models.tables import CalendarEventCache, Finding
 from services import booking as bk
 from services.ops.sandbox_load import load_dir
-from services.reconciliation import findings, reconcile, sync
+from services.reconciliation import cycle, detectors, findings, reconcile, sync
 
 LEGACY = Path(__file__).resolve().parent.parent / "fixtures" / "legacy"
 WED, THU = date(2026, 3, 4), date(2026, 3, 5)
@@ -295,6 +295,10 @@ def test_bad_files_are_reported_not_fatal(svc: Any, tmp_path: Path) -> None:
     assert len(report.problems) == 4 and "broken.json: not readable JSON" in report.problems[0]
 
 
+def test_every_finding_code_has_one_detector() -> None:
+    assert list(detectors.DETECTORS) == list(findings.CODES)
+
+
 # ------------------------------------------------------------------------------------------ lifecycle
 
 
@@ -380,6 +384,32 @@ def test_only_one_sync_at_a_time(svc: Any) -> None:
     with sync.job_lock(svc, "sync"), pytest.raises(sync.SyncBusy, match="already running"):
         sync.sync(svc)
     assert sync.sync(svc).errors == []  # the lock was released
+
+
+def test_one_cycle_syncs_then_reconciles_reporting_progress(svc: Any) -> None:
+    from models.tables import AuditLog, ReconcileRun
+
+    manual(svc, "gallery", THU, time(13), time(14))
+    steps: list[tuple[float, str]] = []
+    report = cycle.run_cycle(svc, actor="manager@x", progress=lambda f, m: steps.append((f, m)))
+    assert report.sync.calendar_events == 1 and report.sync.errors == []
+    assert (report.run.open_by_code, report.run.opened) == ({"manual_event": 1}, 1)
+    assert report.line().endswith("; 1 open finding(s) (+1/-0)")
+    assert steps[0] == (0.0, "Syncing: Stripe") and steps[-1] == (1.0, "1 open finding(s)")
+    assert (0.95, "Looking for mismatches") in steps
+    assert [f for f, _ in steps] == sorted(f for f, _ in steps) and max(f for f, _ in steps[:-2]) <= 0.9
+    with svc.session() as s:
+        audited = [
+            (a.action, a.actor)
+            for a in s.exec(select(AuditLog).order_by(col(AuditLog.id)))
+            if a.action in ("sync.completed", "reconcile.run")
+        ]
+    assert audited == [("sync.completed", "manager@x"), ("reconcile.run", "manager@x")]
+    # While another process syncs, a cycle does nothing: no sync and no reconciliation run.
+    with sync.job_lock(svc, "sync"), pytest.raises(sync.SyncBusy):
+        cycle.run_cycle(svc)
+    with svc.session() as s:
+        assert len(list(s.exec(select(ReconcileRun)))) == 1
 
 
 def test_cli_reconcile_json(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from sqlmodel import select
 from models.tables import AuditLog, Booking, BookingLeg, EmailOutbox, ExternalRef, Finding, RefundRecord
 from services import booking as bk
 from services.ops import demo
-from services.reconciliation import findings, reconcile, remediate, sync
+from services.reconciliation import findings, probes, reconcile, remediate, sync
 
 ACTOR = "lena@venue.example"
 WED = date(2026, 3, 4)
@@ -241,7 +241,7 @@ def test_create_events_respects_a_hold_taken_in_room_desk_meanwhile(
     assert not held.ok and held.offer == "refund" and "overlaps a held booking" in held.message
 
     # Even if the hold lands between the check and the claim, the database refuses the second claim.
-    monkeypatch.setattr(remediate, "_gate2", lambda *a, **k: [])
+    monkeypatch.setattr(probes, "slot_conflicts", lambda *a, **k: [])
     raced = remediate.run_action(svc, target.id, "create_events", actor=ACTOR)
     assert not raced.ok and raced.offer == "refund" and "another booking holds it" in raced.message
     assert live_events(svc, started.reference) == []

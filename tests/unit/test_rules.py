@@ -291,3 +291,23 @@ def test_minimum_is_enforced_to_the_minute(minutes: int) -> None:
 
 def _at(d: date, hour: int, minute: int = 0) -> datetime:
     return datetime.combine(d, time(hour, minute), tzinfo=TZ).astimezone(UTC)
+
+
+def test_the_dashboard_formats_through_the_one_formatting_module() -> None:
+    from services.rules import fmt
+
+    assert fmt.range_label(date(2026, 2, 1), date(2026, 2, 28)) == "February 2026"
+    assert fmt.range_label(date(2026, 2, 1), date(2026, 2, 27)) == "1 Feb 2026 – 27 Feb 2026"
+    assert (fmt.duration_label(180), fmt.duration_label(90), fmt.duration_label(-5)) == ("3 h", "1 h 30 min", "0 h")
+    assert (fmt.notice_label(-1), fmt.notice_label(5), fmt.notice_label(60)) == ("already started", "5 h", "2.5 days")
+    assert fmt.bps_label(50) == "0.50 %" and fmt.weekdays_label([4, 0, 1]) == "Mon, Tue, Fri"
+    assert fmt.zone_label("America/Vancouver") == "Vancouver time"
+    now = datetime(2026, 3, 2, 17, 0, tzinfo=UTC)
+    assert [fmt.ago_label(now - timedelta(minutes=m), now) for m in (0, 5, 180, 4000)] == [
+        "just now",
+        "5 min ago",
+        "3 h ago",
+        "2 days ago",
+    ]
+    payload = {"message": "Cancelled", "refund_cents": 4500, "days": ["2026-03-09"], "channel": "phone", "note": ""}
+    assert fmt.payload_text(payload, currency="CAD", moment=str) == "Cancelled · refund: $45.00 · days: Mon 9 Mar"

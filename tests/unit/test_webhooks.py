@@ -18,7 +18,8 @@ from models.tables import AuditLog, Booking, BookingLeg, RefundRecord, SlotClaim
 from services import booking as bk
 from services.core.errors import GatewayError, PaymentDeclined
 from services.web.api import create_app
-from services.web.webhooks import list_failed_events, replay_event
+from services.web.webhook_queries import list_failed_events
+from services.web.webhooks import replay_event
 
 SECRET = "whsec_test_roomdesk"
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages import _ui as ui
+from pages.ui import boot, session
+from services.core.roles import ROLES
 
-ui.run_through_app()
-svc = ui.services()
+boot.services()
 st.title("Room Desk")
 
-if ui.uses_oidc():
+if session.uses_oidc():
     # Live mode: staff sign in with the venue's accounts (OIDC, e.g. Google Workspace); the role comes from STAFF_ROLES.
     user = st.user
     if not user.get("is_logged_in", False):
@@ -31,7 +31,7 @@ st.write("Choose the role to work as. Each role sees its own pages; you can swit
 with st.columns([1, 1])[0], st.form("sign_in"):
     choice = st.radio(
         "Role",
-        list(ui.ROLES),
+        list(ROLES),
         format_func=lambda r: {
             "frontdesk": "Front desk — phone bookings, look up and cancel bookings, room calendar",
             "manager": "Manager — mismatches between Stripe, calendars and bookings; everything front desk does",
@@ -41,5 +41,5 @@ with st.columns([1, 1])[0], st.form("sign_in"):
         key="sign_in_role",
     )
     if st.form_submit_button("Sign in", type="primary"):
-        ui.sign_in(choice)
+        session.sign_in(choice)
         st.rerun()

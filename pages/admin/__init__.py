@@ -1,0 +1,1 @@
+"""Operations screens: Emails & webhooks, Settings, and the sign-in page."""

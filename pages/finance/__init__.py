@@ -1,0 +1,1 @@
+"""Finance screens: Refunds report, Revenue & occupancy, Refund approvals, Disputes, Daily close."""

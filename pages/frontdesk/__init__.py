@@ -1,0 +1,1 @@
+"""Front desk screens: Phone booking, Bookings, Room calendar."""

@@ -1,0 +1,235 @@
+"""The sections of one booking on the Bookings page, below its header and actions: its days against the room's
+calendar, the payment as Stripe has it, refunds and receipts, refunds above the policy, emails, and the joined
+timeline. Everything here reads; the one button (Withdraw) goes through the Desk."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import streamlit as st
+
+from pages.ui import actions, history, labels, nav, session
+from services.booking.queries import CALENDAR_STATES
+from services.finance import override_queries, receipts
+from services.reconciliation.findings import last_sync
+from services.rules.fmt import day_label, days_label
+
+if TYPE_CHECKING:
+    from services.booking.queries import BookingDetail
+    from services.core.context import Services
+
+
+def days(svc: Services, detail: BookingDetail) -> None:
+    st.markdown("#### Days")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "Day": day_label(leg.day),
+                    "Time": f"{labels.venue(svc, leg.starts_at, with_day=False)}–"
+                    f"{labels.venue(svc, leg.ends_at, with_day=False)}",
+                    "State": leg.state.replace("_", " ").capitalize(),
+                    "Price": labels.money(svc, leg.price_cents),
+                    "Refunded": labels.money(svc, leg.refunded_cents),
+                    "Calendar event": CALENDAR_STATES[detail.calendar_state(leg)],
+                    "Event id": leg.event_id or "—",
+                }
+                for leg in detail.legs
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    for problem in detail.event_errors:
+        st.warning(f"Calendar could not be checked — {problem}")
+    if wrong := detail.calendar_wrong:
+        st.warning(
+            f"The room calendar does not match {days_label([leg.day for leg in wrong])}: an event is "
+            "missing for a booked day, or still there for a day that is not booked.",
+            icon=":material/event_busy:",
+        )
+
+
+def payment(svc: Services, detail: BookingDetail) -> None:
+    st.markdown("#### Payment (live from Stripe)")
+    pay, charge = detail.payment or {}, detail.charge
+    if detail.payment_error:
+        st.warning(f"Stripe could not be asked: {detail.payment_error}")
+        return
+    if not pay:
+        st.caption("No payment was started for this booking.")
+        return
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "Status": str(pay.get("status", "—")).replace("_", " "),
+                    "Amount": labels.money(svc, pay.get("amount")),
+                    "Received": labels.money(svc, pay.get("amount_received")),
+                    "Refunded": labels.money(svc, detail.stripe_refunded_cents),
+                    "Charge": charge.get("id", "—"),
+                    "Created": labels.venue_from_epoch(svc, pay.get("created")),
+                }
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    if charge.get("disputed"):
+        st.error("The customer's bank has disputed this charge.", icon=":material/gavel:")
+    if detail.refunds_disagree:
+        st.warning(
+            f"Room Desk recorded {labels.money(svc, detail.refunded_cents)} of refunds but Stripe shows "
+            f"{labels.money(svc, detail.stripe_refunded_cents)}.",
+            icon=":material/sync_problem:",
+        )
+    if kept := detail.kept_after_failure_cents:
+        st.error(
+            f"This booking failed but {labels.money(svc, kept)} of the customer's money has not been refunded.",
+            icon=":material/money_off:",
+        )
+
+
+def refunds(svc: Services, detail: BookingDetail) -> None:
+    b = detail.booking
+    st.markdown("#### Refunds")
+    if detail.refunds:
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "When": labels.venue(svc, r.created_at),
+                        "Amount": labels.money(svc, r.amount_cents),
+                        "Why": r.origin.replace("_", " "),
+                        "Reason": r.reason,
+                        "By": r.actor,
+                        "Refund id": r.refund_id,
+                    }
+                    for r in detail.refunds
+                ]
+            ),
+            hide_index=True,
+            width="stretch",
+        )
+    else:
+        st.caption("No refunds.")
+    if not detail.received_cents:
+        return
+    # Receipts (PDF), made when the button is clicked (a callable: nothing is rendered on every rerun).
+    assert b.id is not None
+    booking_id = b.id
+    r1, *rcols = st.columns(min(len(detail.refunds), 4) + 2)
+    r1.download_button(
+        "Receipt (PDF)",
+        data=lambda: receipts.booking_receipt_pdf(svc, booking_id)[1],
+        file_name=f"receipt-{b.reference}.pdf",
+        mime="application/pdf",
+        icon=":material/receipt:",
+        key="bk_receipt",
+        on_click="ignore",
+        help="The customer's receipt: days, price, payment, refunds so far.",
+    )
+
+    def refund_pdf(refund_id: int) -> bytes:
+        return receipts.refund_receipt_pdf(svc, refund_id)[1]
+
+    for n, (col, refund) in enumerate(zip(rcols, detail.refunds, strict=False), start=1):
+        assert refund.id is not None
+        col.download_button(
+            f"Refund receipt {n} ({labels.money(svc, refund.amount_cents)})",
+            data=partial(refund_pdf, refund.id),
+            file_name=f"refund-{b.reference}-{n}.pdf",
+            mime="application/pdf",
+            icon=":material/receipt_long:",
+            key=f"bk_refund_receipt_{refund.id}",
+            on_click="ignore",
+        )
+
+
+def _withdraw(override_id: int, booking_id: int) -> None:
+    actions.perform("bk_override_result", lambda: actions.desk().withdraw_override(override_id), tag=booking_id)
+
+
+def overrides(svc: Services, detail: BookingDetail, role: str) -> None:
+    b = detail.booking
+    assert b.id is not None
+    found = override_queries.list_overrides(svc, booking_id=b.id)
+    if not found:
+        return
+    st.markdown("#### Refunds above the policy")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "#": o.id,
+                    "Days": days_label(o.days),
+                    "Policy": labels.money(svc, o.row.policy_refund_cents),
+                    "Requested": labels.money(svc, o.row.requested_refund_cents),
+                    "Status": override_queries.status_text(o.row),
+                    "Asked by": f"{o.row.requested_by}, {labels.venue(svc, o.row.requested_at)}",
+                    "Approved by": ", ".join(filter(None, (o.row.manager_approved_by, o.row.finance_approved_by)))
+                    or "—",
+                    "Reason": o.row.reason,
+                }
+                for o in found
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    if nav.may_open(role, "approvals") and any(o.row.status in override_queries.OPEN for o in found):
+        st.caption("Approve or reject them on [Refund approvals](/approvals).")
+    me = session.actor()
+    for o in found:
+        if override_queries.can_withdraw(o.row, me):
+            st.button(
+                f"Withdraw override #{o.id}",
+                key=f"bk_withdraw_{o.id}",
+                on_click=_withdraw,
+                args=(o.id, b.id),
+                help="Take your request back; nothing is cancelled or refunded.",
+            )
+
+
+def emails(svc: Services, detail: BookingDetail) -> None:
+    st.markdown("#### Emails")
+    if not detail.emails:
+        st.caption("No emails.")
+        return
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "Queued": labels.venue(svc, e.created_at),
+                    "Kind": e.kind.replace("_", " "),
+                    "To": e.to,
+                    "Subject": e.subject,
+                    "Status": e.status,
+                    "Sent": labels.venue(svc, e.sent_at),
+                    "Attempts": e.attempts,
+                    "Error": e.last_error or "",
+                }
+                for e in detail.emails
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+
+
+def timeline(svc: Services, detail: BookingDetail) -> None:
+    b = detail.booking
+    assert b.id is not None
+    st.markdown(f"#### Timeline ({labels.tz_label(svc)})")
+    # Every surface in one list: Stripe's events and the calendar's changes (from the last sync), our audit trail and
+    # the emails. A static table: the details wrap instead of being cut off; a booking's history is a few dozen rows.
+    with actions.reporting("Loading the timeline"):
+        history.show_history(svc, b.id, key=f"bk_sources_{b.id}")
+        synced = last_sync(svc)
+        st.caption(
+            "Stripe and calendar rows are as of the last sync, "
+            + (f"{labels.ago(svc, synced)}." if synced else "which has not run yet: only Room Desk's own rows show.")
+        )
+    st.caption(f"Booking id {b.id} · last change {labels.venue(svc, b.updated_at)}")

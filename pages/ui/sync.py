@@ -1,0 +1,118 @@
+"""How fresh the reconciliation is, and refreshing it: 'Synced 3 min ago', Sync now (a sync, then a reconciliation,
+with a progress bar), and the audit trail's integrity check. The Overview and Mismatches pages show these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import streamlit as st
+
+from pages.ui import actions, labels, widgets
+from services.authz import SyncBusy
+from services.core.errors import DomainError
+
+if TYPE_CHECKING:
+    from services.core.context import Services
+
+SEVERITY_COLORS = {"high": "red", "medium": "orange", "low": "gray"}
+SEVERITY_HEX = {"high": "#dc2626", "medium": "#f59e0b", "low": "#94a3b8"}
+
+
+def sync_status(svc: Services, *, can_sync: bool = True) -> datetime | None:
+    """'Synced 3 min ago', or a warning when the cache is older than settings.sync_stale_minutes or was never filled:
+    every number on the reconciliation pages is only as fresh as the last sync. Returns the last sync's time."""
+    from services.reconciliation.findings import last_sync
+
+    last = last_sync(svc)
+    todo = "Press **Sync now**" if can_sync else "Ask a manager to sync"
+    if last is None:
+        st.warning(
+            "**Never synced**: Room Desk has not read Stripe and the room calendars yet, so no mismatch can show. "
+            f"{todo}, or run the worker (`python -m services.ops.cli worker`).",
+            icon=":material/sync_problem:",
+        )
+    elif svc.now() - last > timedelta(minutes=svc.settings.sync_stale_minutes):
+        st.warning(
+            f"**Synced {labels.ago(svc, last)}** ({labels.venue(svc, last)}), more than "
+            f"{svc.settings.sync_stale_minutes} min ago: what is shown may be out of date. {todo}, or check that the "
+            "worker is running.",
+            icon=":material/sync_problem:",
+        )
+    else:
+        st.markdown(f":green[:material/check_circle:] **Synced {labels.ago(svc, last)}** · {labels.venue(svc, last)}")
+    return last
+
+
+@dataclass
+class SyncOutcome:
+    line: str  # what the sync read (SyncReport.line())
+    errors: list[str]
+    opened: int
+    resolved: int
+    open_total: int
+
+    def text(self) -> str:
+        return (
+            f"Synced: {self.line}. {self.opened} new finding(s), {self.resolved} resolved; {self.open_total} open now."
+        )
+
+
+def sync_and_reconcile() -> SyncOutcome | None:
+    """Sync Stripe and the calendars, then reconcile, with a progress bar; None (and a message) when it could not
+    run. Both the Overview's Sync now and the Mismatches page after a fix use it."""
+    bar, report_to = widgets.progress_bar("Syncing: Stripe", say="Syncing: {}", share=0.9)
+    work = actions.desk()
+    try:
+        report = work.sync(progress=report_to)
+        bar.progress(0.95, text="Looking for mismatches")
+        run = work.reconcile()
+    except SyncBusy:
+        bar.empty()
+        st.info(
+            "Another sync is running right now (the worker or a colleague). What you see is from the last one; "
+            "try again in a minute.",
+            icon=":material/hourglass_top:",
+        )
+        return None
+    except DomainError as exc:
+        bar.empty()
+        actions.show_error(exc, doing="Sync")
+        return None
+    except Exception:
+        bar.empty()
+        actions.unexpected("Sync")
+        return None
+    bar.empty()
+    return SyncOutcome(report.line(), list(report.errors), run.opened, run.resolved, run.open_total)
+
+
+def show_sync_outcome(outcome: SyncOutcome) -> None:
+    (st.warning if outcome.errors else st.success)(outcome.text(), icon=":material/sync:")
+
+
+def audit_indicator(svc: Services) -> None:
+    """The audit trail's integrity: each row is chained to the one before by a hash (services/core/audit.py); an edited
+    or deleted row breaks the chain, and this says which."""
+    from services.core import audit
+
+    try:
+        report = audit.chain_status(svc)
+    except Exception:
+        actions.log.exception("Audit chain check failed")
+        st.warning("The audit trail could not be checked just now; the details are in the server log.")
+        return
+    if report.ok:
+        st.caption(
+            f":material/verified_user: Audit trail intact · {report.rows:,} rows chained · checked "
+            f"{labels.venue(svc, report.checked_at)}",
+            help="Every change is recorded in an append-only audit log, each row chained to the previous one by a "
+            "hash. Run `python -m services.ops.cli verify-audit` for a full check.",
+        )
+    else:
+        st.error(
+            f"**The audit trail has been tampered with.** {report.line()} Tell an admin: rows of the audit log "
+            "were changed or deleted outside Room Desk.",
+            icon=":material/gpp_bad:",
+        )

@@ -1,0 +1,186 @@
+"""Read models of the refunds above the policy (services.finance.overrides writes them): the queue and the history,
+each override's state in words, and the signing rules — who may sign which slot now — that the writer enforces and
+the page uses to disable a button that would be refused. No writes here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from sqlmodel import col, select
+
+from models.tables import Booking, BookingLeg, RefundOverride
+from services.core.context import Services
+from services.core.errors import DomainError, InvalidState, NotAllowed
+
+SLOTS = ("manager", "finance")
+APPROVER_ROLES = frozenset({"manager", "finance", "admin"})
+ROLE_WORDS = {"frontdesk": "Front desk", "manager": "A manager", "finance": "Finance", "admin": "An admin"}
+# Still needs someone: waiting for signatures, executing, or failed (an approver retries or rejects it).
+OPEN = ("pending", "approved", "failed")
+DONE = ("executed", "rejected", "withdrawn")
+MAX_TEXT = 500
+
+
+@dataclass(frozen=True)
+class OverrideView:
+    """An override with what the queue shows next to it: the booking's reference, room and days."""
+
+    row: RefundOverride
+    reference: str
+    room_name: str
+    days: list[date]
+
+    @property
+    def id(self) -> int:
+        assert self.row.id is not None
+        return self.row.id
+
+    @property
+    def extra_cents(self) -> int:
+        """How much more than the policy is asked for."""
+        return self.row.requested_refund_cents - self.row.policy_refund_cents
+
+    def signer(self, slot: str) -> str | None:
+        return signer(self.row, slot)
+
+    def completes(self, slot: str) -> bool:
+        """Signing `slot` would be the second signature, which executes the override at once."""
+        return all(self.signer(s) for s in SLOTS if s != slot)
+
+
+def person(actor: str) -> str:
+    """The signed-in person taking an override step; NotAllowed without one."""
+    who = actor.strip()
+    if not who:
+        raise NotAllowed("Sign in first: every override step is recorded under the name of the person taking it")
+    return who
+
+
+def same_person(a: str | None, b: str | None) -> bool:
+    """The same email, whatever the case and spacing."""
+    return bool(a and b and a.strip().lower() == b.strip().lower())
+
+
+def check_approver(role: str, doing: str) -> None:
+    """NotAllowed unless the role may decide on overrides (a manager, finance or an admin)."""
+    if role not in APPROVER_ROLES:
+        who = ROLE_WORDS.get(role, f"The role {role!r}")
+        raise NotAllowed(f"{who} cannot {doing} a refund above the policy: that is for a manager or finance")
+
+
+def status_sentence(row: RefundOverride) -> str:
+    """Why an override no longer takes signatures or decisions."""
+    return {
+        "approved": f"Override #{row.id} has both approvals and is being executed",
+        "executed": f"Override #{row.id} was already executed: nothing to do",
+        "failed": f"Override #{row.id} has both approvals but failed ({row.error}); retry or reject it",
+        "rejected": f"Override #{row.id} was rejected by {row.decided_by}",
+        "withdrawn": f"Override #{row.id} was withdrawn by {row.decided_by}",
+    }.get(row.status, f"Override #{row.id} is {row.status}")
+
+
+# --------------------------------------------------------------------------------------------------- sign
+
+
+def signing_problem(row: RefundOverride, *, actor: str, role: str, slot: str | None = None) -> str | None:
+    """Why this person, in this role, cannot sign now (None: they can). The page disables its buttons with it."""
+    try:
+        slot_for(row, actor, role, slot)
+    except DomainError as exc:
+        return exc.message
+    return None
+
+
+def open_slots(row: RefundOverride, role: str) -> list[str]:
+    """The unsigned slots this role may sign: its own, or either for an admin."""
+    mine = [role] if role in SLOTS else list(SLOTS) if role == "admin" else []
+    return [s for s in mine if signer(row, s) is None]
+
+
+def signer(row: RefundOverride, slot: str) -> str | None:
+    """Who signed the manager or the finance slot, if anyone."""
+    return row.manager_approved_by if slot == "manager" else row.finance_approved_by
+
+
+def slot_for(row: RefundOverride, actor: str, role: str, slot: str | None) -> str:
+    """The slot this person signs now; NotAllowed or InvalidState saying why they cannot."""
+    actor = person(actor)
+    check_approver(role, "approve")
+    if role in SLOTS and slot not in (None, role):
+        raise NotAllowed(f"{ROLE_WORDS[role]} signs the {role} approval, not the {slot} one")
+    if row.status != "pending":
+        raise InvalidState(status_sentence(row))
+    for s in SLOTS:
+        if same_person(signer(row, s), actor):
+            raise NotAllowed(
+                f"You already approved override #{row.id} (as {s}): the other approval must come from someone else"
+            )
+    wanted = [slot] if slot else [role] if role in SLOTS else list(SLOTS)
+    free = [s for s in wanted if signer(row, s) is None]
+    if not free:
+        taken = wanted[0]
+        other = next(s for s in SLOTS if s != taken)
+        raise InvalidState(
+            f"The {taken} approval of override #{row.id} is already given (by {signer(row, taken)}); "
+            f"it waits for the {other} approval"
+        )
+    return free[0]
+
+
+def status_text(row: RefundOverride) -> str:
+    """The override's state in plain words, for tables."""
+    if row.status == "pending":
+        signed = [s for s in SLOTS if signer(row, s)]
+        if not signed:
+            return "Waiting for manager and finance"
+        return f"Waiting for {next(s for s in SLOTS if s not in signed)} ({signed[0]} approved)"
+    return {
+        "approved": "Approved, executing",
+        "executed": "Executed",
+        "failed": f"Failed: {row.error}",
+        "rejected": f"Rejected by {row.decided_by}",
+        "withdrawn": f"Withdrawn by {row.decided_by}",
+    }.get(row.status, row.status) + (f": {row.decision_note}" if row.decision_note else "")
+
+
+def list_overrides(
+    svc: Services, *, booking_id: int | None = None, statuses: Sequence[str] | None = None, limit: int = 200
+) -> list[OverrideView]:
+    """Overrides (newest request first) with their booking's reference, room and days."""
+    with svc.session() as s:
+        q = select(RefundOverride, Booking).join(Booking, col(Booking.id) == RefundOverride.booking_id)
+        if booking_id is not None:
+            q = q.where(RefundOverride.booking_id == booking_id)
+        if statuses is not None:
+            q = q.where(col(RefundOverride.status).in_(list(statuses)))
+        pairs = list(s.exec(q.order_by(col(RefundOverride.requested_at).desc(), col(RefundOverride.id).desc())))
+        pairs = pairs[:limit]
+        ids = {i for row, _ in pairs for i in row.leg_ids}
+        days = {leg.id: leg.day for leg in s.exec(select(BookingLeg).where(col(BookingLeg.id).in_(ids)))} if ids else {}
+    out = []
+    for row, booking in pairs:
+        try:
+            room = svc.catalogue.room(booking.room_slug).name
+        except DomainError:
+            room = booking.room_slug
+        out.append(OverrideView(row, booking.reference, room, sorted(days[i] for i in row.leg_ids if i in days)))
+    return out
+
+
+def can_withdraw(row: RefundOverride, actor: str) -> bool:
+    """Only the person who asked may take the request back, while it is still undecided."""
+    return row.status in ("pending", "failed") and same_person(row.requested_by, actor)
+
+
+def open_on_days(svc: Services, booking_id: int, leg_ids: Sequence[int]) -> list[OverrideView]:
+    """The booking's undecided overrides sharing any of these days: cancelling the days by the policy would make
+    them fail."""
+    wanted = set(leg_ids)
+    return [v for v in list_overrides(svc, booking_id=booking_id, statuses=OPEN) if wanted & set(v.row.leg_ids)]
+
+
+def list_pending(svc: Services) -> list[OverrideView]:
+    """The queue: overrides that still need someone (signatures, or a retry/reject after a failure), oldest first."""
+    return list(reversed(list_overrides(svc, statuses=OPEN)))

@@ -1,0 +1,319 @@
+"""The cache as one reconciliation run reads it: payments, refunds, disputes and calendar events from the last sync,
+with the booking rows they are checked against, every event linked to its PaymentIntent. Narrow columns, read once
+per run and shared by every detector; never the gateways."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from models.tables import (
+    Booking,
+    BookingLeg,
+    EmailOutbox,
+    RefundOverride,
+    RefundRecord,
+    StripeObjectCache,
+)
+from services.core.context import Services
+
+# Table columns for the wide, read-only selects of a run (typed as SQL columns, not model attributes).
+_SO = StripeObjectCache.__table__.c  # type: ignore[attr-defined]
+_EO = EmailOutbox.__table__.c  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class CachedPayment:
+    """A PaymentIntent with its booking metadata read; `problem` says why it is not a readable room booking."""
+
+    id: str
+    status: str | None
+    amount: int
+    received: int
+    currency: str
+    booking_ref: str | None
+    room: str | None
+    dates_raw: str | None
+    time_raw: str | None
+    email: str | None
+    created: datetime | None
+    refunded: int = 0
+    charge_created: datetime | None = None
+    dates: list[date] = field(default_factory=list)
+    start: time | None = None
+    end: time | None = None
+    problem: str | None = None
+
+
+@dataclass(slots=True)
+class CachedEvent:
+    """A live calendar event; `new_pi` / `new_method` are this run's match, `matched_pi` / `match_method` the
+    last run's (saved again only when they differ)."""
+
+    calendar_id: str
+    event_id: str
+    starts_at: datetime | None
+    ends_at: datetime | None
+    booking_ref: str | None
+    pi: str | None
+    booking_date: str | None
+    description_pi: str | None
+    email: str | None
+    transparent: bool
+    unparseable: str | None
+    summary: str
+    matched_pi: str | None
+    match_method: str | None
+    new_pi: str | None = None
+    new_method: str | None = None
+    day: date | None = None  # venue-local start date and times, computed once on load
+    t0: time | None = None
+    t1: time | None = None
+
+
+class CachedRefund(NamedTuple):
+    id: str
+    amount: int
+    created: datetime | None
+    reason: str | None
+
+
+class CachedDispute(NamedTuple):
+    id: str
+    payment_intent: str | None
+    status: str | None
+    due_by: datetime | None
+    amount: int | None
+    reason: str | None
+
+
+@dataclass
+class CacheData:
+    """Everything one run reads, keyed the way the detectors look things up."""
+
+    pis: dict[str, CachedPayment]
+    refunds: dict[str, list[CachedRefund]]  # by PaymentIntent; succeeded or pending only
+    disputes: list[CachedDispute]
+    events: list[CachedEvent]
+    bookings: dict[str, Booking]  # by PaymentIntent
+    legs: dict[int, list[BookingLeg]]  # by booking id
+    records: dict[str, RefundRecord]  # our refund ledger, by Stripe refund id
+    approved: set[tuple[int, int | None, frozenset[int]]]  # executed overrides: (booking id, cents, leg ids)
+    told: set[tuple[int | None, str]]  # emails sent: (booking id, kind)
+
+
+def load_cache(session: Session, svc: Services) -> CacheData:
+    """Read the cache and the booking tables once, and link every event to its PaymentIntent."""
+    data = _load(session, svc)
+    _match(data, svc)
+    return data
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+def _raw(session: Session, sql: str) -> list[tuple[Any, ...]]:
+    """Rows straight from the driver: the two big reads of a run skip SQLAlchemy's per-row processing."""
+    dbapi = session.connection().connection
+    cursor = dbapi.cursor()
+    try:
+        cursor.execute(sql)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def _fast_ts(value: Any) -> datetime | None:
+    """Read a stored UTC timestamp without SQLAlchemy's per-row processors (the hot path of a run): SQLite gives the
+    text we wrote, PostgreSQL a datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return datetime.fromisoformat(value + "+00:00")  # stored as naive UTC text; 7x faster than .replace()
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    raise TypeError(f"not a timestamp: {value!r}")
+
+
+_DATE_MEMO: dict[str, date] = {}
+_TIME_MEMO: dict[str, tuple[time, time]] = {}
+
+
+def _iso_date(text: str) -> date:
+    d = _DATE_MEMO.get(text)
+    if d is None:
+        if len(_DATE_MEMO) > 50_000:
+            _DATE_MEMO.clear()
+        d = _DATE_MEMO[text] = date.fromisoformat(text)
+    return d
+
+
+def _time_range(text: str) -> tuple[time, time]:
+    hit = _TIME_MEMO.get(text)
+    if hit is None:
+        start_s, end_s = text.split("-")
+        hit = (time.fromisoformat(start_s.strip()), time.fromisoformat(end_s.strip()))
+        if len(_TIME_MEMO) < 10_000:
+            _TIME_MEMO[text] = hit
+    return hit
+
+
+def _parse_meta(p: CachedPayment, rooms: set[str]) -> None:
+    """Read booking metadata; a payment with none of it is not a room booking and is left alone."""
+    if not (p.room or p.dates_raw or p.time_raw or p.booking_ref):
+        p.problem = "not a booking"
+        return
+    try:
+        if p.room not in rooms:
+            raise ValueError(f"unknown room {p.room!r}")
+        p.dates = sorted({_iso_date(d.strip()) for d in (p.dates_raw or "").split(",") if d.strip()})
+        if not p.dates:
+            raise ValueError("no booking_dates")
+        p.start, p.end = _time_range(p.time_raw or "")
+        if p.end <= p.start:
+            raise ValueError("booking_time ends before it starts")
+    except ValueError as exc:
+        p.problem = f"metadata unreadable: {exc}"
+
+
+def _load(session: Session, svc: Services) -> CacheData:
+    rooms = {r.slug for r in svc.catalogue.rooms}
+    pis: dict[str, CachedPayment] = {}
+    pi_rows = _raw(
+        session,
+        "SELECT id, status, amount, amount_received, currency, booking_ref, room, booking_dates, booking_time, "
+        "customer_email, created FROM stripe_object WHERE object = 'payment_intent'",
+    )
+    for row in pi_rows:
+        p = CachedPayment(
+            row[0],
+            row[1],
+            row[2] or 0,
+            row[3] or 0,
+            (row[4] or "").upper(),
+            row[5],
+            row[6],
+            row[7],
+            row[8],
+            (row[9] or "").lower() or None,
+            _fast_ts(row[10]),
+        )
+        _parse_meta(p, rooms)
+        pis[p.id] = p
+    for pi_id, refunded, created in session.execute(
+        sa.select(_SO.payment_intent, _SO.amount_refunded, _SO.created).where(_SO.object == "charge")
+    ):
+        if pi_id in pis:
+            pis[pi_id].refunded = max(pis[pi_id].refunded, refunded or 0)
+            pis[pi_id].charge_created = created
+    refunds: dict[str, list[CachedRefund]] = defaultdict(list)
+    for rid, pi_id, amount, created, reason, status in session.execute(
+        sa.select(
+            _SO.id,
+            _SO.payment_intent,
+            _SO.amount,
+            _SO.created,
+            _SO.reason,
+            _SO.status,
+        ).where(_SO.object == "refund")
+    ):
+        if status in (None, "succeeded", "pending"):
+            refunds[pi_id].append(CachedRefund(rid, amount or 0, created, reason))
+    for pi_id, items in refunds.items():  # a refund list may be fresher than its charge
+        if pi_id in pis:
+            pis[pi_id].refunded = max(pis[pi_id].refunded, sum(r.amount for r in items))
+    disputes = [
+        CachedDispute(*row)
+        for row in session.execute(
+            sa.select(
+                _SO.id,
+                _SO.payment_intent,
+                _SO.status,
+                _SO.due_by,
+                _SO.amount,
+                _SO.reason,
+            ).where(_SO.object == "dispute")
+        )
+    ]
+    tz = svc.settings.tz
+    events = []
+    event_rows = _raw(
+        session,
+        "SELECT calendar_id, event_id, starts_at, ends_at, booking_id, payment_intent, booking_date, description_pi, "
+        "description_email, transparent, unparseable, summary, matched_pi, match_method "
+        "FROM calendar_event WHERE status != 'cancelled'",
+    )
+    for row in event_rows:
+        ev = CachedEvent(*row)
+        ev.transparent = bool(ev.transparent)
+        ev.starts_at, ev.ends_at = _fast_ts(ev.starts_at), _fast_ts(ev.ends_at)
+        if ev.starts_at is not None and ev.ends_at is not None:
+            s_local, e_local = ev.starts_at.astimezone(tz), ev.ends_at.astimezone(tz)
+            ev.day, ev.t0, ev.t1 = s_local.date(), s_local.time(), e_local.time()
+        events.append(ev)
+    bookings = {
+        b.payment_intent_id: b
+        for b in session.exec(select(Booking).where(col(Booking.payment_intent_id).is_not(None)))
+        if b.payment_intent_id
+    }
+    legs: dict[int, list[BookingLeg]] = defaultdict(list)
+    for leg in session.exec(select(BookingLeg)):
+        legs[leg.booking_id].append(leg)
+    records = {r.refund_id: r for r in session.exec(select(RefundRecord))}
+    # Refunds above the policy that a manager and a finance person approved (services/finance/overrides.py): the
+    # difference from the policy's quote is intended, not a mismatch.
+    approved = {
+        (o.booking_id, o.refunded_cents, frozenset(o.leg_ids))
+        for o in session.exec(select(RefundOverride).where(RefundOverride.status == "executed"))
+    }
+    told = {
+        (bid, kind) for bid, kind in session.execute(sa.select(_EO.booking_id, _EO.kind).where(_EO.status == "sent"))
+    }
+    return CacheData(
+        pis=pis,
+        refunds=refunds,
+        disputes=disputes,
+        events=events,
+        bookings=bookings,
+        legs=legs,
+        records=records,
+        approved=approved,
+        told=told,
+    )
+
+
+# --------------------------------------------------------------------------------------------- matching
+
+
+def _match(data: CacheData, svc: Services) -> None:
+    """Link each event to its PaymentIntent: private properties first, then a pi_ id in the description (events the
+    old system made), then room + date + time + customer email."""
+    pis = data.pis
+    by_ref = {p.booking_ref: p.id for p in pis.values() if p.booking_ref}
+    tz = svc.settings.tz
+    by_slot: dict[tuple[str, date, str, str], str] = {}
+    # Matching by slot costs an index over every payment's days: build it only when some event needs it.
+    if any(not (ev.pi or ev.booking_ref or ev.description_pi) and ev.email for ev in data.events):
+        for p in pis.values():
+            if p.problem or not p.email or p.start is None or p.end is None:
+                continue
+            cal = svc.catalogue.room(p.room or "").calendar_id
+            for d in p.dates:
+                by_slot[(cal, d, f"{p.start:%H:%M}-{p.end:%H:%M}", p.email)] = p.id
+    for ev in data.events:
+        if ev.pi and ev.pi in pis:
+            ev.new_pi, ev.new_method = ev.pi, "private"
+        elif ev.booking_ref and ev.booking_ref in by_ref:
+            ev.new_pi, ev.new_method = by_ref[ev.booking_ref], "private"
+        elif ev.description_pi and ev.description_pi in pis:
+            ev.new_pi, ev.new_method = ev.description_pi, "description"
+        elif ev.email and ev.starts_at and ev.ends_at:
+            s, e = ev.starts_at.astimezone(tz), ev.ends_at.astimezone(tz)
+            hit = by_slot.get((ev.calendar_id, s.date(), f"{s:%H:%M}-{e:%H:%M}", ev.email))
+            if hit:
+                ev.new_pi, ev.new_method = hit, "slot"

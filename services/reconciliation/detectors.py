@@ -1,0 +1,567 @@
+"""One detector per finding code: each reads the run's one loaded cache (a `Snapshot`) and yields what it finds,
+with a summary a manager understands. Pure reading; `reconcile` runs them all and persists the findings.
+
+A payment that is not a readable booking is only `unparseable`; a paid one still waiting to be processed is only
+`stale_payment`: every other payment detector looks at `Snapshot.cases`, the rest."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from functools import partial
+from typing import Any
+
+from models.tables import ACTIVE_LEG_STATES, Booking, BookingLeg, BookingStatus, RefundRecord
+from services.core.catalogue import Room
+from services.core.context import Services
+from services.reconciliation.cache import CacheData, CachedEvent, CachedPayment
+from services.reconciliation.findings import CODES, REFUND_TOLD_KINDS
+from services.rules.availability import closure_reason
+from services.rules.fmt import day_label, days_label, money, span_label
+from services.rules.policy import Policy
+from services.rules.pricing import price
+from services.rules.refunds import bands_from_snapshot, refund_for_leg
+
+_days = partial(days_label, limit=4)  # a finding names at most 4 days, then '+N more'
+
+_OPEN_DISPUTE = {"needs_response", "warning_needs_response", "under_review", "warning_under_review"}
+_NO_DAYS: frozenset[date] = frozenset()
+_CONFIRMED = (BookingStatus.CONFIRMED, BookingStatus.PARTLY_CANCELLED)
+_GONE = (BookingStatus.CANCELLED, BookingStatus.EXPIRED, BookingStatus.REFUNDED)  # its days are no longer booked
+
+
+@dataclass
+class Detected:
+    code: str
+    subject: str  # what the finding is about (pi, event, pair…): with the code, the key across runs
+    summary: str
+    payment_intent: str | None = None
+    booking_id: int | None = None
+    booking_ref: str | None = None
+    room: str | None = None
+    dates: list[str] = field(default_factory=list)
+    event_ids: list[str] = field(default_factory=list)
+    amount_cents: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.code}:{self.subject}"
+
+    @property
+    def severity(self) -> str:
+        return CODES[self.code][0]
+
+    @property
+    def actions(self) -> list[str]:
+        return list(CODES[self.code][2])
+
+
+# --------------------------------------------------------------------------------------------- the shared dataset
+
+
+@dataclass(slots=True)
+class PaymentCase:
+    """One payment with what several detectors read about it, worked out once per run."""
+
+    pi: CachedPayment
+    booking: Booking | None
+    events: list[CachedEvent]  # the events matched to it
+    legs: list[BookingLeg]
+    kept: int  # received and not refunded
+    fully_refunded: bool
+    keeps_money: bool  # succeeded, and Stripe keeps some of it
+    expected: AbstractSet[date]  # the days that should be on the calendar (none unless it keeps money)
+    have: AbstractSet[date]  # those of them its readable events are on
+
+    def finding(self, code: str, subject: str, summary: str, **extra: Any) -> Detected:
+        """A finding about this payment, naming its booking and days."""
+        extra.setdefault("dates", [d.isoformat() for d in self.pi.dates])
+        return Detected(
+            code,
+            subject,
+            summary,
+            payment_intent=self.pi.id,
+            booking_id=self.booking.id if self.booking else None,
+            booking_ref=self.booking.reference if self.booking else self.pi.booking_ref,
+            room=self.pi.room,
+            **extra,
+        )
+
+
+class Snapshot:
+    """One run's loaded cache and the per-payment facts the detectors share: loaded and worked out once, read by
+    every detector (a run over 100,000 payments must not re-read or re-derive them per code)."""
+
+    def __init__(self, svc: Services, data: CacheData, now: datetime) -> None:
+        self.svc, self.data, self.now = svc, data, now
+        self.tz = svc.settings.tz
+        self.policy: Policy = svc.policy
+        self.rooms = {r.slug: r for r in svc.catalogue.rooms}
+        self.bookable = {r.calendar_id: r for r in svc.catalogue.rooms if r.bookable}
+        self.price_memo: dict[tuple[Any, ...], int] = {}
+        self.unreadable: list[PaymentCase] = []  # metadata that is not a booking we can read
+        self.awaiting: list[PaymentCase] = []  # paid, booking still waiting for the payment to be processed
+        self.cases: list[PaymentCase] = []  # every other readable payment
+        events_by_pi: dict[str, list[CachedEvent]] = defaultdict(list)
+        for ev in data.events:
+            if ev.new_pi:
+                events_by_pi[ev.new_pi].append(ev)
+        for p in data.pis.values():
+            evs = events_by_pi.get(p.id, [])
+            if p.problem == "not a booking" and not evs:
+                continue
+            booking = data.bookings.get(p.id)
+            legs = data.legs.get(booking.id, []) if booking and booking.id else []
+            received = p.received if p.status == "succeeded" else 0
+            kept = received - p.refunded
+            keeps_money = p.status == "succeeded" and kept > 0
+            expected: AbstractSet[date] = _NO_DAYS
+            have: AbstractSet[date] = _NO_DAYS
+            if keeps_money and not p.problem:
+                expected = set(p.dates) if booking is None else _expected_days(p, booking, legs)
+                have = {d for e in evs if (d := e.day) in expected and not e.unparseable} if evs else _NO_DAYS
+            case = PaymentCase(p, booking, evs, legs, kept, received > 0 and kept <= 0, keeps_money, expected, have)
+            if p.problem:
+                self.unreadable.append(case)
+            elif p.status == "succeeded" and booking is not None and booking.status == BookingStatus.AWAITING_PAYMENT:
+                self.awaiting.append(case)
+            else:
+                self.cases.append(case)
+
+    def who(self, p: CachedPayment) -> str:
+        """'Boardroom, Wed 4 Mar 10:00–12:00': built only for a finding, most payments are clean."""
+        return f"{self.rooms[p.room or ''].name}, {_days(p.dates)} {p.start:%H:%M}–{p.end:%H:%M}"
+
+    def upcoming(self, case: PaymentCase) -> list[date]:
+        """A confirmed booking's active days still ahead; none for any other payment."""
+        booking = case.booking
+        if booking is None or booking.status not in _CONFIRMED:
+            return []
+        return sorted(leg.day for leg in case.legs if leg.state in ACTIVE_LEG_STATES and leg.ends_at > self.now)
+
+    def unpaid_events(self) -> Iterator[tuple[CachedEvent, Room]]:
+        """Live, readable, opaque events on a bookable room's calendar that no payment is behind."""
+        for ev in self.data.events:
+            room = self.bookable.get(ev.calendar_id)
+            if room is None or ev.unparseable or ev.new_pi or not ev.starts_at or not ev.ends_at or ev.transparent:
+                continue
+            yield ev, room
+
+
+def _expected_days(p: CachedPayment, booking: Booking, legs: list[BookingLeg]) -> set[date]:
+    if booking.status in (*_CONFIRMED, BookingStatus.COMPLETED):
+        return {leg.day for leg in legs if leg.state in ACTIVE_LEG_STATES}
+    if booking.status in _GONE:
+        return set()
+    return set(p.dates)  # a failed booking: the days it was paid for
+
+
+# --------------------------------------------------------------------------------------------- the detectors
+
+
+def paid_no_event(snap: Snapshot) -> Iterator[Detected]:
+    """Money kept and no day on the calendar; or every day there, but the booking marked failed."""
+    for c in snap.cases:
+        if not c.expected:
+            continue
+        p, have = c.pi, c.have
+        if c.booking is not None and c.booking.status == BookingStatus.FAILED and have == c.expected:
+            # Marked failed, money kept, yet every day is on the calendar (a fix created the events and lost the
+            # answer): the booking must be restored (create_events notes the events) or refunded.
+            summary = (
+                f"{snap.who(p)}: {money(c.kept, p.currency)} paid and kept, its days are on the calendar, but the "
+                "booking is marked failed"
+            )
+        elif not have:
+            summary = (
+                f"{snap.who(p)}: {money(c.kept, p.currency)} paid, not refunded, and no calendar event for any day"
+            )
+        else:
+            continue
+        yield c.finding("paid_no_event", p.id, summary, amount_cents=c.kept)
+
+
+def partial_multiday(snap: Snapshot) -> Iterator[Detected]:
+    """Money kept, some of the days on the calendar and others missing."""
+    for c in snap.cases:
+        if not c.have or len(c.have) == len(c.expected):
+            continue  # no day on the calendar (that is paid_no_event), or every day
+        missing = sorted(c.expected - c.have)
+        yield c.finding(
+            "partial_multiday",
+            c.pi.id,
+            f"{snap.who(c.pi)}: {len(c.have)} of {len(c.expected)} days on the calendar; missing {_days(missing)}",
+            amount_cents=c.kept,
+            event_ids=[e.event_id for e in c.events],
+            details={"missing": [d.isoformat() for d in missing]},
+        )
+
+
+def orphan_event(snap: Snapshot) -> Iterator[Detected]:
+    """Events with no live paid booking behind them: left on a kept booking's cancelled days, still there after
+    the payment failed or went back, or naming a payment Stripe does not know."""
+    for c in snap.cases:
+        p = c.pi
+        if c.keeps_money:
+            if c.booking is None:
+                continue
+            orphans = [e for e in c.events if e.day not in c.expected and not e.unparseable]
+            if orphans:  # events left on days that were cancelled
+                yield c.finding(
+                    "orphan_event",
+                    f"{p.id}:days",
+                    f"{snap.who(p)}: {len(orphans)} event(s) left on "
+                    f"cancelled day(s) {_days({d for e in orphans if (d := e.day)})}",
+                    event_ids=[e.event_id for e in orphans],
+                )
+        elif c.events and (
+            c.fully_refunded
+            or p.status in ("canceled", "requires_payment_method")
+            or (c.booking is not None and c.booking.status in (BookingStatus.FAILED, *_GONE))
+        ):
+            state = "refunded" if c.fully_refunded else (p.status or "unpaid")
+            yield c.finding(
+                "orphan_event",
+                p.id,
+                f"{snap.who(p)}: payment {state} but {len(c.events)} event(s) still on the calendar (clean-up failed)",
+                event_ids=[e.event_id for e in c.events],
+            )
+    for ev, room in snap.unpaid_events():
+        if ev.pi or ev.booking_ref:
+            assert ev.starts_at and ev.ends_at
+            yield Detected(
+                "orphan_event",
+                f"{ev.calendar_id}/{ev.event_id}",
+                f"{room.name} {span_label(ev.starts_at, ev.ends_at, snap.tz)}: event of payment "
+                f"{ev.pi or ev.booking_ref}, which Stripe does not know",
+                room=room.slug,
+                payment_intent=ev.pi,
+                booking_ref=ev.booking_ref,
+                event_ids=[ev.event_id],
+                dates=[ev.starts_at.astimezone(snap.tz).date().isoformat()],
+            )
+
+
+def refund_no_event(snap: Snapshot) -> Iterator[Detected]:
+    """Refunded in full with no event (the safety net worked) and the customer never told."""
+    for c in snap.cases:
+        if not c.fully_refunded or c.events:
+            continue
+        booking = c.booking
+        told = booking is not None and any((booking.id, k) in snap.data.told for k in REFUND_TOLD_KINDS)
+        if not told:
+            yield c.finding(
+                "refund_no_event",
+                c.pi.id,
+                f"{snap.who(c.pi)}: refunded in full, no event — the safety net worked; tell the customer",
+            )
+
+
+def double_booking(snap: Snapshot) -> Iterator[Detected]:
+    """Two events of different payments that overlap, or come closer than the buffer, in one bookable room."""
+    now, tz = snap.now, snap.tz
+    buffer = timedelta(minutes=snap.policy.buffer_minutes)
+    live_by_cal: dict[str, list[CachedEvent]] = defaultdict(list)
+    for ev in snap.data.events:
+        if not ev.unparseable and ev.starts_at and ev.ends_at and not ev.transparent:
+            live_by_cal[ev.calendar_id].append(ev)
+    for cal, evs in live_by_cal.items():
+        cal_room = snap.bookable.get(cal)
+        if cal_room is None:
+            continue
+        evs.sort(key=lambda e: e.starts_at or now)
+        for i, a in enumerate(evs):
+            assert a.starts_at and a.ends_at
+            for j in range(i + 1, len(evs)):  # by index: a slice copy per event made this loop quadratic
+                b = evs[j]
+                assert b.starts_at and b.ends_at
+                if b.starts_at >= a.ends_at + buffer:
+                    break
+                if a.new_pi and a.new_pi == b.new_pi:
+                    continue  # one payment's own events (a duplicate is an event_mismatch matter)
+                if b.ends_at <= now:
+                    continue
+                s = a.starts_at.astimezone(tz)
+                gap = "overlap" if b.starts_at < a.ends_at else f"are closer than {snap.policy.buffer_minutes} min"
+                pis_involved = [x for x in (a.new_pi, b.new_pi) if x]
+                yield Detected(
+                    "double_booking",
+                    "|".join(sorted([a.event_id, b.event_id])),
+                    f"{cal_room.name} {day_label(s.date())}: “{a.summary}” and “{b.summary}” {gap}",
+                    room=cal_room.slug,
+                    payment_intent=pis_involved[0] if pis_involved else None,
+                    event_ids=[a.event_id, b.event_id],
+                    dates=[s.date().isoformat()],
+                    details={"payment_intents": pis_involved},
+                )
+
+
+def manual_event(snap: Snapshot) -> Iterator[Detected]:
+    """An upcoming event someone added by hand on a bookable room's calendar, with no payment behind it."""
+    for ev, room in snap.unpaid_events():
+        assert ev.starts_at and ev.ends_at
+        if ev.pi or ev.booking_ref or ev.ends_at <= snap.now:
+            continue
+        yield Detected(
+            "manual_event",
+            f"{ev.calendar_id}/{ev.event_id}",
+            f"{room.name} {span_label(ev.starts_at, ev.ends_at, snap.tz)}: “{ev.summary or '(no title)'}” added by "
+            "hand, no payment behind it",
+            room=room.slug,
+            event_ids=[ev.event_id],
+            dates=[ev.starts_at.astimezone(snap.tz).date().isoformat()],
+        )
+
+
+def event_mismatch(snap: Snapshot) -> Iterator[Detected]:
+    """Events of a kept payment at a different room, date or time than the payment says."""
+    for c in snap.cases:
+        if not c.keeps_money or not c.events:
+            continue
+        p = c.pi
+        cal = snap.rooms[p.room or ""].calendar_id
+        wrong = [
+            e
+            for e in c.events
+            if e.day is not None and (e.calendar_id != cal or e.day not in p.dates or (e.t0, e.t1) != (p.start, p.end))
+        ]
+        if wrong:
+            yield c.finding(
+                "event_mismatch",
+                p.id,
+                f"{snap.who(p)}: {len(wrong)} event(s) at a different room, date or time than the payment",
+                event_ids=[e.event_id for e in wrong],
+            )
+
+
+def amount_mismatch(snap: Snapshot) -> Iterator[Detected]:
+    """Charged more than the price while Stripe still keeps it, or less (until someone looks, unless refunded)."""
+    for c in snap.cases:
+        p = c.pi
+        if p.status != "succeeded":
+            continue
+        expected = _expected_amount(snap, p, c.booking)
+        if expected is None:
+            continue
+        # Overcharged: flagged while Stripe still keeps more than the price (a refund of the difference, or a
+        # cancellation, settles it). Undercharged: flagged until someone looks, unless the money went back.
+        over = p.received > expected and c.kept > expected
+        under = p.received < expected and p.refunded == 0
+        if over or under:
+            yield c.finding(
+                "amount_mismatch",
+                p.id,
+                f"{snap.who(p)}: charged {money(p.received, p.currency)}, the price was {money(expected, p.currency)}",
+                amount_cents=abs(p.received - expected),
+                details={"expected_cents": expected, "charged_cents": p.received},
+            )
+
+
+def refund_policy_mismatch(snap: Snapshot) -> Iterator[Detected]:
+    """A refund that differs from the cancellation policy's quote at that moment, unless an override approved it."""
+    for c in snap.cases:
+        p = c.pi
+        if p.status != "succeeded":
+            continue
+        for refund in snap.data.refunds.get(p.id, []):
+            record = snap.data.records.get(refund.id)
+            override = (record.booking_id, refund.amount, frozenset(record.leg_ids)) if record is not None else None
+            if override in snap.data.approved:
+                continue
+            quote = _policy_quote(record, c.booking, c.legs, refund.created, snap.policy)
+            if quote is not None and quote != refund.amount:
+                yield c.finding(
+                    "refund_policy_mismatch",
+                    refund.id,
+                    f"{snap.who(p)}: refunded {money(refund.amount, p.currency)}, "
+                    f"the policy said {money(quote, p.currency)}",
+                    amount_cents=abs(refund.amount - quote),
+                    details={"refund_id": refund.id, "quote_cents": quote, "refunded_cents": refund.amount},
+                )
+
+
+def stale_payment(snap: Snapshot) -> Iterator[Detected]:
+    """Paid for longer than the webhook should take, and the booking still waits for it (the webhook was missed)."""
+    stale_after = timedelta(minutes=snap.svc.settings.stale_payment_minutes)
+    for c in snap.awaiting:
+        p = c.pi
+        paid_at = p.charge_created or p.created
+        if paid_at is None or paid_at <= snap.now - stale_after:
+            yield c.finding(
+                "stale_payment",
+                p.id,
+                f"{snap.who(p)}: paid {_ago(paid_at, snap.now)} but never processed "
+                "(webhook missed) — no event, no confirmation",
+                amount_cents=c.kept,
+                event_ids=[e.event_id for e in c.events],
+            )
+
+
+def dispute_open(snap: Snapshot) -> Iterator[Detected]:
+    """A dispute that still needs evidence (or is under review)."""
+    for dispute in snap.data.disputes:
+        if dispute.status not in _OPEN_DISPUTE:
+            continue
+        dp = snap.data.pis.get(dispute.payment_intent or "")
+        b = snap.data.bookings.get(dispute.payment_intent or "")
+        due_by, amount = dispute.due_by, dispute.amount or 0
+        due = f"evidence due {day_label(due_by.astimezone(snap.tz).date())}" if due_by else "no due date"
+        yield Detected(
+            "dispute_open",
+            dispute.id,
+            f"Dispute ({dispute.reason or 'no reason'}) on {money(amount, dp.currency if dp else 'CAD')}: {due}",
+            payment_intent=dispute.payment_intent,
+            booking_id=b.id if b else None,
+            booking_ref=b.reference if b else (dp.booking_ref if dp else None),
+            room=dp.room if dp else None,
+            dates=[d.isoformat() for d in dp.dates] if dp else [],
+            amount_cents=amount,
+            details={"due_by": due_by.isoformat() if due_by else None, "status": dispute.status},
+        )
+
+
+def missing_confirmation(snap: Snapshot) -> Iterator[Detected]:
+    """A confirmed booking with days ahead whose customer never got the confirmation email."""
+    for c in snap.cases:
+        if c.booking is not None and c.booking.confirmation_sent_at is None and snap.upcoming(c):
+            yield c.finding(
+                "missing_confirmation",
+                c.pi.id,
+                f"{snap.who(c.pi)}: confirmed, but the customer has no confirmation email",
+            )
+
+
+def missing_extras(snap: Snapshot) -> Iterator[Detected]:
+    """A confirmed booking with days ahead in a room with an extras form, the form not filled in."""
+    for c in snap.cases:
+        booking = c.booking
+        if booking is None or not snap.upcoming(c):
+            continue
+        room = snap.svc.catalogue.room(booking.room_slug)
+        if room.extras and room.validate_extras(booking.extras)[1]:
+            yield c.finding(
+                "missing_extras",
+                c.pi.id,
+                f"{snap.who(c.pi)}: {room.name} booking without its extras "
+                f"({', '.join(f.label for f in room.extras if f.key not in booking.extras)})",
+            )
+
+
+def holiday_booking(snap: Snapshot) -> Iterator[Detected]:
+    """A confirmed booking with days ahead on which the venue is closed (a statutory holiday or a closure)."""
+    closures = snap.svc.catalogue.closure_map
+    for c in snap.cases:
+        closed = [(d, why) for d in snap.upcoming(c) if (why := closure_reason(d, snap.policy, closures))]
+        if closed:
+            closed_days = {d for d, _ in closed}
+            yield c.finding(
+                "holiday_booking",
+                c.pi.id,
+                f"{snap.who(c.pi)}: booked on " + ", ".join(f"{day_label(d)} ({why})" for d, why in closed),
+                amount_cents=sum(leg.price_cents for leg in c.legs if leg.day in closed_days),
+            )
+
+
+def unparseable(snap: Snapshot) -> Iterator[Detected]:
+    """Payment metadata that is not a booking we can read, and events whose times cannot be read."""
+    for c in snap.unreadable:
+        yield c.finding(
+            "unparseable",
+            c.pi.id,
+            f"Payment {c.pi.id}: {c.pi.problem}",
+            dates=[],
+            event_ids=[e.event_id for e in c.events],
+            details={"metadata_problem": c.pi.problem},
+        )
+    for ev in snap.data.events:
+        if not ev.unparseable:
+            continue
+        room = snap.bookable.get(ev.calendar_id)
+        yield Detected(
+            "unparseable",
+            f"{ev.calendar_id}/{ev.event_id}",
+            f"Event “{ev.summary or '(no title)'}” on {room.name if room else ev.calendar_id}: {ev.unparseable}",
+            room=room.slug if room else None,
+            event_ids=[ev.event_id],
+        )
+
+
+Detector = Callable[[Snapshot], Iterator[Detected]]
+
+# Finding code → its detector, in the order of findings.CODES (a run reports them in this order).
+DETECTORS: dict[str, Detector] = {
+    "paid_no_event": paid_no_event,
+    "partial_multiday": partial_multiday,
+    "orphan_event": orphan_event,
+    "refund_no_event": refund_no_event,
+    "double_booking": double_booking,
+    "manual_event": manual_event,
+    "event_mismatch": event_mismatch,
+    "amount_mismatch": amount_mismatch,
+    "refund_policy_mismatch": refund_policy_mismatch,
+    "stale_payment": stale_payment,
+    "dispute_open": dispute_open,
+    "missing_confirmation": missing_confirmation,
+    "missing_extras": missing_extras,
+    "holiday_booking": holiday_booking,
+    "unparseable": unparseable,
+}
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _expected_amount(snap: Snapshot, p: CachedPayment, booking: Booking | None) -> int | None:
+    if booking is not None:
+        total = booking.pricing_snapshot.get("total_cents")
+        return int(total) if isinstance(total, int) else booking.amount_cents
+    if p.start is None or p.end is None:
+        return None
+    key = (p.room, len(p.dates), p.start, p.end)
+    memo = snap.price_memo
+    if key in memo:
+        return memo[key]
+    room = snap.svc.catalogue.room(p.room or "")
+    minutes = (p.end.hour * 60 + p.end.minute) - (p.start.hour * 60 + p.start.minute)
+    # A payment the old system took: today's catalogue is the best record of the price it used.
+    memo[key] = price(
+        room_slug=room.slug,
+        hourly_cents=room.hourly_price_cents,
+        discount_eligible=room.discount_eligible,
+        dates=p.dates,
+        minutes_per_day=minutes,
+        policy=snap.policy,
+    ).total_cents
+    return memo[key]
+
+
+def _policy_quote(
+    record: RefundRecord | None,
+    booking: Booking | None,
+    legs: list[BookingLeg],
+    created: datetime | None,
+    policy: Policy,
+) -> int | None:
+    if record is not None:
+        return record.policy_quote_cents
+    if booking is None or created is None:
+        return None
+    # Refunded in the Stripe dashboard: compare with cancelling every day that was active, at that moment.
+    bands = bands_from_snapshot(booking.policy_snapshot) if booking.policy_snapshot else policy.refund_bands
+    return sum(
+        refund_for_leg(
+            leg_start=leg.starts_at, paid_cents=leg.price_cents, already_refunded_cents=0, bands=bands, now=created
+        ).refund_cents
+        for leg in legs
+    )
+
+
+def _ago(at: datetime | None, now: datetime) -> str:
+    if at is None:
+        return "some time ago"
+    minutes = int((now - at).total_seconds() // 60)
+    return f"{minutes} min ago" if minutes < 120 else f"{minutes // 60} h ago"
