@@ -95,6 +95,51 @@ class ClaimKind(StrEnum):
     BOOKED = "booked"
 
 
+class OutboxStatus(StrEnum):
+    """An email in the outbox: waiting, being sent (claimed by one sender), sent, or failed (retried when due)."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class FindingStatus(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class Severity(StrEnum):
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+class WebhookStatus(StrEnum):
+    RECEIVED = "received"
+    PROCESSED = "processed"
+    IGNORED = "ignored"
+    FAILED = "failed"
+
+
+class OverrideStatus(StrEnum):
+    """A refund above the policy: pending → approved (one signature) → executed or failed; or rejected, withdrawn."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    EXECUTED = "executed"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    WITHDRAWN = "withdrawn"
+
+
+class CloseStatus(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    ERROR = "error"
+
+
 class Booking(SQLModel, table=True):
     """One customer booking of one room on one or more days, paid by one PaymentIntent."""
 
@@ -311,7 +356,7 @@ class EmailOutbox(SQLModel, table=True):
     text: str = Field(sa_column=Column(sa.Text, nullable=False))
     html: str | None = Field(default=None, sa_column=Column(sa.Text, nullable=True))
     idempotency_key: str = Field(max_length=200)
-    status: str = Field(default="queued", max_length=12, index=True)  # queued | sent | failed
+    status: OutboxStatus = _state(OutboxStatus, OutboxStatus.QUEUED, 12, index=True)
     attempts: int = 0
     last_error: str | None = Field(default=None, max_length=500)
     message_id: str | None = Field(default=None, max_length=200)
@@ -420,8 +465,8 @@ class Finding(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(max_length=400, index=True)  # code + subject: stable across runs
     code: str = Field(max_length=40, index=True)
-    severity: str = Field(max_length=8)  # high | medium | low
-    status: str = Field(default="open", max_length=16, index=True)  # open | acknowledged | resolved
+    severity: Severity = _state(Severity, Severity.LOW, 8)
+    status: FindingStatus = _state(FindingStatus, FindingStatus.OPEN, 16, index=True)
     booking_id: int | None = Field(default=None, index=True)
     booking_ref: str | None = Field(default=None, max_length=32)
     payment_intent: str | None = Field(default=None, max_length=64, index=True)
@@ -453,7 +498,7 @@ class WebhookEvent(SQLModel, table=True):
     type: str = Field(max_length=80, index=True)
     received_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
     processed_at: datetime | None = _ts(nullable=True)
-    status: str = Field(default="received", max_length=12, index=True)  # received | processed | ignored | failed
+    status: WebhookStatus = _state(WebhookStatus, WebhookStatus.RECEIVED, 12, index=True)
     attempts: int = 0
     last_error: str | None = Field(default=None, max_length=500)
     payload: dict[str, Any] = _json({})
@@ -473,7 +518,7 @@ class RefundOverride(SQLModel, table=True):
     currency: str = Field(default="CAD", max_length=3)
     reason: str = Field(max_length=500)
     # pending | approved (both signatures, executing) | executed | failed | rejected | withdrawn
-    status: str = Field(default="pending", max_length=12, index=True)
+    status: OverrideStatus = _state(OverrideStatus, OverrideStatus.PENDING, 12, index=True)
     requested_by: str = Field(max_length=254)
     requested_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
     manager_approved_by: str | None = Field(default=None, max_length=254)
@@ -521,7 +566,7 @@ class DailyClose(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     business_day: date = Field(index=True)
-    status: str = Field(max_length=12, index=True)  # passed | failed | error
+    status: CloseStatus = _state(CloseStatus, CloseStatus.ERROR, 12, index=True)
     run_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
     run_by: str = Field(max_length=254)
     currency: str = Field(default="CAD", max_length=3)

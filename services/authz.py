@@ -24,7 +24,7 @@ from services.finance.close_queries import CloseResult
 from services.notify import outbox
 from services.notify.queries import OutboxEmail
 from services.ops import health
-from services.reconciliation import reconcile, remediate, sync
+from services.reconciliation import cycle, remediate, sync
 from services.web import customer, webhooks
 
 # The one error of the Desk's a page tells apart from the others: a sync already running is no failure, just a wait.
@@ -192,14 +192,11 @@ class Desk:
         actor = self._as("finding.acknowledge" if action == "acknowledge" else "finding.fix")
         return remediate.run_bulk(self.svc, finding_ids, action, actor=actor, progress=progress, **kwargs)
 
-    def sync(self, *, progress: Progress | None = None) -> sync.SyncReport:
-        """Raises SyncBusy while another process (the worker, a colleague) is syncing."""
+    def sync_and_reconcile(self, *, progress: Progress | None = None) -> cycle.CycleReport:
+        """The one sync → reconcile cycle the worker runs too. Raises SyncBusy while another process (the worker, a
+        colleague) is syncing."""
         actor = self._as("sync.run")
-        return sync.sync(self.svc, actor=actor, progress=progress)
-
-    def reconcile(self) -> reconcile.RunReport:
-        actor = self._as("sync.run")
-        return reconcile.reconcile(self.svc, actor=actor)
+        return cycle.run_cycle(self.svc, actor=actor, progress=progress)
 
     # -- emails and webhooks -----------------------------------------------------------------------------------------
 
@@ -250,8 +247,7 @@ DESK_ACTIONS: dict[str, tuple[str, ...]] = {
     "describe_fix": ("finding.fix", "finding.acknowledge"),
     "run_remediation": ("finding.fix", "finding.acknowledge"),
     "run_bulk_remediation": ("finding.fix", "finding.acknowledge"),
-    "sync": ("sync.run",),
-    "reconcile": ("sync.run",),
+    "sync_and_reconcile": ("sync.run",),
     "send_due_emails": ("outbox.send",),
     "retry_email": ("outbox.retry",),
     "replay_webhook": ("webhook.replay",),

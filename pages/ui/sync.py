@@ -62,12 +62,9 @@ class SyncOutcome:
 def sync_and_reconcile() -> SyncOutcome | None:
     """Sync Stripe and the calendars, then reconcile, with a progress bar; None (and a message) when it could not
     run. Both the Overview's Sync now and the Mismatches page after a fix use it."""
-    bar, report_to = widgets.progress_bar("Syncing: Stripe", say="Syncing: {}", share=0.9)
-    work = actions.desk()
+    bar, report_to = widgets.progress_bar("Syncing: Stripe")
     try:
-        report = work.sync(progress=report_to)
-        bar.progress(0.95, text="Looking for mismatches")
-        run = work.reconcile()
+        cycle = actions.desk().sync_and_reconcile(progress=report_to)
     except SyncBusy:
         bar.empty()
         st.info(
@@ -85,6 +82,7 @@ def sync_and_reconcile() -> SyncOutcome | None:
         actions.unexpected("Sync")
         return None
     bar.empty()
+    report, run = cycle.sync, cycle.run
     return SyncOutcome(report.line(), list(report.errors), run.opened, run.resolved, run.open_total)
 
 

@@ -60,6 +60,7 @@ from sqlmodel import Session, and_, col, or_, select
 from models.tables import (
     AuditLog,
     Booking,
+    CloseStatus,
     DailyClose,
     DailyCloseItem,
     DisputeCase,
@@ -73,8 +74,6 @@ from services.core.settings import Settings
 from services.finance.close_queries import CATEGORIES, CloseResult, fee_schedule_label
 
 # Re-exported for services/ops/cli.py, which reads them from here.
-from services.finance.close_queries import close_csv as close_csv
-from services.finance.close_queries import default_business_day as default_business_day
 from services.gateways.base import Json
 from services.rules.fmt import money
 
@@ -169,7 +168,7 @@ def run_close(
     variance = sum(abs(i.difference_cents) for i in comparison.items)
     base = comparison.stripe_gross or comparison.ledger_gross
     bps = 0 if variance == 0 else (10_000 if base == 0 else (20_000 * variance + base) // (2 * base))
-    status = "passed" if bps <= tolerance else "failed"
+    status = CloseStatus.PASSED if bps <= tolerance else CloseStatus.FAILED
     comparison.totals["window"] = {"start": start.isoformat(), "end": end.isoformat(), "complete": end <= now}
     comparison.totals["fee_schedule"] = fee_schedule_label(svc.settings)
     comparison.totals["items"] = len(comparison.items)
@@ -219,7 +218,7 @@ def _store_error(
     with svc.session() as s:
         close = DailyClose(
             business_day=business_day,
-            status="error",
+            status=CloseStatus.ERROR,
             run_at=now,
             run_by=actor,
             currency=svc.settings.currency,

@@ -24,7 +24,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from models.tables import BookingLeg, LegState, RefundOverride, RefundRecord
+from models.tables import BookingLeg, LegState, OverrideStatus, RefundOverride, RefundRecord
 from services import booking as bk
 from services.core import audit
 from services.core.context import Services
@@ -139,7 +139,7 @@ def request_override(
                 requested_refund_cents=refund_cents,
                 currency=currency,
                 reason=reason,
-                status="pending",
+                status=OverrideStatus.PENDING,
                 requested_by=actor,
                 requested_at=now,
             )
@@ -343,7 +343,7 @@ def _executed(
 ) -> OverrideOutcome:
     with svc.session() as s:
         row = _get(s, override_id)
-        row.status, row.executed_at, row.refunded_cents, row.error = "executed", now, refunded, None
+        row.status, row.executed_at, row.refunded_cents, row.error = OverrideStatus.EXECUTED, now, refunded, None
         audit.record(
             s,
             "booking.override.executed",
@@ -364,7 +364,7 @@ def _executed(
 def _fail(svc: Services, override_id: int, actor: str, now: datetime, error: str) -> OverrideOutcome:
     with svc.session() as s:
         row = _get(s, override_id)
-        row.status, row.error = "failed", error[: oq.MAX_TEXT]
+        row.status, row.error = OverrideStatus.FAILED, error[: oq.MAX_TEXT]
         audit.record(
             s,
             "booking.override.failed",

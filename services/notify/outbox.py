@@ -17,7 +17,7 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from models.tables import ACTIVE_LEG_STATES, Booking, BookingLeg, EmailOutbox
+from models.tables import ACTIVE_LEG_STATES, Booking, BookingLeg, EmailOutbox, OutboxStatus
 from services.core import audit
 from services.core.context import Services
 from services.core.errors import GatewayError, NotFound
@@ -147,7 +147,7 @@ def _send(
         if error is not None:
             return _failed(s, row, booking, error, transient=transient, now=now, actor=actor)
         row.message_id = message_id
-        row.status = "sent"
+        row.status = OutboxStatus.SENT
         row.sent_at = now
         row.last_error = None
         row.next_attempt_at = None
@@ -169,7 +169,7 @@ def _failed(
 ) -> Literal["failed"]:
     """Record a failed attempt. A transient error is retried until it goes through; a refusal (bad address, 5xx)
     would only be refused again, so it waits for a person (the dashboard's Retry now)."""
-    row.status = "failed"
+    row.status = OutboxStatus.FAILED
     row.last_error = error[:500]
     row.next_attempt_at = now + backoff(row.attempts) if transient else None
     audit.record(

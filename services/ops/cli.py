@@ -180,11 +180,11 @@ def cmd_close(args: argparse.Namespace) -> int:
     """Exit status: 0 passed, 1 failed (differences above the tolerance), 2 error (Stripe unreachable…)."""
     from pathlib import Path
 
-    from services.finance import close
+    from services.finance import close, close_queries
     from services.rules.fmt import money
 
     svc = _services()
-    day = args.day or close.default_business_day(svc)
+    day = args.day or close_queries.default_business_day(svc)
     result = close.run_close(svc, day, actor="cli")
     c = result.close
     if c.status == "error":
@@ -202,7 +202,7 @@ def cmd_close(args: argparse.Namespace) -> int:
         )
     if args.csv:
         assert c.id is not None
-        Path(args.csv).write_bytes(close.close_csv(svc, c.id))
+        Path(args.csv).write_bytes(close_queries.close_csv(svc, c.id))
     return 0 if result.passed else 1
 
 

@@ -470,7 +470,6 @@ def _status(svc: Services, booking_id: int) -> str:
 
 def first_sync(svc: Services) -> None:
     """Sync the freshly seeded sandbox into the cache and reconcile, so the first screen shows the incidents."""
-    from services.reconciliation import reconcile, sync
+    from services.reconciliation import cycle
 
-    sync.sync(svc, actor="demo-seed")
-    reconcile.reconcile(svc, actor="demo-seed")
+    cycle.run_cycle(svc, actor="demo-seed")

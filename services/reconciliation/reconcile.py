@@ -18,7 +18,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from models.tables import Booking, CalendarEventCache, Finding, ReconcileRun
+from models.tables import Booking, CalendarEventCache, Finding, FindingStatus, ReconcileRun, Severity
 from services.core import audit
 from services.core.context import Services
 from services.core.errors import InvalidState, NotFound
@@ -86,8 +86,8 @@ def _reconcile(svc: Services, actor: str, now: datetime, started: float) -> RunR
                 row = Finding(
                     key=d.key,
                     code=d.code,
-                    severity=d.severity,
-                    status="open",
+                    severity=Severity(d.severity),
+                    status=FindingStatus.OPEN,
                     first_seen_at=now,
                     last_seen_at=now,
                     summary=d.summary[:500],
@@ -97,7 +97,7 @@ def _reconcile(svc: Services, actor: str, now: datetime, started: float) -> RunR
             _fill(row, d, now)
         for key, row in current.items():
             if key not in seen:
-                row.status, row.resolved_at = "resolved", now
+                row.status, row.resolved_at = FindingStatus.RESOLVED, now
                 resolved += 1
         s.flush()
         open_by_code: dict[str, int] = defaultdict(int)
@@ -126,7 +126,7 @@ def _reconcile(svc: Services, actor: str, now: datetime, started: float) -> RunR
 
 
 def _fill(row: Finding, d: Detected, now: datetime) -> None:
-    row.severity = d.severity
+    row.severity = Severity(d.severity)
     row.summary = d.summary[:500]
     row.payment_intent = d.payment_intent
     row.booking_id = d.booking_id
@@ -167,7 +167,8 @@ def acknowledge(svc: Services, finding_id: int, *, actor: str, note: str, now: d
             raise NotFound(f"No finding #{finding_id}")
         if row.status != "open":
             raise InvalidState(f"This finding is already {row.status}")
-        row.status, row.acknowledged_by, row.acknowledged_at, row.note = "acknowledged", actor, now, note.strip()[:1000]
+        row.status, row.acknowledged_by, row.acknowledged_at = FindingStatus.ACKNOWLEDGED, actor, now
+        row.note = note.strip()[:1000]
         booking = s.get(Booking, row.booking_id) if row.booking_id else None
         audit.record(
             s,

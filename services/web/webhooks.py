@@ -20,7 +20,7 @@ import stripe
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from models.tables import Booking, BookingStatus, ExternalRef, WebhookEvent
+from models.tables import Booking, BookingStatus, ExternalRef, WebhookEvent, WebhookStatus
 from services import booking
 from services.core import audit
 from services.core.context import Services
@@ -87,7 +87,7 @@ def record_event(svc: Services, event: Json) -> tuple[int, bool]:
                     event_id=event["id"],
                     type=event["type"][:80],
                     received_at=now,
-                    status="received",
+                    status=WebhookStatus.RECEIVED,
                     payload=event,
                 )
                 s.add(row)
@@ -165,7 +165,7 @@ def _finish(svc: Services, row_id: int, status: str, error: str | None, now: dat
             # A concurrent delivery of the same event finished it while this attempt ran (typically this one found
             # the booking's lease taken by it): the work is done, so its outcome stands and no failure is listed.
             return
-        row.status = status
+        row.status = WebhookStatus(status)
         row.last_error = error[:500] if error else None
         row.processed_at = now if status != "failed" else row.processed_at
         if status == "failed":

@@ -12,11 +12,11 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, StatementError
 from sqlmodel import SQLModel, select
 
 from models.db import make_engine, session_scope, upgrade
-from models.tables import AuditLog, Booking, BookingLeg, SlotClaim
+from models.tables import AuditLog, Booking, BookingLeg, BookingStatus, Channel, LegState, SlotClaim
 from services import booking as bk
 from tests.conftest import NOW
 
@@ -128,7 +128,7 @@ def test_the_database_refuses_overlapping_active_claims_buffer_included(db_url: 
 
 def _contend(args: tuple[str, str, str, int, Any, bool]) -> str:
     data_dir, db_url, now_iso, index, barrier, blind = args
-    from services.booking import BookingRequest, saga, start_booking
+    from services.booking import BookingRequest, quotes, start_booking
     from services.core.context import build_services
     from services.core.errors import NotAvailable
     from services.core.settings import Settings
@@ -145,7 +145,7 @@ def _contend(args: tuple[str, str, str, int, Any, bool]) -> str:
         customer_email=f"caller{index}@example.org",
     )
     if blind:  # every process passes Gate 1 as if no one else existed: only the database can stop them
-        saga.busy_times = lambda *a, **k: []  # the name Gate 1 calls
+        quotes.busy_times = lambda *a, **k: []  # the name Gate 1 calls
     barrier.wait(timeout=60)
     try:
         start_booking(svc, request, actor=f"proc-{index}")
@@ -196,3 +196,21 @@ def test_the_whole_saga_on_this_database(db_url: str, make_services: Any, bookin
         b = s.get(Booking, started.booking_id)
         assert b is not None and b.status == "CANCELLED"
         assert b.hold_expires_at is None and b.created_at.tzinfo is not None
+
+
+def test_state_columns_come_back_as_their_enums_and_refuse_other_values(
+    db_url: str, make_services: Any, booking_request: Any
+) -> None:
+    svc = make_services(db_url)
+    started = bk.start_booking(svc, booking_request(channel="phone"), actor="front desk")
+    with svc.session() as s:
+        booking = s.get(Booking, started.booking_id)
+        assert booking is not None
+        assert booking.status is BookingStatus.AWAITING_PAYMENT and booking.channel is Channel.PHONE
+        legs = list(s.exec(select(BookingLeg).where(BookingLeg.booking_id == booking.id)))
+        assert {leg.state for leg in legs} == {LegState.AWAITING_PAYMENT}
+        assert all(isinstance(leg.state, LegState) for leg in legs)
+    with pytest.raises(StatementError, match="SHIPPED"), svc.session() as s:
+        s.execute(sa.update(Booking).where(Booking.id == started.booking_id).values(status="SHIPPED"))
+    with svc.session() as s:
+        assert s.get(Booking, started.booking_id).status is BookingStatus.AWAITING_PAYMENT  # type: ignore[union-attr]
