@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 
 from models.tables import (
     Booking,
+    BookingLeg,
     ClaimKind,
     SlotClaim,
 )
@@ -28,6 +29,34 @@ def is_overlap_error(exc: IntegrityError) -> bool:
     text = str(exc.orig)
     code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
     return "slot_claim_overlap" in text or "ex_slot_claim_overlap" in text or code == "23P01"
+
+
+def claim_slot(
+    session: Session,
+    leg: BookingLeg,
+    *,
+    room_slug: str,
+    buffer: timedelta,
+    kind: ClaimKind,
+    now: datetime,
+    expires_at: datetime | None = None,
+) -> SlotClaim:
+    """Claim a day-leg's time on its room, the buffer after it included: the database refuses an overlapping active
+    claim (IntegrityError, see is_overlap_error) when the session flushes."""
+    assert leg.id is not None
+    claim = SlotClaim(
+        booking_id=leg.booking_id,
+        leg_id=leg.id,
+        room_slug=room_slug,
+        starts_at=leg.starts_at,
+        ends_at=leg.ends_at,
+        block_until=leg.ends_at + buffer,
+        kind=kind,
+        expires_at=expires_at,
+        created_at=now,
+    )
+    session.add(claim)
+    return claim
 
 
 def release_claims(session: Session, booking_id: int, leg_ids: Sequence[int] | None = None) -> None:

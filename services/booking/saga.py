@@ -25,6 +25,7 @@ from models.tables import (
 from services.booking.claims import (
     busy_span,
     calendar_busy,
+    claim_slot,
     is_overlap_error,
     release_claims,
     sweep_expired_claims,
@@ -165,19 +166,7 @@ def start_booking(svc: Services, req: BookingRequest, *, actor: str, now: dateti
                 s.add(leg)
                 s.flush()
                 assert leg.id is not None
-                s.add(
-                    SlotClaim(
-                        booking_id=booking.id,
-                        leg_id=leg.id,
-                        room_slug=room.slug,
-                        starts_at=window.starts_at,
-                        ends_at=window.ends_at,
-                        block_until=window.ends_at + buffer,
-                        kind=ClaimKind.HOLD,
-                        expires_at=expires,
-                        created_at=now,
-                    )
-                )
+                claim_slot(s, leg, room_slug=room.slug, buffer=buffer, kind=ClaimKind.HOLD, now=now, expires_at=expires)
                 s.flush()
             audit.record(
                 s,

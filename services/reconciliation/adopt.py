@@ -19,7 +19,6 @@ from models.tables import (
     ClaimKind,
     ExternalRef,
     LegState,
-    SlotClaim,
 )
 from services import booking as bk
 from services.core import audit
@@ -168,18 +167,7 @@ def adopt_payment(
                 legs.append(leg)
                 assert leg.id is not None
                 if claim:
-                    s.add(
-                        SlotClaim(
-                            booking_id=booking.id,
-                            leg_id=leg.id,
-                            room_slug=legacy.room.slug,
-                            starts_at=window.starts_at,
-                            ends_at=window.ends_at,
-                            block_until=window.ends_at + buffer,
-                            kind=ClaimKind.BOOKED,
-                            created_at=now,
-                        )
-                    )
+                    bk.claim_slot(s, leg, room_slug=legacy.room.slug, buffer=buffer, kind=ClaimKind.BOOKED, now=now)
                     s.flush()
                 if linked:
                     s.add(

@@ -54,17 +54,8 @@ def claim_slots(svc: Services, booking_id: int, leg_ids: Sequence[int], ctx: Fix
                     continue
                 claim = s.exec(select(SlotClaim).where(SlotClaim.leg_id == leg.id)).first()
                 if claim is None:
-                    s.add(
-                        SlotClaim(
-                            booking_id=booking_id,
-                            leg_id=leg.id,
-                            room_slug=booking.room_slug,
-                            starts_at=leg.starts_at,
-                            ends_at=leg.ends_at,
-                            block_until=leg.ends_at + buffer,
-                            kind=ClaimKind.BOOKED,
-                            created_at=ctx.now,
-                        )
+                    bk.claim_slot(
+                        s, leg, room_slug=booking.room_slug, buffer=buffer, kind=ClaimKind.BOOKED, now=ctx.now
                     )
                 elif not claim.active or claim.kind != ClaimKind.BOOKED:
                     claim.kind, claim.expires_at, claim.active = ClaimKind.BOOKED, None, True
