@@ -2,11 +2,12 @@
 """Screenshot one page of the app in headless Debian chromium: how the team looks at pages.
 
     .venv/bin/python scripts/shoot.py --url-path "/" --out screenshots/home.png
-    .venv/bin/python scripts/shoot.py --url-path "/phone" --role manager --wait-text "Phone booking" --full-page
+    .venv/bin/python scripts/shoot.py --url-path "/phone_booking" --role frontdesk --wait-text "Phone booking"
 
 Starts `streamlit run app.py` on a free loopback port with DATA_DIR=./data (or --data-dir), sandbox gateways and no
-secrets.toml, opens the page at 1400x900, waits until the script has finished running (and for --wait-text if given),
-saves the screenshot and stops the server. Uses the same harness as the browser tests (tests/e2e/harness.py).
+secrets.toml, opens the page at 1366x768 (a front-desk laptop; --size to change), waits until the script has finished
+running (and for --wait-text if given), saves the screenshot and stops the server. Uses the same harness as the
+browser tests (tests/e2e/harness.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ sys.path.insert(0, str(REPO_ROOT / "tests" / "e2e"))
 
 from harness import (  # noqa: E402
     ROLE_ENV,
-    VIEWPORT,
     StreamlitServer,
     app_env,
     launch_browser,
@@ -36,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("screenshots/shot.png"), help="PNG to write")
     parser.add_argument("--role", help=f"staff role to view the app as (sets {ROLE_ENV} for the server)")
     parser.add_argument("--wait-text", action="append", default=[], help="wait until this text is visible (repeatable)")
-    parser.add_argument("--full-page", action="store_true", help="capture the whole scrollable page, not just 1400x900")
+    parser.add_argument("--full-page", action="store_true", help="capture the whole scrollable page, not one screen")
+    parser.add_argument(
+        "--size", default="1366x768", help="browser window WIDTHxHEIGHT (1366x768: a front-desk laptop)"
+    )
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data", help="DATA_DIR for the app (./data)")
     parser.add_argument("--app", default="app.py", help="Streamlit script, relative to --cwd (app.py)")
     parser.add_argument("--cwd", type=Path, default=REPO_ROOT, help="directory to run streamlit in (repo root)")
@@ -52,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
     server = StreamlitServer(env, app_path=args.app, cwd=args.cwd, startup_timeout=args.timeout)
     with server, launch_browser() as browser:
-        context = browser.new_context(viewport=VIEWPORT)
+        width, height = (int(n) for n in args.size.lower().split("x"))
+        context = browser.new_context(viewport={"width": width, "height": height})
         page = context.new_page()
         try:
             open_page(page, server, args.url_path, timeout=args.timeout)
