@@ -63,7 +63,7 @@ def discount_percent(days: int, eligible: bool, policy: Policy) -> int:
     return pct
 
 
-def _round_div(numerator: int, denominator: int) -> int:
+def round_half_up(numerator: int, denominator: int) -> int:
     """Round half up on non-negative integers, so a price never depends on float representation."""
     return (2 * numerator + denominator) // (2 * denominator)
 
@@ -83,7 +83,7 @@ def price(
         raise ValueError("price and duration must be non-negative")
     days = sorted(set(dates))
     pct = discount_percent(len(days), discount_eligible, policy)
-    base = _round_div(hourly_cents * minutes_per_day, 60)
-    discount = _round_div(base * pct, 100)
+    base = round_half_up(hourly_cents * minutes_per_day, 60)
+    discount = round_half_up(base * pct, 100)
     legs = tuple(LegPrice(d, base, discount) for d in days)
     return Quote(room_slug, hourly_cents, minutes_per_day, pct, legs, currency)
