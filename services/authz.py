@@ -15,7 +15,7 @@ from datetime import date
 from typing import Any
 
 from services import booking
-from services.booking.requests import BookingRequest, CancelResult, ConfirmResult, StartResult
+from services.booking.requests import BookingRequest, CancelResult, ConfirmResult, CustomerUpdate, StartResult
 from services.core.context import Progress, Services
 from services.core.errors import NotAllowed
 from services.core.roles import ROLES
@@ -41,6 +41,7 @@ ACTIONS: dict[str, frozenset[str]] = {
     "booking.record_payment": _DESK,
     "booking.send_pay_link": _DESK,
     "booking.cancel": _DESK,
+    "booking.edit": _DESK,
     "override.request": _DESK,
     "override.approve": _MONEY,
     "override.reject": _MONEY,
@@ -64,6 +65,7 @@ ACTION_WORDS = {
     "booking.record_payment": "record a payment",
     "booking.send_pay_link": "email pay links",
     "booking.cancel": "cancel bookings",
+    "booking.edit": "correct a customer's details",
     "override.request": "ask for a refund above the policy",
     "override.approve": "approve a refund above the policy",
     "override.reject": "reject a refund above the policy",
@@ -148,6 +150,36 @@ class Desk:
     ) -> CancelResult:
         actor = self._as("booking.cancel")
         return booking.cancel_booking(self.svc, booking_id, actor=actor, leg_ids=leg_ids, reason=reason)
+
+    def update_customer(
+        self,
+        booking_id: int,
+        *,
+        name: str | None = None,
+        email: str | None = None,
+        phone: str | None = None,
+        party_size: int | None = None,
+        extras: dict[str, Any] | None = None,
+        notes: str | None = None,
+    ) -> CustomerUpdate:
+        """Correct the customer's details (a mistyped email…); only the fields given change."""
+        actor = self._as("booking.edit")
+        return booking.update_customer(
+            self.svc,
+            booking_id,
+            actor=actor,
+            name=name,
+            email=email,
+            phone=phone,
+            party_size=party_size,
+            extras=extras,
+            notes=notes,
+        )
+
+    def resend_confirmation(self, booking_id: int) -> tuple[str, bool]:
+        """After a corrected email: the confirmation again, to the address the booking has now."""
+        actor = self._as("booking.edit")
+        return booking.resend_confirmation(self.svc, booking_id, actor=actor)
 
     # -- refunds above the policy ------------------------------------------------------------------------------------
 
@@ -239,6 +271,8 @@ DESK_ACTIONS: dict[str, tuple[str, ...]] = {
     "record_payment": ("booking.record_payment",),
     "send_pay_link": ("booking.send_pay_link",),
     "cancel_booking": ("booking.cancel",),
+    "update_customer": ("booking.edit",),
+    "resend_confirmation": ("booking.edit",),
     "request_override": ("override.request",),
     "approve_override": ("override.approve",),
     "reject_override": ("override.reject",),

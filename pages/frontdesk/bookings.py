@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from models.tables import BookingStatus
-from pages.frontdesk import booking_cancel, booking_view
+from pages.frontdesk import booking_cancel, booking_edit, booking_view
 from pages.ui import actions, boot, labels, session, widgets
 from services.booking.queries import BookingDetail, booking_detail, find_booking_id, search_bookings
 from services.core.errors import NotFound
@@ -111,11 +111,27 @@ assert b.id is not None
 st.divider()
 st.subheader(f"{b.reference} · {detail.room_name}", anchor=False)
 widgets.status_badge(b.status)
-st.markdown(
-    f"**{b.customer_name}** · {b.customer_email}"
-    + (f" · {b.customer_phone}" if b.customer_phone else "")
-    + (f" · group of {b.party_size}" if b.party_size else "")
-)
+booking_edit.show_outcome(b)  # a correction's outcome first: seen without scrolling
+booked_room = booking_edit.room_of(svc, b)
+editing = detail.editable and st.session_state.get(booking_edit.FLAG) == b.id
+if editing:
+    booking_edit.edit_form(detail, booked_room)
+else:
+    who, edit = st.columns([5, 1], vertical_alignment="center")
+    who.markdown(
+        f"**{b.customer_name}** · {b.customer_email}"
+        + (f" · {b.customer_phone}" if b.customer_phone else "")
+        + (f" · group of {b.party_size}" if b.party_size else "")
+    )
+    if detail.editable and session.may("booking.edit"):
+        edit.button(
+            "Edit details",
+            icon=":material/edit:",
+            key="bk_edit_open",
+            on_click=booking_edit.open_edit,
+            args=(b, booked_room),
+            help="Correct the customer's name, email, phone, group size, notes or room details.",
+        )
 st.caption(
     f"{days_label([leg.day for leg in detail.legs])} · {b.start_time}–{b.end_time} ({labels.tz_label(svc)}) · "
     f"{b.channel} booking by {b.created_by}, {labels.venue(svc, b.created_at)} · "
@@ -137,9 +153,9 @@ if detail.awaiting_payment and b.hold_expires_at:
         f"Waiting for payment; the hold ends {labels.venue(svc, b.hold_expires_at)} ({labels.tz_label(svc)}).",
         icon=":material/hourglass_top:",
     )
-if b.notes:
+if b.notes and not editing:
     st.markdown(f"**Notes:** {b.notes}")
-if detail.extras:
+if detail.extras and not editing:
     st.markdown(", ".join(f"{label}: **{value}**" for label, value in detail.extras))
 if detail.extras_missing:
     st.warning(

@@ -218,13 +218,15 @@ with form:
     st.subheader("Customer", anchor=False)
     st.text_input("Name", key="pb_name", disabled=locked)
     n1, n2 = st.columns([1.4, 1])
-    n1.text_input(
-        "Email",
-        key="pb_email",
-        disabled=locked,
-        placeholder="name@example.com",
-        help="The confirmation and receipts go here.",
-    )
+    with n1:
+        st.text_input(
+            "Email",
+            key="pb_email",
+            disabled=locked,
+            placeholder="name@example.com",
+            help="The confirmation and receipts go here.",
+        )
+        widgets.email_suggestion("pb_email", disabled=locked)
     n2.text_input("Phone", key="pb_phone", disabled=locked)
 
     if room.extras:

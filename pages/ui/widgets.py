@@ -1,6 +1,6 @@
 """The dashboard's repeated widgets: a table to pick one row from, a dialog opened from a session-state flag, a table
 generation that forgets selections after an action, the period picker of the finance reports, and the form of a
-room's extra questions."""
+room's extra questions, and "did you mean …?" under an email field."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import streamlit as st
 
 from pages.ui import labels
+from services.rules.contact import suggest_email
 
 if TYPE_CHECKING:
     from services.core.catalogue import Room
@@ -192,3 +193,25 @@ def extras_values(room: Room, key_prefix: str) -> dict[str, Any]:
     """What extras_inputs holds now, blanks left out."""
     values = {f.key: st.session_state.get(f"{key_prefix}{f.key}") for f in room.extras}
     return {k: v for k, v in values.items() if v is not None and str(v).strip() != ""}
+
+
+def email_suggestion(key: str, *, disabled: bool = False) -> None:
+    """Under the email field `key`: "Did you mean ava@gmail.com?" when what is typed looks mistyped (issue 12), with a
+    button that puts the suggestion in the field. Nothing when it looks right."""
+    better = suggest_email(str(st.session_state.get(key) or ""))
+    if better is None:
+        return
+    # The address as code (every character shows, no mail link) on a line of its own: it fits a narrow column.
+    st.warning(f"Did you mean this address?  \n`{better}`", icon=":material/spellcheck:")
+    st.button(
+        f"Use {better}",
+        key=f"{key}_use_suggestion",
+        icon=":material/check:",
+        disabled=disabled,
+        on_click=_use_suggestion,
+        args=(key, better),
+    )
+
+
+def _use_suggestion(key: str, better: str) -> None:
+    st.session_state[key] = better

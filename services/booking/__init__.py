@@ -6,6 +6,7 @@ through its state machine), `lease` (one process per booking at a time), `claims
 and what blocks a room), `events` (calendar events), `refunds`, `quotes` (what a request costs and a cancellation
 refunds, read only), `saga` (start → confirm, with the seed's safety net), `holds` (expiry, days that start and
 end), `cancel`, and the read models `queries` (searches, a booking's detail, the rooms' schedule) and `availability`.
+`details` holds the customer details' checks (the saga's too) and their correction (update_customer).
 """
 
 from services.booking.cancel import cancel_booking, cancel_under_lease
@@ -19,6 +20,13 @@ from services.booking.claims import (
     release_claims,
     sweep_expired_claims,
 )
+from services.booking.details import (
+    CustomerDetails,
+    check_customer,
+    check_request,
+    resend_confirmation,
+    update_customer,
+)
 from services.booking.events import (
     delete_batch,
     delete_events,
@@ -26,13 +34,21 @@ from services.booking.events import (
     event_id_for,
     insert_event,
     record_event_created,
+    update_event_details,
 )
 from services.booking.holds import advance_legs, expire_holds, release_hold
 from services.booking.lease import lease
 from services.booking.queries import find_booking_id
 from services.booking.quotes import cancellation_quote, quote
 from services.booking.refunds import cancel_refund_key, record_refund, refund_payment
-from services.booking.requests import BookingRequest, CancelResult, ConfirmResult, QuoteResult, StartResult
+from services.booking.requests import (
+    BookingRequest,
+    CancelResult,
+    ConfirmResult,
+    CustomerUpdate,
+    QuoteResult,
+    StartResult,
+)
 from services.booking.saga import (
     confirm_payment,
     confirm_under_lease,
@@ -54,6 +70,8 @@ __all__ = [
     "BookingRequest",
     "CancelResult",
     "ConfirmResult",
+    "CustomerDetails",
+    "CustomerUpdate",
     "QuoteResult",
     "StartResult",
     "advance_legs",
@@ -65,6 +83,8 @@ __all__ = [
     "cancel_refund_key",
     "cancel_under_lease",
     "cancellation_quote",
+    "check_customer",
+    "check_request",
     "claim_slot",
     "claims_busy",
     "confirm_payment",
@@ -88,10 +108,13 @@ __all__ = [
     "refund_payment",
     "release_claims",
     "release_hold",
+    "resend_confirmation",
     "resolve_now",
     "room_limits",
     "sandbox_pay",
     "set_leg_state",
     "start_booking",
     "sweep_expired_claims",
+    "update_customer",
+    "update_event_details",
 ]

@@ -1,4 +1,5 @@
-"""A booking's calendar events: deterministic ids, idempotent insert, batch delete, each step audited."""
+"""A booking's calendar events: deterministic ids, idempotent insert, details kept up to date, batch delete, each step
+audited."""
 
 from __future__ import annotations
 
@@ -10,17 +11,20 @@ from typing import Any
 from sqlmodel import select
 
 from models.tables import (
+    ACTIVE_LEG_STATES,
     Booking,
     BookingLeg,
     ExternalRef,
 )
-from services.booking.store import load_booking
+from services.booking.store import booking_legs, load_booking
 from services.core import audit
 from services.core.context import Services
 from services.core.errors import (
     EventExists,
     GatewayError,
+    NotFound,
 )
+from services.rules.fmt import day_label
 
 
 def event_id_for(reference: str, day: date, attempt: int = 0) -> str:
@@ -112,6 +116,40 @@ def record_event_created(
             event_id=event_id,
             calendar_id=leg.calendar_id,
         )
+
+
+def update_event_details(svc: Services, booking_id: int, *, actor: str, now: datetime) -> tuple[list[date], list[str]]:
+    """Rewrite the title and description of the booking's live days' events from the booking as it is now (corrected
+    customer details, extras filled in). Returns (days updated, problems a person can act on); audited."""
+    with svc.session() as s:
+        booking = load_booking(s, booking_id)
+        legs = [leg for leg in booking_legs(s, booking_id) if leg.state in ACTIVE_LEG_STATES and leg.event_id]
+    updated: list[date] = []
+    problems: list[str] = []
+    for leg in legs:
+        assert leg.event_id is not None
+        body = event_body(svc, booking, leg, leg.event_id)
+        patch = {"summary": body["summary"], "description": body["description"]}
+        try:
+            svc.calendar.patch_event(leg.calendar_id, leg.event_id, patch)
+        except NotFound:
+            problems.append(f"{day_label(leg.day)} has no event to update")
+        except GatewayError as exc:
+            problems.append(f"{day_label(leg.day)}'s event could not be updated ({exc.message})")
+        else:
+            updated.append(leg.day)
+    if updated:
+        with svc.session() as s:
+            audit.record(
+                s,
+                "booking.event.updated",
+                actor=actor,
+                at=now,
+                booking=load_booking(s, booking_id),
+                days=updated,
+                fields=sorted(patch),
+            )
+    return updated, problems
 
 
 def delete_batch(svc: Services, targets: Sequence[tuple[str, str]]) -> list[tuple[str, str, GatewayError | None]]:

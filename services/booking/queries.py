@@ -26,6 +26,8 @@ from services.core.context import Services
 from services.core.errors import DomainError, GatewayError, NotFound
 
 CANCELLABLE = frozenset({BookingStatus.AWAITING_PAYMENT, BookingStatus.CONFIRMED, BookingStatus.PARTLY_CANCELLED})
+# A booking in one of these is over: its customer details are history, no longer corrected (details.update_customer).
+CLOSED = frozenset({BookingStatus.CANCELLED, BookingStatus.FAILED, BookingStatus.EXPIRED, BookingStatus.REFUNDED})
 # What the room's calendar says about a day, against what it should say (BookingDetail.calendar_state).
 CALENDAR_STATES = {
     "on_calendar": "✓ on calendar",
@@ -159,6 +161,11 @@ class BookingDetail:
     def cancellable(self) -> bool:
         """Something is left to cancel: an unpaid hold, or paid days not all cancelled."""
         return self.booking.status in CANCELLABLE
+
+    @property
+    def editable(self) -> bool:
+        """The customer's details may still be corrected (the booking is not over)."""
+        return self.booking.status not in CLOSED
 
     @property
     def active_days(self) -> int:

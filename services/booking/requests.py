@@ -79,3 +79,23 @@ class CancelResult:
     refund_cents: int
     cancelled_days: list[date]
     problems: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CustomerUpdate:
+    """What update_customer changed: each field's (before, after), the days whose calendar events now say so and
+    what could not be updated there, and what the person may want to do next."""
+
+    booking_id: int
+    reference: str
+    changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    events_updated: list[date] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    # The email changed on a confirmed booking: its confirmation went to the old address and may be sent again.
+    offer_resend: bool = False
+    # The email changed while the booking waits for payment: the next pay link goes to the new address.
+    pay_link_follows: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)

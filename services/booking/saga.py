@@ -4,7 +4,6 @@ any failure, delete what was created and refund in full."""
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +29,7 @@ from services.booking.claims import (
     release_claims,
     sweep_expired_claims,
 )
+from services.booking.details import check_request
 from services.booking.events import delete_batch, event_body, event_id_for, insert_event, record_event_created
 from services.booking.lease import lease
 from services.booking.quotes import quote
@@ -44,7 +44,6 @@ from services.booking.store import (
     set_leg_state,
 )
 from services.core import audit
-from services.core.catalogue import Room
 from services.core.context import Services
 from services.core.errors import (
     EventExists,
@@ -65,32 +64,12 @@ from services.rules.refunds import policy_snapshot
 
 log = logging.getLogger("roomdesk.booking")
 
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
-
-def _validate_customer(req: BookingRequest, room: Room) -> tuple[dict[str, Any], list[str]]:
-    problems = []
-    if not req.customer_name.strip():
-        problems.append("Customer name is required")
-    if not EMAIL.match(req.customer_email.strip()):
-        problems.append("A valid customer email is required (name@example.com)")
-    if req.customer_phone and not re.fullmatch(r"[0-9 +().-]{7,20}", req.customer_phone.strip()):
-        problems.append("Phone number looks wrong (digits, spaces, + - ( ) only)")
-    extras, extra_problems = room.validate_extras(req.extras)
-    # A phone booking may be saved before the customer knows their extras (seed incident #9 is then flagged for
-    # follow-up); a web booking must carry them.
-    if req.channel == "web" or req.extras:
-        problems.extend(extra_problems)
-    if room.agreement_required and req.channel == "web" and not req.agreement_version:
-        problems.append(f"The {room.name} requires accepting the room agreement")
-    return extras, problems
-
 
 def problems_for(svc: Services, req: BookingRequest, *, now: datetime | None = None) -> list[str]:
     """Every problem start_booking would raise for this request (customer details, extras, terms, Gate 1), without
     creating anything: lets a form show them all at once."""
     room = svc.catalogue.room(req.room)
-    _, problems = _validate_customer(req, room)
+    _, problems = check_request(req, room)
     if req.terms_version is not None and req.terms_version != svc.settings.terms_version:
         problems.append(_terms_changed(svc))
     return problems + quote(svc, req, now=now).reasons
@@ -104,7 +83,7 @@ def start_booking(svc: Services, req: BookingRequest, *, actor: str, now: dateti
     """Gate 1 → hold → PaymentIntent. Raises ValidationError, NotAvailable, SlotTaken or GatewayError."""
     now = resolve_now(svc, now)
     room = svc.catalogue.room(req.room)
-    extras, problems = _validate_customer(req, room)
+    details, problems = check_request(req, room)
     if req.terms_version is not None and req.terms_version != svc.settings.terms_version:
         problems.append(_terms_changed(svc))
     if problems:
@@ -132,7 +111,7 @@ def start_booking(svc: Services, req: BookingRequest, *, actor: str, now: dateti
                 customer_phone=req.customer_phone.strip(),
                 party_size=req.party_size,
                 notes=req.notes.strip(),
-                extras=extras,
+                extras=details.extras,
                 amount_cents=result.quote.total_cents,
                 discount_cents=result.quote.discount_cents,
                 currency=svc.settings.currency,

@@ -81,6 +81,16 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8000", description="Where customers reach the API's pages (pay links in emails)"
     )
     cors_origins: list[str] = Field(default=[], description="Web origins allowed to call the booking API")
+    # The customer's manage page (/manage/<ref>?k=…) and the reminder email.
+    self_service_changes: bool = Field(
+        default=True, description="Customers may cancel days on their manage page (false: the page only shows them)"
+    )
+    self_service_cutoff_hours: int = Field(
+        default=48, ge=0, le=24 * 60, description="A day is closed for the customer's own changes this long before it"
+    )
+    reminder_hours: int = Field(
+        default=48, ge=1, le=24 * 30, description="The reminder email goes out this long before each booked day"
+    )
     gateway_timeout_seconds: float = Field(default=20.0, gt=0)
     # Live mode: who may use the dashboard, after signing in with the [auth] OIDC provider: email → role
     # (frontdesk | manager | finance | admin). An email not listed signs in to nothing.

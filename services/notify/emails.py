@@ -9,21 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, date
 from pathlib import Path
 from typing import Any
 
 from icalendar import Calendar, Event
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from models.tables import Booking, BookingLeg
+from models.tables import Booking, BookingLeg, BookingStatus
 from services.core.catalogue import Catalogue
 from services.core.settings import Settings
 from services.rules.fmt import day_label, money
 from services.rules.refunds import bands_from_snapshot, describe_bands
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-KINDS = ("confirmation", "cancellation", "refund", "auto_refund", "pay_link")
+KINDS = ("confirmation", "cancellation", "refund", "auto_refund", "pay_link", "reminder")
 ICS_MIME = "text/calendar"
 
 Attachment = tuple[str, str, bytes]  # (filename, mime type, content), as OutgoingEmail.attachments
@@ -59,6 +59,18 @@ def policy_text(snapshot: dict[str, Any]) -> str:
         return ""
 
 
+def manage_url(settings: Settings, booking: Booking) -> str:
+    """The customer's manage page (a secret link, like the pay link: the token is the booking's pay token); empty for
+    a booking without one (made before customer links existed), whose emails then carry no link."""
+    if not booking.pay_token:
+        return ""
+    return f"{settings.public_base_url.rstrip('/')}/manage/{booking.reference}?k={booking.pay_token}"
+
+
+# Bookings the manage page still has something to show for: the confirmation and what is left after a cancellation.
+_STANDING = (BookingStatus.CONFIRMED, BookingStatus.PARTLY_CANCELLED, BookingStatus.COMPLETED)
+
+
 def _sorted(legs: Sequence[BookingLeg]) -> list[BookingLeg]:
     return sorted(legs, key=lambda leg: leg.day)
 
@@ -88,6 +100,9 @@ def _context(booking: Booking, legs: Sequence[BookingLeg], catalogue: Catalogue,
         "paid": money(booking.amount_cents, booking.currency),
         "extras": [(labels.get(k, k.replace("_", " ").capitalize()), v) for k, v in booking.extras.items()],
         "policy": policy_text(booking.policy_snapshot),
+        "manage_url": manage_url(settings, booking) if booking.status in _STANDING else "",
+        "self_service": settings.self_service_changes,
+        "cutoff_hours": settings.self_service_cutoff_hours,
     }
 
 
@@ -114,6 +129,9 @@ def render(
         attachments.append(calendar_attachment(booking, legs, catalogue))
     elif kind == "cancellation":
         subject = f"Booking cancelled: {room_name}, {days_text}"
+    elif kind == "reminder":
+        first = ctx["days"][0] if ctx["days"] else {"start": booking.start_time, "end": booking.end_time}
+        subject = f"Reminder: {room_name}, {days_text}, {first['start']}–{first['end']}"
     elif kind == "pay_link":
         subject = f"Pay for your booking {booking.reference}: {room_name}, {days_text}"
     elif kind == "refund":
@@ -185,6 +203,25 @@ def cancellation(
     return render(
         "cancellation", booking=booking, legs=legs, catalogue=catalogue, settings=settings, refund_cents=refund_cents
     )
+
+
+def reminder_key(reference: str, day: date) -> str:
+    """The outbox idempotency key of a day's reminder: one reminder per booked day, ever."""
+    return f"{reference}-reminder-{day:%Y%m%d}"
+
+
+def reminder_day(key: str) -> date | None:
+    """The day a reminder's idempotency key is about (None if the key is not a reminder's)."""
+    _, sep, tail = key.rpartition("-reminder-")
+    try:
+        return date.fromisoformat(tail) if sep and len(tail) == 8 else None
+    except ValueError:
+        return None
+
+
+def reminder(catalogue: Catalogue, settings: Settings, booking: Booking, leg: BookingLeg) -> RenderedEmail:
+    """The reminder before one booked day, with the link to the manage page."""
+    return render("reminder", booking=booking, legs=[leg], catalogue=catalogue, settings=settings)
 
 
 def auto_refund(

@@ -17,12 +17,13 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from models.tables import ACTIVE_LEG_STATES, Booking, BookingLeg, EmailOutbox, OutboxStatus
+from models.tables import ACTIVE_LEG_STATES, Booking, BookingLeg, EmailOutbox, LegState, OutboxStatus
 from services.core import audit
 from services.core.context import Services
 from services.core.errors import GatewayError, NotFound
 from services.gateways.base import OutgoingEmail
 from services.notify import emails, queries
+from services.rules.fmt import day_label
 
 log = logging.getLogger("roomdesk.notify")
 
@@ -91,6 +92,15 @@ def _send(
             raise NotFound(f"No email #{outbox_id} in the outbox")
         if row.status == "sent":
             return "taken-sent"
+        if row.kind == "reminder" and (moot := _reminder_moot(s, row)):
+            # Queued while the day was booked, then held up (a mail outage) until the day was cancelled or began:
+            # it must not go out. Kept as refused, with the reason, so the outbox still shows what happened.
+            if row.status != "failed" or row.next_attempt_at is not None:
+                booking = s.get(Booking, row.booking_id) if row.booking_id else None
+                row.status, row.next_attempt_at = OutboxStatus.FAILED, None
+                row.last_error = f"Not sent: {moot}"
+                audit.record(s, "email.reminder.withdrawn", actor=actor, at=now, booking=booking, reason=moot)
+            return "failed"
         claim = (
             sa.update(EmailOutbox)
             .where(col(EmailOutbox.id) == outbox_id)
@@ -155,6 +165,19 @@ def _send(
             booking.confirmation_sent_at = now
         audit.record(s, f"email.{row.kind}.sent", actor=actor, at=now, booking=booking, to=row.to)
         return "sent"
+
+
+def _reminder_moot(session: Session, row: EmailOutbox) -> str | None:
+    """Why a reminder must not go out any more (its day was cancelled or refunded, or has begun); None if it may."""
+    day = emails.reminder_day(row.idempotency_key)
+    if day is None or row.booking_id is None:
+        return None
+    leg = session.exec(select(BookingLeg).where(BookingLeg.booking_id == row.booking_id, BookingLeg.day == day)).first()
+    if leg is not None and leg.state == LegState.CONFIRMED:
+        return None
+    if leg is not None and leg.state in ACTIVE_LEG_STATES:
+        return f"{day_label(day)} has begun"
+    return f"{day_label(day)} is no longer booked"
 
 
 def _failed(

@@ -87,6 +87,18 @@ def cmd_send_mail(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_send_reminders(args: argparse.Namespace) -> int:
+    from services.notify.reminders import send_reminders
+
+    svc = _services()
+    report = send_reminders(svc, now=svc.now(), actor="cli")
+    for r in report.sent + report.queued:
+        sent = "sent" if r in report.sent else "queued to retry"
+        print(f"  {r.reference:<10} {r.day}  {r.to}  {sent}")
+    print(report.line().capitalize() + ".")
+    return 0
+
+
 def _interval(text: str) -> float:
     units = {"s": 1, "m": 60, "h": 3600}
     text = text.strip().lower()
@@ -101,6 +113,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from services.booking import advance_legs, expire_holds
     from services.notify.outbox import deliver_due
+    from services.notify.reminders import send_reminders
     from services.reconciliation.cycle import run_cycle
     from services.reconciliation.sync import SyncBusy
 
@@ -109,10 +122,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         try:
             expired = expire_holds(svc, actor="worker")
             advance_legs(svc, actor="worker")
+            reminders = send_reminders(svc, now=svc.now(), actor="worker")
             # Before the sync: a mail outage that has ended clears its "no confirmation sent" finding this round.
             mail = deliver_due(svc, now=svc.now(), actor="worker")
             cycle = run_cycle(svc, actor="worker")
-            print(f"{svc.now():%Y-%m-%d %H:%M:%S} holds {expired or '-'}; {mail.line()}; {cycle.line()}", flush=True)
+            line = f"holds {expired or '-'}; {reminders.line()}; {mail.line()}; {cycle.line()}"
+            print(f"{svc.now():%Y-%m-%d %H:%M:%S} {line}", flush=True)
         except SyncBusy as exc:
             print(f"{svc.now():%H:%M:%S} skipped: {exc.message}", flush=True)
         except DomainError as exc:
@@ -236,7 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("send-mail", help="send the outbox's due emails once (the worker does this every round)")
     p.add_argument("--limit", type=int, default=100, help="at most this many emails (default 100)")
     p.set_defaults(func=cmd_send_mail)
-    p = sub.add_parser("worker", help="expire holds, send due emails, sync and reconcile on a schedule")
+    p = sub.add_parser(
+        "send-reminders",
+        help="email the reminders due now, REMINDER_HOURS before each booked day (the worker does too)",
+    )
+    p.set_defaults(func=cmd_send_reminders)
+    p = sub.add_parser("worker", help="expire holds, send reminders and due emails, sync and reconcile on a schedule")
     p.add_argument("--every", type=_interval, default=300.0, help="interval such as 30s, 5m, 1h (default 5m)")
     p.add_argument("--once", action="store_true", help="run one round and exit")
     p.set_defaults(func=cmd_worker)

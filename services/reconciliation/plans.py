@@ -21,7 +21,7 @@ from models.tables import (
 from services import booking as bk
 from services.core import audit
 from services.core.context import Services
-from services.core.errors import GatewayError, NotFound, ValidationError
+from services.core.errors import ValidationError
 from services.gateways.base import Json
 from services.notify import emails, outbox
 from services.reconciliation import adopt, probes, reconcile, steps
@@ -673,31 +673,7 @@ def _plan_fill_extras(ctx: FixContext) -> Plan:
                 audit.record(
                     s, "booking.extras.filled", actor=ctx.actor, at=ctx.now, booking=b, extras=clean, finding=f.key
                 )
-                fresh = b
-            patched, problems = [], []
-            for leg in legs:
-                assert leg.event_id is not None
-                if not probes.is_live(svc.calendar.get_event(leg.calendar_id, leg.event_id)):
-                    problems.append(f"{day_label(leg.day)} has no event to update")
-                    continue
-                body = bk.event_body(svc, fresh, leg, leg.event_id)
-                try:
-                    svc.calendar.patch_event(leg.calendar_id, leg.event_id, {"description": body["description"]})
-                except (GatewayError, NotFound) as exc:
-                    problems.append(f"{day_label(leg.day)}'s event could not be updated ({exc.message})")
-                    continue
-                patched.append(leg.day)
-            if patched:
-                with svc.session() as s:
-                    audit.record(
-                        s,
-                        "booking.event.updated",
-                        actor=ctx.actor,
-                        at=ctx.now,
-                        booking=bk.load_booking(s, booking_id),
-                        days=patched,
-                        fields=["description"],
-                    )
+            patched, problems = bk.update_event_details(svc, booking_id, actor=ctx.actor, now=ctx.now)
         message = f"Saved the extras and updated {plural(len(patched), 'event')}" + (
             f" ({days_text(patched)})" if patched else ""
         )

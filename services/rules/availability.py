@@ -105,6 +105,17 @@ def leg_windows(request: SlotRequest, policy: Policy) -> list[LegWindow]:
     return out
 
 
+def party_size_reasons(party_size: int | None, room: RoomLimits) -> list[str]:
+    """Why the group does not fit the room (a new booking and a corrected group size are held to the same)."""
+    if party_size is None:
+        return []
+    if party_size < 1:
+        return ["The group needs at least one person"]
+    if party_size > room.capacity:
+        return [f"The {room.name} holds at most {room.capacity} people"]
+    return []
+
+
 def check_request(
     request: SlotRequest,
     room: RoomLimits,
@@ -135,11 +146,7 @@ def check_request(
             reasons.append(f"The {room.name} has a minimum of {_hours_label(room.min_minutes)}")
     if _minutes(request.start) % policy.slot_minutes or _minutes(request.end) % policy.slot_minutes:
         reasons.append(f"Start and end times must be on a {policy.slot_minutes}-minute step")
-    if request.party_size is not None:
-        if request.party_size < 1:
-            reasons.append("The group needs at least one person")
-        elif request.party_size > room.capacity:
-            reasons.append(f"The {room.name} holds at most {room.capacity} people")
+    reasons.extend(party_size_reasons(request.party_size, room))
 
     earliest = now + timedelta(hours=policy.min_notice_hours)
     latest = now + timedelta(days=policy.max_days_ahead)

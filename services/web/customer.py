@@ -100,11 +100,17 @@ def terms_text(svc: Services) -> str:
     return describe_bands(svc.policy.refund_bands)
 
 
-def _open(session: Session, reference: str, token: str | None) -> Booking:
-    """The booking behind a pay link, or NotFound whether the reference or the token is wrong."""
-    ref = (reference or "").strip().upper()
+def open_booking(session: Session, reference: str, token: str | None) -> Booking:
+    """The booking behind a customer link (pay, confirmation, manage), or NotFound whether the reference or the token
+    is wrong. Compared as bytes: compare_digest refuses non-ASCII text, and a link's token is whatever was typed."""
+    ref = (reference or "").strip().upper()[:32]
     found = session.exec(select(Booking).where(Booking.reference == ref)).first()
-    if found is None or not found.pay_token or not token or not secrets.compare_digest(found.pay_token, token):
+    if (
+        found is None
+        or not found.pay_token
+        or not token
+        or not secrets.compare_digest(found.pay_token.encode(), token.encode("utf-8", "replace"))
+    ):
         raise NotFound("This link is not valid. Check it against your email, or call us.")
     return found
 
@@ -139,7 +145,7 @@ def view(svc: Services, reference: str, token: str | None, *, now: datetime | No
     now = now or svc.now()
     tz = svc.settings.tz
     with svc.session() as s:
-        b = _open(s, reference, token)
+        b = open_booking(s, reference, token)
         assert b.id is not None
         legs = sorted(s.exec(select(BookingLeg).where(BookingLeg.booking_id == b.id)), key=lambda leg: leg.day)
         stage = _stage(svc, s, b, now)
@@ -217,7 +223,7 @@ def accept_terms(
     if version != current:
         raise ValidationError([f"The terms have changed (now version {current}); please read them again"])
     with svc.session() as s:
-        b = _open(s, reference, token)
+        b = open_booking(s, reference, token)
         if _terms_ok(svc, b):
             return
         if b.status != BookingStatus.AWAITING_PAYMENT:
@@ -231,7 +237,7 @@ def accept_terms(
 def _payable(svc: Services, reference: str, token: str | None, now: datetime) -> tuple[int, str | None]:
     """(booking id, PaymentIntent id) of a booking the customer may pay now, else InvalidState saying why not."""
     with svc.session() as s:
-        b = _open(s, reference, token)
+        b = open_booking(s, reference, token)
         stage = _stage(svc, s, b, now)
         if stage == STAGE_EXPIRED:
             raise InvalidState("This booking's hold has expired, so the days were released. Please book again.")
@@ -269,7 +275,7 @@ def finish_after_return(svc: Services, reference: str, token: str | None) -> Non
     the webhook has not been processed yet, confirm now (the saga is idempotent and leased, so racing the webhook is
     harmless)."""
     with svc.session() as s:
-        b = _open(s, reference, token)
+        b = open_booking(s, reference, token)
         pi_id, status = b.payment_intent_id, b.status
     if status == BookingStatus.AWAITING_PAYMENT and pi_id and _paid_at_stripe(svc, pi_id):
         booking.confirm_payment(svc, pi_id, actor="customer")
@@ -310,7 +316,7 @@ def send_pay_link(svc: Services, booking_id: int, *, actor: str, now: datetime |
 def calendar_file(svc: Services, reference: str, token: str | None) -> tuple[str, bytes]:
     """The confirmed days as an .ics (the same file the confirmation email carries)."""
     with svc.session() as s:
-        b = _open(s, reference, token)
+        b = open_booking(s, reference, token)
         if b.status not in (BookingStatus.CONFIRMED, BookingStatus.PARTLY_CANCELLED, BookingStatus.COMPLETED):
             raise InvalidState(f"Booking {b.reference} is not confirmed")
         legs = [

@@ -11,11 +11,16 @@ without JavaScript; a little script only adds the live price and, in live mode, 
   POST /pay/<ref>/test-card   sandbox: pay with a Stripe test card
   GET  /booked/<ref>?k=…      the outcome: confirmed, still processing, or refunded because the slot was taken
   GET  /booked/<ref>/calendar.ics?k=…
+  GET  /manage/<ref>?k=…      the booking: days and their state, paid, refunds, receipt, .ics; cancel links
+  GET  /manage/<ref>/cancel?k=…&day=<YYYY-MM-DD>|all   the refund, before confirming
+  POST /manage/<ref>/cancel   confirm: cancel and refund exactly what was shown
+  GET  /manage/<ref>/receipt.pdf?k=…
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,11 +37,20 @@ from services.booking import BookingRequest
 from services.booking.availability import availability
 from services.core.catalogue import Room
 from services.core.context import Services
-from services.core.errors import DomainError, GatewayError, InvalidState, NotAvailable, NotFound, PaymentDeclined
+from services.core.errors import (
+    DomainError,
+    GatewayError,
+    InvalidState,
+    NotAllowed,
+    NotAvailable,
+    NotFound,
+    PaymentDeclined,
+)
 from services.core.errors import ValidationError as DomainValidationError
+from services.rules.contact import suggest_email
 from services.rules.fmt import day_label, money
 from services.rules.refunds import describe_bands
-from services.web import customer
+from services.web import customer, manage
 
 log = logging.getLogger("roomdesk.web")
 
@@ -91,7 +105,7 @@ def _parse_time(text: str) -> time | None:
         return None
 
 
-def _form_request(room: Room, form: FormData) -> tuple[BookingRequest | None, list[str]]:
+def _form_request(room: Room, form: FormData, *, email: str) -> tuple[BookingRequest | None, list[str]]:
     """The booking form → a BookingRequest (None when days or times are missing) and the form's own problems."""
     problems = []
     dates: list[date] = []
@@ -131,7 +145,7 @@ def _form_request(room: Room, form: FormData) -> tuple[BookingRequest | None, li
         start=start,
         end=end,
         customer_name=str(form.get("customer_name") or "")[:200],
-        customer_email=str(form.get("customer_email") or "")[:254],
+        customer_email=email,
         customer_phone=str(form.get("customer_phone") or "")[:40],
         party_size=party,
         extras=extras,
@@ -155,6 +169,7 @@ def router(svc: Services) -> APIRouter:
         values: dict[str, Any] | None = None,
         problems: list[str] | None = None,
         status: int = 200,
+        email_suggestion: str | None = None,
     ) -> HTMLResponse:
         now = svc.now()
         policy = svc.policy
@@ -186,6 +201,7 @@ def router(svc: Services) -> APIRouter:
             prev_url=f"/book/{room.slug}?from={max(earlier, first).isoformat()}" if view_from > first else None,
             next_url=f"/book/{room.slug}?from={(view_to + timedelta(days=1)).isoformat()}" if view_to < last else None,
             hold_minutes=svc.settings.hold_minutes,
+            email_suggestion=email_suggestion,
         )
 
     @r.get("/", response_class=HTMLResponse)
@@ -233,11 +249,23 @@ def router(svc: Services) -> APIRouter:
                 start_day = min(date.fromisoformat(d) for d in values["dates"])
             except ValueError:
                 start_day = None
-        req, problems = _form_request(room, form)
+        email, suggestion = _email_choice(values)
+        values["customer_email"] = email
+        req, problems = _form_request(room, form, email=email)
+        if suggestion:
+            problems.append(f"Please check your email address: did you mean {suggestion}?")
         if req is not None and problems:  # show everything wrong at once, the slot included
             problems += await run_in_threadpool(booking.problems_for, svc, req)
         if req is None or problems:
-            return book_page(request, room, start_day=start_day, values=values, problems=problems, status=422)
+            return book_page(
+                request,
+                room,
+                start_day=start_day,
+                values=values,
+                problems=problems,
+                status=422,
+                email_suggestion=suggestion,
+            )
         try:
             started = await run_in_threadpool(booking.start_booking, svc, req, actor="customer")
         except DomainValidationError as exc:
@@ -353,4 +381,136 @@ def router(svc: Services) -> APIRouter:
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
 
+    # ----------------------------------------------------------------------------------------- /manage
+
+    def manage_page(
+        request: Request,
+        ref: str,
+        k: str | None,
+        *,
+        done: Sequence[date] = (),
+        problems: Sequence[str] = (),
+        status: int = 200,
+    ) -> Response:
+        try:
+            v = manage.view(svc, ref, k)
+        except NotFound as exc:
+            return _not_found(request, svc, exc.message)
+        if v.awaiting_payment:
+            return RedirectResponse(v.pay_path, status_code=303)
+        # After a cancellation: what the database says about the days just cancelled (the query only picks them).
+        cancelled = [d for d in v.days if d.day in set(done) and d.cancelled]
+        return _page(
+            request,
+            "manage.html",
+            status,
+            svc=svc,
+            v=v,
+            cancelled=cancelled,
+            problems=list(problems),
+            contact=manage.contact_words(v.venue),
+        )
+
+    def manage_refused(request: Request, ref: str, k: str | None, exc: DomainError) -> Response:
+        """A step the manage page's service refused, shown on the page with the status that says why."""
+        if isinstance(exc, NotFound):
+            return _not_found(request, svc, exc.message)
+        if isinstance(exc, DomainValidationError):
+            return manage_page(request, ref, k, problems=exc.problems, status=422)
+        return manage_page(request, ref, k, problems=[exc.message], status=403 if isinstance(exc, NotAllowed) else 409)
+
+    @r.get("/manage/{ref}", response_class=HTMLResponse)
+    def manage_get(request: Request, ref: str, k: str | None = None, done: str | None = None) -> Response:
+        days, _ = _days_field(done.split(",") if done else [], "done")  # display only: a bad value just shows nothing
+        return manage_page(request, ref, k, done=days or ())
+
+    def cancel_page(
+        request: Request, ref: str, k: str | None, raw_days: Sequence[str], *, notice: str = "", status: int = 200
+    ) -> Response:
+        days, problems = _days_field(raw_days, "day")
+        if problems:
+            return manage_page(request, ref, k, problems=problems, status=422)
+        try:
+            q = manage.cancel_quote(svc, ref, k, days)
+        except (NotFound, DomainValidationError, NotAllowed, InvalidState) as exc:
+            return manage_refused(request, ref, k, exc)
+        return _page(request, "manage_cancel.html", status, svc=svc, v=q.view, q=q, notice=notice)
+
+    @r.get("/manage/{ref}/cancel", response_class=HTMLResponse)
+    def manage_cancel_get(request: Request, ref: str, k: str | None = None) -> Response:
+        return cancel_page(request, ref, k, request.query_params.getlist("day"))
+
+    @r.post("/manage/{ref}/cancel", response_class=HTMLResponse)
+    async def manage_cancel_post(request: Request, ref: str) -> Response:
+        form = await request.form()
+        k = str(form.get("k") or "")[:MAX_TOKEN]
+        raw_days = [str(d) for d in form.getlist("day")]
+        days, problems = _days_field(raw_days, "day")
+        refund_raw = str(form.get("refund_cents") or "").strip()
+        if not refund_raw.isdigit() or len(refund_raw) > 9:
+            problems.append("refund_cents: the refund you confirm must be a whole number of cents")
+        if problems:
+            return manage_page(request, ref, k, problems=problems, status=422)
+        try:
+            result = await run_in_threadpool(manage.cancel, svc, ref, k, days, confirmed_refund_cents=int(refund_raw))
+        except manage.RefundChanged as exc:
+            return cancel_page(request, ref, k, raw_days, notice=exc.message, status=409)
+        except (NotFound, DomainValidationError, NotAllowed, InvalidState) as exc:
+            return manage_refused(request, ref, k, exc)
+        except GatewayError as exc:
+            log.warning("Manage page: cancelling %s failed: %s", ref, exc.message)
+            msg = "The refund could not be made just now, so nothing was cancelled. Please try again in a few minutes."
+            return manage_page(request, ref, k, problems=[msg], status=503)
+        done = ",".join(d.isoformat() for d in result.cancelled_days)
+        return RedirectResponse(f"/manage/{ref}?{urlencode({'k': k, 'done': done})}", status_code=303)
+
+    @r.get("/manage/{ref}/receipt.pdf")
+    async def manage_receipt(request: Request, ref: str, k: str | None = None) -> Response:
+        try:
+            name, content = await run_in_threadpool(manage.receipt, svc, ref, k)
+        except NotFound as exc:
+            return _not_found(request, svc, exc.message)
+        except InvalidState as exc:
+            return _page(request, "message.html", 409, svc=svc, title="No receipt yet", message=exc.message)
+        return Response(
+            content, media_type="application/pdf", headers={"Content-Disposition": f'inline; filename="{name}"'}
+        )
+
     return r
+
+
+def _email_choice(values: dict[str, Any]) -> tuple[str, str | None]:
+    """The email to book with, and a "did you mean …?" to ask first (services.rules.contact). Asked once: the
+    customer takes the suggestion with one click (`use_email`), or sends the form again as typed (`email_checked`
+    carries the address they were asked about); the typed value is never changed for them."""
+    typed = str(values.get("customer_email") or "").strip()[:254]
+    suggestion = suggest_email(typed) if typed else None
+    if suggestion and values.get("use_email") == suggestion:
+        return suggestion, None
+    if suggestion and values.get("email_checked") == typed:
+        return typed, None
+    return typed, suggestion
+
+
+MAX_TOKEN = 64  # a pay token is 24 characters; anything much longer is not one
+MAX_DAYS_FIELD = 31
+
+
+def _days_field(raw: Sequence[str], field: str) -> tuple[list[date] | None, list[str]]:
+    """A `day` field: dates (YYYY-MM-DD), or "all" (None: every day still open). Problems name the field."""
+    values = [v.strip() for v in raw if v.strip()]
+    if not values:
+        return [], [f"{field}: pick a day to cancel"] if field == "day" else []
+    if len(values) > MAX_DAYS_FIELD:
+        return [], [f"{field}: at most {MAX_DAYS_FIELD} days at a time"]
+    if values == ["all"]:
+        return None, []
+    days, problems = [], []
+    for v in values:
+        try:
+            if len(v) > 10:
+                raise ValueError(v)
+            days.append(date.fromisoformat(v))
+        except ValueError:
+            problems.append(f"{field}: {v[:20]!r} is not a date (YYYY-MM-DD)")
+    return days, problems

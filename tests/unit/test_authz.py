@@ -27,6 +27,8 @@ EXPECTED: dict[str, set[str]] = {
     "record_payment": DESK,
     "send_pay_link": DESK,
     "cancel_booking": DESK,
+    "update_customer": DESK,
+    "resend_confirmation": DESK,
     "request_override": DESK,
     "approve_override": MONEY,
     "reject_override": MONEY,
@@ -51,6 +53,8 @@ ARGS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "record_payment": ((999_999,), {}),
     "send_pay_link": ((999_999,), {}),
     "cancel_booking": ((999_999,), {}),
+    "update_customer": ((999_999,), {"email": "ava@gmail.com"}),
+    "resend_confirmation": ((999_999,), {}),
     "request_override": ((999_999,), {"leg_ids": [1], "refund_cents": 100, "reason": "x"}),
     "approve_override": ((999_999,), {}),
     "reject_override": ((999_999,), {"note": "x"}),
@@ -141,3 +145,18 @@ def test_roles_come_from_staff_roles_by_email_any_case() -> None:
     assert authz.role_for("fin@venue.example", roles) == "finance"
     assert authz.role_for("stranger@venue.example", roles) is None
     assert authz.role_for("", roles) is None and authz.role_for(None, roles) is None
+
+
+def test_front_desk_corrects_a_customers_email_and_finance_may_not(svc: Any, booking_request: Any) -> None:
+    started = Desk(svc, Staff("dana@venue.example", "frontdesk")).start_booking(
+        booking_request(channel="phone", customer_email="ava@gmial.com")
+    )
+    with pytest.raises(NotAllowed, match=r"Finance cannot correct a customer's details \(only front desk"):
+        Desk(svc, Staff("fin@venue.example", "finance")).update_customer(started.booking_id, email="ava@gmail.com")
+    result = Desk(svc, Staff("dana@venue.example", "frontdesk")).update_customer(
+        started.booking_id, email="ava@gmail.com"
+    )
+    assert result.changes == {"email": ("ava@gmial.com", "ava@gmail.com")}
+    with svc.session() as s:
+        row = s.exec(select(AuditLog).where(AuditLog.action == "booking.customer.updated")).one()
+    assert row.actor == "dana@venue.example"

@@ -292,3 +292,31 @@ def test_pay_link_email_survives_a_mail_outage_and_is_refused_once_paid(svc: Any
     bk.sandbox_pay(svc, started.booking_id, actor="frontdesk")
     with pytest.raises(InvalidState, match="not waiting for payment"):
         customer.send_pay_link(svc, started.booking_id, actor="frontdesk")
+
+
+def test_a_mistyped_email_domain_is_questioned_once_with_a_one_click_fix(svc: Any, client: TestClient) -> None:
+    asked = client.post("/book/boardroom", data=form(customer_email="ava@gmial.com"))
+    assert asked.status_code == 422
+    assert problems(asked.text) == ["Please check your email address: did you mean ava@gmail.com?"]
+    assert 'id="customer_email" autocomplete="email" maxlength="254" value="ava@gmial.com"' in asked.text  # kept
+    assert re.search(r'<button type="submit" class="linkish" name="use_email" value="ava@gmail.com"', asked.text)
+    assert '<input type="hidden" name="email_checked" value="ava@gmial.com">' in asked.text
+    # A use_email that is not the suggestion is not taken.
+    forged = client.post("/book/boardroom", data=form(customer_email="ava@gmial.com", use_email="eve@evil.example"))
+    assert forged.status_code == 422
+    with svc.session() as s:
+        assert s.exec(select(Booking)).all() == []
+
+    # One click: the suggestion.
+    fixed = client.post("/book/boardroom", data=form(customer_email="ava@gmial.com", use_email="ava@gmail.com"))
+    assert fixed.status_code == 303
+    ref = urlsplit(fixed.headers["location"]).path.rsplit("/", 1)[1]
+    assert row(svc, ref).customer_email == "ava@gmail.com"
+    # Or as typed, once the customer has seen the question.
+    kept = client.post(
+        "/book/boardroom",
+        data=form(customer_email="ava@gmial.com", email_checked="ava@gmial.com", start="13:00", end="15:00"),
+    )
+    assert kept.status_code == 303
+    ref = urlsplit(kept.headers["location"]).path.rsplit("/", 1)[1]
+    assert row(svc, ref).customer_email == "ava@gmial.com"

@@ -219,3 +219,23 @@ def test_ics_escapes_and_folds_long_customer_text_and_is_stable(catalogue: Catal
     assert all(len(line) <= 75 for line in content.split(b"\r\n"))
     [event, _] = icalendar.Calendar.from_ical(content).walk("VEVENT")
     assert name in str(event["DESCRIPTION"])
+
+
+def test_confirmation_and_what_is_left_after_a_cancellation_link_to_the_manage_page(
+    catalogue: Catalogue, settings: Settings
+) -> None:
+    url = "http://127.0.0.1:8000/manage/RD-7K2Q?k=tok123"
+    booking, legs = make_booking(pay_token="tok123", status="CONFIRMED")
+    confirmed = render("confirmation", booking=booking, legs=legs, catalogue=catalogue, settings=settings)
+    assert url in confirmed.text and f'href="{url}"' in confirmed.html
+    reminder = render("reminder", booking=booking, legs=legs[1:], catalogue=catalogue, settings=settings)
+    assert reminder.subject == "Reminder: Sonic Studio, Mon 9 Mar, 10:00–12:00"
+    assert url in reminder.text and f'href="{url}"' in reminder.html and "Fri 6 Mar" not in reminder.text
+    booking.status = "PARTLY_CANCELLED"  # type: ignore[assignment]
+    partly = render("cancellation", booking=booking, legs=legs[:1], catalogue=catalogue, settings=settings)
+    assert f"The rest of your booking stands. See it and your receipt: {url}" in partly.text and url in partly.html
+    booking.status = "CANCELLED"  # type: ignore[assignment]
+    gone = render("cancellation", booking=booking, legs=legs, catalogue=catalogue, settings=settings)
+    assert "/manage/" not in gone.text and "/manage/" not in gone.html
+    old, legs = make_booking(status="CONFIRMED")  # made before customer links existed: no token, no link
+    assert "/manage/" not in render("confirmation", booking=old, legs=legs, catalogue=catalogue, settings=settings).text
