@@ -7,6 +7,7 @@ from datetime import date, time
 from typing import Any
 
 import pytest
+from sqlmodel import select
 
 from models.tables import BookingLeg
 from services import booking as bk
@@ -110,4 +111,4 @@ def test_nonsense_requests_are_refused_clearly(svc: Any, booking_request: Any) -
     with pytest.raises(ValidationError, match="Unknown room"):
         plan_change(svc, mine.booking_id, Change(room="ballroom"))
     with svc.session() as s:
-        assert all(leg.state == "CONFIRMED" for leg in s.query(BookingLeg).all())  # planning changed nothing
+        assert all(leg.state == "CONFIRMED" for leg in s.exec(select(BookingLeg)))  # planning changed nothing
