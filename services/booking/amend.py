@@ -87,10 +87,20 @@ def plan_change(svc: Services, booking_id: int, change: Change, *, now: datetime
     if started:
         raise InvalidState(f"{day_label(started[0].shape.day)} has already started: it can no longer be changed")
 
+    # The booking's own rate, discount bands and eligibility (a new room's rate and eligibility when it moves room);
+    # days that have begun or are over count toward the band but are not re-priced.
     snapshot = booking.pricing_snapshot
     same_rate = room_to == room_from and int(snapshot.get("hourly_cents", 0)) > 0
     hourly = int(snapshot["hourly_cents"]) if same_rate else room_to.hourly_price_cents
-    prices = price_days(shapes, hourly_cents=hourly, discount_eligible=room_to.discount_eligible, policy=svc.policy)
+    eligible = (
+        bool(snapshot.get("discount_eligible", room_to.discount_eligible)) if same_rate else room_to.discount_eligible
+    )
+    sold_bands = snapshot.get("discount_bands")
+    bands = tuple((int(d), int(p)) for d, p in sold_bands) if isinstance(sold_bands, list) else None
+    used = sum(1 for leg in legs if leg.state in (LegState.IN_PROGRESS, LegState.COMPLETED))
+    prices = price_days(
+        shapes, hourly_cents=hourly, discount_eligible=eligible, policy=svc.policy, bands=bands, other_days=used
+    )
     settlement = settle(current, target, prices, bands=bands_from_snapshot(booking.policy_snapshot), now=now)
     changed = [new for _, new in target if new is not None and new not in {d.shape for d in current}]
     if room_to != room_from:

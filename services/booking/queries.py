@@ -114,7 +114,7 @@ def find_booking_id(svc: Services, key: str) -> int:
         q = select(Booking.id)
         if key.startswith("pi_"):
             q = q.where(Booking.payment_intent_id == key)
-        elif key.isdigit():
+        elif key.isascii() and key.isdigit():
             q = q.where(Booking.id == int(key))
         else:
             q = q.where(Booking.reference == key.upper())

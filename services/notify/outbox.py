@@ -92,7 +92,7 @@ def _send(
             raise NotFound(f"No email #{outbox_id} in the outbox")
         if row.status == "sent":
             return "taken-sent"
-        if row.kind == "reminder" and (moot := _reminder_moot(s, row)):
+        if row.kind == "reminder" and (moot := _reminder_moot(s, row, now)):
             # Queued while the day was booked, then held up (a mail outage) until the day was cancelled or began:
             # it must not go out. Kept as refused, with the reason, so the outbox still shows what happened.
             if row.status != "failed" or row.next_attempt_at is not None:
@@ -167,13 +167,14 @@ def _send(
         return "sent"
 
 
-def _reminder_moot(session: Session, row: EmailOutbox) -> str | None:
-    """Why a reminder must not go out any more (its day was cancelled or refunded, or has begun); None if it may."""
+def _reminder_moot(session: Session, row: EmailOutbox, now: datetime) -> str | None:
+    """Why a reminder must not go out any more (its day was cancelled or refunded, or has begun — by the clock too:
+    `send-mail` retries without moving days to in-progress); None if it may."""
     day = emails.reminder_day(row.idempotency_key)
     if day is None or row.booking_id is None:
         return None
     leg = session.exec(select(BookingLeg).where(BookingLeg.booking_id == row.booking_id, BookingLeg.day == day)).first()
-    if leg is not None and leg.state == LegState.CONFIRMED:
+    if leg is not None and leg.state == LegState.CONFIRMED and leg.starts_at > now:
         return None
     if leg is not None and leg.state in ACTIVE_LEG_STATES:
         return f"{day_label(day)} has begun"

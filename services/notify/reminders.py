@@ -41,13 +41,16 @@ class DueReminder:
 
 @dataclass(frozen=True)
 class ReminderReport:
-    """One send_reminders run: reminders sent now, and those queued that the outbox will try again."""
+    """One send_reminders run: reminders sent now, those queued that the outbox will try again, and those that could
+    not be composed (tried again next round)."""
 
     sent: list[DueReminder] = field(default_factory=list)
     queued: list[DueReminder] = field(default_factory=list)
+    failed: list[DueReminder] = field(default_factory=list)
 
     def line(self) -> str:
-        return f"reminders {len(self.sent)} sent" + (f", {len(self.queued)} queued to retry" if self.queued else "")
+        text = f"reminders {len(self.sent)} sent" + (f", {len(self.queued)} queued to retry" if self.queued else "")
+        return text + (f", {len(self.failed)} could not be composed (see the log)" if self.failed else "")
 
 
 def due(svc: Services, *, now: datetime) -> list[DueReminder]:
@@ -81,17 +84,24 @@ def send_reminders(svc: Services, *, now: datetime, actor: str = "worker") -> Re
         return ReminderReport()
     sent: list[DueReminder] = []
     queued: list[DueReminder] = []
+    skipped: list[DueReminder] = []
     for r in due(svc, now=now):
         try:
             row_id = _queue(svc, r, now=now, actor=actor)
         except sa.exc.IntegrityError:  # another process queued this very reminder a moment ago: it sends it
+            continue
+        except Exception:
+            # One reminder that cannot be composed (its room left the catalogue…) must not stop the others, nor the
+            # worker's round after it (due emails, sync, reconciliation): logged, tried again next round.
+            log.exception("Reminder for %s on %s could not be queued", r.reference, r.day)
+            skipped.append(r)
             continue
         if row_id is None:
             continue
         (sent if outbox.deliver(svc, row_id, now=now, actor=actor) else queued).append(r)
     if queued:
         log.warning("%s reminder(s) could not be sent now; the outbox tries again", len(queued))
-    return ReminderReport(sent, queued)
+    return ReminderReport(sent, queued, skipped)
 
 
 def _queue(svc: Services, r: DueReminder, *, now: datetime, actor: str) -> int | None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 
 from services.rules.policy import Policy, RefundBand
-from services.rules.pricing import discount_percent, round_half_up
+from services.rules.pricing import DiscountBands, discount_percent, round_half_up
 from services.rules.refunds import refund_for_leg
 
 
@@ -106,13 +106,21 @@ class Settlement:
 
 
 def price_days(
-    shapes: Sequence[DayShape], *, hourly_cents: int, discount_eligible: bool, policy: Policy
+    shapes: Sequence[DayShape],
+    *,
+    hourly_cents: int,
+    discount_eligible: bool,
+    policy: Policy,
+    bands: DiscountBands | None = None,
+    other_days: int = 0,
 ) -> dict[date, int]:
-    """Each day's price: hourly rate × its own duration, less the discount band the number of days reaches (rounded
-    half up per day, as a new booking's price is, so a day's refund is exact)."""
+    """Each day's price: hourly rate × its own duration, less the discount band the booking's number of days reaches
+    — these days plus `other_days` (days of the booking that count but are not re-priced: begun or over) — from
+    `bands` (those the booking was sold with; the policy's when None). Rounded half up per day, as a new booking's
+    price is, so a day's refund is exact."""
     if hourly_cents < 0 or any(s.minutes <= 0 for s in shapes):
         raise ValueError("price and durations must be positive")
-    pct = discount_percent(len({s.day for s in shapes}), discount_eligible, policy)
+    pct = discount_percent(len({s.day for s in shapes}) + other_days, discount_eligible, policy, bands)
     prices = {}
     for shape in shapes:
         base = round_half_up(hourly_cents * shape.minutes, 60)
@@ -162,12 +170,14 @@ def _settle_day(
             now=now,
         )
         return DayChange(old.leg_id, old.shape, None, left, 0, refund_cents=q.refund_cents, band=q.band)
-    difference = new_price - left
+    # Against what the day was sold at, not what is left of it: a refund already made on it (goodwill, a fix) stays
+    # made and is never charged back.
+    difference = new_price - old.paid_cents
     if difference >= 0:
         return DayChange(old.leg_id, old.shape, new, left, new_price, charge_cents=difference)
     fall = -difference
     given_up = max(old.shape.minutes - new.minutes, 0)
-    cancelled = min(fall, round_half_up(left * given_up, old.shape.minutes)) if given_up else 0
+    cancelled = min(fall, round_half_up(old.paid_cents * given_up, old.shape.minutes)) if given_up else 0
     band = ""
     refund = fall - cancelled
     if cancelled:
@@ -176,4 +186,4 @@ def _settle_day(
         )
         refund += q.refund_cents
         band = q.band
-    return DayChange(old.leg_id, old.shape, new, left, new_price, refund_cents=refund, band=band)
+    return DayChange(old.leg_id, old.shape, new, left, new_price, refund_cents=min(refund, left), band=band)

@@ -7,6 +7,9 @@ from datetime import date
 
 from services.rules.policy import Policy
 
+# (at least this many days, percent off), e.g. ((3, 10), (5, 15)).
+DiscountBands = tuple[tuple[int, int], ...]
+
 
 @dataclass(frozen=True)
 class LegPrice:
@@ -52,12 +55,13 @@ class Quote:
         }
 
 
-def discount_percent(days: int, eligible: bool, policy: Policy) -> int:
-    """The largest band the number of days reaches; 0 for rooms that are not discount-eligible."""
+def discount_percent(days: int, eligible: bool, policy: Policy, bands: DiscountBands | None = None) -> int:
+    """The largest band the number of days reaches (the policy's bands, or `bands` — those a booking was sold
+    with); 0 for rooms that are not discount-eligible."""
     if not eligible:
         return 0
     pct = 0
-    for min_days, percent in sorted(policy.discount_bands):
+    for min_days, percent in sorted(policy.discount_bands if bands is None else bands):
         if days >= min_days:
             pct = percent
     return pct

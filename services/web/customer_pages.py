@@ -125,7 +125,7 @@ def _form_request(room: Room, form: FormData, *, email: str) -> tuple[BookingReq
     party_raw = str(form.get("party_size") or "").strip()
     party: int | None = None
     if party_raw:
-        if not party_raw.isdigit() or not 1 <= int(party_raw) <= 1000:
+        if not (party_raw.isascii() and party_raw.isdigit()) or not 1 <= int(party_raw) <= 1000:
             problems.append("Number of people must be a whole number from 1 to 1000")
         else:
             party = int(party_raw)
@@ -447,7 +447,7 @@ def router(svc: Services) -> APIRouter:
         raw_days = [str(d) for d in form.getlist("day")]
         days, problems = _days_field(raw_days, "day")
         refund_raw = str(form.get("refund_cents") or "").strip()
-        if not refund_raw.isdigit() or len(refund_raw) > 9:
+        if not (refund_raw.isascii() and refund_raw.isdigit()) or len(refund_raw) > 9:  # "²".isdigit() too
             problems.append("refund_cents: the refund you confirm must be a whole number of cents")
         if problems:
             return manage_page(request, ref, k, problems=problems, status=422)

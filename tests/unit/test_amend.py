@@ -112,3 +112,20 @@ def test_nonsense_requests_are_refused_clearly(svc: Any, booking_request: Any) -
         plan_change(svc, mine.booking_id, Change(room="ballroom"))
     with svc.session() as s:
         assert all(leg.state == "CONFIRMED" for leg in s.exec(select(BookingLeg)))  # planning changed nothing
+
+
+def test_a_day_already_used_still_counts_for_the_discount(svc: Any, booking_request: Any) -> None:
+    three = paid(svc, booking_request(dates=THREE_DAYS))  # Mon–Wed 9–11 Mar, $81 a day with the 3-day discount
+    svc.clock.advance(days=7, hours=5)  # Monday 9 Mar, 14:00: the first day is over
+    bk.advance_legs(svc)
+    *_, last = leg_ids(svc, three.booking_id)
+    plan = plan_change(svc, three.booking_id, Change(moves={last: date(2026, 3, 12)}))
+    assert plan.possible and plan.settlement.net_cents == 0
+
+
+def test_a_change_is_priced_by_the_discount_the_booking_was_sold_with(svc: Any, booking_request: Any) -> None:
+    three = paid(svc, booking_request(dates=THREE_DAYS))
+    svc.settings.__dict__["discount_bands"] = [[3, 5]]  # the venue lowers its discount after the sale
+    *_, last = leg_ids(svc, three.booking_id)
+    plan = plan_change(svc, three.booking_id, Change(moves={last: date(2026, 3, 12)}))
+    assert plan.possible and plan.settlement.net_cents == 0

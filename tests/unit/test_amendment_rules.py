@@ -146,3 +146,21 @@ def test_the_money_always_adds_up(
         assert d.refund_cents <= d.old_left_cents  # never more back than is left of the day
     identity = settle(current, [], prices(*[c.shape for c in current]), bands=BANDS, now=at(hours_before))
     assert identity.net_cents == 0
+
+
+def test_a_refund_already_made_on_a_day_is_never_charged_back() -> None:
+    # $20 given back on Wednesday earlier (goodwill): keeping or moving it costs nothing; dropping refunds what is left.
+    current = [paid(1, shape(WED), 13_500, refunded=2_000)]
+    kept = settle(current, [], prices(shape(WED)), bands=BANDS, now=at(72))
+    assert kept.net_cents == 0 and not kept.changes_anything
+    moved = settle(current, [(1, shape(THU))], prices(shape(THU)), bands=BANDS, now=at(72))
+    assert moved.net_cents == 0
+    shorter = settle(current, [(1, shape(WED, 9, 10))], prices(shape(WED, 9, 10)), bands=BANDS, now=at(72))
+    assert shorter.refund_cents == 9_000  # two of three hours back in full, within the $115 left
+
+
+def test_days_that_do_not_change_still_count_toward_the_discount_band() -> None:
+    three = price_days([shape(WED)], hourly_cents=HOURLY, discount_eligible=True, policy=POLICY, other_days=2)
+    assert three == {WED: 12_150}
+    sold = price_days([shape(WED)], hourly_cents=HOURLY, discount_eligible=True, policy=POLICY, bands=((1, 20),))
+    assert sold == {WED: 10_800}

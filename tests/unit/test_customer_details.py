@@ -244,3 +244,13 @@ def test_a_new_booking_is_held_to_the_same_email_check(svc: Any, booking_request
 def _legs(svc: Any, booking_id: int) -> list[Any]:
     with svc.session() as s:
         return bk.booking_legs(s, booking_id)
+
+
+def test_saving_the_details_as_booked_changes_nothing(svc: Any, booking_request: Any) -> None:
+    """A new booking stores the email as a correction would (normalised), so saving the form unchanged is no edit."""
+    started = confirmed(svc, booking_request, customer_email=" Ava@XN--BCHER-KVA.de ")
+    stored = booking(svc, started.booking_id).customer_email
+    assert stored == "ava@bücher.de"
+    result = bk.update_customer(svc, started.booking_id, actor="frontdesk", email=stored, name="Ava Nguyen")
+    assert result.changes == {} and not result.offer_resend
+    assert audit_rows(svc, started.booking_id, "booking.customer.updated") == []

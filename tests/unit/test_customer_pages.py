@@ -320,3 +320,9 @@ def test_a_mistyped_email_domain_is_questioned_once_with_a_one_click_fix(svc: An
     assert kept.status_code == 303
     ref = urlsplit(kept.headers["location"]).path.rsplit("/", 1)[1]
     assert row(svc, ref).customer_email == "ava@gmial.com"
+
+
+def test_a_group_size_written_in_other_digits_is_a_clear_problem_not_a_crash(svc: Any, client: TestClient) -> None:
+    r = client.post("/book/boardroom", data=form(party_size="²"))  # a digit to str.isdigit(), not to int()
+    assert r.status_code == 422
+    assert problems(r.text) == ["Number of people must be a whole number from 1 to 1000"]

@@ -315,6 +315,11 @@ def test_a_refund_that_cannot_be_made_cancels_nothing(svc: Any, client: TestClie
         ({"day": [THU] * 40, "refund_cents": "9000"}, 422, ["day: at most 31 days at a time"]),
         ({"day": THU}, 422, ["refund_cents: the refund you confirm must be a whole number of cents"]),
         (
+            {"day": THU, "refund_cents": "²"},  # a digit to str.isdigit(), not to int()
+            422,
+            ["refund_cents: the refund you confirm must be a whole number of cents"],
+        ),
+        (
             {"day": THU, "refund_cents": "-5"},
             422,
             ["refund_cents: the refund you confirm must be a whole number of cents"],

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlmodel import col, select
 
-from models.tables import AuditLog, BookingLeg, EmailOutbox, LegState
+from models.tables import AuditLog, Booking, BookingLeg, EmailOutbox, LegState
 from services import booking as bk
 from services.notify import outbox
 from services.notify.reminders import due, send_reminders
@@ -226,3 +226,34 @@ def test_audit_mode_sends_no_reminder(make_services: Any, booking_request: Any) 
     audit_svc.clock.at = WED_10 - timedelta(hours=1)
     assert send_reminders(audit_svc, now=audit_svc.now()).sent == []
     assert reminders_sent(svc) == []
+
+
+def test_a_reminder_that_cannot_be_composed_does_not_stop_the_others(svc: Any, booking_request: Any) -> None:
+    gone = paid(svc, booking_request, date(2026, 3, 4))
+    other = bk.start_booking(
+        svc, booking_request(dates=[date(2026, 3, 4)], room="union-room", customer_email="bo@example.org"), actor="c"
+    )
+    bk.sandbox_pay(svc, other.booking_id, actor="customer")
+    with svc.session() as s:  # the Boardroom booking's room has since left the catalogue
+        booking = s.get(Booking, gone.booking_id)
+        assert booking is not None
+        booking.room_slug = "old-room"
+    svc.clock.at = WED_10 - timedelta(hours=47)
+    report = send_reminders(svc, now=svc.now())
+    assert [r.reference for r in report.sent] == [other.reference]
+    assert [r.reference for r in report.failed] == [gone.reference]
+    assert report.line() == "reminders 1 sent, 1 could not be composed (see the log)"
+
+
+def test_a_reminder_held_up_until_its_day_has_begun_is_not_sent_late(svc: Any, booking_request: Any) -> None:
+    started = paid(svc, booking_request, date(2026, 3, 4))
+    svc.mail.faults.fail("send", times=1)
+    svc.clock.at = WED_10 - timedelta(hours=47)
+    assert [r.day for r in send_reminders(svc, now=svc.now()).queued] == [date(2026, 3, 4)]
+    svc.clock.at = WED_10 + timedelta(minutes=5)  # the server is back once the day has begun; no advance_legs ran
+    outbox.deliver_due(svc, now=svc.now())
+    assert reminders_sent(svc) == []
+    with svc.session() as s:
+        row = s.exec(select(EmailOutbox).where(EmailOutbox.kind == "reminder")).one()
+    assert (row.status, row.last_error) == ("failed", "Not sent: Wed 4 Mar has begun")
+    assert row.idempotency_key == f"{started.reference}-reminder-20260304"
