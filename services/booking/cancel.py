@@ -20,10 +20,7 @@ from services.booking.requests import CancelResult
 from services.booking.store import booking_legs, derive_status, load_booking, resolve_now, set_leg_state
 from services.core import audit
 from services.core.context import Services
-from services.core.errors import (
-    GatewayError,
-    InvalidState,
-)
+from services.core.errors import GatewayError, InvalidState, QuoteChanged
 from services.notify import emails, outbox
 from services.rules.refunds import LegRefund
 
@@ -38,14 +35,19 @@ def cancel_booking(
     now: datetime | None = None,
     refund_cents: int | None = None,
     refund_key: str | None = None,
+    expected_refund_cents: int | None = None,
 ) -> CancelResult:
     """Cancel a whole booking or some of its days: refund per the policy snapshot, delete their events, email.
 
     `refund_cents` replaces the policy's refund for these days (an approved override, services/finance/overrides.py;
-    never more than what is left of them); `refund_key` is then its Stripe idempotency key."""
+    never more than what is left of them); `refund_key` is then its Stripe idempotency key. `expected_refund_cents`:
+    the refund the person was shown for exactly `leg_ids`; if, under the lease, those days or that refund differ (a
+    colleague cancelled a day meanwhile, a band ended), QuoteChanged and nothing happens."""
     now = resolve_now(svc, now)
     with lease(svc, booking_id):
-        return cancel_under_lease(svc, booking_id, actor, leg_ids, reason, now, refund_cents, refund_key)
+        return cancel_under_lease(
+            svc, booking_id, actor, leg_ids, reason, now, refund_cents, refund_key, expected_refund_cents
+        )
 
 
 def _spread(quotes: Sequence[tuple[BookingLeg, LegRefund]], total: int) -> dict[int | None, int]:
@@ -71,6 +73,7 @@ def cancel_under_lease(
     now: datetime,
     refund_cents: int | None = None,
     refund_key: str | None = None,
+    expected_refund_cents: int | None = None,
 ) -> CancelResult:
     with svc.session() as s:
         booking = load_booking(s, booking_id)
@@ -88,6 +91,10 @@ def cancel_under_lease(
     if not quotes:
         raise InvalidState("None of these days can be cancelled (already cancelled, refunded or past)")
     policy_total = sum(q.refund_cents for _, q in quotes)
+    if expected_refund_cents is not None and (
+        policy_total != expected_refund_cents or (leg_ids is not None and {leg.id for leg, _ in quotes} != set(leg_ids))
+    ):
+        raise QuoteChanged("These days or their refund changed since they were shown: nothing was cancelled")
     total = policy_total if refund_cents is None else refund_cents
     left = sum(q.left_cents for _, q in quotes)
     if not 0 <= total <= left:

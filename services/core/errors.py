@@ -50,6 +50,11 @@ class InvalidState(DomainError):
     """The action is not allowed from the current state (e.g. cancelling a refunded day)."""
 
 
+class QuoteChanged(InvalidState):
+    """What the person confirmed (these days, this refund) is no longer what the policy gives under the booking's
+    lease: nothing was changed; quote again."""
+
+
 class GatewayError(DomainError):
     """An external service failed. `transient` says whether retrying may help."""
 

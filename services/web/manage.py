@@ -22,7 +22,7 @@ from services import booking
 from services.booking import CancelResult
 from services.core.catalogue import Venue
 from services.core.context import Services
-from services.core.errors import InvalidState, NotAllowed, ValidationError
+from services.core.errors import InvalidState, NotAllowed, QuoteChanged, ValidationError
 from services.finance.receipts import LEG_WORDS, booking_receipt_pdf, origin_words
 from services.notify import emails
 from services.rules.fmt import day_label, moment_label, money, zone_label
@@ -305,13 +305,31 @@ def cancel(
     they were shown (else RefundChanged and nothing is cancelled), with the cancellation email."""
     now = now or svc.now()
     booking_id, v = _load(svc, reference, token, now)
+    if days and _already_cancelled(v, days):
+        # The same confirmation sent twice (a double click, a reload): the first one did it; show its outcome.
+        return CancelResult(booking_id, 0, sorted(set(days)))
     q = _quote(svc, booking_id, v, days, now)
     if q.total_cents != confirmed_refund_cents:
         raise RefundChanged(q, confirmed_refund_cents)
-    # The same `now`: cancel_booking quotes again under the booking's lease and so refunds exactly q.total_cents.
-    return booking.cancel_booking(
-        svc, booking_id, actor="customer", leg_ids=[d.day.leg_id for d in q.days], reason=CANCEL_REASON, now=now
-    )
+    try:
+        # Quoted again under the booking's lease: exactly these days and this refund, or nothing.
+        return booking.cancel_booking(
+            svc,
+            booking_id,
+            actor="customer",
+            leg_ids=[d.day.leg_id for d in q.days],
+            reason=CANCEL_REASON,
+            now=now,
+            expected_refund_cents=q.total_cents,
+        )
+    except QuoteChanged:
+        _, v = _load(svc, reference, token, now)
+        raise RefundChanged(_quote(svc, booking_id, v, days, now), confirmed_refund_cents) from None
+
+
+def _already_cancelled(v: ManageView, days: Sequence[date]) -> bool:
+    by_day = {d.day: d for d in v.days}
+    return all(d in by_day and by_day[d].cancelled for d in days)
 
 
 def receipt(svc: Services, reference: str, token: str | None) -> tuple[str, bytes]:
