@@ -15,6 +15,7 @@ from datetime import date
 from typing import Any
 
 from services import booking
+from services.booking.details import Keep
 from services.booking.requests import BookingRequest, CancelResult, ConfirmResult, CustomerUpdate, StartResult
 from services.core.context import Progress, Services
 from services.core.errors import NotAllowed
@@ -158,7 +159,7 @@ class Desk:
         name: str | None = None,
         email: str | None = None,
         phone: str | None = None,
-        party_size: int | None = None,
+        party_size: int | Keep | None = Keep.KEEP,
         extras: dict[str, Any] | None = None,
         notes: str | None = None,
     ) -> CustomerUpdate:

@@ -8,6 +8,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 from models.tables import ACTIVE_LEG_STATES, Booking, BookingStatus
@@ -93,6 +94,12 @@ def check_request(req: BookingRequest, room: Room) -> tuple[CustomerDetails, lis
     )
 
 
+class Keep(Enum):
+    """A detail left as it is (where None is a value: a group size can be cleared)."""
+
+    KEEP = "keep"
+
+
 def update_customer(
     svc: Services,
     booking_id: int,
@@ -102,26 +109,19 @@ def update_customer(
     name: str | None = None,
     email: str | None = None,
     phone: str | None = None,
-    party_size: int | None = None,
+    party_size: int | Keep | None = Keep.KEEP,
     extras: dict[str, Any] | None = None,
     notes: str | None = None,
 ) -> CustomerUpdate:
-    """Correct a booking's customer details: only the fields given change (`extras` is the room's whole form), held
-    to a new booking's checks; the live days' calendar events follow. Raises ValidationError (every problem at once),
-    InvalidState for a booking that is over, BookingBusy while another process works on it."""
+    """Correct a booking's customer details: only the fields given change (`extras` is the room's whole form;
+    `party_size=None` clears a group size no longer known), held to a new booking's checks; the live days' calendar
+    events follow. Raises ValidationError (every problem at once), InvalidState for a booking that is over,
+    BookingBusy while another process works on it."""
     now = resolve_now(svc, now)
-    given = {
-        key: value
-        for key, value in {
-            "name": name,
-            "email": email,
-            "phone": phone,
-            "party_size": party_size,
-            "extras": extras,
-            "notes": notes,
-        }.items()
-        if value is not None
-    }
+    asked: dict[str, Any] = {"name": name, "email": email, "phone": phone, "extras": extras, "notes": notes}
+    given = {key: value for key, value in asked.items() if value is not None}
+    if not isinstance(party_size, Keep):
+        given["party_size"] = party_size
     with svc.session() as s:
         _checked(svc, load_booking(s, booking_id), given)  # refuse early, before taking the lease
     with lease(svc, booking_id):

@@ -254,3 +254,11 @@ def test_saving_the_details_as_booked_changes_nothing(svc: Any, booking_request:
     result = bk.update_customer(svc, started.booking_id, actor="frontdesk", email=stored, name="Ava Nguyen")
     assert result.changes == {} and not result.offer_resend
     assert audit_rows(svc, started.booking_id, "booking.customer.updated") == []
+
+
+def test_a_group_size_no_longer_known_can_be_cleared(svc: Any, booking_request: Any) -> None:
+    started = confirmed(svc, booking_request, party_size=8)
+    assert bk.update_customer(svc, started.booking_id, actor="frontdesk", name="Ava Nguyen").changes == {}
+    assert booking(svc, started.booking_id).party_size == 8  # not named: left as it is
+    result = bk.update_customer(svc, started.booking_id, actor="frontdesk", party_size=None)
+    assert result.changes == {"party_size": (8, None)} and booking(svc, started.booking_id).party_size is None
