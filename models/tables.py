@@ -96,12 +96,14 @@ class ClaimKind(StrEnum):
 
 
 class OutboxStatus(StrEnum):
-    """An email in the outbox: waiting, being sent (claimed by one sender), sent, or failed (retried when due)."""
+    """An email in the outbox: waiting, being sent (claimed by one sender), sent, failed (retried when due), or
+    withdrawn (a reminder whose day was cancelled or began before it could go: never sent, nothing to do)."""
 
     QUEUED = "queued"
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
+    WITHDRAWN = "withdrawn"
 
 
 class FindingStatus(StrEnum):

@@ -18,6 +18,7 @@ STATE_LABELS = {
     "failed": "Failed, will retry",
     "needs_attention": "Needs attention",
     "sent": "Sent",
+    "withdrawn": "Withdrawn",
 }
 KIND_LABELS = {
     "confirmation": "Confirmation",

@@ -83,7 +83,7 @@ def _claimable(now: datetime) -> sa.ColumnElement[bool]:
 
 def _send(
     svc: Services, outbox_id: int, *, now: datetime, actor: str, due_only: bool = False
-) -> Literal["sent", "failed", "taken", "taken-sent"]:
+) -> Literal["sent", "failed", "withdrawn", "taken", "taken-sent"]:
     """Claim (compare-and-set on `attempts` → `sending`), send outside any transaction, record the outcome. Two
     processes (the request that queued the email and the worker, or two workers) never both send it."""
     with svc.session() as s:
@@ -94,13 +94,13 @@ def _send(
             return "taken-sent"
         if row.kind == "reminder" and (moot := _reminder_moot(s, row, now)):
             # Queued while the day was booked, then held up (a mail outage) until the day was cancelled or began:
-            # it must not go out. Kept as refused, with the reason, so the outbox still shows what happened.
-            if row.status != "failed" or row.next_attempt_at is not None:
+            # it must not go out. Kept as withdrawn, with the reason, so the outbox still shows what happened.
+            if row.status != OutboxStatus.WITHDRAWN:
                 booking = s.get(Booking, row.booking_id) if row.booking_id else None
-                row.status, row.next_attempt_at = OutboxStatus.FAILED, None
+                row.status, row.next_attempt_at = OutboxStatus.WITHDRAWN, None
                 row.last_error = f"Not sent: {moot}"
                 audit.record(s, "email.reminder.withdrawn", actor=actor, at=now, booking=booking, reason=moot)
-            return "failed"
+            return "withdrawn"
         claim = (
             sa.update(EmailOutbox)
             .where(col(EmailOutbox.id) == outbox_id)

@@ -79,7 +79,7 @@ class OutboxEmail:
         return "needs_attention" if self.needs_attention else self.status
 
 
-OUTBOX_STATES = ("queued", "failed", "needs_attention", "sent")
+OUTBOX_STATES = ("queued", "failed", "needs_attention", "sent", "withdrawn")
 
 
 def _email(row: EmailOutbox, reference: str | None, *, body: bool) -> OutboxEmail:
@@ -131,6 +131,8 @@ def list_outbox(
             wanted.append(sa.and_(col(EmailOutbox.status) == "failed", col(EmailOutbox.next_attempt_at).is_not(None)))
         if "needs_attention" in states:
             wanted.append(needs_attention())
+        if "withdrawn" in states:
+            wanted.append(col(EmailOutbox.status) == "withdrawn")
         query = query.where(sa.or_(sa.false(), *wanted))
     if term := search.strip():
         like = f"%{term.lower()}%"

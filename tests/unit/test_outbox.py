@@ -110,7 +110,7 @@ def test_a_refused_email_waits_for_staff_and_retry_now_sends_it(svc: Any, bookin
     row = email(svc, started.booking_id)
     assert (row.status, row.attempts, row.next_attempt_at) == ("failed", 1, None)
     assert row.last_error == "Mailbox unknown (550 5.1.1)"
-    assert queries.outbox_counts(svc) == {"queued": 0, "failed": 0, "needs_attention": 1, "sent": 0}
+    assert queries.outbox_counts(svc) == {"queued": 0, "failed": 0, "needs_attention": 1, "sent": 0, "withdrawn": 0}
     (listed,) = queries.list_outbox(svc, states=["needs_attention"])
     assert listed.needs_attention and listed.booking_reference == started.reference
 

@@ -17,7 +17,7 @@ from sqlmodel import col, select
 
 from models.tables import AuditLog, Booking, BookingLeg, EmailOutbox, LegState
 from services import booking as bk
-from services.notify import outbox
+from services.notify import outbox, queries
 from services.notify.reminders import due, send_reminders
 from services.rules.reminders import ReminderCandidate, due_reminders, reminder_due
 from tests.conftest import NOW
@@ -186,10 +186,15 @@ def test_a_mail_outage_delays_the_reminder_once_and_a_day_cancelled_meanwhile_ge
         }
         withdrawn = s.exec(select(AuditLog).where(AuditLog.action == "email.reminder.withdrawn")).one()
     assert rows == {
-        f"{started.reference}-reminder-20260305": ("failed", "Not sent: Thu 5 Mar is no longer booked"),
+        f"{started.reference}-reminder-20260305": ("withdrawn", "Not sent: Thu 5 Mar is no longer booked"),
         f"{started.reference}-reminder-20260306": ("sent", None),
     }
     assert withdrawn.payload["reason"] == "Thu 5 Mar is no longer booked"
+    # Withdrawn is nothing for staff to do: not "needs attention" on Emails & webhooks, listed under its own state.
+    counts = queries.outbox_counts(svc)
+    assert (counts["needs_attention"], counts["withdrawn"]) == (0, 1)
+    assert [e.kind for e in queries.list_outbox(svc, states=["withdrawn"])] == ["reminder"]
+    assert outbox.deliver_due(svc, now=svc.now() + timedelta(hours=5)).line().startswith("emails 0 sent, 0 failed")
 
 
 def test_the_worker_and_send_reminders_command(
@@ -255,5 +260,5 @@ def test_a_reminder_held_up_until_its_day_has_begun_is_not_sent_late(svc: Any, b
     assert reminders_sent(svc) == []
     with svc.session() as s:
         row = s.exec(select(EmailOutbox).where(EmailOutbox.kind == "reminder")).one()
-    assert (row.status, row.last_error) == ("failed", "Not sent: Wed 4 Mar has begun")
+    assert (row.status, row.last_error) == ("withdrawn", "Not sent: Wed 4 Mar has begun")
     assert row.idempotency_key == f"{started.reference}-reminder-20260304"
