@@ -236,7 +236,7 @@ def emails_section(svc: Services) -> None:
     retried: tuple[int, str, str] | None = st.session_state.pop("ob_retried", None)  # (email id, kind, text)
     retried_id = retried[0] if retried else None
 
-    f1, f2, f3 = st.columns([2, 1, 1])
+    f1, f2, f3 = st.columns([3, 1, 1])  # room for all five status pills at 1366 px
     states = f1.pills(
         "Status",
         list(STATE_LABELS),
