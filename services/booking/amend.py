@@ -20,7 +20,7 @@ from services.booking.store import booking_legs, load_booking, resolve_now, room
 from services.core.catalogue import Room
 from services.core.context import Services
 from services.core.errors import ConfigError, InvalidState, ValidationError
-from services.rules.amendments import DayShape, PaidDay, Settlement, price_days, settle
+from services.rules.amendments import DayShape, PaidDay, Settlement, price_days, resulting_days, settle
 from services.rules.availability import LegWindow, SlotRequest, check_conflicts, check_request
 from services.rules.fmt import day_label, hhmm
 from services.rules.refunds import bands_from_snapshot
@@ -76,14 +76,13 @@ def plan_change(svc: Services, booking_id: int, change: Change, *, now: datetime
     current = [_paid_day(leg, tz) for leg in active]
     target = _target(current, change, svc.policy.open_time, svc.policy.close_time, moved_room=room_to != room_from)
 
-    shapes = [new for _, new in target if new is not None] + [
-        d.shape for d in current if d.leg_id not in {leg_id for leg_id, _ in target}
-    ]
+    shapes = [new for _, new in resulting_days(current, target) if new is not None]
     if not shapes:
         raise ValidationError("A change must leave at least one day: cancel the booking instead")
     if len({sh.day for sh in shapes}) != len(shapes):
         raise ValidationError("Two days of the booking would fall on the same date")
-    started = [d for d in current if d.starts_at <= now and d.leg_id in {leg_id for leg_id, _ in target}]
+    named = {leg_id for leg_id, _ in target}
+    started = [d for d in current if d.starts_at <= now and d.leg_id in named]
     if started:
         raise InvalidState(f"{day_label(started[0].shape.day)} has already started: it can no longer be changed")
 

@@ -128,6 +128,18 @@ def price_days(
     return prices
 
 
+def resulting_days(
+    current: Sequence[PaidDay], target: Sequence[tuple[int | None, DayShape | None]]
+) -> list[tuple[int | None, DayShape | None]]:
+    """Every day after a change: `target`'s pairs, then the days of `current` it does not name, kept as they are.
+    Raises ValueError for a leg id that is not one of `current`'s days."""
+    named = {leg_id for leg_id, _ in target if leg_id is not None}
+    unknown = named - {d.leg_id for d in current}
+    if unknown:
+        raise ValueError(f"not days of this booking: {sorted(unknown)}")
+    return list(target) + [(d.leg_id, d.shape) for d in current if d.leg_id not in named]
+
+
 def settle(
     current: Sequence[PaidDay],
     target: Sequence[tuple[int | None, DayShape | None]],
@@ -140,13 +152,8 @@ def settle(
     (None, shape) for new days; `prices` are the new days' prices (price_days). Days of `current` not named in
     `target` are kept as they are."""
     by_leg = {d.leg_id: d for d in current}
-    named = {leg_id for leg_id, _ in target if leg_id is not None}
-    unknown = named - set(by_leg)
-    if unknown:
-        raise ValueError(f"not days of this booking: {sorted(unknown)}")
-    pairs = list(target) + [(d.leg_id, d.shape) for d in current if d.leg_id not in named]
     out = []
-    for leg_id, new in pairs:
+    for leg_id, new in resulting_days(current, target):
         old = by_leg[leg_id] if leg_id is not None else None
         if old is None and new is None:
             continue
