@@ -136,6 +136,23 @@ class OverrideStatus(StrEnum):
     WITHDRAWN = "withdrawn"
 
 
+class AmendmentState(StrEnum):
+    """A change to a paid booking (services/booking/amend.py).
+
+    awaiting_payment: it costs more; the new shape is held and the difference waits to be paid (the booking stands as
+    it was). applying: settled (paid, or nothing to pay); the days, claims, events, refund and email are being brought
+    to the new shape, resumable after a crash. applied: done. lapsed: the hold ran out unpaid; withdrawn: given up
+    before payment; failed: paid, but the room was taken meanwhile, so the difference went back. In those three the
+    booking is exactly as it was."""
+
+    AWAITING_PAYMENT = "awaiting_payment"
+    APPLYING = "applying"
+    APPLIED = "applied"
+    LAPSED = "lapsed"
+    WITHDRAWN = "withdrawn"
+    FAILED = "failed"
+
+
 class CloseStatus(StrEnum):
     PASSED = "passed"
     FAILED = "failed"
@@ -181,6 +198,38 @@ class Booking(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
+class Amendment(SQLModel, table=True):
+    """One change to a paid booking (move, times, room, add or drop days): the plan as settled, the money it moved and
+    the PaymentIntent that paid a higher total. Booking.amount_cents stays what its first PaymentIntent took; what a
+    booking has been paid in all is that plus the charges of its applied amendments."""
+
+    __table_args__ = (sa.UniqueConstraint("booking_id", "number", name="uq_amendment_number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    booking_id: int = Field(foreign_key="booking.id", index=True)
+    number: int  # 1, 2, … per booking: part of every key its external writes use
+    state: AmendmentState = _state(AmendmentState, AmendmentState.APPLYING, 24, index=True)
+    room_from: str = Field(max_length=64)
+    room_to: str = Field(max_length=64)
+    # Day by day: {"leg_id", "old": {"day", "start", "end"} | None, "new": … | None, "price_cents", "charge_cents",
+    # "refund_cents", "band"}; and the lines people read ("Wed 4 Mar 09:00–12:00 → Thu 5 Mar 09:00–13:00").
+    plan: list[Any] = _json([])
+    summary: list[Any] = _json([])
+    charge_cents: int = 0  # what the days added or made dearer cost
+    refund_cents: int = 0  # what the days dropped, shortened or made cheaper give back (policy applied)
+    net_cents: int = 0  # charge − refund: > 0 paid with payment_intent_id, < 0 refunded on the booking's payments
+    payment_intent_id: str | None = Field(default=None, max_length=64, unique=True, index=True)
+    paid_at: datetime | None = _ts(nullable=True)
+    hold_expires_at: datetime | None = _ts(nullable=True, index=True)
+    # Steps of `applying` already done (claims, events, refund, email), so a retry after a crash picks up after them.
+    done: list[Any] = _json([])
+    reason: str = Field(default="", max_length=500)
+    actor: str = Field(max_length=254)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    applied_at: datetime | None = _ts(nullable=True)
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
 class BookingLeg(SQLModel, table=True):
     """One booked day of a booking, with its own state, price, refund and calendar event."""
 
@@ -203,14 +252,17 @@ class BookingLeg(SQLModel, table=True):
 
 class SlotClaim(SQLModel, table=True):
     """A room's time taken by a hold (unpaid, expires) or a booked day. The database refuses two active claims on
-    one room whose [starts_at, block_until) ranges overlap (block_until = end + buffer): a PostgreSQL exclusion
-    constraint, a SQLite trigger (see the migration)."""
+    one room whose [starts_at, block_until) ranges overlap (block_until = end + buffer) unless both belong to one
+    booking (a change holding its new shape next to the days it replaces): a PostgreSQL exclusion constraint, a
+    SQLite trigger (see migrations 0001 and 0007)."""
 
     __tablename__ = "slot_claim"
 
     id: int | None = Field(default=None, primary_key=True)
     booking_id: int = Field(foreign_key="booking.id", index=True)
-    leg_id: int = Field(foreign_key="booking_leg.id", unique=True)
+    # A booked or held day; or, with amendment_id instead, a day a change to the booking holds until it is paid.
+    leg_id: int | None = Field(default=None, foreign_key="booking_leg.id", unique=True)
+    amendment_id: int | None = Field(default=None, foreign_key="amendment.id", index=True)
     room_slug: str = Field(max_length=64)
     starts_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     ends_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
@@ -244,6 +296,10 @@ class RefundRecord(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     booking_id: int = Field(foreign_key="booking.id", index=True)
     refund_id: str = Field(max_length=64, unique=True)
+    # The payment it went back on; None: the booking's first PaymentIntent (rows from before amendments).
+    payment_intent_id: str | None = Field(default=None, max_length=64, index=True)
+    # The Stripe idempotency key it was made with (ours only): a retry finds the parts of a split refund already made.
+    idempotency_key: str | None = Field(default=None, max_length=200)
     amount_cents: int
     currency: str = Field(default="CAD", max_length=3)
     origin: str = Field(max_length=24, index=True)  # auto_gate2 | cancellation | remediation | stripe_dashboard

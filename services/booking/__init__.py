@@ -5,11 +5,21 @@ package exports. Modules, lowest first: `requests` (commands and results), `stor
 through its state machine), `lease` (one process per booking at a time), `claims` (the database's no-overlap guard
 and what blocks a room), `events` (calendar events), `refunds`, `quotes` (what a request costs and a cancellation
 refunds, read only), `saga` (start → confirm, with the seed's safety net), `holds` (expiry, days that start and
-end), `cancel`, and the read models `queries` (searches, a booking's detail, the rooms' schedule) and `availability`.
+end), `cancel`, `amend` (planning a change to a paid booking) and `change` (making it), and the read models
+`queries` (searches, a booking's detail, the rooms' schedule) and `availability`.
 `details` holds the customer details' checks (the saga's too) and their correction (update_customer).
 """
 
+from services.booking.amend import Change, ChangePlan, describe, plan_change
 from services.booking.cancel import cancel_booking, cancel_under_lease
+from services.booking.change import (
+    ChangeResult,
+    change_booking,
+    confirm_change_payment,
+    expire_change_holds,
+    open_change,
+    withdraw_change,
+)
 from services.booking.claims import (
     busy_span,
     busy_times,
@@ -40,7 +50,7 @@ from services.booking.holds import advance_legs, expire_holds, release_hold
 from services.booking.lease import lease
 from services.booking.queries import find_booking_id
 from services.booking.quotes import cancellation_quote, quote
-from services.booking.refunds import cancel_refund_key, record_refund, refund_payment
+from services.booking.refunds import booking_payments, cancel_refund_key, paid_total, record_refund, refund_payment
 from services.booking.requests import (
     BookingRequest,
     CancelResult,
@@ -54,6 +64,7 @@ from services.booking.saga import (
     confirm_under_lease,
     problems_for,
     sandbox_pay,
+    sandbox_pay_change,
     start_booking,
 )
 from services.booking.store import (
@@ -69,6 +80,9 @@ from services.booking.store import (
 __all__ = [
     "BookingRequest",
     "CancelResult",
+    "Change",
+    "ChangePlan",
+    "ChangeResult",
     "ConfirmResult",
     "CustomerDetails",
     "CustomerUpdate",
@@ -76,6 +90,7 @@ __all__ = [
     "StartResult",
     "advance_legs",
     "booking_legs",
+    "booking_payments",
     "busy_span",
     "busy_times",
     "calendar_busy",
@@ -83,17 +98,21 @@ __all__ = [
     "cancel_refund_key",
     "cancel_under_lease",
     "cancellation_quote",
+    "change_booking",
     "check_customer",
     "check_request",
     "claim_slot",
     "claims_busy",
+    "confirm_change_payment",
     "confirm_payment",
     "confirm_under_lease",
     "delete_batch",
     "delete_events",
     "derive_status",
+    "describe",
     "event_body",
     "event_id_for",
+    "expire_change_holds",
     "expire_holds",
     "find_booking_id",
     "insert_event",
@@ -101,6 +120,9 @@ __all__ = [
     "lease",
     "load_booking",
     "new_reference",
+    "open_change",
+    "paid_total",
+    "plan_change",
     "problems_for",
     "quote",
     "record_event_created",
@@ -112,9 +134,11 @@ __all__ = [
     "resolve_now",
     "room_limits",
     "sandbox_pay",
+    "sandbox_pay_change",
     "set_leg_state",
     "start_booking",
     "sweep_expired_claims",
     "update_customer",
     "update_event_details",
+    "withdraw_change",
 ]

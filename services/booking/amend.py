@@ -53,8 +53,12 @@ class ChangePlan:
     target: tuple[tuple[int | None, DayShape | None], ...]
 
     @property
+    def changes_anything(self) -> bool:
+        return self.settlement.changes_anything or self.room_from != self.room_to
+
+    @property
     def possible(self) -> bool:
-        return not self.reasons and self.settlement.changes_anything
+        return not self.reasons and self.changes_anything
 
 
 def plan_change(svc: Services, booking_id: int, change: Change, *, now: datetime | None = None) -> ChangePlan:
@@ -81,6 +85,7 @@ def plan_change(svc: Services, booking_id: int, change: Change, *, now: datetime
         raise ValidationError("A change must leave at least one day: cancel the booking instead")
     if len({sh.day for sh in shapes}) != len(shapes):
         raise ValidationError("Two days of the booking would fall on the same date")
+    taken = _dates_taken(legs, target)
     named = {leg_id for leg_id, _ in target}
     started = [d for d in current if d.starts_at <= now and d.leg_id in named]
     if started:
@@ -104,7 +109,7 @@ def plan_change(svc: Services, booking_id: int, change: Change, *, now: datetime
     changed = [new for _, new in target if new is not None and new not in {d.shape for d in current}]
     if room_to != room_from:
         changed = shapes  # every day takes a new room
-    reasons = _check(svc, booking_id, booking.reference, booking.party_size, room_to, changed, len(shapes), now)
+    reasons = taken + _check(svc, booking_id, booking.reference, booking.party_size, room_to, changed, len(shapes), now)
     return ChangePlan(booking_id, booking.reference, room_from.slug, room_to.slug, settlement, reasons, tuple(target))
 
 
@@ -127,6 +132,27 @@ def describe(plan: ChangePlan, catalogue_name: Mapping[str, str]) -> list[str]:
 
 def _label(shape: DayShape) -> str:
     return f"{day_label(shape.day)} {hhmm(shape.start)}–{hhmm(shape.end)}"
+
+
+def _dates_taken(legs: Sequence[BookingLeg], target: Sequence[tuple[int | None, DayShape | None]]) -> list[str]:
+    """A day can move only to a date no other day of the booking has (a booking holds each date once): one that is
+    still booked must move first, in its own change; one cancelled earlier cannot be booked into it again."""
+    reasons = []
+    for leg_id, new in target:
+        if new is None:
+            continue
+        for leg in legs:
+            if leg.id == leg_id or leg.day != new.day:
+                continue
+            if leg.state in (LegState.CONFIRMED, LegState.IN_PROGRESS, LegState.COMPLETED):
+                if leg.id not in {i for i, _ in target}:
+                    continue  # a kept day on that date: the 'same date' check says so
+                reasons.append(f"{day_label(new.day)} is still another day of this booking: move one day at a time")
+            else:
+                reasons.append(
+                    f"{day_label(new.day)} was cancelled from this booking earlier: book it as a new booking"
+                )
+    return list(dict.fromkeys(reasons))
 
 
 def _room(svc: Services, slug: str) -> Room:

@@ -75,7 +75,10 @@ def insert_event(svc: Services, booking: Booking, leg: BookingLeg) -> str:
         except EventExists:
             existing = svc.calendar.get_event(leg.calendar_id, event_id)
             private = ((existing or {}).get("extendedProperties") or {}).get("private") or {}
-            if existing and existing.get("status") != "cancelled" and private.get("booking_id") == booking.reference:
+            ours = private.get("booking_id") == booking.reference
+            # A day moved by a change keeps its event's id (patched in place): that id may name another date now.
+            same_day = private.get("booking_date") in (None, "", leg.day.isoformat())
+            if existing and existing.get("status") != "cancelled" and ours and same_day:
                 return event_id
             leg.event_attempt += 1
     raise GatewayError("Could not create a calendar event id for this day", transient=False, provider="calendar")

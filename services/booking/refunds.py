@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from models.tables import (
+    Amendment,
     Booking,
     ExternalRef,
     RefundRecord,
@@ -20,6 +21,58 @@ from services.core.errors import (
     GatewayError,
     InvalidState,
 )
+
+
+def booking_payments(session: Session, booking: Booking) -> list[tuple[str, int]]:
+    """Every PaymentIntent that paid for the booking with what it took: the booking's own first, then those of its
+    changes (amendments whose difference was paid), oldest first."""
+    out: list[tuple[str, int]] = []
+    if booking.payment_intent_id:
+        out.append((booking.payment_intent_id, booking.amount_cents))
+    paid = session.exec(
+        select(Amendment)
+        .where(Amendment.booking_id == booking.id, col(Amendment.paid_at).is_not(None))
+        .order_by(col(Amendment.number))
+    )
+    out.extend((a.payment_intent_id, a.net_cents) for a in paid if a.payment_intent_id)
+    return out
+
+
+def paid_total(session: Session, booking: Booking) -> int:
+    """What the customer has paid for the booking in all (before refunds)."""
+    return sum(amount for _, amount in booking_payments(session, booking))
+
+
+def _part_key(key: str, booking: Booking, pi: str) -> str:
+    return key if pi == booking.payment_intent_id else f"{key}-{pi}"
+
+
+def refund_parts(session: Session, booking: Booking, amount_cents: int, key: str) -> list[tuple[str, int, str]]:
+    """How a refund of `amount_cents` is spread over the booking's payments: (PaymentIntent, cents, idempotency key)
+    for each part, the booking's own payment first, each part no more than is left of its payment. Worked out
+    without the parts of this same refund already made, so a retry after a crash finds the same parts."""
+    payments = booking_payments(session, booking)
+    if not payments:
+        return []
+    keys = {pi: _part_key(key, booking, pi) for pi, _ in payments}
+    refunded: dict[str, int] = {pi: 0 for pi, _ in payments}
+    for r in session.exec(select(RefundRecord).where(RefundRecord.booking_id == booking.id)):
+        pi = r.payment_intent_id or booking.payment_intent_id or ""
+        if pi in refunded and r.idempotency_key != keys[pi]:
+            refunded[pi] += r.amount_cents
+    parts: list[tuple[str, int, str]] = []
+    left = amount_cents
+    for pi, took in payments:
+        give = min(max(took - refunded[pi], 0), left)
+        if give:
+            parts.append((pi, give, keys[pi]))
+            left -= give
+    if left:  # more than the payments have left: ask for it on the first one, and let the gateway say no
+        first = payments[0][0]
+        merged = {pi: cents for pi, cents, _ in parts}
+        merged[first] = merged.get(first, 0) + left
+        parts = [(pi, merged[pi], keys[pi]) for pi, _ in payments if merged.get(pi)]
+    return parts
 
 
 def refund_payment(
@@ -36,49 +89,63 @@ def refund_payment(
     leg_ids: Sequence[int] = (),
     errors: list[str] | None = None,
 ) -> bool:
-    """Refund through the gateway (idempotent key) and record it; False (audited) if the gateway failed."""
+    """Refund through the gateway (idempotent key) and record it; False (audited) if the gateway failed. A booking
+    paid by more than one PaymentIntent (a change that cost more) is refunded on its own payment first, then on the
+    changes' (refund_parts), one Stripe refund per payment."""
     with svc.session() as s:
         booking = load_booking(s, booking_id)
-        pi = booking.payment_intent_id
-    if not pi or amount_cents <= 0:
+        parts = refund_parts(s, booking, amount_cents, key) if amount_cents > 0 else []
+        done = {
+            r.idempotency_key
+            for r in s.exec(select(RefundRecord).where(RefundRecord.booking_id == booking_id))
+            if r.idempotency_key
+        }
+    if not parts or amount_cents <= 0:
         return amount_cents == 0
-    try:
-        refund = svc.payments.refund(
-            pi,
-            amount_cents=amount_cents,
-            reason=reason,
-            idempotency_key=key,
-            # The key in metadata too (the Stripe adapter adds it itself): a retry finds a refund whose answer was lost.
-            metadata={"booking_id": booking.reference, "origin": origin, "idempotency_key": key},
-        )
-    except (GatewayError, InvalidState) as exc:  # InvalidState: e.g. an open dispute blocks refunds
-        with svc.session() as s:
-            audit.record(
-                s,
-                "booking.refund.failed",
-                actor=actor,
-                at=now,
-                booking=load_booking(s, booking_id),
-                amount_cents=amount_cents,
-                error=exc.message,
-                origin=origin,
-                message="Refund failed",
+    for pi, cents, part_key in parts:
+        if part_key in done:
+            continue
+        try:
+            refund = svc.payments.refund(
+                pi,
+                amount_cents=cents,
+                reason=reason,
+                idempotency_key=part_key,
+                # The key in metadata too (the Stripe adapter adds it itself): a retry finds a refund whose answer was
+                # lost.
+                metadata={"booking_id": booking.reference, "origin": origin, "idempotency_key": part_key},
             )
-        if errors is not None:
-            errors.append(exc.message)
-        return False
-    with svc.session() as s:
-        record_refund(
-            s,
-            load_booking(s, booking_id),
-            refund,
-            origin=origin,
-            reason=reason,
-            actor=actor,
-            now=now,
-            policy_quote=policy_quote,
-            leg_ids=leg_ids,
-        )
+        except (GatewayError, InvalidState) as exc:  # InvalidState: e.g. an open dispute blocks refunds
+            with svc.session() as s:
+                audit.record(
+                    s,
+                    "booking.refund.failed",
+                    actor=actor,
+                    at=now,
+                    booking=load_booking(s, booking_id),
+                    amount_cents=cents,
+                    payment_intent=pi,
+                    error=exc.message,
+                    origin=origin,
+                    message="Refund failed",
+                )
+            if errors is not None:
+                errors.append(exc.message)
+            return False
+        with svc.session() as s:
+            record_refund(
+                s,
+                load_booking(s, booking_id),
+                refund,
+                origin=origin,
+                reason=reason,
+                actor=actor,
+                now=now,
+                policy_quote=_part_quote(policy_quote, amount_cents, cents, first=pi == parts[0][0]),
+                leg_ids=leg_ids,
+                payment_intent_id=pi,
+                idempotency_key=part_key,
+            )
     return True
 
 
@@ -94,6 +161,8 @@ def record_refund(
     policy_quote: int | None = None,
     leg_ids: Sequence[int] = (),
     message: str | None = None,
+    payment_intent_id: str | None = None,
+    idempotency_key: str | None = None,
 ) -> bool:
     """Record a Stripe refund of the booking once (RefundRecord, its external ref, an audit row); False if it was
     already recorded. Both our own refunds and those Stripe reports (webhooks) are recorded here."""
@@ -104,6 +173,8 @@ def record_refund(
         RefundRecord(
             booking_id=booking.id,
             refund_id=refund["id"],
+            payment_intent_id=payment_intent_id or _pi_of(refund) or booking.payment_intent_id,
+            idempotency_key=idempotency_key,
             amount_cents=int(refund["amount"]),
             currency=str(refund.get("currency") or booking.currency).upper(),
             origin=origin,
@@ -138,6 +209,21 @@ def record_refund(
         **extra,
     )
     return True
+
+
+def _part_quote(policy_quote: int | None, amount_cents: int, cents: int, *, first: bool) -> int | None:
+    """The policy's share of one part of a split refund: the part itself when the whole refund is what the policy
+    said; otherwise the policy's figure stays on the first part, so a difference still shows."""
+    if policy_quote is None or policy_quote == amount_cents:
+        return cents if policy_quote is not None else None
+    return policy_quote if first else 0
+
+
+def _pi_of(refund: dict[str, Any]) -> str | None:
+    pi = refund.get("payment_intent")
+    if isinstance(pi, dict):
+        pi = pi.get("id")
+    return str(pi) if pi else None
 
 
 def cancel_refund_key(reference: str, leg_ids: Sequence[int]) -> str:

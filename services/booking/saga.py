@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from models.tables import (
+    AmendmentState,
     Booking,
     BookingLeg,
     BookingStatus,
@@ -21,6 +22,7 @@ from models.tables import (
     LegState,
     SlotClaim,
 )
+from services.booking.change import change_for_payment, confirm_change_payment, open_change
 from services.booking.claims import (
     busy_span,
     calendar_busy,
@@ -242,6 +244,9 @@ def confirm_payment(
         if ref is None:
             raise NotFound(f"No booking for PaymentIntent {payment_intent_id}")
         booking_id = ref.booking_id
+    if change_for_payment(svc, payment_intent_id) is not None:  # the difference a change to the booking costs
+        done = confirm_change_payment(svc, payment_intent_id, actor=actor, now=now)
+        return ConfirmResult(done.booking_id, done.reference, f"change_{done.outcome}", done.messages)
     with lease(svc, booking_id):
         return confirm_under_lease(svc, booking_id, payment_intent_id, actor, now)
 
@@ -521,5 +526,21 @@ def sandbox_pay(
         pi_id = booking.payment_intent_id
         if booking.status != BookingStatus.AWAITING_PAYMENT or not pi_id:
             raise InvalidState(f"Booking {booking.reference} is not waiting for payment ({booking.status})")
+    svc.payments.confirm_payment_intent(pi_id, payment_method=payment_method)
+    return confirm_payment(svc, pi_id, actor=actor, now=now)
+
+
+def sandbox_pay_change(
+    svc: Services, booking_id: int, *, actor: str, now: datetime | None = None, payment_method: str = "pm_card_visa"
+) -> ConfirmResult:
+    """Sandbox only: the customer pays the difference of the booking's change with a test card, then the webhook's
+    work runs (Gate 2, the change made, email)."""
+    if svc.payments.mode != "sandbox":
+        raise InvalidState("Test payments are only available in sandbox mode")
+    with svc.session() as s:
+        pending = open_change(s, booking_id)
+        pi_id = pending.payment_intent_id if pending is not None else None
+        if pending is None or pending.state != AmendmentState.AWAITING_PAYMENT or not pi_id:
+            raise InvalidState("This booking has no change waiting for payment")
     svc.payments.confirm_payment_intent(pi_id, payment_method=payment_method)
     return confirm_payment(svc, pi_id, actor=actor, now=now)

@@ -9,21 +9,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
 from icalendar import Calendar, Event
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from models.tables import Booking, BookingLeg, BookingStatus
+from models.tables import Amendment, Booking, BookingLeg, BookingStatus
 from services.core.catalogue import Catalogue
 from services.core.settings import Settings
 from services.rules.fmt import day_label, money
 from services.rules.refunds import bands_from_snapshot, describe_bands
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-KINDS = ("confirmation", "cancellation", "refund", "auto_refund", "pay_link", "reminder")
+KINDS = (
+    "confirmation",
+    "cancellation",
+    "refund",
+    "auto_refund",
+    "pay_link",
+    "reminder",
+    "changed",
+    "change_pay_link",
+    "change_failed",
+)
 ICS_MIME = "text/calendar"
 
 Attachment = tuple[str, str, bytes]  # (filename, mime type, content), as OutgoingEmail.attachments
@@ -38,6 +48,19 @@ _env = Environment(
     keep_trailing_newline=True,
 )
 _env.filters["money"] = money
+
+
+@dataclass(frozen=True)
+class ChangeNote:
+    """What a change to a booking did, for its emails: the lines people read ('Wed 4 Mar 09:00–12:00 → Thu 5 Mar
+    09:00–13:00'), the money, and the days it took away (cancelled in the attached calendar file)."""
+
+    number: int
+    lines: tuple[str, ...]
+    charge_cents: int = 0  # the difference to pay (or paid)
+    refund_cents: int = 0  # what goes back
+    paid_total_cents: int = 0  # what the booking has been paid in all, after the change
+    removed_days: tuple[date, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,10 +140,14 @@ def render(
     reason: str = "",
     booking_stands: bool = True,
     pay_url: str = "",
+    change: ChangeNote | None = None,
+    hold_until: str = "",
 ) -> RenderedEmail:
     """Render one customer email. `legs` are the days the email is about (booked, cancelled or refunded ones)."""
     if kind not in KINDS:
         raise ValueError(f"unknown email kind {kind!r}")
+    if kind.startswith("change") and change is None:
+        raise ValueError(f"a {kind!r} email needs the change it is about")
     ctx = _context(booking, legs, catalogue, settings)
     room_name, days_text = ctx["room"].name, ctx["days_text"]
     attachments: list[Attachment] = []
@@ -136,14 +163,26 @@ def render(
         subject = f"Pay for your booking {booking.reference}: {room_name}, {days_text}"
     elif kind == "refund":
         subject = f"Refund for your booking {booking.reference}: {money(refund_cents, booking.currency)}"
+    elif kind == "changed":
+        subject = f"Your booking {booking.reference} has changed: {room_name}, {days_text}"
+        attachments.append(calendar_attachment(booking, legs, catalogue, change))
+    elif kind == "change_pay_link":
+        subject = f"Pay for the change to your booking {booking.reference}"
+    elif kind == "change_failed":
+        subject = f"We could not make the change to your booking {booking.reference}: refunded"
     else:
         refund_cents = refund_cents or booking.amount_cents
         subject = f"We could not confirm your booking {booking.reference}: refunded in full"
     ctx.update(refund=money(refund_cents, booking.currency), refund_cents=refund_cents, reason=reason)
     ctx["booking_stands"] = booking_stands
     ctx["pay_url"] = pay_url
+    ctx["change"] = change
+    if change is not None:
+        ctx["paid"] = money(change.paid_total_cents, booking.currency)
+        ctx["charge"] = money(change.charge_cents, booking.currency)
+        ctx["refund"] = money(change.refund_cents, booking.currency)
     expires = booking.hold_expires_at
-    ctx["hold_until"] = f"{expires.astimezone(settings.tz):%a %-d %b, %H:%M}" if expires else ""
+    ctx["hold_until"] = hold_until or (f"{expires.astimezone(settings.tz):%a %-d %b, %H:%M}" if expires else "")
     return RenderedEmail(
         subject=subject,
         text=_env.get_template(f"{kind}.txt").render(ctx),
@@ -152,14 +191,18 @@ def render(
     )
 
 
-def calendar_attachment(booking: Booking, legs: Sequence[BookingLeg], catalogue: Catalogue) -> Attachment:
+def calendar_attachment(
+    booking: Booking, legs: Sequence[BookingLeg], catalogue: Catalogue, change: ChangeNote | None = None
+) -> Attachment:
     """`booking-<REF>.ics`: one VEVENT per day. METHOD:PUBLISH because a service account cannot invite attendees;
     the customer adds the events to their own calendar."""
-    return (f"booking-{booking.reference}.ics", ICS_MIME, ics(booking, legs, catalogue))
+    return (f"booking-{booking.reference}.ics", ICS_MIME, ics(booking, legs, catalogue, change))
 
 
-def ics(booking: Booking, legs: Sequence[BookingLeg], catalogue: Catalogue) -> bytes:
-    """RFC 5545 calendar of the booked days; UIDs derive from the reference and the day, so they never change."""
+def ics(booking: Booking, legs: Sequence[BookingLeg], catalogue: Catalogue, change: ChangeNote | None = None) -> bytes:
+    """RFC 5545 calendar of the booked days; UIDs derive from the reference and the day, so they never change.
+    After a change the days it took away come as CANCELLED, and every event carries the change's number as its
+    SEQUENCE, so a calendar that imported the earlier file updates the days instead of adding new ones."""
     room = catalogue.room(booking.room_slug)
     venue = catalogue.venue
     # DTSTAMP from the booking, not the wall clock: rendering twice yields the same bytes.
@@ -184,7 +227,22 @@ def ics(booking: Booking, legs: Sequence[BookingLeg], catalogue: Catalogue) -> b
         event.add("description", description)
         event.add("status", "CONFIRMED")
         event.add("transp", "OPAQUE")
+        if change is not None:
+            event.add("sequence", change.number)
         cal.add_component(event)
+    if change is not None:
+        kept = {leg.day for leg in legs}
+        for day in sorted(set(change.removed_days) - kept):
+            gone = Event()
+            gone.add("uid", f"{booking.reference}-{day:%Y%m%d}@roomdesk")
+            gone.add("dtstamp", stamp)
+            start = datetime.combine(day, time(0), tzinfo=UTC)
+            gone.add("dtstart", start)
+            gone.add("dtend", start)
+            gone.add("summary", f"{room.name} at {venue.name} ({booking.reference}): no longer booked")
+            gone.add("status", "CANCELLED")
+            gone.add("sequence", change.number)
+            cal.add_component(gone)
     return cal.to_ical()
 
 
@@ -202,6 +260,59 @@ def cancellation(
 ) -> RenderedEmail:
     return render(
         "cancellation", booking=booking, legs=legs, catalogue=catalogue, settings=settings, refund_cents=refund_cents
+    )
+
+
+def changed(
+    catalogue: Catalogue, settings: Settings, booking: Booking, legs: Sequence[BookingLeg], change: ChangeNote
+) -> RenderedEmail:
+    """The one email a change sends: what changed, the money, the booking as it now stands, the updated .ics."""
+    return render("changed", booking=booking, legs=legs, catalogue=catalogue, settings=settings, change=change)
+
+
+def change_pay_link(
+    catalogue: Catalogue,
+    settings: Settings,
+    booking: Booking,
+    legs: Sequence[BookingLeg],
+    change: ChangeNote,
+    pay_url: str,
+    hold_until: str,
+) -> RenderedEmail:
+    """A change that costs more, agreed by phone: the link to pay the difference."""
+    return render(
+        "change_pay_link",
+        booking=booking,
+        legs=legs,
+        catalogue=catalogue,
+        settings=settings,
+        change=change,
+        pay_url=pay_url,
+        hold_until=hold_until,
+    )
+
+
+def change_failed(
+    catalogue: Catalogue, settings: Settings, booking: Booking, legs: Sequence[BookingLeg], change: ChangeNote
+) -> RenderedEmail:
+    """The difference was paid, but the room was taken before the change could be made: refunded, booking as it was."""
+    return render("change_failed", booking=booking, legs=legs, catalogue=catalogue, settings=settings, change=change)
+
+
+def change_number(key: str) -> int:
+    """The number of the change an email's idempotency key ('<REF>-change-<n>') is about; 0 if none."""
+    _, sep, tail = key.rpartition("-change-")
+    return int(tail) if sep and tail.isdigit() else 0
+
+
+def removed_days(change: Amendment | None) -> tuple[date, ...]:
+    """The dates a change took away from the booking (dropped, or moved off): cancelled in the updated .ics."""
+    if change is None:
+        return ()
+    return tuple(
+        date.fromisoformat(row["old"]["day"])
+        for row in change.plan
+        if row.get("old") and (row.get("new") is None or row["new"]["day"] != row["old"]["day"])
     )
 
 

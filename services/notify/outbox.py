@@ -17,7 +17,7 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from models.tables import ACTIVE_LEG_STATES, Booking, BookingLeg, EmailOutbox, LegState, OutboxStatus
+from models.tables import ACTIVE_LEG_STATES, Amendment, Booking, BookingLeg, EmailOutbox, LegState, OutboxStatus
 from services.core import audit
 from services.core.context import Services
 from services.core.errors import GatewayError, NotFound
@@ -124,6 +124,21 @@ def _send(
                 if leg.state in ACTIVE_LEG_STATES
             ]
             attachments.append(emails.calendar_attachment(booking, legs, svc.catalogue))
+        elif row.kind == "changed" and booking is not None:  # the updated .ics: the booking as it is now
+            legs = [
+                leg
+                for leg in s.exec(select(BookingLeg).where(BookingLeg.booking_id == booking.id))
+                if leg.state in ACTIVE_LEG_STATES
+            ]
+            change = s.exec(
+                select(Amendment).where(
+                    Amendment.booking_id == booking.id, Amendment.number == emails.change_number(row.idempotency_key)
+                )
+            ).first()
+            note = emails.ChangeNote(
+                number=change.number if change else 1, lines=(), removed_days=emails.removed_days(change)
+            )
+            attachments.append(emails.calendar_attachment(booking, legs, svc.catalogue, note))
         email = OutgoingEmail(
             to=row.to,
             subject=row.subject,

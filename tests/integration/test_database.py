@@ -31,7 +31,7 @@ def test_migrations_build_the_schema_from_empty_and_match_the_models(db_url: str
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
         version = conn.execute(sa.text("select version_num from alembic_version")).scalar_one()
     assert diff == [], f"models and migrations disagree: {diff}"
-    assert version == "0006"
+    assert version == "0007"
     engine.dispose()
 
 
@@ -123,6 +123,65 @@ def test_the_database_refuses_overlapping_active_claims_buffer_included(db_url: 
     # Re-activating a released claim that now overlaps is refused too.
     with pytest.raises(IntegrityError), session_scope(engine) as s:
         s.execute(sa.update(SlotClaim).where(SlotClaim.leg_id == ids[5][1]).values(active=True))
+    engine.dispose()
+
+
+def test_a_bookings_own_claims_may_overlap_while_a_change_holds_its_new_shape(db_url: str) -> None:
+    """A change to a booking holds 10:00–13:00 next to its booked 10:00–12:00 until the difference is paid; another
+    booking still cannot touch either, and the rule holds on re-activation too."""
+    engine = make_engine(db_url)
+    upgrade(engine)
+    ten = datetime(2026, 3, 4, 18, 0, tzinfo=UTC)
+    with session_scope(engine) as s:
+        (own, leg), (other, other_leg) = _skeleton(s, 2)
+        _claim(s, own, leg, ten, ten + timedelta(hours=2))
+        s.add(
+            SlotClaim(
+                booking_id=own,
+                leg_id=None,
+                room_slug="boardroom",
+                starts_at=ten,
+                ends_at=ten + timedelta(hours=3),
+                block_until=ten + timedelta(hours=3, minutes=15),
+                created_at=NOW,
+            )
+        )
+    for start in (ten + timedelta(hours=2, minutes=30), ten + timedelta(hours=3)):
+        with pytest.raises(IntegrityError) as caught, session_scope(engine) as s:
+            _claim(s, other, other_leg, start, start + timedelta(hours=1))
+        assert bk.is_overlap_error(caught.value)
+    with session_scope(engine) as s:
+        _claim(s, other, other_leg, ten + timedelta(hours=3, minutes=15), ten + timedelta(hours=5))
+        assert len(list(s.exec(select(SlotClaim).where(SlotClaim.active)))) == 3
+    engine.dispose()
+
+
+def test_migration_0007_goes_down_and_up_again(db_url: str) -> None:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    from alembic import command
+
+    from models.db import alembic_config
+
+    with engine.begin() as conn:
+        cfg = alembic_config(engine)
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0006")
+    with session_scope(engine) as s:
+        ids = _skeleton(s, 2)
+    insert = sa.text(
+        "INSERT INTO slot_claim (booking_id, leg_id, room_slug, starts_at, ends_at, block_until, kind, active, "
+        "created_at) VALUES (:b, :leg, 'boardroom', :start, :end, :end, 'booked', :active, :start)"
+    )
+    row = {"b": ids[0][0], "start": "2026-03-04 18:00:00", "end": "2026-03-04 20:00:00", "active": True}
+    with engine.begin() as conn:
+        conn.execute(insert, {**row, "leg": ids[0][1]})
+    with pytest.raises(IntegrityError), engine.begin() as conn:  # 0006's rule: not even one booking's own
+        conn.execute(insert, {**row, "leg": ids[1][1]})
+    upgrade(engine)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
+    assert diff == []
     engine.dispose()
 
 

@@ -8,12 +8,14 @@ broken invariant (an empty list when everything holds):
 2. No live event of ours belongs to a day that is not active: a refunded, cancelled, failed or expired booking (or
    a cancelled day of a booking that stands) has no event, and no event of ours names an unknown booking.
 3. No two live events overlap in a room, the buffer included, unless they belong to one booking.
-4. Money: per booking, what Stripe took minus what it refunded equals our ledger — the booking's amount if our
-   records say it was paid, minus its RefundRecords — and every Stripe refund of the payment has exactly one
+4. Money: per booking, what Stripe took minus what it refunded, over every PaymentIntent of the booking (its own and
+   those of changes that cost more), equals our ledger — the booking's amount if our records say it was paid, plus
+   the paid changes, minus its RefundRecords — and every Stripe refund of those payments has exactly one
    RefundRecord. The totals over every PaymentIntent agree too. A FAILED booking keeps no money; an active day is
    paid for and not refunded.
 5. A booking's status is the one its legs give; every confirmed booking with a day still to come was sent exactly
    one confirmation email, and no email of one kind went twice to a booking.
+6. A change's hold claims are active only while it waits for payment; a change given up or lapsed keeps no money.
 """
 
 from __future__ import annotations
@@ -25,12 +27,23 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from models.tables import ACTIVE_LEG_STATES, AuditLog, Booking, BookingLeg, BookingStatus, RefundRecord
+from models.tables import (
+    ACTIVE_LEG_STATES,
+    Amendment,
+    AmendmentState,
+    AuditLog,
+    Booking,
+    BookingLeg,
+    BookingStatus,
+    RefundRecord,
+    SlotClaim,
+)
 from services import booking as bk
 from services.gateways.base import all_pages
 from tests.reliability.stats import COUNTS
 
 PAID_ACTIONS = ("booking.payment.succeeded", "booking.adopted")
+OPEN_CHANGE = (AmendmentState.AWAITING_PAYMENT, AmendmentState.APPLYING)
 _LIVE = "cancelled"
 
 
@@ -109,6 +122,10 @@ def violations(svc: Any, *, now: datetime | None = None) -> list[str]:
         for r in s.exec(select(RefundRecord)):
             records[r.booking_id].append(r)
         paid_ids = set(s.exec(select(AuditLog.booking_id).where(col(AuditLog.action).in_(PAID_ACTIONS))))
+        changes: dict[int, list[Amendment]] = defaultdict(list)
+        for a in s.exec(select(Amendment).order_by(col(Amendment.number))):
+            changes[a.booking_id].append(a)
+        open_claims = list(s.exec(select(SlotClaim).where(col(SlotClaim.active).is_(True))))
     events = live_events(svc)
     kept, stripe_refunds = _stripe_money(svc)
     by_ref: dict[str, list[_Event]] = defaultdict(list)
@@ -145,24 +162,34 @@ def violations(svc: Any, *, now: datetime | None = None) -> list[str]:
             out.append(
                 f"{name}: live event {e.id} on {e.calendar_id} at {e.start:%Y-%m-%d %H:%M} belongs to no active day"
             )
-        # 4. money
+        # 4. money, over every PaymentIntent of the booking (its own and those of changes that cost more)
         checked += 1
+        pis = [b.payment_intent_id] if b.payment_intent_id else []
+        pis += [a.payment_intent_id for a in changes[b.id] if a.payment_intent_id]
         pi = b.payment_intent_id
         # Our records say the booking was paid: the saga saw the payment succeed, it was adopted, or we refunded it.
         paid = b.id in paid_ids or b.confirmed_at is not None or bool(records[b.id])
-        ledger = (b.amount_cents if paid else 0) - sum(r.amount_cents for r in records[b.id])
+        took = (b.amount_cents if paid else 0) + sum(a.net_cents for a in changes[b.id] if a.paid_at is not None)
+        ledger = took - sum(r.amount_cents for r in records[b.id])
         ledger_total += ledger
-        stripe = kept.get(pi, 0) if pi else 0
-        if pi and ledger != stripe:
+        stripe = sum(kept.get(p, 0) for p in pis)
+        if pis and ledger != stripe:
             out.append(
-                f"{name}: Stripe keeps {stripe} cents of {pi}, our ledger says {ledger} "
-                f"(paid {b.amount_cents if paid else 0}, {len(records[b.id])} refund record(s))"
+                f"{name}: Stripe keeps {stripe} cents of {', '.join(pis)}, our ledger says {ledger} "
+                f"(paid {took}, {len(records[b.id])} refund record(s))"
             )
-        if pi:
+        if pis:
             ours = {r.refund_id for r in records[b.id]}
-            theirs = stripe_refunds.get(pi, set())
+            theirs = set().union(*(stripe_refunds.get(p, set()) for p in pis))
             if ours != theirs:
                 out.append(f"{name}: Stripe's refunds {sorted(theirs)} and our refund records {sorted(ours)} differ")
+        for a in changes[b.id]:
+            checked += 1
+            if a.state in OPEN_CHANGE and a.hold_expires_at is None and a.state != AmendmentState.APPLYING:
+                out.append(f"{name}: change {a.number} waits for payment without a hold")
+            given_up = a.state in (AmendmentState.LAPSED, AmendmentState.WITHDRAWN) and a.paid_at is None
+            if given_up and a.payment_intent_id and kept.get(a.payment_intent_id, 0):
+                out.append(f"{name}: change {a.number} is {a.state}, yet Stripe keeps money for it")
         if b.status == BookingStatus.FAILED and stripe > 0:
             out.append(f"{name}: failed, yet Stripe keeps {stripe} cents of {pi}")
         active = [leg for leg in blegs if leg.state in ACTIVE_LEG_STATES]
@@ -212,6 +239,14 @@ def violations(svc: Any, *, now: datetime | None = None) -> list[str]:
     # 4'. totals
     checked += 1
     known = {b.payment_intent_id for b in bookings if b.payment_intent_id}
+    known |= {a.payment_intent_id for group in changes.values() for a in group if a.payment_intent_id}
+    # 6. a change's hold claims live only while it waits for payment; a settled change holds nothing
+    waiting = {a.id for group in changes.values() for a in group if a.state == AmendmentState.AWAITING_PAYMENT}
+    for claim in open_claims:
+        if claim.amendment_id is not None and claim.amendment_id not in waiting:
+            out.append(
+                f"change #{claim.amendment_id} is settled, yet still holds {claim.room_slug} at {claim.starts_at}"
+            )
     stripe_total = sum(kept.values())
     if stripe_total != ledger_total:
         out.append(f"In total Stripe keeps {stripe_total} cents, the ledger says {ledger_total}")

@@ -12,7 +12,7 @@ import pytest
 from models.tables import Booking, BookingLeg
 from services.core.catalogue import Catalogue, parse_catalogue
 from services.core.settings import Settings
-from services.notify.emails import KINDS, ics, policy_text, render
+from services.notify.emails import KINDS, ChangeNote, ics, policy_text, render
 
 POLICY = {"version": "2026-01", "bands": [[48, 100], [24, 50], [0, 0]], "text": "Full refund 48 h or more before."}
 
@@ -86,7 +86,10 @@ def test_every_kind_renders_text_and_html_with_the_reference(
     kind: str, catalogue: Catalogue, settings: Settings
 ) -> None:
     booking, legs = make_booking()
-    email = render(kind, booking=booking, legs=legs, catalogue=catalogue, settings=settings, refund_cents=5000)
+    change = ChangeNote(1, ("Thu 5 Mar 10:00–12:00 → Fri 6 Mar 10:00–12:00",), charge_cents=2500)
+    email = render(
+        kind, booking=booking, legs=legs, catalogue=catalogue, settings=settings, refund_cents=5000, change=change
+    )
     assert email.subject
     for body in (email.text, email.html):
         assert "Ava Nguyen" in body
@@ -124,7 +127,10 @@ def test_policy_text_comes_from_the_snapshot_not_todays_settings(catalogue: Cata
 def test_html_escapes_what_the_customer_typed(catalogue: Catalogue, settings: Settings) -> None:
     booking, legs = make_booking(customer_name='<script>alert("x")</script> & Co', extras={"show_name": "<b>Loud</b>"})
     for kind in KINDS:
-        email = render(kind, booking=booking, legs=legs, catalogue=catalogue, settings=settings, reason="<i>x</i>")
+        change = ChangeNote(1, ("<i>x</i> → Fri 6 Mar",))
+        email = render(
+            kind, booking=booking, legs=legs, catalogue=catalogue, settings=settings, reason="<i>x</i>", change=change
+        )
         assert "<script>" not in email.html
         assert "&lt;script&gt;" in email.html
         assert "&amp; Co" in email.html
