@@ -42,6 +42,7 @@ def days(svc: Services, detail: BookingDetail) -> None:
         hide_index=True,
         width="stretch",
     )
+    _changes(svc, detail)
     for problem in detail.event_errors:
         st.warning(f"Calendar could not be checked — {problem}")
     if wrong := detail.calendar_wrong:
@@ -50,6 +51,47 @@ def days(svc: Services, detail: BookingDetail) -> None:
             "missing for a booked day, or still there for a day that is not booked.",
             icon=":material/event_busy:",
         )
+
+
+CHANGE_STATES = {
+    "awaiting_payment": "waiting for payment",
+    "applying": "being made",
+    "applied": "made",
+    "lapsed": "lapsed unpaid",
+    "withdrawn": "withdrawn",
+    "failed": "failed (difference refunded)",
+}
+
+
+def _changes(svc: Services, detail: BookingDetail) -> None:
+    """The booking's changes (moved days, new times, another room, days added or dropped), under its days."""
+    if not detail.changes:
+        return
+    st.caption("Changes to this booking")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "#": c.number,
+                    "Asked": labels.venue(svc, c.created_at),
+                    "Change": "; ".join(c.lines),
+                    "Money": (
+                        f"charged {labels.money(svc, c.net_cents)}"
+                        if c.net_cents > 0
+                        else f"refunded {labels.money(svc, -c.net_cents)}"
+                        if c.net_cents < 0
+                        else "no difference"
+                    ),
+                    "State": CHANGE_STATES.get(c.state, c.state),
+                    "By": c.actor,
+                    "Reason": c.reason,
+                }
+                for c in reversed(detail.changes)
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
 
 
 def payment(svc: Services, detail: BookingDetail) -> None:

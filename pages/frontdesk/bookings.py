@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from models.tables import BookingStatus
-from pages.frontdesk import booking_cancel, booking_edit, booking_view
+from pages.frontdesk import booking_cancel, booking_change, booking_edit, booking_view
 from pages.ui import actions, boot, labels, session, widgets
 from services.booking.queries import BookingDetail, booking_detail, find_booking_id, search_bookings
 from services.core.errors import NotFound
@@ -112,6 +112,7 @@ st.divider()
 st.subheader(f"{b.reference} · {detail.room_name}", anchor=False)
 widgets.status_badge(b.status)
 booking_edit.show_outcome(b)  # a correction's outcome first: seen without scrolling
+booking_change.show(svc, detail)  # a change's outcome, and a change waiting for payment, with its buttons
 booked_room = booking_edit.room_of(svc, b)
 editing = detail.editable and st.session_state.get(booking_edit.FLAG) == b.id
 if editing:
@@ -143,7 +144,15 @@ st.caption(
     )
 )
 m1, m2, m3, m4 = st.columns(4)
-m1.metric("Amount", labels.money(svc, b.amount_cents))
+if detail.changes_paid_cents:  # a change that cost more was paid with a second payment
+    m1.metric(
+        "Paid in all",
+        labels.money(svc, b.amount_cents + detail.changes_paid_cents),
+        help=f"{labels.money(svc, b.amount_cents)} at booking, "
+        f"{labels.money(svc, detail.changes_paid_cents)} for changes",
+    )
+else:
+    m1.metric("Amount", labels.money(svc, b.amount_cents))
 m2.metric("Paid (Stripe)", labels.money(svc, detail.received_cents) if detail.payment else "—")
 m3.metric("Refunded", labels.money(svc, detail.refunded_cents))
 m4.metric("Days", f"{detail.active_days} of {len(detail.legs)} active")
@@ -190,6 +199,7 @@ if may_cancel and detail.cancellable:
         on_click=booking_cancel.open_cancel,
         args=(b.id,),
     )
+booking_change.change_button(a2, svc, detail)  # a paid booking (never awaiting payment: a2 is free)
 if svc.settings.is_sandbox and session.may("booking.record_payment") and detail.awaiting_payment:
     a2.button(
         "Customer paid",

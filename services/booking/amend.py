@@ -245,5 +245,8 @@ def _check(
     first, last = busy_span(windows, policy.buffer_minutes)
     busy = calendar_busy(svc, room, first, last, ignore_booking=reference)
     with svc.session() as s:
-        busy += claims_busy(s, room.slug, first, last, now, booking_id)
+        seen = {(b.starts_at, b.ends_at) for b in busy}  # a booking's claim and its event: one reason, not two
+        busy += [
+            b for b in claims_busy(s, room.slug, first, last, now, booking_id) if (b.starts_at, b.ends_at) not in seen
+        ]
     return check_conflicts(sorted(windows, key=lambda w: w.starts_at), busy, policy)

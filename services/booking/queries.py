@@ -12,6 +12,8 @@ from sqlmodel import col, select
 
 from models.tables import (
     ACTIVE_LEG_STATES,
+    Amendment,
+    AmendmentState,
     AuditLog,
     Booking,
     BookingLeg,
@@ -21,7 +23,9 @@ from models.tables import (
     RefundRecord,
     SlotClaim,
 )
+from services.booking.amend import CHANGEABLE_STATUSES
 from services.booking.availability import is_open
+from services.booking.change import OPEN_STATES, pay_url
 from services.core.context import Services
 from services.core.errors import DomainError, GatewayError, NotFound
 
@@ -131,6 +135,29 @@ def _room_name(svc: Services, slug: str) -> str:
         return slug
 
 
+@dataclass(frozen=True)
+class BookingChange:
+    """One change to the booking (an Amendment) as staff read it: its lines, the money, and for one waiting for
+    payment the customer's pay link and when the hold ends."""
+
+    number: int
+    state: AmendmentState
+    lines: list[str]
+    net_cents: int  # > 0 charged, < 0 refunded
+    created_at: datetime
+    actor: str
+    reason: str
+    hold_expires_at: datetime | None = None
+    pay_url: str = ""
+    applied_at: datetime | None = None
+    paid_at: datetime | None = None  # its difference was paid (with its own PaymentIntent)
+
+    @property
+    def is_open(self) -> bool:
+        """Waiting for payment, or paid and being made (a step to be retried)."""
+        return self.state in OPEN_STATES
+
+
 @dataclass
 class BookingDetail:
     """One booking as the Bookings page shows it, with what it says about the booking's state: whether it can be
@@ -148,6 +175,17 @@ class BookingDetail:
     event_errors: list[str] = field(default_factory=list)
     extras: list[tuple[str, Any]] = field(default_factory=list)  # (question, answer) of the room's extras form
     extras_missing: list[str] = field(default_factory=list)  # what the room needs and the booking lacks
+    changes: list[BookingChange] = field(default_factory=list)  # oldest first
+
+    @property
+    def open_change(self) -> BookingChange | None:
+        """The change still waiting for payment or being made, if any (one at a time)."""
+        return next((c for c in self.changes if c.is_open), None)
+
+    @property
+    def changeable(self) -> bool:
+        """Days, times or room may still be changed: paid, not over, and no other change under way."""
+        return self.booking.status in CHANGEABLE_STATUSES and self.open_change is None
 
     @property
     def refunded_cents(self) -> int:
@@ -195,7 +233,19 @@ class BookingDetail:
 
     @property
     def received_cents(self) -> int:
+        """What the booking's own (first) PaymentIntent took, as Stripe says."""
         return int((self.payment or {}).get("amount_received") or 0)
+
+    @property
+    def changes_paid_cents(self) -> int:
+        """What changes that cost more were paid on top, each with its own PaymentIntent."""
+        return sum(c.net_cents for c in self.changes if c.paid_at is not None and c.net_cents > 0)
+
+    @property
+    def first_payment_refunded_cents(self) -> int:
+        """Our refunds recorded on the booking's first PaymentIntent (the one `payment` shows)."""
+        first = self.booking.payment_intent_id
+        return sum(r.amount_cents for r in self.refunds if (r.payment_intent_id or first) == first)
 
     @property
     def stripe_refunded_cents(self) -> int:
@@ -204,7 +254,7 @@ class BookingDetail:
     @property
     def refunds_disagree(self) -> bool:
         """Stripe shows other refunds than Room Desk recorded."""
-        return bool(self.received_cents) and self.refunded_cents != self.stripe_refunded_cents
+        return bool(self.received_cents) and self.first_payment_refunded_cents != self.stripe_refunded_cents
 
     @property
     def kept_after_failure_cents(self) -> int:
@@ -236,7 +286,24 @@ def booking_detail(svc: Services, booking_id: int, *, live: bool = True) -> Book
                 select(EmailOutbox).where(EmailOutbox.booking_id == booking_id).order_by(col(EmailOutbox.created_at))
             )
         )
+        changes = [
+            BookingChange(
+                a.number,
+                a.state,
+                [str(line) for line in a.summary],
+                a.net_cents,
+                a.created_at,
+                a.actor,
+                a.reason,
+                hold_expires_at=a.hold_expires_at,
+                pay_url=pay_url(svc, booking, a.number) if a.state == AmendmentState.AWAITING_PAYMENT else "",
+                applied_at=a.applied_at,
+                paid_at=a.paid_at,
+            )
+            for a in s.exec(select(Amendment).where(Amendment.booking_id == booking_id).order_by(col(Amendment.number)))
+        ]
     detail = BookingDetail(booking, _room_name(svc, booking.room_slug), legs, refunds, audit_rows, emails)
+    detail.changes = changes
     try:
         room = svc.catalogue.room(booking.room_slug)
     except DomainError:  # a room removed from the catalogue: its questions are gone with it
@@ -290,9 +357,37 @@ def schedule(svc: Services, start_day: date, days: int = 7, *, include_calendar:
             .join(Booking, col(Booking.id) == col(BookingLeg.booking_id))
             .where(BookingLeg.starts_at < hi, BookingLeg.ends_at > lo)
         )
-        claims = {
-            c.leg_id: c for c in s.exec(select(SlotClaim).where(SlotClaim.starts_at < hi, SlotClaim.ends_at > lo))
+        found = list(s.exec(select(SlotClaim).where(SlotClaim.starts_at < hi, SlotClaim.ends_at > lo)))
+        claims = {c.leg_id: c for c in found if c.leg_id is not None}
+        # A change waiting for payment holds its new days with claims of its own (no leg yet): held like a hold.
+        changes = {c.amendment_id for c in found if c.leg_id is None and c.amendment_id is not None}
+        held = {
+            a.id: (a.number, b)
+            for a, b in s.exec(
+                select(Amendment, Booking)
+                .join(Booking, col(Booking.id) == col(Amendment.booking_id))
+                .where(col(Amendment.id).in_(changes), Amendment.state == AmendmentState.AWAITING_PAYMENT)
+            )
         }
+        for c in found:
+            if c.amendment_id not in held or c.leg_id is not None or not c.active:
+                continue
+            if c.expires_at and c.expires_at < now:
+                continue
+            number, b = held[c.amendment_id]
+            start, end = c.starts_at.astimezone(tz), c.ends_at.astimezone(tz)
+            items.append(
+                ScheduleItem(
+                    c.room_slug,
+                    _room_name(svc, c.room_slug),
+                    start.date(),
+                    start,
+                    end,
+                    "hold",
+                    f"{b.customer_name} (change {number}, unpaid)",
+                    b.reference,
+                )
+            )
         for leg, b in s.exec(q):
             if leg.state in (LegState.CONFIRMED, LegState.IN_PROGRESS, LegState.COMPLETED):
                 kind = "booked"

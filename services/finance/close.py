@@ -14,9 +14,12 @@ recorded shows up as a difference:
 - payments: a booking whose payment Room Desk processed — the audit row `booking.payment.succeeded`, written in the
   same transaction as the processing (webhook, pay page, remediation), or `booking.adopted` for a payment taken over
   from the old system — for the booking's `amount_cents`. A booking still awaiting payment has taken no money in our
-  books, whatever Stripe says (a missed webhook).
-- refunds: `RefundRecord` rows, by Stripe refund id. A refund made in the Stripe dashboard whose webhook never came
-  is `missing_in_ledger`; a record whose refund Stripe does not have is `missing_in_stripe`.
+  books, whatever Stripe says (a missed webhook). A change to a booking that cost more is paid by a PaymentIntent of
+  its own: it counts once the change is recorded as paid (`Amendment.paid_at`, for its `net_cents`), even if the
+  change could not be made afterwards (its refund is then a refund like any other).
+- refunds: `RefundRecord` rows, by Stripe refund id, on whichever of the booking's payments they were made. A
+  refund made in the Stripe dashboard whose webhook never came is `missing_in_ledger`; a record whose refund Stripe
+  does not have is `missing_in_stripe`.
 - disputes: a chargeback is the bank's act, so we only ever learn of it from Stripe. Our knowledge is, in order:
   the `DisputeCase` row; else the webhook's `booking.dispute.opened` / `closed` audit rows; else the dispute as the
   last sync copied it, linked to our payment. A dispute nobody has received or synced is `missing_in_ledger`. A
@@ -58,6 +61,7 @@ from typing import Any
 from sqlmodel import Session, and_, col, or_, select
 
 from models.tables import (
+    Amendment,
     AuditLog,
     Booking,
     CloseStatus,
@@ -104,6 +108,8 @@ class _Entry:
     reference: str | None = None
     source: str = ""  # Stripe's object id (ch_, re_, dp_) or where our record lives
     booking_status: str | None = None  # for a Stripe entry we lack: what our booking says instead
+    payment_intent: str | None = None  # a refund's payment (a booking changed at a cost has more than one)
+    change: int | None = None  # the number of the change to the booking this payment paid for
 
 
 @dataclass
@@ -338,8 +344,9 @@ def _ledger_payments(s: Session, pis: set[str], start: datetime, end: datetime) 
         )
     )
     wanted = sorted(pis | {pi for pi in dated if pi})
+    out: dict[str, _Entry] = _ledger_change_payments(s, pis, start, end)
     if not wanted:
-        return {}
+        return out
     first: dict[str, datetime] = {}
     for pi, at in s.exec(
         select(AuditLog.payment_intent, AuditLog.at).where(
@@ -348,7 +355,6 @@ def _ledger_payments(s: Session, pis: set[str], start: datetime, end: datetime) 
     ):
         if pi and (pi not in first or at < first[pi]):
             first[pi] = at
-    out: dict[str, _Entry] = {}
     for b in s.exec(select(Booking).where(col(Booking.payment_intent_id).in_(sorted(first)))):
         assert b.payment_intent_id is not None
         out[b.payment_intent_id] = _Entry(
@@ -359,6 +365,37 @@ def _ledger_payments(s: Session, pis: set[str], start: datetime, end: datetime) 
             booking_id=b.id,
             reference=b.reference,
             source=f"booking {b.reference}",
+        )
+    return out
+
+
+def _ledger_change_payments(s: Session, pis: set[str], start: datetime, end: datetime) -> dict[str, _Entry]:
+    """Changes to bookings paid by a PaymentIntent of their own: for the given PaymentIntents whenever paid, and any
+    paid in the window."""
+    rows = s.exec(
+        select(Amendment, Booking)
+        .join(Booking, col(Booking.id) == col(Amendment.booking_id))
+        .where(
+            col(Amendment.payment_intent_id).is_not(None),
+            col(Amendment.paid_at).is_not(None),
+            or_(
+                col(Amendment.payment_intent_id).in_(sorted(pis)),
+                and_(col(Amendment.paid_at) >= start, col(Amendment.paid_at) < end),
+            ),
+        )
+    )
+    out: dict[str, _Entry] = {}
+    for a, b in rows:
+        assert a.payment_intent_id is not None
+        out[a.payment_intent_id] = _Entry(
+            "charge",
+            a.payment_intent_id,
+            a.net_cents,
+            at=a.paid_at,
+            booking_id=b.id,
+            reference=b.reference,
+            source=f"change {a.number} of booking {b.reference}",
+            change=a.number,
         )
     return out
 
@@ -374,7 +411,13 @@ def _ledger_refunds(s: Session, ids: set[str], start: datetime, end: datetime) -
     )
     return {
         r.refund_id: _Entry(
-            "refund", r.refund_id, r.amount_cents, at=r.created_at, booking_id=r.booking_id, source="refund record"
+            "refund",
+            r.refund_id,
+            r.amount_cents,
+            at=r.created_at,
+            booking_id=r.booking_id,
+            source="refund record",
+            payment_intent=r.payment_intent_id,
         )
         for r in rows
     }
@@ -438,11 +481,7 @@ def _ledger_disputes(s: Session, ids: set[str], start: datetime, end: datetime) 
         )
     # Only bookings of ours: a synced dispute on someone else's payment is not in our books.
     pis = {d.payment_intent for d in known.values() if d.payment_intent}
-    ours = {
-        b.payment_intent_id: b.id
-        for b in s.exec(select(Booking).where(col(Booking.payment_intent_id).in_(sorted(pis))))
-        if b.payment_intent_id
-    }
+    ours = {pi: b.id for pi, (b, _) in _owners(s, pis).items()}
     out: dict[tuple[str, str], _Entry] = {}
     for d in known.values():
         booking_id = d.booking_id or ours.get(d.payment_intent or "")
@@ -486,16 +525,29 @@ def _label_bookings(svc: Services, entries: Iterable[_Entry]) -> None:
             e.reference = refs.get(e.booking_id)
 
 
-def _bookings_by_pi(svc: Services, pis: Iterable[str]) -> dict[str, Booking]:
+def _owners(s: Session, pis: Iterable[str]) -> dict[str, tuple[Booking, Amendment | None]]:
+    """PaymentIntent → the booking it paid for, with the change it paid for when it is a change's own payment."""
     wanted = sorted({p for p in pis if p})
     if not wanted:
         return {}
+    out: dict[str, tuple[Booking, Amendment | None]] = {
+        b.payment_intent_id: (b, None)
+        for b in s.exec(select(Booking).where(col(Booking.payment_intent_id).in_(wanted)))
+        if b.payment_intent_id
+    }
+    for a, b in s.exec(
+        select(Amendment, Booking)
+        .join(Booking, col(Booking.id) == col(Amendment.booking_id))
+        .where(col(Amendment.payment_intent_id).in_(wanted))
+    ):
+        if a.payment_intent_id:
+            out[a.payment_intent_id] = (b, a)
+    return out
+
+
+def _bookings_by_pi(svc: Services, pis: Iterable[str]) -> dict[str, tuple[Booking, Amendment | None]]:
     with svc.session() as s:
-        return {
-            b.payment_intent_id: b
-            for b in s.exec(select(Booking).where(col(Booking.payment_intent_id).in_(wanted)))
-            if b.payment_intent_id
-        }
+        return _owners(s, pis)
 
 
 # --------------------------------------------------------------------------------------------------- comparison
@@ -587,16 +639,23 @@ def _place_unrecorded(
     bookings = _bookings_by_pi(svc, [p for p in pi_of.values() if p])
     for e in lacking:
         pi = pi_of.get(e.key)
-        b = bookings.get(pi or "")
+        owner = bookings.get(pi or "")
         e.source = f"{e.source} · {pi}" if pi and pi != e.key else e.source
-        if b is not None:
+        if owner is not None:
+            b, change = owner
             e.booking_id, e.reference, e.booking_status = b.id, b.reference, b.status
+            e.change = change.number if change is not None else None
 
 
 def _unrecorded_note(e: _Entry, cur: str) -> str:
     if e.category == "charge":
         if e.reference is None:
             return f"Stripe charged {money(e.amount, cur)} ({e.source}) for a payment that is not a Room Desk booking"
+        if e.change is not None:
+            return (
+                f"Stripe charged {money(e.amount, cur)} for change {e.change} of booking {e.reference}, which Room "
+                "Desk has not recorded as paid: the webhook was missed (Mismatches → Process the payment now)"
+            )
         if e.booking_status == "AWAITING_PAYMENT":
             return (
                 f"Stripe charged {money(e.amount, cur)} but booking {e.reference} still awaits payment in Room Desk: "
@@ -649,7 +708,7 @@ def _found_on_other_days(svc: Services, entries: list[_Entry], start: datetime, 
             if pi.get("status") == "succeeded" and isinstance(charge, dict) and elsewhere(charge.get("created")):
                 out.add((o.category, o.key))
         elif o.category == "refund":
-            pi_id = booking_pi.get(o.booking_id or 0)
+            pi_id = o.payment_intent or booking_pi.get(o.booking_id or 0)
             if not pi_id:
                 continue
             for r in _refunds_of(svc, pi_id):

@@ -1,6 +1,10 @@
 """Receipts as PDF: one for a booking (each day, discount, what was paid and how, refunds so far, net) and one per
 refund (amount, why, the days it covers, the payment it returns money from).
 
+A booking that was changed (services/booking/change.py) may have been paid more than once: its own payment, then
+the difference of each change that cost more. Its receipt lists its days as they are now at their current prices and
+every payment with its date; the total paid is their sum, the net what is left after the refunds.
+
 Built from our own rows; Stripe is asked only for the card (brand and last four digits of the PaymentIntent's
 latest charge), and a receipt still prints, saying "Card", when Stripe cannot be reached. Money is integer cents
 formatted with `money`; dates and times are venue time.
@@ -14,8 +18,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from models.tables import Booking, BookingLeg, LegState, RefundRecord
+from sqlmodel import col, select
+
+from models.tables import Amendment, AmendmentState, Booking, BookingLeg, LegState, RefundRecord
 from services.booking.queries import BookingDetail, booking_detail
+from services.booking.refunds import booking_payments
 from services.core.context import Services
 from services.core.errors import DomainError, InvalidState, NotFound
 from services.finance.pdf import Document, Letterhead
@@ -25,6 +32,7 @@ log = logging.getLogger("roomdesk.finance.receipts")
 
 ORIGIN_WORDS = {
     "cancellation": "Cancellation, refunded under the booking's cancellation policy",
+    "amendment": "Change to the booking: the difference refunded",
     "auto_gate2": "Automatic refund: the room was taken by another booking at the moment of payment",
     "remediation": "Refund made by staff to put a problem right",
     "stripe_dashboard": "Refund made in the Stripe dashboard",
@@ -130,6 +138,47 @@ def paid_words(svc: Services, payment: Payment) -> str:
     return f"Paid by {payment.method}" + (f", {venue_time(svc, payment.paid_at)}" if payment.paid_at else "")
 
 
+@dataclass(frozen=True)
+class PaidBy:
+    """One payment of the booking as a receipt lists it."""
+
+    label: str  # 'Paid by Visa •••• 4242, Wed 4 Mar 2026 10:05' or 'Change 1 paid by …'
+    payment_intent_id: str
+    payment: Payment
+
+
+def _changes(svc: Services, booking: Booking) -> tuple[bool, dict[str, Amendment]]:
+    """Whether the booking was ever changed (a change made, or paid for), and its paid changes by PaymentIntent."""
+    with svc.session() as s:
+        rows = list(s.exec(select(Amendment).where(Amendment.booking_id == booking.id).order_by(col(Amendment.number))))
+    changed = any(a.paid_at is not None or a.state in (AmendmentState.APPLIED, AmendmentState.APPLYING) for a in rows)
+    return changed, {a.payment_intent_id: a for a in rows if a.payment_intent_id and a.paid_at is not None}
+
+
+def payments_of(svc: Services, booking: Booking, first: Payment) -> list[PaidBy]:
+    """Every payment of the booking, oldest first: its own (`first`, already read) and the difference of each change
+    that cost more (card and date from Stripe; from our records, by 'Card', when Stripe cannot be read)."""
+    _, paid = _changes(svc, booking)
+    out = [PaidBy(paid_words(svc, first), booking.payment_intent_id or "", first)]
+    with svc.session() as s:
+        payments = booking_payments(s, booking)
+    for pi_id, amount in payments:
+        change = paid.get(pi_id)
+        if change is None:
+            continue
+        intent: dict[str, Any] | None = None
+        try:
+            intent = svc.payments.retrieve_payment_intent(pi_id)
+        except DomainError as exc:
+            log.warning("Receipt for %s without card details of change %s: %s", booking.reference, pi_id, exc.message)
+        got = payment_from_intent(intent, booking) if intent is not None else None
+        if got is None:
+            got = Payment(amount, "Card", change.paid_at)
+        words = paid_words(svc, got)
+        out.append(PaidBy(f"Change {change.number}: {words[:1].lower()}{words[1:]}", pi_id, got))
+    return out
+
+
 def _paid_detail(svc: Services, booking_id: int) -> tuple[BookingDetail, Payment]:
     detail = booking_detail(svc, booking_id, live=False)
     payment = payment_of(svc, detail.booking)
@@ -183,18 +232,28 @@ def booking_receipt_pdf(svc: Services, booking_id: int) -> tuple[str, bytes]:
         ]
     )
     doc.heading("Days booked")
-    _days_table(svc, doc, b, detail.legs, list_prices(b, detail.legs), "Price")
+    changed, _ = _changes(svc, b)
     lines: list[list[object]] = []
-    if b.discount_cents:
-        pct = b.pricing_snapshot.get("discount_percent")
-        lines.append(["Subtotal", money(b.amount_cents + b.discount_cents, cur)])
-        lines.append([f"Multi-day discount{f' ({pct} %)' if pct else ''}", money(-b.discount_cents, cur)])
-    lines.append(["Total", money(b.amount_cents, cur)])
-    lines.append([paid_words(svc, payment), money(payment.received_cents, cur)])
+    if changed:
+        # Changed since the sale: each day at its price now (any discount is in it), then every payment.
+        _days_table(svc, doc, b, detail.legs, [leg.price_cents for leg in detail.legs], "Price")
+        paid = payments_of(svc, b, payment)
+        lines += [[p.label, money(p.payment.received_cents, cur)] for p in paid]
+        total = sum(p.payment.received_cents for p in paid)
+        lines.append(["Total paid", money(total, cur)])
+    else:
+        _days_table(svc, doc, b, detail.legs, list_prices(b, detail.legs), "Price")
+        if b.discount_cents:
+            pct = b.pricing_snapshot.get("discount_percent")
+            lines.append(["Subtotal", money(b.amount_cents + b.discount_cents, cur)])
+            lines.append([f"Multi-day discount{f' ({pct} %)' if pct else ''}", money(-b.discount_cents, cur)])
+        lines.append(["Total", money(b.amount_cents, cur)])
+        lines.append([paid_words(svc, payment), money(payment.received_cents, cur)])
+        total = payment.received_cents
     for r in detail.refunds:
         words = f"Refunded {venue_time(svc, r.created_at)}: {origin_words(r.origin)}"
         lines.append([words, money(-r.amount_cents, cur)])
-    lines.append(["Net paid", money(payment.received_cents - detail.refunded_cents, cur)])
+    lines.append(["Net paid", money(total - detail.refunded_cents, cur)])
     doc.heading("Payment")
     doc.table(["", "Amount"], lines, (82, 18), align=("LEFT", "RIGHT"), emphasise_last=True)
     doc.note(
@@ -215,6 +274,9 @@ def refund_receipt_pdf(svc: Services, refund_record_id: int) -> tuple[str, bytes
     b, cur = detail.booking, refund.currency or detail.booking.currency
     number = f"RF-{b.reference}-{next(i for i, r in enumerate(detail.refunds, 1) if r.id == refund.id)}"
     covered = [leg for leg in detail.legs if leg.id in set(refund.leg_ids)]
+    paid = payments_of(svc, b, payment)
+    # The refund went back to the card of the payment it was made on (a changed booking may have more than one).
+    refunded_to = next((p for p in paid if p.payment_intent_id == refund.payment_intent_id), paid[0])
     so_far = sum(r.amount_cents for r in detail.refunds if (r.created_at, r.id or 0) <= (refund.created_at, refund.id))
     doc = Document(
         "Refund receipt",
@@ -227,7 +289,7 @@ def refund_receipt_pdf(svc: Services, refund_record_id: int) -> tuple[str, bytes
             ("Refund receipt number", number),
             ("Refund date", venue_time(svc, refund.created_at)),
             ("Amount refunded", money(refund.amount_cents, cur)),
-            ("Refunded to", payment.method),
+            ("Refunded to", refunded_to.payment.method),
             ("Why", origin_words(refund.origin)),
             ("Reason given", refund.reason or "—"),
             ("Booking reference", b.reference),
@@ -241,13 +303,17 @@ def refund_receipt_pdf(svc: Services, refund_record_id: int) -> tuple[str, bytes
         _days_table(svc, doc, b, covered, [leg.price_cents for leg in covered], "Paid")
     else:
         doc.paragraph("Not tied to particular days: a refund on the booking as a whole.", muted=True)
-    doc.heading("Original payment")
+    total = sum(p.payment.received_cents for p in paid)
+    rows: list[list[object]] = [[p.label, money(p.payment.received_cents, cur)] for p in paid]
+    if len(paid) > 1:
+        rows.append(["Total paid", money(total, cur)])
+    doc.heading("Original payment" if len(paid) == 1 else "Payments")
     doc.table(
         ["", "Amount"],
         [
-            [paid_words(svc, payment), money(payment.received_cents, cur)],
+            *rows,
             ["Refunded up to and including this refund", money(-so_far, cur)],
-            ["Net paid after this refund", money(payment.received_cents - so_far, cur)],
+            ["Net paid after this refund", money(total - so_far, cur)],
         ],
         (82, 18),
         align=("LEFT", "RIGHT"),

@@ -22,12 +22,21 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 from sqlmodel import col, select
 
-from models.tables import ACTIVE_LEG_STATES, Booking, BookingLeg, RefundRecord, StripeObjectCache, SyncState
+from models.tables import (
+    ACTIVE_LEG_STATES,
+    Amendment,
+    Booking,
+    BookingLeg,
+    RefundRecord,
+    StripeObjectCache,
+    SyncState,
+)
 from services.booking.availability import open_days
 from services.core.context import Services
 from services.core.errors import ValidationError
 
 ORIGINS: dict[str, str] = {
+    "amendment": "Change to booking",
     "auto_gate2": "Auto-refund at Gate 2",
     "cancellation": "Cancellation",
     "remediation": "Remediation",
@@ -328,6 +337,20 @@ def _bookings(session: Any, ledger: Iterable[RefundRecord], stripe: Iterable[Str
         out[b.id] = b
         if b.payment_intent_id:
             out[b.payment_intent_id] = b
+    out.update(_bookings_of_changes(session, [p for p in pis if p not in out]))
+    return out
+
+
+def _bookings_of_changes(session: Any, pis: Sequence[str]) -> dict[str, Booking]:
+    """The bookings that changes paid by these PaymentIntents belong to (a change that cost more has its own)."""
+    out: dict[str, Booking] = {}
+    for chunk in _chunks(sorted(set(pis)), 500):
+        q = (
+            select(Amendment.payment_intent_id, Booking)
+            .join(Booking, col(Booking.id) == col(Amendment.booking_id))
+            .where(col(Amendment.payment_intent_id).in_(chunk))
+        )
+        out.update({str(pi): b for pi, b in session.exec(q) if pi})
     return out
 
 
@@ -395,8 +418,10 @@ def _row(
         "currency": currency,
         "policy_quote_cents": rec.policy_quote_cents if rec is not None else None,
         "actor": actor,
-        "payment_intent": (booking.payment_intent_id if booking is not None else None)
+        # The payment the money went back to: a booking changed at a cost was paid (and is refunded) on more than one.
+        "payment_intent": (rec.payment_intent_id if rec is not None else None)
         or (refund.payment_intent if refund is not None else None)
+        or (booking.payment_intent_id if booking is not None else None)
         or "",
         "in_ledger": rec is not None,
         "in_stripe": refund is not None,
@@ -711,6 +736,8 @@ def payments_frame(svc: Services, date_from: date, date_to: date) -> pd.DataFram
         for chunk in _chunks(pis, 500):
             for b in s.exec(select(Booking).where(col(Booking.payment_intent_id).in_(chunk))):
                 bookings[str(b.payment_intent_id)] = b
+        # A change that cost more is paid by a PaymentIntent of its own: revenue of its booking's (current) room.
+        bookings.update(_bookings_of_changes(s, [p for p in pis if p not in bookings]))
     out = []
     for c in charges:
         assert c.created is not None

@@ -37,10 +37,14 @@ def cmd_seed_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_expire_holds(args: argparse.Namespace) -> int:
-    from services.booking import expire_holds
+    from services.booking import expire_change_holds, expire_holds
 
-    counts = expire_holds(_services(), actor="cli")
+    svc = _services()
+    counts = expire_holds(svc, actor="cli")
+    changes = expire_change_holds(svc, actor="cli")
     print(", ".join(f"{k}: {v}" for k, v in counts.items()) or "No holds past their expiry.")
+    if changes:
+        print("Changes: " + ", ".join(f"{k}: {v}" for k, v in changes.items()))
     return 0
 
 
@@ -111,7 +115,7 @@ def _interval(text: str) -> float:
 def cmd_worker(args: argparse.Namespace) -> int:
     import time
 
-    from services.booking import advance_legs, expire_holds
+    from services.booking import advance_legs, expire_change_holds, expire_holds
     from services.notify.outbox import deliver_due
     from services.notify.reminders import send_reminders
     from services.reconciliation.cycle import run_cycle
@@ -121,12 +125,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     while True:
         try:
             expired = expire_holds(svc, actor="worker")
+            # Changes whose hold ran out unpaid lapse; changes an outage left half made are finished.
+            changes = expire_change_holds(svc, actor="worker")
             advance_legs(svc, actor="worker")
             reminders = send_reminders(svc, now=svc.now(), actor="worker")
             # Before the sync: a mail outage that has ended clears its "no confirmation sent" finding this round.
             mail = deliver_due(svc, now=svc.now(), actor="worker")
             cycle = run_cycle(svc, actor="worker")
-            line = f"holds {expired or '-'}; {reminders.line()}; {mail.line()}; {cycle.line()}"
+            line = f"holds {expired or '-'}; changes {changes or '-'}; {reminders.line()}; {mail.line()}; "
+            line += cycle.line()
             print(f"{svc.now():%Y-%m-%d %H:%M:%S} {line}", flush=True)
         except SyncBusy as exc:
             print(f"{svc.now():%H:%M:%S} skipped: {exc.message}", flush=True)
@@ -281,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--origin",
         action="append",
-        choices=["auto_gate2", "cancellation", "remediation", "stripe_dashboard"],
+        choices=["amendment", "auto_gate2", "cancellation", "remediation", "stripe_dashboard"],  # reports.ORIGINS
         help="only refunds of this origin (repeatable)",
     )
     p.add_argument("--live", action="store_true", help="read Stripe's refunds from Stripe, not the last sync's copy")

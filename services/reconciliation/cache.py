@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from models.tables import (
+    Amendment,
     Booking,
     BookingLeg,
     EmailOutbox,
@@ -100,7 +101,9 @@ class CacheData:
     refunds: dict[str, list[CachedRefund]]  # by PaymentIntent; succeeded or pending only
     disputes: list[CachedDispute]
     events: list[CachedEvent]
-    bookings: dict[str, Booking]  # by PaymentIntent
+    bookings: dict[str, Booking]  # by its own (first) PaymentIntent
+    changes: dict[str, Amendment]  # changes to a booking that had a PaymentIntent of their own, by that PaymentIntent
+    by_id: dict[int, Booking]  # the same bookings, by id
     legs: dict[int, list[BookingLeg]]  # by booking id
     records: dict[str, RefundRecord]  # our refund ledger, by Stripe refund id
     approved: set[tuple[int, int | None, frozenset[int]]]  # executed overrides: (booking id, cents, leg ids)
@@ -189,6 +192,13 @@ def _load(session: Session, svc: Services) -> CacheData:
         "SELECT id, status, amount, amount_received, currency, booking_ref, room, booking_dates, booking_time, "
         "customer_email, created FROM stripe_object WHERE object = 'payment_intent'",
     )
+    # A change that cost more was paid by a PaymentIntent of its own: its metadata names the booking and the room, not
+    # the days (the booking's days are its legs), so it is never read as a booking of its own.
+    changes = {
+        a.payment_intent_id: a
+        for a in session.exec(select(Amendment).where(col(Amendment.payment_intent_id).is_not(None)))
+        if a.payment_intent_id
+    }
     for row in pi_rows:
         p = CachedPayment(
             row[0],
@@ -203,7 +213,8 @@ def _load(session: Session, svc: Services) -> CacheData:
             (row[9] or "").lower() or None,
             _fast_ts(row[10]),
         )
-        _parse_meta(p, rooms)
+        if p.id not in changes:
+            _parse_meta(p, rooms)
         pis[p.id] = p
     for pi_id, refunded, created in session.execute(
         sa.select(_SO.payment_intent, _SO.amount_refunded, _SO.created).where(_SO.object == "charge")
@@ -280,6 +291,8 @@ def _load(session: Session, svc: Services) -> CacheData:
         disputes=disputes,
         events=events,
         bookings=bookings,
+        changes=changes,
+        by_id={b.id: b for b in bookings.values() if b.id is not None},
         legs=legs,
         records=records,
         approved=approved,
@@ -294,7 +307,8 @@ def _match(data: CacheData, svc: Services) -> None:
     """Link each event to its PaymentIntent: private properties first, then a pi_ id in the description (events the
     old system made), then room + date + time + customer email."""
     pis = data.pis
-    by_ref = {p.booking_ref: p.id for p in pis.values() if p.booking_ref}
+    # A booking's reference names its own payment; a change's payment carries it too, but never owns its events.
+    by_ref = {p.booking_ref: p.id for p in pis.values() if p.booking_ref and p.id not in data.changes}
     tz = svc.settings.tz
     by_slot: dict[tuple[str, date, str, str], str] = {}
     # Matching by slot costs an index over every payment's days: build it only when some event needs it.

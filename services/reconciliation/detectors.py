@@ -2,7 +2,12 @@
 with a summary a manager understands. Pure reading; `reconcile` runs them all and persists the findings.
 
 A payment that is not a readable booking is only `unparseable`; a paid one still waiting to be processed is only
-`stale_payment`: every other payment detector looks at `Snapshot.cases`, the rest."""
+`stale_payment`: every other payment detector looks at `Snapshot.cases`, the rest.
+
+A booking we hold is checked against its own days (its legs: room calendar, day, times), not its first payment's
+metadata: a change to the booking moves days, times or the room while that metadata keeps the original sale. The
+payment of a change that cost more (`Snapshot.changes`) belongs to its booking: it is checked only for its amount
+(the change's difference), for being paid but never processed, and for its refunds."""
 
 from __future__ import annotations
 
@@ -10,11 +15,19 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from functools import partial
 from typing import Any
 
-from models.tables import ACTIVE_LEG_STATES, Booking, BookingLeg, BookingStatus, RefundRecord
+from models.tables import (
+    ACTIVE_LEG_STATES,
+    Amendment,
+    AmendmentState,
+    Booking,
+    BookingLeg,
+    BookingStatus,
+    RefundRecord,
+)
 from services.core.catalogue import Room
 from services.core.context import Services
 from services.reconciliation.cache import CacheData, CachedEvent, CachedPayment
@@ -31,6 +44,8 @@ _OPEN_DISPUTE = {"needs_response", "warning_needs_response", "under_review", "wa
 _NO_DAYS: frozenset[date] = frozenset()
 _CONFIRMED = (BookingStatus.CONFIRMED, BookingStatus.PARTLY_CANCELLED)
 _GONE = (BookingStatus.CANCELLED, BookingStatus.EXPIRED, BookingStatus.REFUNDED)  # its days are no longer booked
+# A change's payment that succeeded while our records say the change was never paid: the webhook was missed.
+_UNPAID_CHANGE = (AmendmentState.AWAITING_PAYMENT, AmendmentState.LAPSED, AmendmentState.WITHDRAWN)
 
 
 @dataclass
@@ -76,10 +91,24 @@ class PaymentCase:
     keeps_money: bool  # succeeded, and Stripe keeps some of it
     expected: AbstractSet[date]  # the days that should be on the calendar (none unless it keeps money)
     have: AbstractSet[date]  # those of them its readable events are on
+    change: Amendment | None = None  # the payment is that of this change to the booking
+
+    @property
+    def days(self) -> list[date]:
+        """The booking's days as they are now (its active ones; all of them once none is), else the metadata's."""
+        legs = self.shown_legs()
+        return sorted({leg.day for leg in legs}) if legs else list(self.pi.dates)
+
+    def shown_legs(self) -> list[BookingLeg]:
+        """The legs a finding names: the active ones, or every one when none is active any more."""
+        active = [leg for leg in self.legs if leg.state in ACTIVE_LEG_STATES]
+        return active or list(self.legs)
 
     def finding(self, code: str, subject: str, summary: str, **extra: Any) -> Detected:
         """A finding about this payment, naming its booking and days."""
-        extra.setdefault("dates", [d.isoformat() for d in self.pi.dates])
+        extra.setdefault("dates", [d.isoformat() for d in self.days])
+        if self.change is not None:
+            extra["details"] = {**extra.get("details", {}), "change": self.change.number}
         return Detected(
             code,
             subject,
@@ -87,7 +116,7 @@ class PaymentCase:
             payment_intent=self.pi.id,
             booking_id=self.booking.id if self.booking else None,
             booking_ref=self.booking.reference if self.booking else self.pi.booking_ref,
-            room=self.pi.room,
+            room=self.booking.room_slug if self.booking else self.pi.room,
             **extra,
         )
 
@@ -106,11 +135,16 @@ class Snapshot:
         self.unreadable: list[PaymentCase] = []  # metadata that is not a booking we can read
         self.awaiting: list[PaymentCase] = []  # paid, booking still waiting for the payment to be processed
         self.cases: list[PaymentCase] = []  # every other readable payment
+        self.changes: list[PaymentCase] = []  # the payments of changes that cost more, each with its booking
         events_by_pi: dict[str, list[CachedEvent]] = defaultdict(list)
         for ev in data.events:
             if ev.new_pi:
                 events_by_pi[ev.new_pi].append(ev)
         for p in data.pis.values():
+            change = data.changes.get(p.id)
+            if change is not None:
+                self.changes.append(self._change_case(p, change))
+                continue
             evs = events_by_pi.get(p.id, [])
             if p.problem == "not a booking" and not evs:
                 continue
@@ -132,9 +166,41 @@ class Snapshot:
             else:
                 self.cases.append(case)
 
-    def who(self, p: CachedPayment) -> str:
-        """'Boardroom, Wed 4 Mar 10:00–12:00': built only for a finding, most payments are clean."""
-        return f"{self.rooms[p.room or ''].name}, {_days(p.dates)} {p.start:%H:%M}–{p.end:%H:%M}"
+    def booking_of(self, pi_id: str | None) -> Booking | None:
+        """The booking a payment paid for: its own first payment, or that of one of its changes."""
+        booking = self.data.bookings.get(pi_id or "")
+        change = self.data.changes.get(pi_id or "")
+        return booking or (self.data.by_id.get(change.booking_id) if change is not None else None)
+
+    def _change_case(self, p: CachedPayment, change: Amendment) -> PaymentCase:
+        booking = self.data.by_id.get(change.booking_id)
+        legs = self.data.legs.get(change.booking_id, [])
+        received = p.received if p.status == "succeeded" else 0
+        kept = received - p.refunded
+        return PaymentCase(
+            p,
+            booking,
+            [],  # a booking's events carry its own payment, never a change's
+            legs,
+            kept,
+            received > 0 and kept <= 0,
+            p.status == "succeeded" and kept > 0,
+            _NO_DAYS,
+            _NO_DAYS,
+            change,
+        )
+
+    def who(self, c: PaymentCase) -> str:
+        """'Boardroom, Wed 4 Mar 10:00–12:00': built only for a finding, most payments are clean. A booking we hold
+        is named by its days as they are now; a change's payment says which change it paid for."""
+        legs = c.shown_legs() if c.booking is not None else []
+        if c.booking is not None and legs:
+            room = self.rooms.get(c.booking.room_slug)
+            text = f"{room.name if room else c.booking.room_slug}, {_legs_label(legs, self.tz)}"
+        else:
+            p = c.pi
+            text = f"{self.rooms[p.room or ''].name}, {_days(p.dates)} {p.start:%H:%M}–{p.end:%H:%M}"
+        return f"{text} (change {c.change.number})" if c.change is not None else text
 
     def upcoming(self, case: PaymentCase) -> list[date]:
         """A confirmed booking's active days still ahead; none for any other payment."""
@@ -150,6 +216,22 @@ class Snapshot:
             if room is None or ev.unparseable or ev.new_pi or not ev.starts_at or not ev.ends_at or ev.transparent:
                 continue
             yield ev, room
+
+
+def _local_times(leg: BookingLeg, tz: Any) -> tuple[time, time]:
+    return leg.starts_at.astimezone(tz).time(), leg.ends_at.astimezone(tz).time()
+
+
+def _legs_label(legs: list[BookingLeg], tz: Any) -> str:
+    """'Wed 4 Mar, Thu 5 Mar 10:00–12:00' when the days share their times, else each day with its own."""
+    ordered = sorted(legs, key=lambda leg: leg.day)
+    times = {_local_times(leg, tz) for leg in ordered}
+    if len(times) == 1:
+        ((t0, t1),) = times
+        return f"{_days([leg.day for leg in ordered])} {t0:%H:%M}–{t1:%H:%M}"
+    shown = [f"{day_label(leg.day)} {t0:%H:%M}–{t1:%H:%M}" for leg in ordered[:4] for t0, t1 in [_local_times(leg, tz)]]
+    more = len(ordered) - len(shown)
+    return ", ".join(shown) + (f" +{more} more" if more else "")
 
 
 def _expected_days(p: CachedPayment, booking: Booking, legs: list[BookingLeg]) -> set[date]:
@@ -173,12 +255,12 @@ def paid_no_event(snap: Snapshot) -> Iterator[Detected]:
             # Marked failed, money kept, yet every day is on the calendar (a fix created the events and lost the
             # answer): the booking must be restored (create_events notes the events) or refunded.
             summary = (
-                f"{snap.who(p)}: {money(c.kept, p.currency)} paid and kept, its days are on the calendar, but the "
+                f"{snap.who(c)}: {money(c.kept, p.currency)} paid and kept, its days are on the calendar, but the "
                 "booking is marked failed"
             )
         elif not have:
             summary = (
-                f"{snap.who(p)}: {money(c.kept, p.currency)} paid, not refunded, and no calendar event for any day"
+                f"{snap.who(c)}: {money(c.kept, p.currency)} paid, not refunded, and no calendar event for any day"
             )
         else:
             continue
@@ -194,7 +276,7 @@ def partial_multiday(snap: Snapshot) -> Iterator[Detected]:
         yield c.finding(
             "partial_multiday",
             c.pi.id,
-            f"{snap.who(c.pi)}: {len(c.have)} of {len(c.expected)} days on the calendar; missing {_days(missing)}",
+            f"{snap.who(c)}: {len(c.have)} of {len(c.expected)} days on the calendar; missing {_days(missing)}",
             amount_cents=c.kept,
             event_ids=[e.event_id for e in c.events],
             details={"missing": [d.isoformat() for d in missing]},
@@ -214,7 +296,7 @@ def orphan_event(snap: Snapshot) -> Iterator[Detected]:
                 yield c.finding(
                     "orphan_event",
                     f"{p.id}:days",
-                    f"{snap.who(p)}: {len(orphans)} event(s) left on "
+                    f"{snap.who(c)}: {len(orphans)} event(s) left on "
                     f"cancelled day(s) {_days({d for e in orphans if (d := e.day)})}",
                     event_ids=[e.event_id for e in orphans],
                 )
@@ -227,7 +309,7 @@ def orphan_event(snap: Snapshot) -> Iterator[Detected]:
             yield c.finding(
                 "orphan_event",
                 p.id,
-                f"{snap.who(p)}: payment {state} but {len(c.events)} event(s) still on the calendar (clean-up failed)",
+                f"{snap.who(c)}: payment {state} but {len(c.events)} event(s) still on the calendar (clean-up failed)",
                 event_ids=[e.event_id for e in c.events],
             )
     for ev, room in snap.unpaid_events():
@@ -257,7 +339,7 @@ def refund_no_event(snap: Snapshot) -> Iterator[Detected]:
             yield c.finding(
                 "refund_no_event",
                 c.pi.id,
-                f"{snap.who(c.pi)}: refunded in full, no event — the safety net worked; tell the customer",
+                f"{snap.who(c)}: refunded in full, no event — the safety net worked; tell the customer",
             )
 
 
@@ -318,33 +400,43 @@ def manual_event(snap: Snapshot) -> Iterator[Detected]:
 
 
 def event_mismatch(snap: Snapshot) -> Iterator[Detected]:
-    """Events of a kept payment at a different room, date or time than the payment says."""
+    """Events of a kept payment at a different room, date or time than the booking's days (for a booking we hold:
+    its legs, as changes left them) or, for a payment the old system took, than its metadata says."""
+    tz = snap.tz
     for c in snap.cases:
         if not c.keeps_money or not c.events:
             continue
         p = c.pi
-        cal = snap.rooms[p.room or ""].calendar_id
-        wrong = [
-            e
-            for e in c.events
-            if e.day is not None and (e.calendar_id != cal or e.day not in p.dates or (e.t0, e.t1) != (p.start, p.end))
-        ]
+        if c.booking is not None and c.legs:
+            # Every day the booking has had at its latest shape: an event left on a cancelled day is an orphan_event
+            # matter, not a mismatch.
+            slots = {(leg.calendar_id, leg.day, *_local_times(leg, tz)) for leg in c.legs}
+            wrong = [e for e in c.events if e.day is not None and (e.calendar_id, e.day, e.t0, e.t1) not in slots]
+        else:
+            cal = snap.rooms[p.room or ""].calendar_id
+            wrong = [
+                e
+                for e in c.events
+                if e.day is not None
+                and (e.calendar_id != cal or e.day not in p.dates or (e.t0, e.t1) != (p.start, p.end))
+            ]
         if wrong:
             yield c.finding(
                 "event_mismatch",
                 p.id,
-                f"{snap.who(p)}: {len(wrong)} event(s) at a different room, date or time than the payment",
+                f"{snap.who(c)}: {len(wrong)} event(s) at a different room, date or time than the booking",
                 event_ids=[e.event_id for e in wrong],
             )
 
 
 def amount_mismatch(snap: Snapshot) -> Iterator[Detected]:
-    """Charged more than the price while Stripe still keeps it, or less (until someone looks, unless refunded)."""
-    for c in snap.cases:
+    """Charged more than the price while Stripe still keeps it, or less (until someone looks, unless refunded). A
+    change's payment is measured against the difference the change cost."""
+    for c in (*snap.cases, *snap.changes):
         p = c.pi
         if p.status != "succeeded":
             continue
-        expected = _expected_amount(snap, p, c.booking)
+        expected = c.change.net_cents if c.change is not None else _expected_amount(snap, p, c.booking)
         if expected is None:
             continue
         # Overcharged: flagged while Stripe still keeps more than the price (a refund of the difference, or a
@@ -355,15 +447,19 @@ def amount_mismatch(snap: Snapshot) -> Iterator[Detected]:
             yield c.finding(
                 "amount_mismatch",
                 p.id,
-                f"{snap.who(p)}: charged {money(p.received, p.currency)}, the price was {money(expected, p.currency)}",
+                f"{snap.who(c)}: charged {money(p.received, p.currency)}, the "
+                f"{'change cost' if c.change is not None else 'price was'} {money(expected, p.currency)}",
                 amount_cents=abs(p.received - expected),
                 details={"expected_cents": expected, "charged_cents": p.received},
             )
 
 
 def refund_policy_mismatch(snap: Snapshot) -> Iterator[Detected]:
-    """A refund that differs from the cancellation policy's quote at that moment, unless an override approved it."""
-    for c in snap.cases:
+    """A refund that differs from the cancellation policy's quote at that moment, unless an override approved it.
+    Our own refunds carry their quote (a change's refund: the difference the change gave back); one made in the
+    Stripe dashboard is compared with cancelling every active day, that quote spread over the booking's payments
+    in the order our refunds take them (its own first, then its changes')."""
+    for c in (*snap.cases, *snap.changes):
         p = c.pi
         if p.status != "succeeded":
             continue
@@ -373,11 +469,13 @@ def refund_policy_mismatch(snap: Snapshot) -> Iterator[Detected]:
             if override in snap.data.approved:
                 continue
             quote = _policy_quote(record, c.booking, c.legs, refund.created, snap.policy)
+            if record is None and quote is not None and c.booking is not None:
+                quote = _share_of(snap, c.booking, p.id, quote)
             if quote is not None and quote != refund.amount:
                 yield c.finding(
                     "refund_policy_mismatch",
                     refund.id,
-                    f"{snap.who(p)}: refunded {money(refund.amount, p.currency)}, "
+                    f"{snap.who(c)}: refunded {money(refund.amount, p.currency)}, "
                     f"the policy said {money(quote, p.currency)}",
                     amount_cents=abs(refund.amount - quote),
                     details={"refund_id": refund.id, "quote_cents": quote, "refunded_cents": refund.amount},
@@ -394,10 +492,28 @@ def stale_payment(snap: Snapshot) -> Iterator[Detected]:
             yield c.finding(
                 "stale_payment",
                 p.id,
-                f"{snap.who(p)}: paid {_ago(paid_at, snap.now)} but never processed "
+                f"{snap.who(c)}: paid {_ago(paid_at, snap.now)} but never processed "
                 "(webhook missed) — no event, no confirmation",
                 amount_cents=c.kept,
                 event_ids=[e.event_id for e in c.events],
+            )
+    for c in snap.changes:
+        p, change = c.pi, c.change
+        if (
+            change is None
+            or p.status != "succeeded"
+            or change.paid_at is not None
+            or change.state not in _UNPAID_CHANGE
+        ):
+            continue
+        paid_at = p.charge_created or p.created
+        if paid_at is None or paid_at <= snap.now - stale_after:
+            yield c.finding(
+                "stale_payment",
+                p.id,
+                f"{snap.who(c)}: the change's {money(p.received, p.currency)} was paid {_ago(paid_at, snap.now)} "
+                f"but never processed (webhook missed) — the booking is still as it was",
+                amount_cents=c.kept,
             )
 
 
@@ -407,7 +523,7 @@ def dispute_open(snap: Snapshot) -> Iterator[Detected]:
         if dispute.status not in _OPEN_DISPUTE:
             continue
         dp = snap.data.pis.get(dispute.payment_intent or "")
-        b = snap.data.bookings.get(dispute.payment_intent or "")
+        b = snap.booking_of(dispute.payment_intent)
         due_by, amount = dispute.due_by, dispute.amount or 0
         due = f"evidence due {day_label(due_by.astimezone(snap.tz).date())}" if due_by else "no due date"
         yield Detected(
@@ -431,7 +547,7 @@ def missing_confirmation(snap: Snapshot) -> Iterator[Detected]:
             yield c.finding(
                 "missing_confirmation",
                 c.pi.id,
-                f"{snap.who(c.pi)}: confirmed, but the customer has no confirmation email",
+                f"{snap.who(c)}: confirmed, but the customer has no confirmation email",
             )
 
 
@@ -446,7 +562,7 @@ def missing_extras(snap: Snapshot) -> Iterator[Detected]:
             yield c.finding(
                 "missing_extras",
                 c.pi.id,
-                f"{snap.who(c.pi)}: {room.name} booking without its extras "
+                f"{snap.who(c)}: {room.name} booking without its extras "
                 f"({', '.join(f.label for f in room.extras if f.key not in booking.extras)})",
             )
 
@@ -461,7 +577,7 @@ def holiday_booking(snap: Snapshot) -> Iterator[Detected]:
             yield c.finding(
                 "holiday_booking",
                 c.pi.id,
-                f"{snap.who(c.pi)}: booked on " + ", ".join(f"{day_label(d)} ({why})" for d, why in closed),
+                f"{snap.who(c)}: booked on " + ", ".join(f"{day_label(d)} ({why})" for d, why in closed),
                 amount_cents=sum(leg.price_cents for leg in c.legs if leg.day in closed_days),
             )
 
@@ -558,6 +674,27 @@ def _policy_quote(
         ).refund_cents
         for leg in legs
     )
+
+
+def _share_of(snap: Snapshot, booking: Booking, pi_id: str, quote: int) -> int:
+    """The part of a whole-booking refund quote that falls on one of its payments, spread like our own refunds: the
+    booking's own payment first, then its changes' (oldest first), each up to what it took."""
+    changes = sorted(
+        (a for a in snap.data.changes.values() if a.booking_id == booking.id and a.paid_at is not None),
+        key=lambda a: a.number,
+    )
+    if not changes:
+        return quote
+    left = quote
+    for pi, took in [
+        (booking.payment_intent_id, booking.amount_cents),
+        *((a.payment_intent_id, a.net_cents) for a in changes),
+    ]:
+        share = min(left, max(took, 0))
+        if pi == pi_id:
+            return share
+        left -= share
+    return 0
 
 
 def _ago(at: datetime | None, now: datetime) -> str:

@@ -33,7 +33,7 @@ CODES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "manual_event": ("low", "Event added by hand on a bookable room's calendar", ("delete_events", "acknowledge")),
     "event_mismatch": (
         "medium",
-        "Event's room, date or time differs from the payment",
+        "Event's room, date or time differs from the booking",
         ("recreate_events", "acknowledge"),
     ),
     "amount_mismatch": ("medium", "Amount charged differs from the room's price", ("refund", "acknowledge")),

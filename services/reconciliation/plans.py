@@ -12,6 +12,8 @@ from sqlmodel import col, select
 
 from models.tables import (
     ACTIVE_LEG_STATES,
+    Amendment,
+    AmendmentState,
     Booking,
     BookingLeg,
     BookingStatus,
@@ -228,6 +230,22 @@ def _plan_refund(ctx: FixContext) -> Plan:
     """Refund what remains, the policy's quote or (amount_mismatch) what was charged above the price."""
     svc, f, amount_kind = ctx.svc, ctx.finding, ctx.opts.amount
     booking, legs = ctx.booking, ctx.legs
+    change = steps.change_of(svc, f.payment_intent)
+    if change is not None:
+        # A change's payment is never refunded on its own from here: while the change waits for it, processing it
+        # makes the change or (the room taken meanwhile) refunds the difference in full; once made, money goes back
+        # by changing or cancelling the booking, which spreads it over all its payments.
+        if f.code == "stale_payment":
+            raise Refusal(
+                f"This is the payment of change {change.number} to the booking: process it instead (if the change "
+                "can no longer be made, the difference is refunded in full)",
+                offer=ctx.offer("confirm_payment"),
+            )
+        raise Refusal(
+            f"This is the payment of change {change.number} to the booking: give money back by changing or "
+            "cancelling the booking, which refunds over all its payments",
+            offer=ctx.offer("acknowledge"),
+        )
     fetched = probes.fetch_payment(svc, f.payment_intent)
     key = f"roomdesk-{booking.reference if booking else f.payment_intent}-{ctx.key}-refund"
     earlier = probes.unrecorded_refund(svc, fetched, key)
@@ -265,7 +283,7 @@ def _plan_refund(ctx: FixContext) -> Plan:
             raise Refusal(f"Nothing to do: booking {booking.reference} has no confirmed day left to refund")
         if not leg_ids:
             raise Refusal(f"Booking {booking.reference} has no confirmed days to apply the policy to: refund in full")
-        cents = min(cents, pay.kept)
+        cents = min(cents, probes.booking_kept(svc, booking, pay))
         if cents <= 0:
             raise Refusal(f"Nothing to refund: the policy gives nothing back now ({bands})")
         # A refund by the policy is a cancellation: the days end CANCELLED (REFUNDED means all the money went back).
@@ -275,7 +293,8 @@ def _plan_refund(ctx: FixContext) -> Plan:
             "their slots released and events deleted, and the customer is emailed."
         )
     else:
-        cents = pay.kept
+        # Everything Stripe holds for the booking: its own payment and those of changes that cost more.
+        cents = probes.booking_kept(svc, booking, pay) if booking is not None else pay.kept
         leg_ids = [leg.id for leg in legs if leg.id is not None] if booking else []
         to_state = LegState.REFUNDED
         of = f" (all that is left of {pay.money(pay.received)})" if pay.refunded else ""
@@ -403,10 +422,9 @@ def _plan_cancel(ctx: FixContext, *, full: bool) -> Plan:
     who = _who(svc, booking, days)
     if full:
         cents = sum(max(leg.price_cents - leg.refunded_cents, 0) for leg in chosen)
-        if pay.kept < cents:
-            raise Refusal(
-                f"Stripe shows only {pay.money(pay.kept)} left to refund, not {pay.money(cents)} — sync first"
-            )
+        kept = probes.booking_kept(svc, booking, pay)
+        if kept < cents:
+            raise Refusal(f"Stripe shows only {pay.money(kept)} left to refund, not {pay.money(cents)} — sync first")
         text = (
             f"Cancel {who} and refund it in full, {pay.money(cents)} (the venue's fault, whatever the policy says); "
             f"delete its {plural(len(chosen), 'event')} and email the customer."
@@ -585,6 +603,9 @@ def _plan_send_refund_notice(ctx: FixContext) -> Plan:
 def _plan_confirm_payment(ctx: FixContext) -> Plan:
     """Do now what the missed webhook would have done (booking.confirm_payment: Gate 2 → events → email)."""
     svc, f = ctx.svc, ctx.finding
+    change = steps.change_of(svc, f.payment_intent)
+    if change is not None:
+        return _plan_confirm_change(ctx, change)
     booking = ctx.booking
     if booking is None or not booking.payment_intent_id:
         raise Refusal("This payment has no booking in Room Desk to confirm")
@@ -619,6 +640,50 @@ def _plan_confirm_payment(ctx: FixContext) -> Plan:
         if result.outcome == "already_done":
             return FixResult(f.id or 0, "", False, "Nothing to do: the payment was already processed")
         return FixResult(f.id or 0, "", False, text_out, changed=result.outcome in ("cleanup_failed", "refund_failed"))
+
+    return Plan(text, apply)
+
+
+def _plan_confirm_change(ctx: FixContext, change: Amendment) -> Plan:
+    """The payment of a change that cost more succeeded and the webhook was missed: make the change now as the webhook
+    would have (booking.confirm_payment routes it: Gate 2 again → the days moved → events → email; the difference
+    back in full if the room was taken meanwhile)."""
+    svc, f, booking = ctx.svc, ctx.finding, ctx.booking
+    if booking is None:
+        raise Refusal("This change's booking is not in Room Desk")
+    pi_id = change.payment_intent_id
+    pay = probes.require_paid(probes.fetch_payment(svc, pi_id), pi_id)
+    if pay.refunded:
+        raise Refusal(f"Payment {pay.id} was partly refunded in Stripe meanwhile: check it before making the change")
+    if change.paid_at is not None or change.state not in (
+        AmendmentState.AWAITING_PAYMENT,
+        AmendmentState.LAPSED,
+        AmendmentState.WITHDRAWN,
+    ):
+        raise Refusal(
+            f"Nothing to do: change {change.number} of booking {booking.reference} was already processed "
+            f"({change.state.replace('_', ' ')})"
+        )
+    what = "; ".join(change.summary) or "the change"
+    text = (
+        f"Process payment {pay.id} ({pay.money(pay.received)}) for change {change.number} of booking "
+        f"{booking.reference} as the webhook would have: check the calendar again, make the change ({what}), "
+        f"move its events and email {booking.customer_email}. If the room was taken meanwhile, the "
+        f"{pay.money(pay.received)} is refunded in full and the booking stays as it was."
+    )
+
+    def apply() -> FixResult:
+        result = bk.confirm_payment(svc, pay.id, actor=ctx.actor, now=ctx.now)
+        outcome = result.outcome.removeprefix("change_")
+        said = "; ".join(result.messages)
+        if outcome == "applied":
+            message = f"Made change {change.number} of {booking.reference} ({what}); {said.lower()}"
+            return FixResult(f.id or 0, "", True, message, changed=True)
+        if outcome == "failed":
+            return FixResult(f.id or 0, "", True, f"The change could not be made: {said.lower()}", changed=True)
+        if outcome == "already_done":
+            return FixResult(f.id or 0, "", False, "Nothing to do: the payment was already processed")
+        return FixResult(f.id or 0, "", False, said, changed=outcome in ("applying", "refund_failed"))
 
     return Plan(text, apply)
 

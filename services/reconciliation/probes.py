@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from models.tables import CalendarEventCache, Finding, RefundRecord
+from models.tables import Booking, CalendarEventCache, Finding, RefundRecord
 from services import booking as bk
 from services.core.catalogue import Room
 from services.core.context import Services
@@ -66,6 +66,14 @@ def fetch_payment(svc: Services, pi_id: str | None) -> LivePayment | None:
         str(pi.get("currency") or "cad").upper(),
         {str(k): str(v) for k, v in (pi.get("metadata") or {}).items()},
     )
+
+
+def booking_kept(svc: Services, booking: Booking, first: LivePayment) -> int:
+    """What Stripe still holds of everything the booking was paid: its own payment (`first`, already fetched) and
+    the payments of its changes that cost more."""
+    with svc.session() as s:
+        others = [pi for pi, _ in bk.booking_payments(s, booking) if pi != first.id]
+    return first.kept + sum(p.kept for pi in others if (p := fetch_payment(svc, pi)) is not None)
 
 
 def unrecorded_refund(svc: Services, pay: LivePayment | None, key: str) -> Json | None:

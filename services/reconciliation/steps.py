@@ -14,6 +14,7 @@ from sqlmodel import select
 
 from models.tables import (
     ACTIVE_LEG_STATES,
+    Amendment,
     Booking,
     BookingLeg,
     BookingStatus,
@@ -41,6 +42,14 @@ def booking_for(svc: Services, pi_id: str | None, booking_id: int | None) -> tup
             booking = s.get(Booking, booking_id)
         legs = bk.booking_legs(s, booking.id) if booking and booking.id else []
     return booking, legs
+
+
+def change_of(svc: Services, pi_id: str | None) -> Amendment | None:
+    """The change to a booking that this PaymentIntent paid for (a change that cost more); None for any other."""
+    if not pi_id:
+        return None
+    with svc.session() as s:
+        return s.exec(select(Amendment).where(Amendment.payment_intent_id == pi_id)).first()
 
 
 def claim_slots(svc: Services, booking_id: int, leg_ids: Sequence[int], ctx: FixContext) -> None:
@@ -218,10 +227,9 @@ def refund_and_close(
     pay = probes.fetch_payment(svc, pi_id)
     if not (replay and probes.unrecorded_refund(svc, pay, key) is not None):
         pay = probes.require_paid(pay, pi_id)
-        if pay.kept < amount:
-            raise Refusal(
-                f"Stripe shows only {pay.money(pay.kept)} left to refund, not {pay.money(amount)} — sync first"
-            )
+        kept = probes.booking_kept(svc, booking, pay)  # a change that cost more was paid separately
+        if kept < amount:
+            raise Refusal(f"Stripe shows only {pay.money(kept)} left to refund, not {pay.money(amount)} — sync first")
     errors: list[str] = []
     ok = bk.refund_payment(
         svc,

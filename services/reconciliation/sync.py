@@ -315,21 +315,30 @@ def _refresh_changed_here(svc: Services, report: SyncReport, now: datetime, _see
     """Re-fetch the payments our own actions touched since the last Stripe sync (a refund or cancel made from here):
     the events list may not carry every change (charge.refund.updated arrives late; some Stripe-compatible servers
     send no refund events), and a fix must show as fixed on the next run. Costs nothing when nothing changed here."""
-    from models.tables import Booking
+    from models.tables import Amendment, Booking
 
     with svc.session() as s:
         since = _state(s, STRIPE_CURSOR).last_ok_at
         if since is None:
             return
-        pis = [
-            pi
-            for pi in s.exec(
-                select(Booking.payment_intent_id).where(
+        touched = list(
+            s.exec(
+                select(Booking.id, Booking.payment_intent_id).where(
                     col(Booking.updated_at) > since, col(Booking.payment_intent_id).is_not(None)
                 )
             )
-            if pi
-        ]
+        )
+        pis = [pi for _, pi in touched if pi]
+        # A booking paid by more than one PaymentIntent (changes that cost more) is refunded on each of them; a
+        # change's own payment moves (paid, cancelled, refunded) without the booking row changing.
+        ids = [booking_id for booking_id, _ in touched]
+        changed = s.exec(
+            select(Amendment.payment_intent_id).where(
+                col(Amendment.payment_intent_id).is_not(None),
+                sa.or_(col(Amendment.booking_id).in_(ids), col(Amendment.updated_at) > since),
+            )
+        )
+        pis += sorted({pi for pi in changed if pi} - set(pis))
     for pi in pis:
         report.calls += 1
         fresh = svc.payments.retrieve_payment_intent(pi)

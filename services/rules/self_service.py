@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 
@@ -18,3 +19,9 @@ def open_for_changes(day_start: datetime, now: datetime, cutoff_hours: int) -> b
     if now.tzinfo is None:
         raise ValueError("times must be timezone-aware")
     return now < change_deadline(day_start, cutoff_hours)
+
+
+def closed_among(starts: Iterable[datetime], now: datetime, cutoff_hours: int) -> list[datetime]:
+    """The starts of the days a customer's change touches — each day as it is and as it would become (moving a day
+    into the closed window is the venue's call too) — that are already inside the cut-off, earliest first."""
+    return sorted(start for start in starts if not open_for_changes(start, now, cutoff_hours))

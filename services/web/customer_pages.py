@@ -14,12 +14,19 @@ without JavaScript; a little script only adds the live price and, in live mode, 
   GET  /manage/<ref>?k=…      the booking: days and their state, paid, refunds, receipt, .ics; cancel links
   GET  /manage/<ref>/cancel?k=…&day=<YYYY-MM-DD>|all   the refund, before confirming
   POST /manage/<ref>/cancel   confirm: cancel and refund exactly what was shown
+  GET  /manage/<ref>/change?k=…&date_<day>=…&start_<day>=…&end_<day>=…   the change: old → new and the difference
+  POST /manage/<ref>/change   confirm: made (same price or cheaper), or held and on to its pay page (dearer)
+  GET  /manage/<ref>/change/<n>?k=…   a change's page: pay the difference (Payment Element / test card), or its outcome
+  POST /manage/<ref>/change/<n>/test-card   sandbox: pay the difference with a Stripe test card
+  POST /manage/<ref>/change/<n>/withdraw    give up a change waiting for payment
+  POST /manage/<ref>/request  closed for changes online: ask the venue in a few words (emailed to the venue)
   GET  /manage/<ref>/receipt.pdf?k=…
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -45,6 +52,7 @@ from services.core.errors import (
     NotAvailable,
     NotFound,
     PaymentDeclined,
+    SlotTaken,
 )
 from services.core.errors import ValidationError as DomainValidationError
 from services.rules.contact import suggest_email
@@ -391,6 +399,9 @@ def router(svc: Services) -> APIRouter:
         done: Sequence[date] = (),
         problems: Sequence[str] = (),
         status: int = 200,
+        changed: int | None = None,
+        requested: bool = False,
+        values: dict[str, str] | None = None,
     ) -> Response:
         try:
             v = manage.view(svc, ref, k)
@@ -400,6 +411,14 @@ def router(svc: Services) -> APIRouter:
             return RedirectResponse(v.pay_path, status_code=303)
         # After a cancellation: what the database says about the days just cancelled (the query only picks them).
         cancelled = [d for d in v.days if d.day in set(done) and d.cancelled]
+        # After a change: what the database says about it (display only: a change not made shows no notice).
+        change = None
+        if changed is not None:
+            try:
+                change = manage.change_status(svc, ref, k, changed)
+            except NotFound:
+                change = None
+        now = svc.now()
         return _page(
             request,
             "manage.html",
@@ -409,6 +428,13 @@ def router(svc: Services) -> APIRouter:
             cancelled=cancelled,
             problems=list(problems),
             contact=manage.contact_words(v.venue),
+            change=change if change is not None and change.state in ("applied", "applying") else None,
+            requested=requested,
+            values=values or {},
+            times=_times(svc),
+            date_min=_first_bookable_day(svc, now).isoformat(),
+            date_max=(now + timedelta(days=svc.policy.max_days_ahead)).astimezone(svc.policy.tz).date().isoformat(),
+            request_max=manage.REQUEST_MAX_CHARS,
         )
 
     def manage_refused(request: Request, ref: str, k: str | None, exc: DomainError) -> Response:
@@ -420,9 +446,16 @@ def router(svc: Services) -> APIRouter:
         return manage_page(request, ref, k, problems=[exc.message], status=403 if isinstance(exc, NotAllowed) else 409)
 
     @r.get("/manage/{ref}", response_class=HTMLResponse)
-    def manage_get(request: Request, ref: str, k: str | None = None, done: str | None = None) -> Response:
+    def manage_get(
+        request: Request,
+        ref: str,
+        k: str | None = None,
+        done: str | None = None,
+        changed: str | None = None,
+        requested: str | None = None,
+    ) -> Response:
         days, _ = _days_field(done.split(",") if done else [], "done")  # display only: a bad value just shows nothing
-        return manage_page(request, ref, k, done=days or ())
+        return manage_page(request, ref, k, done=days or (), changed=_number(changed or ""), requested=requested == "1")
 
     def cancel_page(
         request: Request, ref: str, k: str | None, raw_days: Sequence[str], *, notice: str = "", status: int = 200
@@ -464,6 +497,175 @@ def router(svc: Services) -> APIRouter:
         done = ",".join(d.isoformat() for d in result.cancelled_days)
         return RedirectResponse(f"/manage/{ref}?{urlencode({'k': k, 'done': done})}", status_code=303)
 
+    # ------------------------------------------------------------------------------------ /manage: changing a day
+
+    def change_preview_page(
+        request: Request,
+        ref: str,
+        k: str | None,
+        items: Sequence[tuple[str, str]],
+        *,
+        notice: str = "",
+        status: int = 200,
+    ) -> Response:
+        choice, problems = manage.choice_from_fields(items)
+        if choice is None:
+            return manage_page(request, ref, k, problems=problems, status=422, values=dict(items))
+        try:
+            p = manage.change_preview(svc, ref, k, choice)
+        except (NotFound, DomainValidationError, NotAllowed, InvalidState) as exc:
+            return change_refused(request, ref, k, exc, items)
+        return change_page(request, p, notice=notice, status=status if p.possible else max(status, 409))
+
+    def change_page(request: Request, p: manage.ChangePreview, *, notice: str = "", status: int = 200) -> Response:
+        return _page(request, "manage_change.html", status, svc=svc, v=p.view, p=p, notice=notice)
+
+    def change_refused(
+        request: Request, ref: str, k: str | None, exc: DomainError, items: Sequence[tuple[str, str]]
+    ) -> Response:
+        """Like manage_refused, keeping what the customer picked in the change form."""
+        if isinstance(exc, NotFound):
+            return _not_found(request, svc, exc.message)
+        msgs = exc.problems if isinstance(exc, DomainValidationError) else [exc.message]
+        status = 422 if isinstance(exc, DomainValidationError) else 403 if isinstance(exc, NotAllowed) else 409
+        return manage_page(request, ref, k, problems=msgs, status=status, values=dict(items))
+
+    @r.get("/manage/{ref}/change", response_class=HTMLResponse)
+    def manage_change_get(request: Request, ref: str, k: str | None = None) -> Response:
+        items = [(key, value) for key, value in request.query_params.multi_items() if key != "k"]
+        return change_preview_page(request, ref, k, items[:MAX_CHANGE_FIELDS])
+
+    @r.post("/manage/{ref}/change", response_class=HTMLResponse)
+    async def manage_change_post(request: Request, ref: str) -> Response:
+        form = await request.form()
+        k = str(form.get("k") or "")[:MAX_TOKEN]
+        items = [(key, v) for key, v in form.multi_items() if isinstance(v, str) and key != "k"][:MAX_CHANGE_FIELDS]
+        choice, problems = manage.choice_from_fields(items)
+        net_raw = str(form.get("net_cents") or "").strip()
+        if not re.fullmatch(r"-?[0-9]{1,9}", net_raw):
+            problems.append("net_cents: the difference you confirm must be a whole number of cents")
+        base_raw = str(form.get("base") or "").strip()
+        if not re.fullmatch(r"[0-9]{1,6}", base_raw):
+            problems.append("base: the change form is incomplete; please open the change again from your booking")
+        if choice is None or problems:
+            return manage_page(request, ref, k, problems=problems, status=422, values=dict(items))
+        try:
+            done = await run_in_threadpool(
+                manage.make_change, svc, ref, k, choice, confirmed_net_cents=int(net_raw), base=int(base_raw)
+            )
+        except manage.ChangeQuoteChanged as exc:
+            return change_page(request, exc.preview, notice=exc.message, status=409)
+        except SlotTaken as exc:
+            return change_preview_page(request, ref, k, items, notice=exc.message, status=409)
+        except NotAvailable:
+            return change_preview_page(request, ref, k, items, status=409)
+        except (NotFound, DomainValidationError, NotAllowed, InvalidState) as exc:
+            return change_refused(request, ref, k, exc, items)
+        except GatewayError as exc:
+            log.warning("Manage page: changing %s failed: %s", ref, exc.message)
+            msg = f"The change could not be made just now ({exc.message}). Nothing was changed; please try again."
+            return manage_page(request, ref, k, problems=[msg], status=503)
+        if done.made:
+            return RedirectResponse(f"/manage/{ref}?{urlencode({'k': k, 'changed': done.number})}", status_code=303)
+        return RedirectResponse(f"/manage/{ref}/change/{done.number}?{urlencode({'k': k})}", status_code=303)
+
+    def change_status_page(
+        request: Request, ref: str, k: str | None, n: str, *, problems: Sequence[str] = (), status: int = 200
+    ) -> Response:
+        number = _number(n)
+        if number is None:
+            return _not_found(request, svc, "This link is not valid. Check it against your email, or call us.")
+        try:
+            st = manage.change_status(svc, ref, k, number)
+        except NotFound as exc:
+            return _not_found(request, svc, exc.message)
+        sandbox = svc.payments.mode == "sandbox"
+        secret, shown = "", list(problems)
+        if st.payable and not sandbox:
+            try:
+                secret = manage.change_client_secret(svc, ref, k, number)
+            except (DomainError, GatewayError) as exc:
+                shown.append(exc.message)
+        return _page(
+            request,
+            "manage_change_pay.html",
+            status,
+            svc=svc,
+            v=st.view,
+            st=st,
+            sandbox=sandbox,
+            problems=shown,
+            test_cards=TEST_CARDS,
+            publishable_key=svc.settings.stripe_publishable_key or "",
+            client_secret=secret,
+            return_url=f"{svc.settings.public_base_url.rstrip('/')}{st.path}",
+        )
+
+    @r.get("/manage/{ref}/change/{n}", response_class=HTMLResponse)
+    async def manage_change_status(request: Request, ref: str, n: str, k: str | None = None) -> Response:
+        number = _number(n)
+        if number is not None:
+            try:
+                await run_in_threadpool(manage.finish_change_after_return, svc, ref, k, number)
+            except NotFound as exc:
+                return _not_found(request, svc, exc.message)
+            except DomainError as exc:  # the webhook or the worker finishes the job; the page shows what is known
+                log.info("Change page could not finish change %s of %s: %s", n, ref, exc.message)
+        return change_status_page(request, ref, k, n)
+
+    @r.post("/manage/{ref}/change/{n}/test-card", response_class=HTMLResponse)
+    async def manage_change_test_card(
+        request: Request,
+        ref: str,
+        n: str,
+        k: Annotated[str, Form()] = "",
+        card: Annotated[str, Form()] = "pm_card_visa",
+    ) -> Response:
+        number = _number(n)
+        if number is None:
+            return _not_found(request, svc, "This link is not valid. Check it against your email, or call us.")
+        if card not in TEST_CARDS:
+            card = "pm_card_visa"
+        try:
+            await run_in_threadpool(manage.pay_change_with_test_card, svc, ref, k[:MAX_TOKEN], number, card=card)
+        except NotFound as exc:
+            return _not_found(request, svc, exc.message)
+        except PaymentDeclined as exc:
+            msg = f"{exc.message}. Nothing was charged; try another card."
+            return change_status_page(request, ref, k, n, problems=[msg], status=402)
+        except DomainError as exc:
+            return change_status_page(request, ref, k, n, problems=[exc.message], status=409)
+        return RedirectResponse(f"/manage/{ref}/change/{number}?{urlencode({'k': k})}", status_code=303)
+
+    @r.post("/manage/{ref}/change/{n}/withdraw", response_class=HTMLResponse)
+    async def manage_change_withdraw(request: Request, ref: str, n: str, k: Annotated[str, Form()] = "") -> Response:
+        number = _number(n)
+        if number is None:
+            return _not_found(request, svc, "This link is not valid. Check it against your email, or call us.")
+        try:
+            await run_in_threadpool(manage.withdraw_change, svc, ref, k[:MAX_TOKEN], number)
+        except NotFound as exc:
+            return _not_found(request, svc, exc.message)
+        except DomainError as exc:
+            return change_status_page(request, ref, k, n, problems=[exc.message], status=409)
+        return RedirectResponse(f"/manage/{ref}/change/{number}?{urlencode({'k': k})}", status_code=303)
+
+    @r.post("/manage/{ref}/request", response_class=HTMLResponse)
+    async def manage_request(
+        request: Request, ref: str, k: Annotated[str, Form()] = "", message: Annotated[str, Form()] = ""
+    ) -> Response:
+        k = k[:MAX_TOKEN]
+        try:
+            await run_in_threadpool(manage.request_change, svc, ref, k, message[: manage.REQUEST_MAX_CHARS * 4])
+        except NotFound as exc:
+            return _not_found(request, svc, exc.message)
+        except DomainValidationError as exc:
+            keep = {"message": message[: manage.REQUEST_MAX_CHARS * 2]}
+            return manage_page(request, ref, k, problems=exc.problems, status=422, values=keep)
+        except DomainError as exc:
+            return manage_page(request, ref, k, problems=[exc.message], status=409)
+        return RedirectResponse(f"/manage/{ref}?{urlencode({'k': k, 'requested': 1})}", status_code=303)
+
     @r.get("/manage/{ref}/receipt.pdf")
     async def manage_receipt(request: Request, ref: str, k: str | None = None) -> Response:
         try:
@@ -494,6 +696,13 @@ def _email_choice(values: dict[str, Any]) -> tuple[str, str | None]:
 
 MAX_TOKEN = 64  # a pay token is 24 characters; anything much longer is not one
 MAX_DAYS_FIELD = 31
+MAX_CHANGE_FIELDS = 200  # three fields a day and a few more; the rest of an oversized form is not read
+
+
+def _number(raw: str) -> int | None:
+    """A change's number from a link or a query: digits only, else None (the page then opens nothing)."""
+    raw = raw.strip()
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 6 else None
 
 
 def _days_field(raw: Sequence[str], field: str) -> tuple[list[date] | None, list[str]]:

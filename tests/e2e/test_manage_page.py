@@ -1,6 +1,7 @@
-"""The customer's manage page in a real browser: a customer books two days and pays with the sandbox test card, reads
+"""The customer's manage page in a real browser. A customer books two days and pays with the sandbox test card, reads
 the confirmation email in the sandbox mail outbox, follows its manage link, cancels one day (the refund is shown before
-confirming, and the result after), and the database shows that day cancelled and the refund recorded. The API
+confirming, and the result after), and the database shows that day cancelled and the refund recorded. Another moves
+a day to another date from the change card and sees it there. The API
 (`services.ops.cli serve-api`) runs as its own process on a DATA_DIR this test reads, as in production."""
 
 from __future__ import annotations
@@ -19,6 +20,26 @@ from services.core.settings import Settings
 from .harness import ApiServer, app_env, free_port, screenshot
 
 
+def book_and_pay(page: Any, days: list[str], name: str, email: str) -> tuple[str, str]:
+    """On the booking page already open: these days 10:00–12:00, the customer's details and the terms, then the
+    sandbox's test card. Returns (reference, token) once the booking is confirmed."""
+    for day in days:
+        page.check(f"input[name=dates][value='{day}']")
+    page.select_option("#start", "10:00")
+    page.select_option("#end", "12:00")
+    page.fill("#customer_name", name)
+    page.fill("#customer_email", email)
+    page.check("#accept_terms")
+    page.click("#continue")
+    page.wait_for_url(re.compile(r"/pay/RD[0-9A-Z]+\?k="))
+    reference, token = page.url.split("/pay/")[1].split("?k=")
+    page.select_option("#card", "pm_card_visa")
+    page.click("#pay")
+    page.wait_for_url(re.compile(rf"/booked/{reference}\?k="))
+    page.get_by_text("Your booking is confirmed").wait_for()
+    return reference, token
+
+
 def test_customer_cancels_one_day_from_the_confirmation_emails_link(tmp_path: Path, page: Any) -> None:
     data_dir = tmp_path / "data"
     port = free_port()
@@ -30,20 +51,7 @@ def test_customer_cancels_one_day_from_the_confirmation_emails_link(tmp_path: Pa
         soon = datetime.now(tz).date() + timedelta(days=4)
         days = [d for d in page.locator("input[name=dates]").evaluate_all("els => els.map(e => e.value)")]
         first, second = [d for d in days if date.fromisoformat(d) >= soon][:2]
-        page.check(f"input[name=dates][value='{first}']")
-        page.check(f"input[name=dates][value='{second}']")
-        page.select_option("#start", "10:00")
-        page.select_option("#end", "12:00")
-        page.fill("#customer_name", "Sam Online")
-        page.fill("#customer_email", "sam.online@example.org")
-        page.check("#accept_terms")
-        page.click("#continue")
-        page.wait_for_url(re.compile(r"/pay/RD[0-9A-Z]+\?k="))
-        reference = page.url.split("/pay/")[1].split("?")[0]
-        page.select_option("#card", "pm_card_visa")
-        page.click("#pay")
-        page.wait_for_url(re.compile(rf"/booked/{reference}\?k="))
-        page.get_by_text("Your booking is confirmed").wait_for()
+        reference, _ = book_and_pay(page, [first, second], "Sam Online", "sam.online@example.org")
 
         # The confirmation email, as the customer gets it (the sandbox keeps every email it was asked to send).
         svc = build_services(Settings(data_dir=data_dir))
@@ -87,3 +95,42 @@ def test_customer_cancels_one_day_from_the_confirmation_emails_link(tmp_path: Pa
     assert legs[second].refunded_cents == refund.amount_cents
     [cancel_mail] = svc.mail.messages(kind="cancellation")
     assert cancel_mail["to"] == "sam.online@example.org" and link.group(1) in cancel_mail["text"]
+
+
+def test_customer_moves_a_day_to_another_date_from_the_manage_page(tmp_path: Path, page: Any) -> None:
+    """The change card: pick a new date for a day, see the change (same price: nothing to pay), confirm, and the page
+    shows the day on its new date; the database agrees and the "changed" email went out."""
+    data_dir = tmp_path / "data"
+    port = free_port()
+    env = app_env(data_dir, PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
+    tz = Settings().tz
+    with ApiServer(env, port=port) as api:
+        page.goto(api.url("/book/quiet-room"))
+        soon = datetime.now(tz).date() + timedelta(days=4)  # well outside the 48 h cut-off
+        days = [d for d in page.locator("input[name=dates]").evaluate_all("els => els.map(e => e.value)")]
+        day, new_day = [d for d in days if date.fromisoformat(d) >= soon][:2]
+        reference, token = book_and_pay(page, [day], "Max Mover", "max.mover@example.org")
+
+        page.goto(api.url(f"/manage/{reference}?k={token}"))
+        page.get_by_role("heading", name="Change a date or time").wait_for()
+        page.fill(f"#date_{day}", new_day)
+        page.click("#see-change")
+        page.get_by_role("heading", name="Make this change?").wait_for()
+        new = date.fromisoformat(new_day)
+        new_label = f"{new:%a} {new.day} {new:%b}"
+        assert f"{new_label} 10:00–12:00" in page.inner_text("#change-table")
+        assert page.inner_text("#change-outcome") == "Same price: nothing to pay, nothing refunded"
+        page.click("#confirm-change")
+
+        page.get_by_text(f"→ {new_label} 10:00–12:00").first.wait_for()
+        page.locator(f"tr[data-day='{new_day}']").get_by_text("Booked").wait_for()
+        assert page.locator(f"tr[data-day='{day}']").count() == 0
+        screenshot(page, "customer_manage_changed")
+
+    svc = build_services(Settings(data_dir=data_dir))
+    with svc.session() as s:
+        booking = s.exec(select(Booking).where(Booking.reference == reference)).one()
+        legs = s.exec(select(BookingLeg).where(BookingLeg.booking_id == booking.id)).all()
+    assert [(str(leg.day), leg.state) for leg in legs] == [(new_day, LegState.CONFIRMED)]
+    [mail] = svc.mail.messages(kind="changed")
+    assert mail["to"] == "max.mover@example.org" and new_label in mail["text"]

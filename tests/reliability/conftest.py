@@ -17,6 +17,8 @@ _ORDER = [
     ("hypothesis examples run", "hypothesis examples run"),
     ("hypothesis steps run", "hypothesis steps run"),
     ("hypothesis bookings started", "hypothesis bookings started"),
+    ("hypothesis changes made/held", "changes made or held"),
+    ("hypothesis changes paid", "changes paid"),
     ("API requests (schemathesis)", "API requests (schemathesis)"),
     ("secret probes", "secret probes"),
     ("concurrent processes", "concurrent processes"),

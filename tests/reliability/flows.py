@@ -1,5 +1,6 @@
 """The flows the fault matrix runs: the booking saga's own steps (start, confirm, cancel whole and partial, cancel
-an unpaid hold, expire) and every remediation action, each with a setup that makes the state it acts on.
+an unpaid hold, expire), every kind of change to a paid booking (same price, cheaper, dearer paid / refused /
+lapsed) and every remediation action, each with a setup that makes the state it acts on.
 
 A setup runs once per flow on a clean container and is snapshotted (the data dir: our database and the sandbox
 stores); every case then starts from a copy. An action returns nothing useful: what counts is the state it leaves.
@@ -334,6 +335,71 @@ def _start(svc: Any, ctx: Ctx) -> Any:
     return bk.start_booking(svc, request(dates=(NEXT_TUE,)), actor="customer")
 
 
+# --------------------------------------------------------------------------------------------- changes (issue 12)
+
+
+def _leg(svc: Any, ctx: Ctx, index: int = 0) -> int:
+    return leg_ids(svc, ctx["booking_id"])[index]
+
+
+def _move_day(svc: Any, ctx: Ctx) -> Any:
+    return bk.change_booking(svc, ctx["booking_id"], bk.Change(moves={_leg(svc, ctx): NEXT_TUE}), actor="frontdesk")
+
+
+def _shorten(svc: Any, ctx: Ctx) -> Any:
+    return bk.change_booking(svc, ctx["booking_id"], bk.Change(times=(time(10), time(12))), actor="frontdesk")
+
+
+def _cheaper_room(svc: Any, ctx: Ctx) -> Any:
+    return bk.change_booking(svc, ctx["booking_id"], bk.Change(room="boardroom"), actor="frontdesk")
+
+
+def _drop_and_add(svc: Any, ctx: Ctx) -> Any:
+    change = bk.Change(drop=frozenset({_leg(svc, ctx)}), add=(date(2026, 3, 12),))
+    return bk.change_booking(svc, ctx["booking_id"], change, actor="frontdesk")
+
+
+def _dearer(svc: Any, **kw: Any) -> Ctx:
+    ctx = confirmed(svc)
+    change = kw.pop("change", bk.Change(times=(time(10), time(13))))
+    held = bk.change_booking(svc, ctx["booking_id"], change, actor="customer", channel="web")
+    assert held.outcome == "awaiting_payment"
+    return {**ctx, "change_pi": held.payment_intent_id}
+
+
+def _dearer_taken(svc: Any) -> Ctx:
+    ctx = _dearer(svc, change=bk.Change(room="union-room"))
+    svc.calendar.insert_event(
+        "union-room@group.calendar.google.com",
+        {
+            "summary": "Hand-added",
+            "start": {"dateTime": venue_time(svc, NEXT_MON, time(11))},
+            "end": {"dateTime": venue_time(svc, NEXT_MON, time(12))},
+        },
+    )
+    return ctx
+
+
+def _pay_change(svc: Any, ctx: Ctx) -> Any:
+    return bk.sandbox_pay_change(svc, ctx["booking_id"], actor="stripe-webhook")
+
+
+def _lapse_setup(svc: Any) -> Ctx:
+    ctx = _dearer(svc)
+    svc.clock.advance(minutes=31)
+    return ctx
+
+
+CHANGES = [
+    Flow("change.move_day", lambda s: confirmed(s), _move_day),
+    Flow("change.shorter_refund", lambda s: confirmed(s, end=time(14)), _shorten),
+    Flow("change.cheaper_room", lambda s: confirmed(s, room="union-room"), _cheaper_room),
+    Flow("change.drop_and_add", lambda s: confirmed(s, dates=(NEXT_MON, NEXT_TUE, NEXT_WED)), _drop_and_add),
+    Flow("change.dearer_paid", lambda s: _dearer(s), _pay_change),
+    Flow("change.dearer_room_taken", _dearer_taken, _pay_change),
+    Flow("change.dearer_lapsed", _lapse_setup, lambda s, c: bk.expire_change_holds(s)),
+]
+
 BOOKING = [
     Flow("start", lambda s: {}, _start),
     Flow("confirm.one_day", lambda s: started(s), _pay),
@@ -349,4 +415,4 @@ BOOKING = [
     Flow("expire.paid_webhook_missed", _expire_paid_setup, lambda s, c: bk.expire_holds(s)),
 ]
 
-FLOWS = {f.name: f for f in BOOKING + REMEDIATIONS}
+FLOWS = {f.name: f for f in BOOKING + CHANGES + REMEDIATIONS}

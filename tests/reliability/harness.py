@@ -171,8 +171,8 @@ def remediate_open(svc: Any, rounds: int = 3) -> list[str]:
 
 def settle(svc: Any, rerun: Callable[[], Any] | None = None, *, advance: bool = True) -> list[str]:
     """The retry path after a fault, with every fault disarmed: re-run the action, let Stripe redeliver its
-    webhooks, let the unpaid holds expire (`advance`: move the clock past a web hold), send the outbox, then
-    sync + reconcile and apply the offered fixes."""
+    webhooks, let the unpaid holds expire (`advance`: move the clock past a web hold) and the worker finish what a
+    change left half made, send the outbox, then sync + reconcile and apply the offered fixes."""
     clear_faults(svc)
     if rerun is not None:
         quietly(rerun)
@@ -180,6 +180,7 @@ def settle(svc: Any, rerun: Callable[[], Any] | None = None, *, advance: bool = 
     if advance:
         svc.clock.advance(minutes=45)  # past a web hold's 30 minutes and the outbox's first backoffs
     quietly(lambda: bk.expire_holds(svc))
+    quietly(lambda: bk.expire_change_holds(svc))  # the worker: lapsed change holds, changes a fault left half made
     quietly(lambda: outbox.deliver_due(svc, now=svc.now() + timedelta(hours=2)))
     problems = remediate_open(svc)
     quietly(lambda: outbox.deliver_due(svc, now=svc.now() + timedelta(hours=2)))

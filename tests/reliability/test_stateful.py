@@ -61,6 +61,26 @@ CANCEL_FAULTS = faults(
     PI, ("payments", "refund"), ("payments", "cancel_payment_intent"), ("calendar", "delete_event"), ("mail", "send")
 )
 EXPIRE_FAULTS = faults(PI, ("payments", "cancel_payment_intent"), ("calendar", "insert_event"), ("mail", "send"))
+CHANGE_FAULTS = faults(
+    ("calendar", "freebusy"),
+    ("calendar", "list_events"),
+    ("calendar", "patch_event"),
+    ("calendar", "insert_event"),
+    ("calendar", "delete_event"),
+    ("payments", "create_payment_intent"),
+    ("payments", "refund"),
+    ("mail", "send"),
+)
+PAY_CHANGE_FAULTS = faults(
+    ("payments", "confirm_payment_intent"),
+    PI,
+    ("calendar", "freebusy"),
+    ("calendar", "patch_event"),
+    ("calendar", "insert_event"),
+    ("payments", "refund"),
+    ("mail", "send"),
+)
+CHANGE_KINDS = ("move", "later", "earlier", "shorter", "room", "drop", "add")
 
 
 def sign(payload: bytes) -> str:
@@ -190,10 +210,90 @@ class Venue(RuleBasedStateMachine):
             fault, lambda: bk.cancel_booking(self.svc, booking, actor="frontdesk", leg_ids=[ids[which % len(ids)]])
         )
 
+    @rule(
+        booking=bookings,
+        kind=st.sampled_from(CHANGE_KINDS),
+        day=st.sampled_from(DAYS),
+        room=st.sampled_from(ROOMS),
+        web=st.booleans(),
+        fault=CHANGE_FAULTS,
+    )
+    def change_booking(self, booking: int | None, kind: str, day: date, room: str, web: bool, fault: Any) -> None:
+        """A caller (or the customer online) changes a booking: a day moved, times moved or cut, another room, a day
+        dropped or added. Refused changes (rules, taken, not paid) are answers, not failures."""
+        if booking is None:
+            return
+        change = self._change(booking, kind, day, room)
+        if change is not None:
+            channel = "web" if web else "phone"
+            done = self.step(
+                fault, lambda: bk.change_booking(self.svc, booking, change, actor="frontdesk", channel=channel)
+            )
+            if isinstance(done, bk.ChangeResult):
+                COUNTS["changes made or held"] += 1
+
+    def _change(self, booking: int, kind: str, day: date, room: str) -> bk.Change | None:
+        from models.tables import LegState
+
+        with self.svc.session() as s:
+            legs = [leg for leg in bk.booking_legs(s, booking) if leg.state == LegState.CONFIRMED]
+        if not legs:
+            return None
+        first = legs[0]
+        tz = self.svc.settings.tz
+        start, end = first.starts_at.astimezone(tz).time(), first.ends_at.astimezone(tz).time()
+        shift = {"later": 1, "earlier": -1}.get(kind)
+        if kind == "move":
+            return bk.Change(moves={first.id: day}) if first.id is not None else None
+        if shift is not None and start.hour + shift >= 9 and end.hour + shift <= 17:
+            return bk.Change(times=(start.replace(hour=start.hour + shift), end.replace(hour=end.hour + shift)))
+        if kind == "shorter" and end.hour - start.hour > 2:
+            return bk.Change(times=(start, end.replace(hour=end.hour - 1)))
+        if kind == "room":
+            return bk.Change(room=room)
+        if kind == "drop" and len(legs) > 1 and first.id is not None:
+            return bk.Change(drop=frozenset({first.id}))
+        if kind == "add":
+            return bk.Change(add=(day,))
+        return None
+
+    @rule(
+        booking=bookings,
+        kind=st.sampled_from(("later", "room", "add", "move")),
+        day=st.sampled_from(DAYS),
+        room=st.sampled_from(ROOMS),
+        fault=PAY_CHANGE_FAULTS,
+    )
+    def change_and_pay_at_once(self, booking: int | None, kind: str, day: date, room: str, fault: Any) -> None:
+        """The customer pays for their change straight away (a confirmed booking is paid for first)."""
+        if booking is None:
+            return
+        self.step(None, lambda: bk.sandbox_pay(self.svc, booking, actor="stripe-webhook"))
+        change = self._change(booking, kind, day, room)
+        if change is None:
+            return
+        held = self.step(None, lambda: bk.change_booking(self.svc, booking, change, actor="customer", channel="web"))
+        COUNTS["changes made or held"] += isinstance(held, bk.ChangeResult)
+        if isinstance(held, bk.ChangeResult) and held.outcome == "awaiting_payment":
+            self.pay_for_a_change(booking, fault)
+
+    @rule(booking=bookings, fault=PAY_CHANGE_FAULTS)
+    def pay_for_a_change(self, booking: int | None, fault: Any) -> None:
+        if booking is not None:
+            done = self.step(fault, lambda: bk.sandbox_pay_change(self.svc, booking, actor="stripe-webhook"))
+            if isinstance(done, bk.ConfirmResult) and done.outcome == "change_applied":
+                COUNTS["changes paid"] += 1
+
+    @rule(booking=bookings)
+    def withdraw_a_change(self, booking: int | None) -> None:
+        if booking is not None:
+            self.step(None, lambda: bk.withdraw_change(self.svc, booking, actor="frontdesk"))
+
     @rule(minutes=st.integers(5, 90), fault=EXPIRE_FAULTS)
     def time_passes_and_holds_expire(self, minutes: int, fault: Any) -> None:
         self.svc.clock.advance(minutes=minutes)
         self.step(fault, lambda: bk.expire_holds(self.svc))
+        self.step(fault, lambda: bk.expire_change_holds(self.svc))
 
     @rule(
         picks=st.lists(st.integers(0, 50), min_size=1, max_size=8),
@@ -212,8 +312,8 @@ class Venue(RuleBasedStateMachine):
 
 
 Venue.TestCase.settings = settings(
-    max_examples=25,
-    stateful_step_count=12,
+    max_examples=30,
+    stateful_step_count=14,
     derandomize=True,
     database=None,
     deadline=None,

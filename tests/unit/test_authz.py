@@ -14,6 +14,7 @@ from sqlmodel import func, select
 from models.tables import AuditLog
 from services import authz
 from services.authz import ACTIONS, DESK_ACTIONS, Desk, Staff
+from services.booking.amend import Change
 from services.core.errors import NotAllowed
 
 ROLES = ("frontdesk", "manager", "finance", "admin")
@@ -29,6 +30,10 @@ EXPECTED: dict[str, set[str]] = {
     "cancel_booking": DESK,
     "update_customer": DESK,
     "resend_confirmation": DESK,
+    "plan_change": DESK,
+    "change_booking": DESK,
+    "withdraw_change": DESK,
+    "record_change_payment": DESK,
     "request_override": DESK,
     "approve_override": MONEY,
     "reject_override": MONEY,
@@ -55,6 +60,10 @@ ARGS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "cancel_booking": ((999_999,), {}),
     "update_customer": ((999_999,), {"email": "ava@gmail.com"}),
     "resend_confirmation": ((999_999,), {}),
+    "plan_change": ((999_999, Change()), {}),
+    "change_booking": ((999_999, Change()), {"expected_net_cents": 0}),
+    "withdraw_change": ((999_999,), {}),
+    "record_change_payment": ((999_999,), {}),
     "request_override": ((999_999,), {"leg_ids": [1], "refund_cents": 100, "reason": "x"}),
     "approve_override": ((999_999,), {}),
     "reject_override": ((999_999,), {"note": "x"}),

@@ -299,3 +299,27 @@ def test_a_slot_taken_under_the_lease_is_refused_cleanly(
     with svc.session() as s:
         assert s.exec(select(Amendment)).all() == []
     assert other.booking_id
+
+
+def test_the_cli_offers_every_refund_origin_finance_can_filter_by() -> None:
+    from services.finance.reports import ORIGINS
+    from services.ops.cli import build_parser
+
+    parser = build_parser()
+    (export,) = [a for a in parser._subparsers._group_actions if a.choices]  # type: ignore[union-attr]
+    origin = next(a for a in export.choices["export-refunds"]._actions if a.dest == "origin")
+    assert sorted(origin.choices) == sorted(ORIGINS)
+
+
+def test_the_worker_finishes_a_change_and_lapses_an_unpaid_one(
+    svc: Any, booking_request: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from services.ops import cli
+
+    mine = paid(svc, booking_request())
+    bk.change_booking(svc, mine.booking_id, Change(times=(time(10), time(13))), actor="customer", channel="web")
+    svc.clock.advance(minutes=31)
+    monkeypatch.setattr(cli, "_services", lambda: svc)
+    assert cli.main(["expire-holds"]) == 0
+    assert "Changes: lapsed: 1" in capsys.readouterr().out
+    assert active(svc, mine.booking_id) == [(WED, "10:00", "12:00", 9_000)]

@@ -192,8 +192,9 @@ def test_totals_by_month_split_at_the_venue_month_boundary(svc: Any, ledger: Led
 def test_totals_by_origin_and_room_add_up_to_the_rows(svc: Any, ledger: Ledger) -> None:
     report = reports.refund_report(svc, *SPRING)
     origins = {r["key"]: (r["label"], r["refunds"], r["amount_cents"]) for r in report.by_origin.to_dict("records")}
-    assert list(origins) == ["auto_gate2", "cancellation", "remediation", "stripe_dashboard"]
+    assert list(origins) == ["amendment", "auto_gate2", "cancellation", "remediation", "stripe_dashboard"]
     assert origins == {
+        "amendment": ("Change to booking", 0, 0),
         "auto_gate2": ("Auto-refund at Gate 2", 1, ledger.d.amount_cents),
         "cancellation": ("Cancellation", 2, ledger.a.amount_cents + ledger.b.amount_cents),
         "remediation": ("Remediation", 0, 0),
@@ -351,7 +352,7 @@ def test_xlsx_has_a_refunds_and_a_totals_sheet_with_real_dates_and_amounts(
     assert month_cell.is_date and month_cell.number_format == "mmm yyyy"
     assert totals.cell(start + 2, 4).number_format == '"$"#,##0.00'
     start = next(i for i, r in enumerate(cells) if r[0] == "By origin")
-    origins = {r[0]: (r[2], round(r[3] * 100)) for r in cells[start + 1 : start + 5]}
+    origins = {r[0]: (r[2], round(r[3] * 100)) for r in cells[start + 1 : start + 1 + len(reports.ORIGINS)]}
     assert origins["Made in the Stripe dashboard"] == (1, DASHBOARD_CENTS)
     assert origins["Remediation"] == (0, 0)
 
