@@ -89,6 +89,15 @@ def search_bookings(
         soonest = sa.case((sa.func.max(BookingLeg.day) >= today, sa.func.min(BookingLeg.day)), else_=None)
         q = q.order_by(upcoming, soonest.asc(), first_day.desc(), col(Booking.id).desc()).limit(limit)
         rows = s.exec(q).all()
+        ids = [b.id for b, *_ in rows]
+        # What changes that cost more were paid on top (their own PaymentIntents): the list shows what was paid in all.
+        extra = dict(
+            s.exec(
+                select(Amendment.booking_id, sa.func.sum(Amendment.net_cents))
+                .where(col(Amendment.booking_id).in_(ids), col(Amendment.paid_at).is_not(None), Amendment.net_cents > 0)
+                .group_by(col(Amendment.booking_id))
+            ).all()
+        )
     out = []
     for b, first, last, n in rows:
         out.append(
@@ -103,7 +112,7 @@ def search_bookings(
                 "customer": b.customer_name,
                 "email": b.customer_email,
                 "status": b.status,
-                "amount_cents": b.amount_cents,
+                "amount_cents": b.amount_cents + int(extra.get(b.id or 0) or 0),
                 "channel": b.channel,
                 "payment_intent": b.payment_intent_id or "",
             }
@@ -117,7 +126,8 @@ def find_booking_id(svc: Services, key: str) -> int:
     with svc.session() as s:
         q = select(Booking.id)
         if key.startswith("pi_"):
-            q = q.where(Booking.payment_intent_id == key)
+            changed = select(Amendment.booking_id).where(Amendment.payment_intent_id == key)
+            q = q.where(sa.or_(col(Booking.payment_intent_id) == key, col(Booking.id).in_(changed)))
         elif key.isascii() and key.isdigit():
             q = q.where(Booking.id == int(key))
         else:

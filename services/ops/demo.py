@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlmodel import select
 
-from models.tables import Booking
+from models.tables import Booking, LegState
 from services import booking as bk
 from services.core.context import Services
 from services.core.errors import DomainError
@@ -238,6 +238,21 @@ def seed_demo(
             except DomainError as exc:
                 log.info("demo cancel skipped: %s", exc.message)
 
+        # Changes callers asked for: a day moved, a booking made longer (paid), one made longer and not paid yet.
+        future_confirmed = [
+            m for m in made if _first_day(svc, m[0]) > today + timedelta(days=3) and _status(svc, m[0]) == "CONFIRMED"
+        ]
+        candidates = rng.sample(future_confirmed, k=len(future_confirmed))
+        for kind in ("move", "longer", "longer-unpaid"):
+            while candidates:  # a booking whose neighbour leaves no room for it: the next one
+                booking_id, _started = candidates.pop()
+                clock.at = real_now - timedelta(hours=rng.randint(1, 20))
+                try:
+                    _demo_change(svc, rng, booking_id, kind=kind)
+                    break
+                except DomainError as exc:
+                    log.info("demo change skipped: %s", exc.message)
+
         # Cancellations of past bookings, made days before they were due, so refunds spread over the past month
         # (finance's "last month" report and the daily closes have something to show).
         past_paid = [
@@ -428,6 +443,28 @@ def _manual_event(svc: Services, room_slug: str, day: date, start: time, end: ti
             "end": {"dateTime": datetime.combine(day, end, tzinfo=svc.settings.tz).isoformat(), "timeZone": tz},
         },
     )
+
+
+def _demo_change(svc: Services, rng: random.Random, booking_id: int, *, kind: str) -> None:
+    """One change a caller asked for: a day moved a day or two later, or the booking an hour longer (paid at once,
+    or left waiting for the customer to pay)."""
+    with svc.session() as s:
+        legs = [leg for leg in bk.booking_legs(s, booking_id) if leg.state == LegState.CONFIRMED]
+    first = legs[0]
+    tz = svc.settings.tz
+    if kind == "move":
+        target = first.day + timedelta(days=rng.choice([1, 2, 7]))
+        while target.weekday() >= 5 or target in {leg.day for leg in legs}:
+            target += timedelta(days=1)
+        change = bk.Change(moves={first.id: target} if first.id is not None else {})
+    else:
+        start, end = first.starts_at.astimezone(tz), first.ends_at.astimezone(tz)
+        later = (end + timedelta(hours=1)).time() if end.hour < 16 else end.time()
+        earlier = (start - timedelta(hours=1)).time() if later == end.time() else start.time()
+        change = bk.Change(times=(earlier, later))
+    done = bk.change_booking(svc, booking_id, change, actor="frontdesk@demo", reason="Caller asked by phone")
+    if kind == "longer" and done.outcome == "awaiting_payment":
+        bk.sandbox_pay_change(svc, booking_id, actor="stripe-webhook")
 
 
 def _first_start_and_created(svc: Services, booking_id: int) -> tuple[datetime, datetime]:

@@ -390,7 +390,14 @@ def _lapse_setup(svc: Any) -> Ctx:
     return ctx
 
 
+def _correct_customer(svc: Any, ctx: Ctx) -> Any:
+    return bk.update_customer(
+        svc, ctx["booking_id"], actor="frontdesk", name="Ava Nguyen-Tran", email="ava.tran@example.org", party_size=6
+    )
+
+
 CHANGES = [
+    Flow("change.customer_details", lambda s: confirmed(s, dates=(NEXT_MON, NEXT_TUE)), _correct_customer),
     Flow("change.move_day", lambda s: confirmed(s), _move_day),
     Flow("change.shorter_refund", lambda s: confirmed(s, end=time(14)), _shorten),
     Flow("change.cheaper_room", lambda s: confirmed(s, room="union-room"), _cheaper_room),

@@ -323,3 +323,16 @@ def test_the_worker_finishes_a_change_and_lapses_an_unpaid_one(
     assert cli.main(["expire-holds"]) == 0
     assert "Changes: lapsed: 1" in capsys.readouterr().out
     assert active(svc, mine.booking_id) == [(WED, "10:00", "12:00", 9_000)]
+
+
+def test_the_bookings_list_shows_what_was_paid_in_all_and_finds_a_change_payment(
+    svc: Any, booking_request: Any
+) -> None:
+    from services.booking.queries import find_booking_id, search_bookings
+
+    mine = paid(svc, booking_request())
+    waiting = bk.change_booking(svc, mine.booking_id, Change(times=(time(10), time(13))), actor="frontdesk")
+    bk.sandbox_pay_change(svc, mine.booking_id, actor="stripe-webhook")
+    (row,) = search_bookings(svc, text=mine.reference)
+    assert row["amount_cents"] == 13_500 and row["time"] == "10:00–13:00"
+    assert find_booking_id(svc, waiting.payment_intent_id or "") == mine.booking_id

@@ -118,3 +118,13 @@ def test_every_incident_of_the_seed_is_present(seeded: Any) -> None:
 def test_seeding_is_refused_on_existing_data(seeded: Any) -> None:
     svc, _ = seeded
     assert not demo.is_empty(svc)
+
+
+def test_the_demo_has_changed_bookings_for_front_desk_to_look_at(seeded: Any) -> None:
+    from models.tables import Amendment, AmendmentState
+
+    svc, _report = seeded
+    with svc.session() as s:
+        states = sorted(a.state for a in s.exec(select(Amendment)))
+    # A day moved and a longer booking paid (both made), and a longer one still waiting for the customer to pay.
+    assert states.count(AmendmentState.APPLIED) == 2 and states.count(AmendmentState.AWAITING_PAYMENT) == 1, states
