@@ -192,6 +192,9 @@ class Booking(SQLModel, table=True):
     # Secret part of the customer's pay / confirmation links (/pay/<reference>?k=<token>).
     pay_token: str | None = Field(default=None, max_length=64)
     created_by: str = Field(default="customer", max_length=254)
+    # Who asked, for web holds: a keyed hash of the client's address (never the address itself), so the number of
+    # unpaid holds one client may have can be limited.
+    client_key: str | None = Field(default=None, max_length=64, index=True)
     # While one process confirms or cancels the booking it holds this lease; others back off (see booking.py).
     lease_until: datetime | None = _ts(nullable=True)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False, index=True))
@@ -398,6 +401,20 @@ def _chain_audit_row(_mapper: Any, connection: sa.Connection, target: AuditLog) 
 def _forget_audit_head(session: sa.orm.Session, _context: Any, _instances: Any) -> None:
     # Each flush reads the head afresh (a failed flush must not leave a head that was never stored).
     session.info.pop(_AUDIT_HEAD, None)
+
+
+class WorkerStatus(SQLModel, table=True):
+    """The background worker's last rounds, one row per worker name: when a round last succeeded, the last failure
+    and how many failed in a row (the Overview shows it; a worker that stopped succeeding is visible)."""
+
+    __tablename__ = "worker_status"
+
+    name: str = Field(primary_key=True, max_length=64)
+    last_round_at: datetime | None = _ts(nullable=True)
+    last_ok_at: datetime | None = _ts(nullable=True)
+    last_error: str | None = Field(default=None, max_length=500)
+    failures_in_a_row: int = 0
+    summary: str = Field(default="", max_length=500)
 
 
 class EmailOutbox(SQLModel, table=True):

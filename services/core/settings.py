@@ -91,6 +91,36 @@ class Settings(BaseSettings):
     reminder_hours: int = Field(
         default=48, ge=1, le=24 * 30, description="The reminder email goes out this long before each booked day"
     )
+    # Public-facing limits (issue 13): what one client may hold or send. Phone holds made by staff are not limited.
+    hold_limit_per_email: int = Field(
+        default=2, ge=1, le=100, description="Unpaid web holds one email address may have at a time"
+    )
+    hold_limit_per_client: int = Field(
+        default=4, ge=1, le=1000, description="Unpaid web holds one client address may have at a time"
+    )
+    web_hold_start_minutes: int = Field(
+        default=10, ge=1, description="A web hold lasts this long until the customer reaches payment"
+    )
+    rate_limit_bookings: str = Field(
+        default="10/minute;60/hour", description="Booking requests (API and form) per client address ('limits' syntax)"
+    )
+    rate_limit_reads: str = Field(default="240/minute", description="Availability and quote requests per client")
+    trust_forwarded_for: bool = Field(
+        default=False, description="Take the client address from X-Forwarded-For (behind a reverse proxy only)"
+    )
+    max_json_body_bytes: int = Field(default=32_768, ge=1024, description="Largest JSON body the booking API accepts")
+    max_webhook_body_bytes: int = Field(default=524_288, ge=4096, description="Largest Stripe webhook body accepted")
+    challenge: Literal["", "turnstile", "hcaptcha"] = Field(
+        default="", description="Web bookings pass a challenge (Cloudflare Turnstile or hCaptcha); off when empty"
+    )
+    challenge_site_key: str | None = Field(default=None, description="The challenge's public site key")
+    challenge_secret: SecretStr | None = Field(default=None, description="The challenge's secret (server-side check)")
+    challenge_verify_url: str | None = Field(
+        default=None, description="Only for tests: where the challenge token is verified (default: the provider's)"
+    )
+    worker_backoff_max_seconds: int = Field(
+        default=300, ge=1, description="The worker waits at most this long between rounds after failures"
+    )
     gateway_timeout_seconds: float = Field(default=20.0, gt=0)
     # Live mode: who may use the dashboard, after signing in with the [auth] OIDC provider: email → role
     # (frontdesk | manager | finance | admin). An email not listed signs in to nothing.

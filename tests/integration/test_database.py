@@ -31,7 +31,7 @@ def test_migrations_build_the_schema_from_empty_and_match_the_models(db_url: str
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
         version = conn.execute(sa.text("select version_num from alembic_version")).scalar_one()
     assert diff == [], f"models and migrations disagree: {diff}"
-    assert version == "0007"
+    assert version == "0008"
     engine.dispose()
 
 
@@ -159,6 +159,8 @@ def test_a_bookings_own_claims_may_overlap_while_a_change_holds_its_new_shape(db
 def test_migration_0007_goes_down_and_up_again(db_url: str) -> None:
     engine = make_engine(db_url)
     upgrade(engine)
+    with session_scope(engine) as s:
+        ids = _skeleton(s, 2)
     from alembic import command
 
     from models.db import alembic_config
@@ -167,8 +169,6 @@ def test_migration_0007_goes_down_and_up_again(db_url: str) -> None:
         cfg = alembic_config(engine)
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0006")
-    with session_scope(engine) as s:
-        ids = _skeleton(s, 2)
     insert = sa.text(
         "INSERT INTO slot_claim (booking_id, leg_id, room_slug, starts_at, ends_at, block_until, kind, active, "
         "created_at) VALUES (:b, :leg, 'boardroom', :start, :end, :end, 'booked', :active, :start)"
