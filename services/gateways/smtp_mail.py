@@ -12,7 +12,7 @@ import logging
 import smtplib
 import ssl
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid, parseaddr
+from email.utils import formatdate, getaddresses, make_msgid, parseaddr
 
 from services.core.errors import GatewayError
 from services.gateways.base import OutgoingEmail
@@ -59,6 +59,19 @@ class SmtpMail:
     def _domain(self) -> str:
         return parseaddr(self.from_address)[1].rpartition("@")[2] or "roomdesk.invalid"
 
+    @staticmethod
+    def recipient(to: str) -> str | None:
+        """The single address an email goes to, or None when `to` is not exactly one plain address (a list such as
+        'frontdesk,attacker@example.com', a group, a display name hiding a second address)."""
+        found = getaddresses([to])
+        if len(found) != 1 or any(c in to for c in ",;\r\n"):
+            return None
+        address = found[0][1]
+        local, at, domain = address.rpartition("@")
+        if not at or not local or "." not in domain or address != to.strip():
+            return None
+        return address
+
     def message_id(self, idempotency_key: str | None) -> str:
         """`<hash-of-key@sender-domain>`: the same key always gives the same Message-ID."""
         if idempotency_key is None:
@@ -89,9 +102,13 @@ class SmtpMail:
 
     def send(self, message: OutgoingEmail) -> str:
         """Deliver to the SMTP server and return the Message-ID (derived from the idempotency key)."""
-        if "@" not in message.to.strip(" @"):
+        recipient = self.recipient(message.to)
+        if recipient is None:
             raise GatewayError(
-                f"Invalid recipient address {message.to!r}", transient=False, provider=PROVIDER, status=400
+                f"Invalid recipient address {message.to!r}: one address expected",
+                transient=False,
+                provider=PROVIDER,
+                status=400,
             )
         try:
             msg = self.build(message)
@@ -108,7 +125,8 @@ class SmtpMail:
                     smtp.ehlo()
                 if self.username:
                     smtp.login(self.username, self._password or "")
-                smtp.send_message(msg)
+                # The envelope names exactly the one recipient: never whatever else a To header might be parsed into.
+                smtp.send_message(msg, to_addrs=[recipient])
         except smtplib.SMTPNotSupportedError as exc:
             self._log(exc)
             missing = "STARTTLS" if "STARTTLS" in str(exc) else "AUTH"

@@ -254,3 +254,25 @@ def test_a_malformed_address_or_header_is_refused_before_connecting() -> None:
     with pytest.raises(GatewayError) as err:
         mail.send(injected)
     assert err.value.transient is False
+
+
+@pytest.mark.parametrize(
+    "to",
+    [
+        "frontdesk,attacker@example.com",
+        "ava@example.org, attacker@example.com",
+        "ava@example.org;attacker@example.com",
+        "Ava <ava@example.org>, attacker@example.com",
+        "team: ava@example.org, attacker@example.com;",
+        "ava@example.org\r\nattacker@example.com",
+    ],
+)
+def test_one_email_goes_to_exactly_one_recipient(smtp_server: Any, to: str) -> None:
+    collector, port = smtp_server()
+    with pytest.raises(GatewayError) as err:
+        adapter(port).send(plain(to=to))
+    assert err.value.transient is False and "one address expected" in err.value.message
+    assert collector.received == []
+    adapter(port).send(plain(to="ava@example.org"))
+    ((_sender, envelope, _msg),) = collector.received
+    assert envelope == ["ava@example.org"]
