@@ -18,7 +18,10 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine whose transactions serialise correctly: SQLite takes the write lock at BEGIN (IMMEDIATE) so two
-    processes never deadlock on a read-then-write, and waits up to 30 s for it instead of failing."""
+    processes never deadlock on a read-then-write, and waits up to 30 s for it instead of failing. A database error
+    never carries its statement's parameters (hide_parameters): they hold customers' details and pay tokens, and the
+    error's text ends up in logs and tracebacks."""
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -52,12 +55,31 @@ def alembic_config(engine: Engine | None = None) -> Config:
     return cfg
 
 
+# pg_advisory_lock key of the schema upgrade (any constant; "roomdesk" in ASCII).
+MIGRATION_LOCK = 0x726F6F6D6465736B
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema up to date (the app calls this on start)."""
+    """Bring the schema up to date (the app calls this on start). Processes starting at once take turns: on
+    PostgreSQL under a session-level advisory lock held on the migrating connection (two API processes on an empty
+    database once raced to create alembic_version), on SQLite under the write lock BEGIN IMMEDIATE takes. Whoever
+    comes second finds the schema up to date."""
     cfg = alembic_config(engine)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    if engine.dialect.name != "postgresql":
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+        return
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+        conn.commit()
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+            conn.commit()
 
 
 @contextmanager

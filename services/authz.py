@@ -46,6 +46,7 @@ ACTIONS: dict[str, frozenset[str]] = {
     "booking.cancel": _DESK,
     "booking.edit": _DESK,
     "booking.change": _DESK,
+    "hold.release": _DESK,
     "override.request": _DESK,
     "override.approve": _MONEY,
     "override.reject": _MONEY,
@@ -71,6 +72,7 @@ ACTION_WORDS = {
     "booking.cancel": "cancel bookings",
     "booking.edit": "correct a customer's details",
     "booking.change": "change a paid booking's days, times or room",
+    "hold.release": "release unpaid holds",
     "override.request": "ask for a refund above the policy",
     "override.approve": "approve a refund above the policy",
     "override.reject": "reject a refund above the policy",
@@ -205,6 +207,11 @@ class Desk:
             self.svc, booking_id, change, actor=actor, expected_net_cents=expected_net_cents, reason=reason
         )
 
+    def release_hold(self, booking_id: int, *, kind: str = "booking") -> str:
+        """Release an unpaid hold (a booking's, or a change's) at once; audited under the person's name."""
+        actor = self._as("hold.release")
+        return booking.release_unpaid_hold(self.svc, booking_id, kind=kind, actor=actor)
+
     def withdraw_change(self, booking_id: int) -> ChangeResult:
         actor = self._as("booking.change")
         return booking.withdraw_change(self.svc, booking_id, actor=actor)
@@ -308,6 +315,7 @@ DESK_ACTIONS: dict[str, tuple[str, ...]] = {
     "resend_confirmation": ("booking.edit",),
     "plan_change": ("booking.change",),
     "change_booking": ("booking.change",),
+    "release_hold": ("hold.release",),
     "withdraw_change": ("booking.change",),
     "record_change_payment": ("booking.record_payment",),
     "request_override": ("override.request",),

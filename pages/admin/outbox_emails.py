@@ -132,7 +132,10 @@ def preview(svc: Services, email: OutboxEmail, outcome: tuple[str, str] | None) 
     Retry now was pressed."""
     with st.container(border=True):
         head, action = st.columns([4, 1], vertical_alignment="center")
-        head.markdown(f"**{email.subject}**  \nTo {email.to} · {kind_label(email.kind)} · #{email.id}")
+        head.markdown(
+            f"**{labels.literal(email.subject)}**  \n"
+            f"To {labels.literal(email.to)} · {kind_label(email.kind)} · #{email.id}"
+        )
         if outcome:
             widgets.show_outcome(*outcome)
         clicked = email.status != "sent" and action.button(

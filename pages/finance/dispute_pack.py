@@ -31,7 +31,8 @@ def show_pack(svc: Services, case: DisputeSummary, pack: EvidencePack, editable:
         pay = pack.payment
         st.markdown(
             labels.no_formula(
-                f"**{b.reference}** · {pack.room_name} · **{b.customer_name}** · {b.customer_email}  \n"
+                f"**{b.reference}** · {pack.room_name} · **{labels.literal(b.customer_name)}** · "
+                f"{labels.literal(b.customer_email)}  \n"
                 f"Booked {labels.venue(svc, b.created_at)} ({b.channel}) · "
                 + (
                     f"paid {labels.money(svc, pay.received_cents)} by {pay.method}, {labels.venue(svc, pay.paid_at)}"

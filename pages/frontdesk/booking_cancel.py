@@ -31,7 +31,7 @@ def open_cancel(booking_id: int) -> None:
 def cancel_dialog(svc: Services, detail: BookingDetail) -> None:
     b = detail.booking
     assert b.id is not None
-    st.markdown(f"**{b.reference}** — {detail.room_name}, {b.customer_name}")
+    st.markdown(f"**{b.reference}** — {detail.room_name}, {labels.literal(b.customer_name)}")
     unpaid = detail.awaiting_payment
     with actions.reporting("Working out the refund"):
         quotes = cancellation_quote(svc, b.id)

@@ -82,7 +82,7 @@ def change_dialog(svc: Services, detail: BookingDetail) -> None:
         _confirm(b.id, asked[1], asked[2])  # done: the page reruns, the dialog closed; else it says why, below
     legs = [leg for leg in detail.legs if leg.state == LegState.CONFIRMED and leg.id is not None]
     rooms = {r.slug: r for r in svc.catalogue.rooms}
-    st.markdown(f"**{b.reference}** — {detail.room_name}, {b.customer_name}" + _party(b.party_size))
+    st.markdown(f"**{b.reference}** — {detail.room_name}, {labels.literal(b.customer_name)}" + _party(b.party_size))
     change = _inputs(svc, b.room_slug, b.start_time, b.end_time, legs, rooms)
 
     plan: ChangePlan | None = None

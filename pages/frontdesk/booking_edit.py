@@ -149,7 +149,7 @@ def _offer_resend(b: Booking) -> None:
     resent = actions.outcome(RESENT, tag=b.id, doing="Confirmation not sent")
     if resent is None:
         st.button(
-            f"Email the confirmation to {b.customer_email}",
+            f"Email the confirmation to {labels.literal(b.customer_email)}",
             icon=":material/forward_to_inbox:",
             key="bk_resend",
             on_click=actions.perform,

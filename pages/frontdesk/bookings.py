@@ -120,8 +120,9 @@ if editing:
 else:
     who, edit = st.columns([5, 1], vertical_alignment="center")
     who.markdown(
-        f"**{b.customer_name}** · {b.customer_email}"
-        + (f" · {b.customer_phone}" if b.customer_phone else "")
+        # What the customer typed is shown as text, never as Markdown (a link or image in it stays inert).
+        f"**{labels.literal(b.customer_name)}** · {labels.literal(b.customer_email)}"
+        + (f" · {labels.literal(b.customer_phone)}" if b.customer_phone else "")
         + (f" · group of {b.party_size}" if b.party_size else "")
     )
     if detail.editable and session.may("booking.edit"):
@@ -163,9 +164,11 @@ if detail.awaiting_payment and b.hold_expires_at:
         icon=":material/hourglass_top:",
     )
 if b.notes and not editing:
-    st.markdown(f"**Notes:** {b.notes}")
+    st.markdown(f"**Notes:** {labels.literal(b.notes)}")
 if detail.extras and not editing:
-    st.markdown(", ".join(f"{label}: **{value}**" for label, value in detail.extras))
+    st.markdown(
+        ", ".join(f"{labels.literal(str(label))}: **{labels.literal(str(value))}**" for label, value in detail.extras)
+    )
 if detail.extras_missing:
     st.warning(
         "Details still to collect from the customer:\n\n" + "\n".join(f"- {m}" for m in detail.extras_missing),
@@ -223,7 +226,7 @@ if session.may("booking.send_pay_link") and detail.awaiting_payment:
 if link := actions.outcome("bk_link_result", tag=b.id, doing="Pay link not sent"):
     url, sent = link
     if sent:
-        st.success(f"Pay link emailed to **{b.customer_email}**.", icon=":material/mark_email_read:")
+        st.success(f"Pay link emailed to **{labels.literal(b.customer_email)}**.", icon=":material/mark_email_read:")
     else:
         st.warning("The mail server did not take it; the email stays in the outbox and is retried.")
     st.code(url, language=None)

@@ -118,7 +118,7 @@ def show_created(svc: Services, created: StartResult) -> None:
         url, sent = link
         email = st.session_state.get("pb_email", "")
         if sent:
-            st.success(f"Pay link emailed to **{email}**.", icon=":material/mark_email_read:")
+            st.success(f"Pay link emailed to **{labels.literal(email)}**.", icon=":material/mark_email_read:")
         else:
             st.warning(
                 f"The mail server did not take the email to **{email}**; it stays in the outbox and is retried. "

@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.ui import boot, labels, nav, session, sync, widgets
+from services.ops.health import worker_health
 from services.reconciliation.findings import CODES, SEVERITY_ORDER, open_findings, trend
 
 svc = boot.services()
@@ -38,6 +39,13 @@ with status:
 if (outcome := st.session_state.get("ov_outcome")) is not None:
     sync.show_sync_outcome(outcome)
 sync.audit_indicator(svc)
+
+worker = worker_health(svc)  # its last error may quote anything: shown as text, never as Markdown
+if worker.ok:
+    st.caption(labels.literal(worker.text))
+else:
+    hint = "" if worker.failures_in_a_row else ": start it with `python -m services.ops.cli worker`."
+    st.warning(labels.literal(worker.text) + hint, icon=":material/running_with_errors:")
 
 # ---- what is open now --------------------------------------------------------------------------------------------
 findings = open_findings(svc, include_acknowledged=True)

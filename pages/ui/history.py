@@ -32,7 +32,8 @@ def history_frame(svc: Services, rows: Sequence[dict[str, Any]]) -> pd.DataFrame
                 "Source": str(row["source"]).replace(" ", labels.NBSP),
                 "What": str(row["what"]).removeprefix("booking."),
                 "Who": who,
-                "Details": str(row.get("detail") or ""),
+                # st.table renders Markdown: the details quote what customers typed (a name, notes), so as text.
+                "Details": labels.literal(str(row.get("detail") or "")),
             }
         )
     return pd.DataFrame(out, columns=["When", "Source", "What", "Who", "Details"])

@@ -70,5 +70,7 @@ def no_formula(text: str) -> str:
 
 
 def literal(text: str) -> str:
-    """Staff-typed text shown as itself, not as Markdown."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|>~<$])", r"\\\1", text)
+    """Typed text (staff's, or a customer's: names, notes, extras) shown as itself, never as Markdown or HTML: no
+    link, no image fetched from elsewhere, no heading. Line breaks stay line breaks."""
+    escaped = re.sub(r"([\\`*_{}\[\]()#+\-.!|>~<$=])", r"\\\1", text)
+    return "  \n".join(escaped.splitlines())

@@ -31,6 +31,7 @@ SCREENS = [
     Screen("overview", "Overview", ":material/monitoring:", "pages/reconcile/overview.py", MONEY),
     Screen("mismatches", "Mismatches", ":material/rule:", "pages/reconcile/mismatches.py", MANAGERS),
     Screen("phone_booking", "Phone booking", ":material/call:", "pages/frontdesk/phone_booking.py", DESK),
+    Screen("holds", "Holds", ":material/timer:", "pages/frontdesk/holds.py", DESK),
     Screen("bookings", "Bookings", ":material/search:", "pages/frontdesk/bookings.py", EVERYONE),
     Screen("room_calendar", "Room calendar", ":material/calendar_month:", "pages/frontdesk/room_calendar.py", EVERYONE),
     Screen("refunds", "Refunds report", ":material/receipt_long:", "pages/finance/refunds.py", MONEY),

@@ -7,9 +7,12 @@ and what blocks a room), `events` (calendar events), `refunds`, `quotes` (what a
 refunds, read only), `saga` (start → confirm, with the seed's safety net), `holds` (expiry, days that start and
 end), `cancel`, `amend` (planning a change to a paid booking) and `change` (making it), and the read models
 `queries` (searches, a booking's detail, the rooms' schedule) and `availability`.
+`web_holds` limits what one web customer may hold and
+extends a hold when the customer reaches payment; `active_holds` lists the unpaid holds and releases one for staff.
 `details` holds the customer details' checks (the saga's too) and their correction (update_customer).
 """
 
+from services.booking.active_holds import ActiveHold, active_holds, release_unpaid_hold
 from services.booking.amend import Change, ChangePlan, describe, plan_change
 from services.booking.cancel import cancel_booking, cancel_under_lease
 from services.booking.change import (
@@ -76,8 +79,10 @@ from services.booking.store import (
     room_limits,
     set_leg_state,
 )
+from services.booking.web_holds import active_web_holds, reach_payment
 
 __all__ = [
+    "ActiveHold",
     "BookingRequest",
     "CancelResult",
     "Change",
@@ -88,6 +93,8 @@ __all__ = [
     "CustomerUpdate",
     "QuoteResult",
     "StartResult",
+    "active_holds",
+    "active_web_holds",
     "advance_legs",
     "booking_legs",
     "booking_payments",
@@ -125,11 +132,13 @@ __all__ = [
     "plan_change",
     "problems_for",
     "quote",
+    "reach_payment",
     "record_event_created",
     "record_refund",
     "refund_payment",
     "release_claims",
     "release_hold",
+    "release_unpaid_hold",
     "resend_confirmation",
     "resolve_now",
     "room_limits",

@@ -87,17 +87,40 @@ def slot_times(svc: Services) -> list[time]:
     return [time(m // 60, m % 60) for m in range(first, min(last, 24 * 60 - 1) + 1, step)]
 
 
-def availability(svc: Services, room: str, first: date, last: date) -> AvailabilityOut:
-    """Per day, in venue time: closed days with their reasons, otherwise free and busy ranges."""
+def booking_window(svc: Services, now: datetime | None = None) -> tuple[date, date]:
+    """The first and last venue days a customer may book now (the rules' notice and how far ahead)."""
+    now = now or svc.now()
+    tz = svc.policy.tz
+    first = (now + timedelta(hours=svc.policy.min_notice_hours)).astimezone(tz).date()
+    return first, (now + timedelta(days=svc.policy.max_days_ahead)).astimezone(tz).date()
+
+
+def outside_window(svc: Services, day: date, window: tuple[date, date]) -> str | None:
+    """Why `day` cannot be booked now because of when it is, or None inside the booking window."""
+    if day > window[1]:
+        return f"More than {svc.policy.max_days_ahead} days ahead"
+    if day < window[0]:
+        return f"Within the {svc.policy.min_notice_hours}-hour notice or in the past"
+    return None
+
+
+def availability(svc: Services, room: str, first: date, last: date, *, now: datetime | None = None) -> AvailabilityOut:
+    """Per day, in venue time: closed days with their reasons (days outside the booking window too, never listed as
+    free), otherwise free and busy ranges."""
     policy = svc.policy
     tz = policy.tz
-    start = datetime.combine(first, policy.open_time, tzinfo=tz)
-    end = datetime.combine(last, policy.close_time, tzinfo=tz)
-    busy = busy_times(svc, room, start, end)
+    window = booking_window(svc, now)
+    inside_first, inside_last = max(first, window[0]), min(last, window[1])
+    busy: list[Busy] = []
+    if inside_first <= inside_last:  # only the window's days are looked up: far dates never reach a datetime
+        start = datetime.combine(inside_first, policy.open_time, tzinfo=tz)
+        end = datetime.combine(inside_last, policy.close_time, tzinfo=tz)
+        busy = busy_times(svc, room, start, end, now)
     days = []
-    day = first
-    while day <= last:
-        reasons = closed_reasons(svc, day)
+    for offset in range((last - first).days + 1):
+        day = first + timedelta(days=offset)
+        too_early_or_late = outside_window(svc, day, window)
+        reasons = [too_early_or_late] if too_early_or_late else closed_reasons(svc, day)
         if reasons:
             days.append(DayOut(date=day, closed=True, reasons=reasons, free=[], busy=[]))
         else:
@@ -121,5 +144,4 @@ def availability(svc: Services, room: str, first: date, last: date) -> Availabil
                     ],
                 )
             )
-        day += timedelta(days=1)
     return AvailabilityOut(room=room, timezone=str(tz), days=days)

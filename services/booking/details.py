@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -22,7 +23,7 @@ from services.core.catalogue import Room
 from services.core.context import Services
 from services.core.errors import InvalidState, ValidationError
 from services.notify import emails, outbox
-from services.rules.availability import party_size_reasons
+from services.rules.availability import party_size_reasons, time_form_problems
 from services.rules.contact import suggest_email, validate_email
 
 PHONE = re.compile(r"[0-9 +().-]{7,20}")
@@ -67,7 +68,7 @@ def check_customer(
     """The details cleaned, and every problem a person must fix (in the form's order) — empty when they may be
     booked. The group size is the rules' (availability.check_request), as it depends on the room."""
     clean_extras, extra_problems = room.validate_extras(extras)
-    problems = [*_name_problems(name), *_email_problems(email), *_phone_problems(phone)]
+    problems = [*_name_problems(name), *_email_problems(email), *_phone_problems(phone), *_extras_text_problems(extras)]
     # A phone booking may be saved before the customer knows their extras (seed incident #9 is then flagged for
     # follow-up); a web booking must carry them.
     if channel == "web" or extras:
@@ -80,8 +81,8 @@ def check_customer(
 
 
 def check_request(req: BookingRequest, room: Room) -> tuple[CustomerDetails, list[str]]:
-    """check_customer for a new booking's request."""
-    return check_customer(
+    """check_customer for a new booking's request, and its times' form (the rules check the grid and the hours)."""
+    details, problems = check_customer(
         req.customer_name,
         req.customer_email,
         req.customer_phone,
@@ -92,6 +93,7 @@ def check_request(req: BookingRequest, room: Room) -> tuple[CustomerDetails, lis
         req.agreement_version,
         req.notes,
     )
+    return details, [*time_form_problems(req.start, req.end), *problems]
 
 
 class Keep(Enum):
@@ -223,7 +225,32 @@ def _checked(svc: Services, booking: Booking, given: dict[str, Any]) -> dict[str
     return clean
 
 
+def control_characters(text: str, *, allow: str = "") -> bool:
+    """The text holds a control character (NUL, escape, a line break in a one-line field…) other than `allow`:
+    PostgreSQL refuses NUL outright, and the rest only ever come from a script or a paste gone wrong."""
+    return any(unicodedata.category(ch) == "Cc" and ch not in allow for ch in text)
+
+
+def _extras_text_problems(extras: Any, path: str = "") -> list[str]:
+    """Control characters anywhere in the extras' answers or names (a nested answer too)."""
+    if isinstance(extras, str):
+        return [f"Extras: {path or 'an answer'} contains a control character"] if control_characters(extras) else []
+    if isinstance(extras, dict):
+        problems = []
+        for key, value in extras.items():
+            name = str(key)
+            if control_characters(name):
+                return ["Extras: a field name contains a control character"]
+            problems += _extras_text_problems(value, name)
+        return problems
+    if isinstance(extras, (list, tuple)):
+        return [p for item in extras for p in _extras_text_problems(item, path)][:1]
+    return []
+
+
 def _name_problems(name: str) -> list[str]:
+    if control_characters(name):
+        return ["Customer name contains a control character (such as a line break or NUL): type it again"]
     if not name.strip():
         return ["Customer name is required"]
     if len(name.strip()) > NAME_MAX:
@@ -233,6 +260,11 @@ def _name_problems(name: str) -> list[str]:
 
 def _email_problems(email: str) -> list[str]:
     text = email.strip()
+    if control_characters(email):
+        return ["Customer email contains a control character (such as a line break or NUL): type it again"]
+    if len(text.split("@")) > 2 or any(sep in text for sep in ",;<>"):
+        # One address only: "a@x, b@y" or "Name <a@x>" would put other recipients on the envelope (issue 13).
+        return ["Customer email must be one address only (name@example.com), without a name, brackets or a list"]
     if "@" not in text:
         return ["A valid customer email is required (name@example.com)"]
     try:
@@ -251,12 +283,16 @@ def _clean_email(email: str) -> str:
 
 
 def _phone_problems(phone: str) -> list[str]:
+    if control_characters(phone):
+        return ["Phone number contains a control character: type it again"]
     if phone.strip() and not PHONE.fullmatch(phone.strip()):
         return ["Phone number looks wrong (digits, spaces, + - ( ) only)"]
     return []
 
 
 def _notes_problems(notes: str) -> list[str]:
+    if control_characters(notes, allow="\n\r\t"):
+        return ["Notes contain a control character (such as NUL): only line breaks and tabs may be used"]
     if len(notes.strip()) > NOTES_MAX:
         return [f"Notes are too long ({NOTES_MAX} characters at most, {len(notes.strip())} given)"]
     return []

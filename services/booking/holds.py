@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
+import sqlalchemy as sa
 from sqlmodel import col, select
 
 from models.tables import (
@@ -25,6 +26,11 @@ from services.core.errors import (
 )
 
 log = logging.getLogger("roomdesk.booking")
+
+# A booking paid while the process finishing it crashed is looked for this far back, a bounded number per round
+# (oldest first): a backlog after a long outage is worked through over a few rounds instead of stalling one.
+FINISH_WINDOW = timedelta(hours=48)
+FINISH_PER_ROUND = 25
 
 
 def release_hold(
@@ -83,6 +89,49 @@ def expire_holds(svc: Services, *, actor: str = "system", now: datetime | None =
             continue  # another process has it in hand
         except GatewayError as exc:
             log.warning("Hold expiry deferred booking=%s: %s", booking_id, exc.message)
+            outcome = "deferred"
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
+
+
+def finish_paid(
+    svc: Services,
+    *,
+    actor: str = "system",
+    now: datetime | None = None,
+    window: timedelta = FINISH_WINDOW,
+    limit: int = FINISH_PER_ROUND,
+) -> dict[str, int]:
+    """Confirm bookings still awaiting payment whose PaymentIntent has succeeded at Stripe and that nobody is
+    finishing (no live lease: the process that took the payment crashed), without waiting for the hold to run out."""
+    now = resolve_now(svc, now)
+    wall = datetime.now(UTC)  # leases run on the wall clock (services.booking.lease)
+    with svc.session() as s:
+        rows = list(
+            s.exec(
+                select(Booking.id, Booking.payment_intent_id)
+                .where(
+                    Booking.status == BookingStatus.AWAITING_PAYMENT,
+                    col(Booking.payment_intent_id).is_not(None),
+                    col(Booking.created_at) >= now - window,
+                    sa.or_(col(Booking.lease_until).is_(None), col(Booking.lease_until) < wall),
+                )
+                .order_by(col(Booking.created_at), col(Booking.id))
+                .limit(limit)
+            )
+        )
+    counts: dict[str, int] = {}
+    for booking_id, pi_id in rows:
+        assert booking_id is not None and pi_id is not None
+        try:
+            if svc.payments.retrieve_payment_intent(pi_id).get("status") != "succeeded":
+                continue  # the customer has not paid (yet): the hold's expiry deals with it
+            with lease(svc, booking_id):
+                outcome = confirm_under_lease(svc, booking_id, pi_id, actor, now).outcome
+        except BookingBusy:
+            outcome = "busy"  # its owner is alive after all (or the webhook came): it finishes the booking
+        except GatewayError as exc:
+            log.warning("Finishing a paid booking deferred booking=%s: %s", booking_id, exc.message)
             outcome = "deferred"
         counts[outcome] = counts.get(outcome, 0) + 1
     return counts

@@ -29,6 +29,9 @@ class BookingRequest:
     # The version of the cancellation policy and terms the customer accepted (web); None = not yet (phone bookings
     # accept on the pay page). Must be the current version (settings.terms_version).
     terms_version: str | None = None
+    # A keyed hash of the web client's address (never the address itself): its unpaid holds are limited
+    # (settings.hold_limit_per_client). None for staff and for callers that do not know it.
+    client_key: str | None = None
 
     def slot(self) -> SlotRequest:
         return SlotRequest(tuple(self.dates), self.start, self.end, self.party_size)

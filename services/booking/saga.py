@@ -45,6 +45,7 @@ from services.booking.store import (
     resolve_now,
     set_leg_state,
 )
+from services.booking.web_holds import hold_limit_refusal
 from services.core import audit
 from services.core.context import Services
 from services.core.errors import (
@@ -54,6 +55,7 @@ from services.core.errors import (
     NotAvailable,
     NotFound,
     SlotTaken,
+    TooManyHolds,
     ValidationError,
 )
 from services.notify import emails, outbox
@@ -74,15 +76,20 @@ def problems_for(svc: Services, req: BookingRequest, *, now: datetime | None = N
     _, problems = check_request(req, room)
     if req.terms_version is not None and req.terms_version != svc.settings.terms_version:
         problems.append(_terms_changed(svc))
-    return problems + quote(svc, req, now=now).reasons
+    return list(dict.fromkeys(problems + quote(svc, req, now=now).reasons))  # a malformed time: said once
 
 
 def _terms_changed(svc: Services) -> str:
     return f"The terms have changed (now version {svc.settings.terms_version}); please read and accept them again"
 
 
+class _Refused(Exception):
+    """Leaves the hold's transaction (rolled back) when a web hold limit refuses it."""
+
+
 def start_booking(svc: Services, req: BookingRequest, *, actor: str, now: datetime | None = None) -> StartResult:
-    """Gate 1 → hold → PaymentIntent. Raises ValidationError, NotAvailable, SlotTaken or GatewayError."""
+    """Gate 1 → hold → PaymentIntent. Raises ValidationError, NotAvailable, TooManyHolds (web), SlotTaken or
+    GatewayError."""
     now = resolve_now(svc, now)
     room = svc.catalogue.room(req.room)
     details, problems = check_request(req, room)
@@ -94,12 +101,19 @@ def start_booking(svc: Services, req: BookingRequest, *, actor: str, now: dateti
     if result.reasons:
         raise NotAvailable(result.reasons)
     policy = svc.policy
-    hold_minutes = svc.settings.phone_hold_minutes if req.channel == "phone" else svc.settings.hold_minutes
+    web = req.channel == "web"
+    # A web hold stays short until the customer reaches payment (reach_payment): a bot that never pays blocks little.
+    hold_minutes = svc.settings.web_hold_start_minutes if web else svc.settings.phone_hold_minutes
     expires = now + timedelta(minutes=hold_minutes)
     buffer = timedelta(minutes=policy.buffer_minutes)
 
+    refused: tuple[str, str, int] | None = None
     try:
         with svc.session() as s:
+            # Counted in the transaction that inserts the hold, so concurrent requests cannot pass the limit.
+            refused = hold_limit_refusal(svc, s, now, email=details.email, client_key=req.client_key) if web else None
+            if refused is not None:
+                raise _Refused()
             sweep_expired_claims(s, room.slug, now, actor)
             booking = Booking(
                 reference=new_reference(s),
@@ -129,6 +143,7 @@ def start_booking(svc: Services, req: BookingRequest, *, actor: str, now: dateti
                 agreement_accepted_at=now if req.agreement_version else None,
                 terms_version=req.terms_version,
                 terms_accepted_at=now if req.terms_version else None,
+                client_key=req.client_key if web else None,
                 pay_token=secrets.token_urlsafe(18),
                 created_by=actor,
                 created_at=now,
@@ -170,6 +185,24 @@ def start_booking(svc: Services, req: BookingRequest, *, actor: str, now: dateti
                 version = req.terms_version
                 audit.record(s, "booking.terms.accepted", actor=actor, at=now, booking=booking, version=version)
             booking_id, reference, pay_token = booking.id, booking.reference, booking.pay_token or ""
+    except _Refused:
+        assert refused is not None
+        limit, message, held = refused
+        with svc.session() as s:
+            audit.record(
+                s,
+                "booking.hold.refused",
+                actor=actor,
+                at=now,
+                message=f"Web hold refused: {limit} limit reached",
+                limit=limit,
+                held=held,
+                email=details.email,
+                client_key=req.client_key,  # a keyed hash: the raw address is never stored
+                room=room.slug,
+                dates=[d.isoformat() for d in sorted(req.dates)],
+            )
+        raise TooManyHolds(message) from None
     except IntegrityError as exc:
         if is_overlap_error(exc):
             log.info("Gate 1 lost the race: slot taken room=%s dates=%s", room.slug, req.dates)

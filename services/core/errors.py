@@ -42,6 +42,10 @@ class SlotTaken(NotAvailable):
         super().__init__([detail])
 
 
+class TooManyHolds(DomainError):
+    """A web customer (one email, or one client address) already has as many unpaid holds as the venue allows."""
+
+
 class NotFound(DomainError):
     """The booking, payment or event does not exist."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -591,7 +592,7 @@ class SandboxPayments:
         with self.store.read() as tx:
             records = tx.records(kind)
         # Newest first like Stripe; creation order breaks ties within one second.
-        records.sort(key=lambda rec: (int(rec.data.get("created") or 0), rec.ord), reverse=True)
+        records.sort(key=lambda rec: (_created(rec.data), rec.ord), reverse=True)
         items = [rec.data for rec in records if where is None or where(rec.data)]
         start = 0
         if starting_after is not None:
@@ -693,3 +694,12 @@ def _check_metadata(metadata: dict[str, str]) -> None:
 
 def _bad_request(message: str) -> GatewayError:
     return GatewayError(message, transient=False, provider=PROVIDER, status=400)
+
+
+def _created(data: Json) -> int:
+    """An object's `created` for ordering; a damaged one (not a finite number) sorts as the oldest, never crashes a
+    listing."""
+    value = data.get("created")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return 0
+    return int(value)

@@ -38,10 +38,14 @@ def cmd_seed_demo(args: argparse.Namespace) -> int:
 
 def cmd_expire_holds(args: argparse.Namespace) -> int:
     from services.booking import expire_change_holds, expire_holds
+    from services.booking.holds import finish_paid
 
     svc = _services()
+    finished = finish_paid(svc, actor="cli")
     counts = expire_holds(svc, actor="cli")
     changes = expire_change_holds(svc, actor="cli")
+    if finished:
+        print("Paid, finished now: " + ", ".join(f"{k}: {v}" for k, v in finished.items()))
     print(", ".join(f"{k}: {v}" for k, v in counts.items()) or "No holds past their expiry.")
     if changes:
         print("Changes: " + ", ".join(f"{k}: {v}" for k, v in changes.items()))
@@ -107,41 +111,18 @@ def _interval(text: str) -> float:
     units = {"s": 1, "m": 60, "h": 3600}
     text = text.strip().lower()
     try:
-        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+        seconds = float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
     except (ValueError, IndexError):
         raise argparse.ArgumentTypeError(f"not an interval: {text!r} (use 30s, 5m, 1h)") from None
+    if not 1 <= seconds <= 86400:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range: use 1s to 24h")
+    return seconds
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    import time
+    from services.ops import worker
 
-    from services.booking import advance_legs, expire_change_holds, expire_holds
-    from services.notify.outbox import deliver_due
-    from services.notify.reminders import send_reminders
-    from services.reconciliation.cycle import run_cycle
-    from services.reconciliation.sync import SyncBusy
-
-    svc = _services()
-    while True:
-        try:
-            expired = expire_holds(svc, actor="worker")
-            # Changes whose hold ran out unpaid lapse; changes an outage left half made are finished.
-            changes = expire_change_holds(svc, actor="worker")
-            advance_legs(svc, actor="worker")
-            reminders = send_reminders(svc, now=svc.now(), actor="worker")
-            # Before the sync: a mail outage that has ended clears its "no confirmation sent" finding this round.
-            mail = deliver_due(svc, now=svc.now(), actor="worker")
-            cycle = run_cycle(svc, actor="worker")
-            line = f"holds {expired or '-'}; changes {changes or '-'}; {reminders.line()}; {mail.line()}; "
-            line += cycle.line()
-            print(f"{svc.now():%Y-%m-%d %H:%M:%S} {line}", flush=True)
-        except SyncBusy as exc:
-            print(f"{svc.now():%H:%M:%S} skipped: {exc.message}", flush=True)
-        except DomainError as exc:
-            print(f"{svc.now():%H:%M:%S} problem: {exc.message}", file=sys.stderr, flush=True)
-        if args.once:
-            return 0
-        time.sleep(args.every)
+    return worker.run(_services(), every=args.every, once=args.once)
 
 
 def cmd_sandbox_load(args: argparse.Namespace) -> int:
@@ -165,11 +146,29 @@ def cmd_serve_api(args: argparse.Namespace) -> int:
     return 0
 
 
+# Days the reports and the daily close can work with: the venue midnights around a day (and a day or a month on)
+# must be instants Python can hold in any time zone, and Stripe has nothing before 1970.
+FIRST_DAY, LAST_DAY = date(1970, 1, 2), date(9998, 12, 31)
+
+
 def _day(text: str) -> date:
     try:
-        return date.fromisoformat(text.strip())
+        day = date.fromisoformat(text.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date: {text!r} (use YYYY-MM-DD)") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise argparse.ArgumentTypeError(f"{day} is out of range: use a day from {FIRST_DAY} to {LAST_DAY}")
+    return day
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= n <= 100_000:
+        raise argparse.ArgumentTypeError(f"{n} is out of range: use 1 to 100000")
+    return n
 
 
 def cmd_export_refunds(args: argparse.Namespace) -> int:
@@ -242,10 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("seed-demo", help="fill an empty sandbox with ~150 bookings and one of each incident")
-    p.add_argument("--count", type=int, default=150)
+    p.add_argument("--count", type=_count, default=150)
     p.add_argument("--if-empty", action="store_true", help="do nothing (exit 0) when data already exists")
     p.set_defaults(func=cmd_seed_demo)
-    p = sub.add_parser("expire-holds", help="release unpaid holds past their expiry")
+    p = sub.add_parser(
+        "expire-holds", help="finish bookings paid while their process crashed; release unpaid holds past expiry"
+    )
     p.set_defaults(func=cmd_expire_holds)
     p = sub.add_parser("advance", help="mark days in progress / completed")
     p.set_defaults(func=cmd_advance)
@@ -256,16 +257,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sync", action="store_true", help="sync first")
     p.set_defaults(func=cmd_reconcile)
     p = sub.add_parser("send-mail", help="send the outbox's due emails once (the worker does this every round)")
-    p.add_argument("--limit", type=int, default=100, help="at most this many emails (default 100)")
+    p.add_argument("--limit", type=_count, default=100, help="at most this many emails (default 100)")
     p.set_defaults(func=cmd_send_mail)
     p = sub.add_parser(
         "send-reminders",
         help="email the reminders due now, REMINDER_HOURS before each booked day (the worker does too)",
     )
     p.set_defaults(func=cmd_send_reminders)
-    p = sub.add_parser("worker", help="expire holds, send reminders and due emails, sync and reconcile on a schedule")
+    p = sub.add_parser(
+        "worker",
+        help="finish paid bookings, expire holds, send reminders and due emails, sync and reconcile on a schedule; "
+        "a failed round is retried after a backoff (up to WORKER_BACKOFF_MAX_SECONDS)",
+    )
     p.add_argument("--every", type=_interval, default=300.0, help="interval such as 30s, 5m, 1h (default 5m)")
-    p.add_argument("--once", action="store_true", help="run one round and exit")
+    p.add_argument("--once", action="store_true", help="run one round and exit (status 1 if it failed)")
     p.set_defaults(func=cmd_worker)
     p = sub.add_parser("sandbox-load", help="fill the sandbox from Stripe and Google Calendar JSON files")
     p.add_argument("dir", help="folder with stripe/*.json and calendar/<calendar_id>.json")

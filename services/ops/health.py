@@ -1,13 +1,15 @@
 """Connection checks for the Settings page: which mode each gateway is in, and whether each connection works — the
-Stripe key is accepted, each room calendar can be read and written, the webhook secret is set."""
+Stripe key is accepted, each room calendar can be read and written, the webhook secret is set. And the background
+worker's health for the Overview (read only)."""
 
 from __future__ import annotations
 
 import secrets as _secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from models.tables import WorkerStatus
 from services.core.context import Services
 from services.core.errors import DomainError, GatewayError
 
@@ -93,3 +95,39 @@ def check_connections(svc: Services, *, progress: Callable[[float, str], None] |
             out.append(Check(room.name, "Calendar writable", False, exc.message))
     progress(1.0, "done")
     return out
+
+
+@dataclass(frozen=True)
+class WorkerHealth:
+    """What the Overview says about the background worker."""
+
+    ok: bool  # False: it never ran, or its last round failed
+    text: str
+    last_ok_at: datetime | None
+    failures_in_a_row: int
+
+
+def _ago(now: datetime, then: datetime) -> str:
+    seconds = max(0, int((now - then).total_seconds()))
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min ago"
+    return f"{seconds // 86400} days ago"
+
+
+def worker_health(svc: Services, name: str = "worker") -> WorkerHealth:
+    """The worker's last successful round, or since when and how often it has been failing (reads one row)."""
+    with svc.session() as s:
+        row = s.get(WorkerStatus, name)
+        if row is None or row.last_round_at is None:
+            return WorkerHealth(False, "Worker: never ran", None, 0)
+        last_ok, failures, error, round_at = row.last_ok_at, row.failures_in_a_row, row.last_error, row.last_round_at
+    now = svc.now()
+    if failures == 0 and last_ok is not None:
+        return WorkerHealth(True, f"Worker: last successful round {_ago(now, last_ok)}", last_ok, 0)
+    since = f"last success {_ago(now, last_ok)}" if last_ok is not None else "never succeeded"
+    text = f"Worker: failing ({since}), {failures} round(s) in a row; last try {_ago(now, round_at)}: {error or '?'}"
+    return WorkerHealth(False, text, last_ok, failures)

@@ -8,6 +8,7 @@ over when Google answers 410. One sync at a time across processes: a lease row i
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -45,6 +46,7 @@ class SyncReport:
     calendar_events: int = 0
     full_resyncs: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # objects we could not read: reported, never fatal
 
     def line(self) -> str:
         text = (
@@ -55,10 +57,16 @@ class SyncReport:
             text += f"; full sync of {', '.join(self.full_resyncs)}"
         if self.errors:
             text += f"; {len(self.errors)} problem(s): " + "; ".join(self.errors)
+        if self.skipped:
+            more = f" (+{len(self.skipped) - 5} more)" if len(self.skipped) > 5 else ""
+            text += f"; {len(self.skipped)} unreadable object(s) skipped: " + "; ".join(self.skipped[:5]) + more
         return text
 
 
 # --------------------------------------------------------------------------------------------- the lock
+
+
+_ACTIVE: set[str] = set()  # the job leases this process holds right now
 
 
 @contextmanager
@@ -67,7 +75,13 @@ def job_lock(svc: Services, name: str, *, lease: timedelta = LEASE) -> Iterator[
     an insert-or-compare-and-set on one row. Leases run on the wall clock, never a business `now`: processes must
     agree on when a lease ran out."""
     now = datetime.now(UTC)
-    holder = f"{socket.gethostname()}:{os.getpid()}:{id(object())}"
+    here = f"{socket.gethostname()}:{os.getpid()}:"
+    holder = f"{here}{id(object())}"
+    # A lease this very process took and no longer holds (its release was lost with the database, e.g. a worker
+    # cut off mid-sync) is ours to take back at once, not 15 minutes later.
+    ours_but_stale = col(JobLock.holder).startswith(here, autoescape=True)
+    if _ACTIVE:
+        ours_but_stale = sa.and_(ours_but_stale, col(JobLock.holder).not_in(sorted(_ACTIVE)))
     with svc.session() as s:
         if s.get(JobLock, name) is None:
             s.add(JobLock(name=name))
@@ -79,15 +93,17 @@ def job_lock(svc: Services, name: str, *, lease: timedelta = LEASE) -> Iterator[
         taken = s.execute(
             sa.update(JobLock)
             .where(col(JobLock.name) == name)
-            .where(sa.or_(col(JobLock.until).is_(None), col(JobLock.until) < now))
+            .where(sa.or_(col(JobLock.until).is_(None), col(JobLock.until) < now, ours_but_stale))
             .values(holder=holder, until=now + lease)
         )
         if not taken.rowcount:  # type: ignore[attr-defined]
             current = s.get(JobLock, name)
             raise SyncBusy(f"A {name} is already running (started by {current.holder if current else '?'})")
+    _ACTIVE.add(holder)
     try:
         yield holder
     finally:
+        _ACTIVE.discard(holder)
         with svc.session() as s:
             s.execute(
                 sa.update(JobLock)
@@ -99,22 +115,58 @@ def job_lock(svc: Services, name: str, *, lease: timedelta = LEASE) -> Iterator[
 # --------------------------------------------------------------------------------------------- extraction (pure)
 
 
-def _ts(value: Any) -> datetime | None:
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, UTC)
-    return None
+class Unreadable(ValueError):
+    """A provider object whose fields are not what the provider would send (a hand-made or damaged file)."""
+
+
+# Stripe's timestamps are Unix seconds; anything outside these years is not a real one.
+_TS_MIN, _TS_MAX = datetime(1970, 1, 1, tzinfo=UTC).timestamp(), datetime(2200, 1, 1, tzinfo=UTC).timestamp()
+_INT_LIMIT = 2**63 - 1  # what a BIGINT column holds
+
+
+def _ts(value: Any, name: str = "created") -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _TS_MIN <= value <= _TS_MAX:
+        raise Unreadable(f"{name} is not a Unix timestamp")
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _int(value: Any, name: str) -> int | None:
+    """An amount in cents as Stripe sends it: a whole number (or absent)."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > _INT_LIMIT:
+        raise Unreadable(f"{name} is not a whole number of cents")
+    return value
+
+
+def _storable(obj: dict[str, Any]) -> None:
+    """The copy must go into a JSON column on both databases: no NaN/Infinity, no NUL, not absurdly deep."""
+    try:
+        text = json.dumps(obj, allow_nan=False)
+    except ValueError:
+        raise Unreadable("a number is NaN or infinite") from None
+    except (TypeError, RecursionError) as exc:
+        raise Unreadable(f"not storable JSON ({exc.__class__.__name__})") from None
+    if "\\u0000" in text:
+        raise Unreadable("contains a NUL character")
 
 
 def stripe_columns(obj: dict[str, Any]) -> dict[str, Any]:
     """The columns the reconciler reads, pulled out of one Stripe object."""
     kind = obj.get("object")
     meta = obj.get("metadata") or {}
+    if not isinstance(obj.get("id"), str) or not isinstance(meta, dict):
+        raise Unreadable("no id, or metadata is not an object")
     cols: dict[str, Any] = {
         "id": obj["id"],
         "object": kind,
-        "status": obj.get("status"),
-        "amount": obj.get("amount"),
-        "currency": (obj.get("currency") or "")[:3] or None,
+        "status": _clip(obj.get("status"), 32),
+        "amount": _int(obj.get("amount"), "amount"),
+        "currency": _clip(obj.get("currency") or None, 3),
         "created": _ts(obj.get("created")),
         "payment_intent": None,
         "amount_received": None,
@@ -130,7 +182,7 @@ def stripe_columns(obj: dict[str, Any]) -> dict[str, Any]:
     if kind == "payment_intent":
         cols.update(
             payment_intent=obj["id"],
-            amount_received=obj.get("amount_received"),
+            amount_received=_int(obj.get("amount_received"), "amount_received"),
             booking_ref=_clip(meta.get("booking_id"), 32),
             room=_clip(meta.get("room"), 64),
             booking_dates=_clip(meta.get("booking_dates"), 500),
@@ -139,20 +191,24 @@ def stripe_columns(obj: dict[str, Any]) -> dict[str, Any]:
         )
     elif kind != "event":
         pi = obj.get("payment_intent")
-        cols["payment_intent"] = pi if isinstance(pi, str) else (pi or {}).get("id")
+        cols["payment_intent"] = pi if isinstance(pi, str) else pi.get("id") if isinstance(pi, dict) else None
     if kind == "event":  # kept for the booking timeline: status holds the event type
-        inner = (obj.get("data") or {}).get("object") or {}
+        data = obj.get("data")
+        inner = (data.get("object") if isinstance(data, dict) else None) or {}
+        if not isinstance(inner, dict):
+            raise Unreadable("data.object is not an object")
         cols["status"] = _clip(obj.get("type"), 32)
         pi = inner.get("id") if inner.get("object") == "payment_intent" else inner.get("payment_intent")
         cols["payment_intent"] = pi if isinstance(pi, str) else None
-        cols["amount"] = inner.get("amount")
+        cols["amount"] = _int(inner.get("amount"), "amount")
     if kind == "charge":
-        cols["amount_refunded"] = obj.get("amount_refunded")
-        cols["amount_received"] = obj.get("amount_captured", obj.get("amount"))
+        cols["amount_refunded"] = _int(obj.get("amount_refunded"), "amount_refunded")
+        cols["amount_received"] = _int(obj.get("amount_captured", obj.get("amount")), "amount_captured")
     if kind == "refund":
         cols["reason"] = _clip(meta.get("reason") or obj.get("reason"), 500)
     if kind == "dispute":
-        cols["due_by"] = _ts((obj.get("evidence_details") or {}).get("due_by"))
+        details = obj.get("evidence_details")
+        cols["due_by"] = _ts(details.get("due_by") if isinstance(details, dict) else None, "due_by")
         cols["reason"] = _clip(obj.get("reason"), 500)
     return cols
 
@@ -202,13 +258,13 @@ def event_columns(calendar_id: str, ev: dict[str, Any], tz: Any) -> dict[str, An
             cols["ends_at"] = _event_time(ev.get("end"), tz)
             if cols["ends_at"] <= cols["starts_at"]:
                 raise ValueError("ends before it starts")
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             cols["starts_at"] = cols["ends_at"] = None
             cols["unparseable"] = f"start/end unreadable ({exc})"[:300]
     try:
         if ev.get("updated"):
             cols["updated"] = datetime.fromisoformat(str(ev["updated"]).replace("Z", "+00:00")).astimezone(UTC)
-    except ValueError:
+    except (ValueError, OverflowError):
         pass
     return cols
 
@@ -216,8 +272,25 @@ def event_columns(calendar_id: str, ev: dict[str, Any], tz: Any) -> dict[str, An
 # --------------------------------------------------------------------------------------------- upserts
 
 
-def _upsert_stripe(session: Session, obj: dict[str, Any], now: datetime) -> None:
-    cols = stripe_columns(obj)
+def check_stripe_object(obj: Any) -> dict[str, Any]:
+    """The cache columns of a Stripe object the cache can hold; raises Unreadable (saying why) for one it cannot."""
+    if not isinstance(obj, dict):
+        raise Unreadable("not an object")
+    _storable(obj)
+    return stripe_columns(obj)
+
+
+def _upsert_stripe(session: Session, obj: Any, now: datetime, report: SyncReport | None = None) -> bool:
+    """Copy one Stripe object into the cache; one we cannot read is skipped and reported (False), so a damaged
+    object never stops a sync, a reconciliation or the worker."""
+    try:
+        cols = check_stripe_object(obj)
+    except Unreadable as exc:
+        name = obj.get("id") if isinstance(obj, dict) and isinstance(obj.get("id"), str) else "?"
+        log.warning("sync: skipped Stripe object %s: %s", str(name)[:80], exc)
+        if report is not None:
+            report.skipped.append(f"{str(name)[:80]}: {exc}")
+        return False
     row = session.get(StripeObjectCache, cols["id"])
     if row is None:
         row = StripeObjectCache(id=cols["id"], object=cols["object"], data={}, synced_at=now)
@@ -226,6 +299,7 @@ def _upsert_stripe(session: Session, obj: dict[str, Any], now: datetime) -> None
         setattr(row, k, v)
     row.data = obj
     row.synced_at = now
+    return True
 
 
 def _upsert_event(session: Session, calendar_id: str, ev: dict[str, Any], tz: Any, now: datetime) -> None:
@@ -293,8 +367,7 @@ def _sync_stripe(svc: Services, report: SyncReport, now: datetime) -> None:
         # Stripe keeps events 30 days; those still there feed the booking timeline.
         for fetch in (pay.list_payment_intents, pay.list_charges, pay.list_refunds, pay.list_disputes, pay.list_events):
             for obj in _page_all(fetch, report):
-                _upsert_stripe(s, obj, now)
-                count += 1
+                count += _upsert_stripe(s, obj, now, report)
         st = _state(s, STRIPE_CURSOR)
         st.cursor = head
     report.stripe_objects += count
@@ -344,12 +417,12 @@ def _refresh_changed_here(svc: Services, report: SyncReport, now: datetime, _see
         fresh = svc.payments.retrieve_payment_intent(pi)
         charge = fresh.get("latest_charge")
         with svc.session() as s:
-            _upsert_stripe(s, {**fresh, "latest_charge": charge.get("id") if isinstance(charge, dict) else charge}, now)
+            copy = {**fresh, "latest_charge": charge.get("id") if isinstance(charge, dict) else charge}
+            _upsert_stripe(s, copy, now, report)
             if isinstance(charge, dict):
-                _upsert_stripe(s, charge, now)
+                _upsert_stripe(s, charge, now, report)
             for refund in _page_all(svc.payments.list_refunds, report, payment_intent_id=pi):
-                _upsert_stripe(s, refund, now)
-                report.stripe_objects += 1
+                report.stripe_objects += _upsert_stripe(s, refund, now, report)
         report.stripe_objects += 1
 
 
@@ -357,18 +430,17 @@ def _apply_stripe_events(svc: Services, events: list[dict[str, Any]], report: Sy
     refetch: set[str] = set()
     with svc.session() as s:
         for ev in events:
-            _upsert_stripe(s, ev, now)
+            if not _upsert_stripe(s, ev, now, report):
+                continue
             obj = (ev.get("data") or {}).get("object") or {}
             if obj.get("object") in ("payment_intent", "charge", "refund", "dispute") and obj.get("id"):
-                _upsert_stripe(s, obj, now)
-                report.stripe_objects += 1
+                report.stripe_objects += _upsert_stripe(s, obj, now, report)
             if ev.get("type") in ("charge.refunded", "charge.refund.updated") and obj.get("payment_intent"):
                 refetch.add(str(obj["payment_intent"]))
     for pi in sorted(refetch):  # refund objects are not in a charge event: ask for this payment's refunds
         with svc.session() as s:
             for refund in _page_all(svc.payments.list_refunds, report, payment_intent_id=pi):
-                _upsert_stripe(s, refund, now)
-                report.stripe_objects += 1
+                report.stripe_objects += _upsert_stripe(s, refund, now, report)
 
 
 # --------------------------------------------------------------------------------------------- calendars
@@ -427,6 +499,9 @@ def _list_calendar(
 
 # --------------------------------------------------------------------------------------------- entry point
 
+# What a listing raises on objects no provider would send; a database fault is none of these and still stops the run.
+_DAMAGED = (ValueError, TypeError, KeyError, OverflowError, RecursionError)
+
 
 def sync(
     svc: Services, *, actor: str = "system", now: datetime | None = None, progress: Progress | None = None
@@ -446,6 +521,12 @@ def sync(
         except GatewayError as exc:
             report.errors.append(f"Stripe: {exc.message}")
             _mark(svc, STRIPE_CURSOR, now, exc.message)
+        except _DAMAGED as exc:
+            # Data the gateway itself could not list (a damaged sandbox object): the calendars still sync.
+            message = f"unreadable data ({exc.__class__.__name__})"
+            log.warning("sync: Stripe: %s", message)
+            report.errors.append(f"Stripe: {message}")
+            _mark(svc, STRIPE_CURSOR, now, message)
         for i, calendar_id in enumerate(calendars, start=1):
             room = svc.catalogue.room_by_calendar(calendar_id)
             progress(i / steps, room.name if room else calendar_id)
@@ -455,6 +536,11 @@ def sync(
             except GatewayError as exc:
                 report.errors.append(f"{room.name if room else calendar_id}: {exc.message}")
                 _mark(svc, f"calendar:{calendar_id}", now, exc.message)
+            except _DAMAGED as exc:
+                message = f"unreadable data ({exc.__class__.__name__})"
+                log.warning("sync: %s: %s", calendar_id, message)
+                report.errors.append(f"{room.name if room else calendar_id}: {message}")
+                _mark(svc, f"calendar:{calendar_id}", now, message)
         with svc.session() as s:
             audit.record(
                 s,

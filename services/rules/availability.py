@@ -116,6 +116,18 @@ def party_size_reasons(party_size: int | None, room: RoomLimits) -> list[str]:
     return []
 
 
+def time_form_problems(start: time, end: time) -> list[str]:
+    """Times are the venue's wall-clock times in whole minutes: an offset ("08:00+05:00") or seconds ("08:00:59")
+    would be read one way by these rules and another by the claims and the availability."""
+    problems = []
+    for label, value in (("Start time", start), ("End time", end)):
+        if value.tzinfo is not None:
+            problems.append(f"{label} must be the venue's local time, without a time zone or offset")
+        elif value.second or value.microsecond:
+            problems.append(f"{label} must be whole minutes (HH:MM), without seconds")
+    return problems
+
+
 def check_request(
     request: SlotRequest,
     room: RoomLimits,
@@ -126,6 +138,9 @@ def check_request(
     """Every reason the rules refuse this request (empty list: the rules allow it). Calendars are not consulted."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    malformed = time_form_problems(request.start, request.end)
+    if malformed:  # nothing below can compare such a time
+        return malformed
     reasons: list[str] = []
     closures = closures or {}
     if not room.bookable:

@@ -8,8 +8,11 @@ Run it with `python -m services.ops.cli serve-api --port 8000`; OpenAPI is at /o
 from __future__ import annotations
 
 import logging
+import re
+import traceback
+import unicodedata
 from collections.abc import Sequence
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -18,11 +21,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from services import booking
 from services.booking import BookingRequest
-from services.booking.availability import AvailabilityOut, availability
+from services.booking.availability import AvailabilityOut, DayOut, availability
+from services.booking.web_holds import reach_payment
 from services.core.context import Services
 from services.core.errors import (
     ConfigError,
@@ -31,14 +35,72 @@ from services.core.errors import (
     InvalidState,
     NotAvailable,
     NotFound,
+    TooManyHolds,
     ValidationError,
 )
 from services.rules.refunds import describe_bands
-from services.web import customer_pages, webhooks
+from services.web import customer, customer_pages, guard, webhooks
 
 log = logging.getLogger("roomdesk.api")
 
 MAX_AVAILABILITY_DAYS = 62
+EARLIEST_DATE, LATEST_DATE = date(2000, 1, 1), date(2999, 12, 31)  # far outside any booking window, never overflows
+
+
+# --------------------------------------------------------------------------------------------------- parsing
+
+
+def _hh_mm(value: Any) -> time:
+    """A venue time as the form sends it: "HH:MM", naive. Offsets, seconds and fractions are refused: the slot grid
+    is in venue time and whole minutes, and anything else disagrees with availability later."""
+    if isinstance(value, time):
+        value = value.isoformat()
+    if not isinstance(value, str) or not re.fullmatch(r"[0-2][0-9]:[0-5][0-9]", value):
+        raise ValueError("must be a venue time HH:MM (no seconds, no time zone)")
+    return time.fromisoformat(value)
+
+
+def _sane_date(value: date) -> date:
+    if not EARLIEST_DATE <= value <= LATEST_DATE:
+        raise ValueError(f"{value.isoformat()} is outside the booking calendar")
+    return value
+
+
+def _control_characters(text: str, *, allow_newlines: bool) -> bool:
+    allowed = {"\n", "\r", "\t"} if allow_newlines else set()
+    return any(unicodedata.category(ch) in ("Cc", "Cs") and ch not in allowed for ch in text)
+
+
+def _line(value: str) -> str:
+    if _control_characters(value, allow_newlines=False):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _text(value: str) -> str:
+    if _control_characters(value, allow_newlines=True):
+        raise ValueError("must not contain control characters (NUL and the like)")
+    return value
+
+
+VenueTime = Annotated[time, BeforeValidator(_hh_mm)]
+VenueDate = Annotated[date, AfterValidator(_sane_date)]
+Line = Annotated[str, AfterValidator(_line)]
+Text = Annotated[str, AfterValidator(_text)]
+
+
+def _walk_extras(value: Any, depth: int = 0) -> None:
+    if depth > 4:
+        raise ValueError("is nested too deeply")
+    if isinstance(value, str):
+        _text(value)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _line(str(k))
+            _walk_extras(v, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _walk_extras(v, depth + 1)
 
 
 # --------------------------------------------------------------------------------------------------- models
@@ -47,26 +109,48 @@ MAX_AVAILABILITY_DAYS = 62
 class QuoteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    room: str = Field(min_length=1, max_length=64, description="Room slug from GET /api/rooms")
-    dates: list[date] = Field(min_length=1, max_length=31, description="Venue-local dates, YYYY-MM-DD")
-    start: time = Field(description="Venue time HH:MM, the same every day")
-    end: time = Field(description="Venue time HH:MM")
+    room: Line = Field(min_length=1, max_length=64, description="Room slug from GET /api/rooms")
+    dates: list[VenueDate] = Field(min_length=1, max_length=31, description="Venue-local dates, YYYY-MM-DD")
+    start: VenueTime = Field(description="Venue time HH:MM (on the slot grid), the same every day")
+    end: VenueTime = Field(description="Venue time HH:MM (on the slot grid)")
     party_size: int | None = Field(default=None, ge=1, le=1000)
 
 
 class BookingIn(QuoteIn):
-    customer_name: str = Field(min_length=1, max_length=200)
-    customer_email: str = Field(min_length=3, max_length=254)
-    customer_phone: str = Field(default="", max_length=40)
+    customer_name: Line = Field(min_length=1, max_length=200)
+    customer_email: Line = Field(min_length=3, max_length=254)
+    customer_phone: Line = Field(default="", max_length=40)
     extras: dict[str, Any] | None = None
-    notes: str = Field(default="", max_length=2000)
-    agreement_version: str | None = Field(default=None, max_length=32)
-    terms_version: str = Field(
+    notes: Text = Field(default="", max_length=2000)
+    agreement_version: Line | None = Field(default=None, max_length=32)
+    challenge_token: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="When the venue turns on a challenge (Turnstile or hCaptcha): the widget's token",
+    )
+    terms_version: Line = Field(
         min_length=1,
         max_length=32,
         description="The version of the cancellation policy and terms the customer accepted (GET /api/terms); "
         "a booking is refused until the current version is accepted",
     )
+
+    @field_validator("extras")
+    @classmethod
+    def _extras_are_text(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        _walk_extras(value)
+        return value
+
+
+class PaymentStartedIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pay_token: Line = Field(min_length=1, max_length=64, description="The `k` of the booking's pay_url")
+
+
+class PaymentStartedOut(BaseModel):
+    booking_id: str
+    hold_expires_at: datetime
 
 
 class LegPriceOut(BaseModel):
@@ -117,12 +201,53 @@ def _field_errors(exc: RequestValidationError) -> JSONResponse:
     return _problem(422, problems=[f"{k}: {v}" for k, v in fields.items()], fields=fields)
 
 
-def _check_room(svc: Services, slug: str) -> None:
-    if slug not in {r.slug for r in svc.catalogue.bookable_rooms}:
-        raise RequestValidationError([{"loc": ("body", "room"), "msg": f"Unknown room {slug!r}", "type": "value"}])
+def _check_room(svc: Services, body: QuoteIn) -> None:
+    if body.room not in {r.slug for r in svc.catalogue.bookable_rooms}:
+        raise RequestValidationError([{"loc": ("body", "room"), "msg": f"Unknown room {body.room!r}", "type": "value"}])
+    step = svc.policy.slot_minutes
+    for name in ("start", "end"):
+        at: time = getattr(body, name)
+        if (at.hour * 60 + at.minute) % step:
+            msg = f"must be on the {step}-minute grid (e.g. 10:00, 10:{step:02d})"
+            raise RequestValidationError([{"loc": ("body", name), "msg": msg, "type": "value"}])
 
 
-def _request(body: QuoteIn) -> BookingRequest:
+def _booking_window(svc: Services) -> tuple[date, date]:
+    """The first and last venue days a customer can book today."""
+    now = svc.now()
+    tz = svc.policy.tz
+    first = (now + timedelta(hours=svc.policy.min_notice_hours)).astimezone(tz).date()
+    return first, (now + timedelta(days=svc.policy.max_days_ahead)).astimezone(tz).date()
+
+
+def _windowed_availability(svc: Services, room: str, first: date, last: date) -> AvailabilityOut:
+    """Availability where days outside the booking window are closed, saying why, and never computed."""
+    window_first, window_last = _booking_window(svc)
+    inside = (
+        availability(svc, room, max(first, window_first), min(last, window_last))
+        if (first <= window_last and last >= window_first)
+        else AvailabilityOut(room=room, timezone=str(svc.policy.tz), days=[])
+    )
+    by_day = {d.date: d for d in inside.days}
+    days: list[DayOut] = []
+    day = first
+    while day <= last:
+        if day in by_day:
+            days.append(by_day[day])
+        else:
+            why = (
+                f"More than {svc.policy.max_days_ahead} days ahead"
+                if day > window_last
+                else f"Within the {svc.policy.min_notice_hours}-hour notice or in the past"
+            )
+            days.append(DayOut(date=day, closed=True, reasons=[why], free=[], busy=[]))
+        if day == date.max:
+            break
+        day += timedelta(days=1)
+    return AvailabilityOut(room=inside.room, timezone=inside.timezone, days=days)
+
+
+def _request(body: QuoteIn, client_key: str | None = None) -> BookingRequest:
     extra: dict[str, Any] = {}
     if isinstance(body, BookingIn):
         extra = {
@@ -143,6 +268,7 @@ def _request(body: QuoteIn) -> BookingRequest:
         end=body.end,
         party_size=body.party_size,
         channel="web",
+        client_key=client_key,
         **extra,
     )
 
@@ -154,11 +280,19 @@ def create_app(svc: Services, *, allowed_origins: Sequence[str] | None = None) -
     """The API on a service container. CORS admits only `allowed_origins` (default: the `cors_origins` setting)."""
     origins = list(allowed_origins if allowed_origins is not None else getattr(svc.settings, "cors_origins", []) or [])
     app = FastAPI(title="Room Desk API", version="1", description="Room catalogue, availability, quotes, bookings.")
+    public = guard.PublicGuard(svc.settings)
+    app.state.guard = public
     app.add_middleware(
         CORSMiddleware,
         allow_origins=origins,
         allow_methods=["GET", "POST"],
         allow_headers=["Content-Type"],
+    )
+    # Outermost: an oversized body is refused before CORS, routing or parsing read any of it.
+    app.add_middleware(
+        guard.BodySizeLimit,
+        json_limit=svc.settings.max_json_body_bytes,
+        webhook_limit=svc.settings.max_webhook_body_bytes,
     )
 
     @app.exception_handler(RequestValidationError)
@@ -191,13 +325,24 @@ def create_app(svc: Services, *, allowed_origins: Sequence[str] | None = None) -
         log.error("Configuration error on %s: %s", request.url.path, exc.message)
         return _problem(503, detail="The service is not configured correctly")
 
+    @app.exception_handler(TooManyHolds)
+    async def _too_many_holds(request: Request, exc: TooManyHolds) -> JSONResponse:
+        return _problem(429, detail=exc.message)
+
+    @app.exception_handler(guard.ChallengeFailed)
+    async def _challenge_failed(request: Request, exc: guard.ChallengeFailed) -> JSONResponse:
+        return _problem(422, problems=[exc.message], fields={"challenge_token": exc.message.split(": ", 1)[-1]})
+
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
         return _problem(400, detail=exc.message)
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("Unhandled error on %s", request.url.path)
+        # The frames only: a database error's message carries the statement's parameters (customer details, the
+        # pay token), which must not reach the log.
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        log.error("Unhandled %s on %s\n%s", type(exc).__name__, request.url.path, frames)
         return _problem(500, detail="Internal error")
 
     @app.get("/healthz", tags=["ops"])
@@ -225,10 +370,12 @@ def create_app(svc: Services, *, allowed_origins: Sequence[str] | None = None) -
 
     @app.get("/api/availability", tags=["booking"])
     def get_availability(
+        request: Request,
         room: Annotated[str, Query(min_length=1, max_length=64)],
         first: Annotated[date, Query(alias="from")],
         last: Annotated[date, Query(alias="to")],
     ) -> AvailabilityOut:
+        public.check("reads", request)
         loc = ("query", "to")
         if last < first:
             raise RequestValidationError([{"loc": loc, "msg": "'to' must not be before 'from'", "type": "value"}])
@@ -237,11 +384,12 @@ def create_app(svc: Services, *, allowed_origins: Sequence[str] | None = None) -
             raise RequestValidationError([{"loc": loc, "msg": msg, "type": "value"}])
         if room not in {r.slug for r in svc.catalogue.bookable_rooms}:
             raise RequestValidationError([{"loc": ("query", "room"), "msg": f"Unknown room {room!r}", "type": "value"}])
-        return availability(svc, room, first, last)
+        return _windowed_availability(svc, room, first, last)
 
     @app.post("/api/quotes", tags=["booking"])
-    def post_quote(body: QuoteIn) -> QuoteOut:
-        _check_room(svc, body.room)
+    def post_quote(request: Request, body: QuoteIn) -> QuoteOut:
+        public.check("reads", request)  # the booking form's live price asks for a quote on every change
+        _check_room(svc, body)
         result = booking.quote(svc, _request(body))
         q = result.quote
         return QuoteOut(
@@ -264,9 +412,11 @@ def create_app(svc: Services, *, allowed_origins: Sequence[str] | None = None) -
         )
 
     @app.post("/api/bookings", status_code=201, tags=["booking"])
-    def post_booking(body: BookingIn) -> BookingOut:
-        _check_room(svc, body.room)
-        started = booking.start_booking(svc, _request(body), actor="api")
+    def post_booking(request: Request, body: BookingIn) -> BookingOut:
+        public.check("bookings", request)
+        _check_room(svc, body)
+        guard.verify_challenge(svc.settings, body.challenge_token, public.address(request))
+        started = booking.start_booking(svc, _request(body, public.client_key(request)), actor="api")
         return BookingOut(
             booking_id=started.reference,
             payment_intent=started.payment_intent,
@@ -275,6 +425,13 @@ def create_app(svc: Services, *, allowed_origins: Sequence[str] | None = None) -
             hold_expires_at=started.hold_expires_at,
             pay_url=f"{svc.settings.public_base_url.rstrip('/')}{started.pay_path}",
         )
+
+    @app.post("/api/bookings/{reference}/payment-started", tags=["booking"])
+    def payment_started(reference: str, body: PaymentStartedIn) -> PaymentStartedOut:
+        """The customer reached payment: a web booking's short first hold becomes the full hold, once."""
+        v = customer.view(svc, reference[:32], body.pay_token)
+        until = reach_payment(svc, v.booking_id)
+        return PaymentStartedOut(booking_id=v.reference, hold_expires_at=until)
 
     @app.get("/api/terms", tags=["booking"])
     def terms() -> TermsOut:
@@ -295,6 +452,6 @@ def create_app(svc: Services, *, allowed_origins: Sequence[str] | None = None) -
         return JSONResponse({"received": True, "status": outcome.status})
 
     app.include_router(
-        customer_pages.router(svc)
+        customer_pages.router(svc, public)
     )  # the customer's pages: /, /book/<room>, /pay/<ref>, /booked/<ref>, /terms
     return app

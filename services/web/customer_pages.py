@@ -25,8 +25,10 @@ without JavaScript; a little script only adds the live price and, in live mode, 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
+import unicodedata
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -42,6 +44,7 @@ from starlette.datastructures import FormData
 from services import booking
 from services.booking import BookingRequest
 from services.booking.availability import availability
+from services.booking.web_holds import reach_payment
 from services.core.catalogue import Room
 from services.core.context import Services
 from services.core.errors import (
@@ -53,12 +56,13 @@ from services.core.errors import (
     NotFound,
     PaymentDeclined,
     SlotTaken,
+    TooManyHolds,
 )
 from services.core.errors import ValidationError as DomainValidationError
 from services.rules.contact import suggest_email
 from services.rules.fmt import day_label, money
 from services.rules.refunds import describe_bands
-from services.web import customer, manage
+from services.web import customer, guard, manage
 
 log = logging.getLogger("roomdesk.web")
 
@@ -107,21 +111,40 @@ def _not_found(request: Request, svc: Services, message: str) -> HTMLResponse:
 
 
 def _parse_time(text: str) -> time | None:
+    """HH:MM in venue time, as the form's lists offer it; seconds, fractions and offsets are not times it offers."""
+    text = text.strip()
+    if not re.fullmatch(r"[0-2][0-9]:[0-5][0-9]", text):
+        return None
     try:
-        return time.fromisoformat(text.strip())
+        return time.fromisoformat(text)
     except ValueError:
         return None
+
+
+def _has_control_characters(text: str) -> bool:
+    """NUL and other control characters (newlines and tabs allowed): PostgreSQL refuses NUL in text."""
+    return any(unicodedata.category(ch) in ("Cc", "Cs") and ch not in "\n\r\t" for ch in text)
 
 
 def _form_request(room: Room, form: FormData, *, email: str) -> tuple[BookingRequest | None, list[str]]:
     """The booking form → a BookingRequest (None when days or times are missing) and the form's own problems."""
     problems = []
+    for key, value in form.multi_items():
+        if isinstance(value, str) and _has_control_characters(value):
+            problems.append(f"{key[:40]}: must not contain control characters")
+    if problems:
+        return None, problems
     dates: list[date] = []
     for raw in form.getlist("dates"):
         try:
-            dates.append(date.fromisoformat(str(raw)))
+            if len(str(raw)) != 10:
+                raise ValueError(raw)
+            day = date.fromisoformat(str(raw))
+            if not date(2000, 1, 1) <= day <= date(2999, 12, 31):
+                raise ValueError(raw)
+            dates.append(day)
         except ValueError:
-            problems.append(f"{raw!s} is not a date")
+            problems.append(f"dates: {str(raw)[:20]!r} is not a date (YYYY-MM-DD)")
     if not dates:
         problems.append("Pick at least one day")
     start = _parse_time(str(form.get("start") or ""))
@@ -166,8 +189,9 @@ def _form_request(room: Room, form: FormData, *, email: str) -> tuple[BookingReq
     return req, problems
 
 
-def router(svc: Services) -> APIRouter:
+def router(svc: Services, public: guard.PublicGuard | None = None) -> APIRouter:
     r = APIRouter(include_in_schema=False)
+    public = public or guard.PublicGuard(svc.settings)
 
     def book_page(
         request: Request,
@@ -209,7 +233,9 @@ def router(svc: Services) -> APIRouter:
             prev_url=f"/book/{room.slug}?from={max(earlier, first).isoformat()}" if view_from > first else None,
             next_url=f"/book/{room.slug}?from={(view_to + timedelta(days=1)).isoformat()}" if view_to < last else None,
             hold_minutes=svc.settings.hold_minutes,
+            hold_start_minutes=svc.settings.web_hold_start_minutes,
             email_suggestion=email_suggestion,
+            challenge=guard.challenge_widget(svc.settings),
         )
 
     @r.get("/", response_class=HTMLResponse)
@@ -248,6 +274,11 @@ def router(svc: Services) -> APIRouter:
         room = _room_or_404(svc, slug)
         if room is None:
             return _not_found(request, svc, f"There is no room called {slug!r}.")
+        refusal = public.hit("bookings", request)
+        if refusal is not None:
+            response = _page(request, "message.html", 429, svc=svc, title="Too many requests", message=refusal.message)
+            response.headers.update(refusal.headers)
+            return response
         form = await request.form()
         values: dict[str, Any] = {k: str(v) for k, v in form.items() if k != "dates"}
         values["dates"] = [str(d) for d in form.getlist("dates")]
@@ -274,8 +305,18 @@ def router(svc: Services) -> APIRouter:
                 status=422,
                 email_suggestion=suggestion,
             )
+        widget = guard.challenge_widget(svc.settings)
+        token = str(form.get(widget["field"]) or form.get("challenge_token") or "") if widget else None
+        req = dataclasses.replace(req, client_key=public.client_key(request))
         try:
+            await run_in_threadpool(guard.verify_challenge, svc.settings, token, public.address(request))
             started = await run_in_threadpool(booking.start_booking, svc, req, actor="customer")
+        except guard.ChallengeFailed as exc:
+            return book_page(request, room, start_day=start_day, values=values, problems=[exc.message], status=422)
+        except TooManyHolds as exc:
+            return book_page(request, room, start_day=start_day, values=values, problems=[exc.message], status=429)
+        except guard.ChallengeUnavailable as exc:
+            return book_page(request, room, start_day=start_day, values=values, problems=[exc.message], status=503)
         except DomainValidationError as exc:
             return book_page(request, room, start_day=start_day, values=values, problems=exc.problems, status=422)
         except NotAvailable as exc:
@@ -297,6 +338,12 @@ def router(svc: Services) -> APIRouter:
             return _not_found(request, svc, exc.message)
         if v.stage in customer.OUTCOME_STAGES:
             return RedirectResponse(v.booked_path, status_code=303)
+        if v.stage == customer.STAGE_PAY and v.terms_accepted:  # the payment step is on screen: the full hold starts
+            try:
+                reach_payment(svc, v.booking_id)
+                v = customer.view(svc, ref, k)
+            except DomainError as exc:
+                log.info("Pay page: the hold of %s was not extended: %s", ref, exc.message)
         return _page(
             request,
             "pay.html",

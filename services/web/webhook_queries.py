@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+import sqlalchemy as sa
 from sqlmodel import col, select
 
 from models.tables import WebhookEvent
@@ -33,12 +34,22 @@ def stored(row: WebhookEvent) -> StoredEvent:
     )
 
 
+STUCK_AFTER = timedelta(minutes=10)  # a delivery still `received` this long after it arrived was cut off by a crash
+
+
 def list_failed_events(svc: Services, *, limit: int = 200) -> list[StoredEvent]:
-    """Deliveries whose processing failed, oldest first: what the replay button works through."""
+    """Deliveries whose processing failed, or that a crash left half-done, oldest first: what the replay button
+    works through."""
+    stuck_before = svc.now() - STUCK_AFTER
     with svc.session() as s:
         rows = s.exec(
             select(WebhookEvent)
-            .where(WebhookEvent.status == "failed")
+            .where(
+                sa.or_(
+                    col(WebhookEvent.status) == "failed",
+                    sa.and_(col(WebhookEvent.status) == "received", col(WebhookEvent.received_at) < stuck_before),
+                )
+            )
             .order_by(col(WebhookEvent.received_at), col(WebhookEvent.id))
             .limit(limit)
         )

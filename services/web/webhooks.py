@@ -9,22 +9,25 @@ handlers do not care about → 200.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
 import stripe
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, select
 
 from models.tables import Booking, BookingStatus, ExternalRef, WebhookEvent, WebhookStatus
 from services import booking
 from services.core import audit
 from services.core.context import Services
-from services.core.errors import ConfigError, DomainError, GatewayError, NotFound
+from services.core.errors import BookingBusy, ConfigError, DomainError, GatewayError, NotFound
 from services.finance import disputes
 from services.gateways.base import all_pages
 
@@ -34,6 +37,14 @@ PROVIDER = "stripe"
 TOLERANCE_SECONDS = 300  # Stripe's default: older signatures are refused as replays
 ACTOR = "stripe-webhook"
 Json = dict[str, Any]
+# A delivery that finds the same event being processed by another waits this long for it, then answers 200: the
+# other delivery answers Stripe for the event (503 if it fails, so Stripe retries).
+IN_PROGRESS_WAIT_SECONDS = 5.0
+# A row still `received` this long after it arrived was left by a crash: a redelivery (or Replay) takes it over.
+STALE_RECEIVED = timedelta(minutes=2)
+# A handler that finds the booking leased by another process (the return page, the worker) waits this long for it.
+LEASE_WAIT_SECONDS = 5.0
+POLL_SECONDS = 0.1
 
 
 class SignatureError(DomainError):
@@ -42,6 +53,10 @@ class SignatureError(DomainError):
 
 class WebhookNotConfigured(ConfigError):
     """No webhook signing secret is configured, so no event can be trusted."""
+
+
+class MalformedEvent(DomainError):
+    """A correctly signed body that is not a Stripe event we can read; it is stored as failed for the dashboard."""
 
 
 @dataclass(frozen=True)
@@ -61,20 +76,43 @@ def verify_stripe_event(payload: bytes, signature: str | None, secret: str) -> J
     if not signature:
         raise SignatureError("Missing Stripe-Signature header")
     try:
-        stripe.Webhook.construct_event(payload, signature, secret, tolerance=TOLERANCE_SECONDS)
+        # The signature alone: construct_event would also build a stripe.Event, which crashes on a signed body
+        # that is valid JSON but not an object.
+        stripe.WebhookSignature.verify_header(
+            payload.decode("utf-8", "replace"), signature, secret, tolerance=TOLERANCE_SECONDS
+        )
+        event = json.loads(payload)
     except stripe.SignatureVerificationError:
         raise SignatureError("Invalid or expired Stripe signature") from None
     except ValueError:
         raise SignatureError("The webhook body is not valid JSON") from None
-    event = json.loads(payload)
-    if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
-        raise SignatureError("The webhook body is not a Stripe event")
+    if not isinstance(event, dict):
+        return {"_malformed": "the body is not a JSON object", "_raw": payload[:2000].decode("utf-8", "replace")}
     return event
 
 
+def malformation(event: Json) -> str | None:
+    """Why a signed event cannot be processed (None when it has the shape every handler relies on)."""
+    if "_malformed" in event:
+        return str(event["_malformed"])
+    if not isinstance(event.get("id"), str) or not event["id"] or len(event["id"]) > 255:
+        return "the event has no id"
+    if not isinstance(event.get("type"), str) or not event["type"]:
+        return "the event has no type"
+    data = event.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        return "the event's data.object is not an object"
+    return None
+
+
+def _malformed_id(payload: bytes) -> str:
+    return "malformed_" + hashlib.sha256(payload).hexdigest()[:40]
+
+
 def record_event(svc: Services, event: Json) -> tuple[int, bool]:
-    """Store the event before processing it. Returns (row id, whether it still needs processing): a redelivery of
-    an event already processed or ignored needs nothing; one that failed (or crashed mid-way) runs again."""
+    """Store the event before processing it and claim it. Returns (row id, whether this delivery must process it):
+    the delivery that stored it, or the one that took over a failed (or crash-abandoned) row. A redelivery of an
+    event processed or ignored needs nothing; one being processed right now by another delivery is waited for."""
     now = svc.now()
     try:
         with svc.session() as s:
@@ -95,15 +133,89 @@ def record_event(svc: Services, event: Json) -> tuple[int, bool]:
                 assert row.id is not None
                 return row.id, True
             assert existing.id is not None
-            return existing.id, existing.status in ("received", "failed")
+            row_id = existing.id
     except IntegrityError:
-        # Two deliveries of one event raced; the other one stored it and processes it.
+        # Two deliveries of one event raced to store it; the other one stored it and processes it.
         with svc.session() as s:
-            row_id = s.exec(
+            found = s.exec(
                 select(WebhookEvent.id).where(WebhookEvent.provider == PROVIDER, WebhookEvent.event_id == event["id"])
             ).one()
-            assert row_id is not None
-            return row_id, False
+            assert found is not None
+            row_id = found
+    return row_id, claim_event(svc, row_id)
+
+
+def claim_event(svc: Services, row_id: int, *, wait_seconds: float = IN_PROGRESS_WAIT_SECONDS) -> bool:
+    """Whether this delivery takes the stored event over: a failed row is claimed by exactly one delivery (an atomic
+    UPDATE … WHERE status = 'failed'); a row another delivery is processing is waited for, then left to it."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        now = svc.now()
+        with svc.session() as s:
+            claimed = s.execute(
+                sa.update(WebhookEvent)
+                .where(
+                    col(WebhookEvent.id) == row_id,
+                    sa.or_(
+                        col(WebhookEvent.status) == WebhookStatus.FAILED,
+                        sa.and_(
+                            col(WebhookEvent.status) == WebhookStatus.RECEIVED,
+                            col(WebhookEvent.received_at) < now - STALE_RECEIVED,
+                        ),
+                    ),
+                )
+                .values(status=WebhookStatus.RECEIVED, received_at=now)
+            )
+            if getattr(claimed, "rowcount", 0) == 1:
+                return True
+            status = s.exec(select(WebhookEvent.status).where(WebhookEvent.id == row_id)).one()
+        if status != WebhookStatus.RECEIVED or time.monotonic() >= deadline:
+            return False  # done by another delivery, or still in its hands: it answers Stripe for the event
+        time.sleep(POLL_SECONDS)
+
+
+def record_malformed(svc: Services, event: Json, payload: bytes, reason: str) -> int:
+    """Store a signed but unreadable event as failed (listed for Replay with the reason), once per event."""
+    now = svc.now()
+    event_id = event.get("id") if isinstance(event.get("id"), str) and 0 < len(event["id"]) <= 255 else None
+    event_id = event_id or _malformed_id(payload)
+    event_type = event.get("type") if isinstance(event.get("type"), str) and event["type"] else "malformed"
+    error = f"Malformed event: {reason}"
+    try:
+        with svc.session() as s:
+            existing = s.exec(
+                select(WebhookEvent).where(WebhookEvent.provider == PROVIDER, WebhookEvent.event_id == event_id)
+            ).first()
+            if existing is not None:
+                assert existing.id is not None
+                s.execute(
+                    sa.update(WebhookEvent)
+                    .where(col(WebhookEvent.id) == existing.id)
+                    .values(attempts=WebhookEvent.attempts + 1)
+                )
+                return existing.id
+            row = WebhookEvent(
+                provider=PROVIDER,
+                event_id=event_id,
+                type=str(event_type)[:80],
+                received_at=now,
+                status=WebhookStatus.FAILED,
+                attempts=1,
+                last_error=error[:500],
+                payload=event,
+            )
+            s.add(row)
+            s.flush()
+            audit.record(s, "webhook.failed", actor=ACTOR, at=now, event_id=event_id, type=row.type, error=error)
+            assert row.id is not None
+            return row.id
+    except IntegrityError:  # the same malformed event delivered twice at once: the other stored it
+        with svc.session() as s:
+            found = s.exec(
+                select(WebhookEvent.id).where(WebhookEvent.provider == PROVIDER, WebhookEvent.event_id == event_id)
+            ).one()
+            assert found is not None
+            return found
 
 
 def handle_stripe_webhook(svc: Services, payload: bytes, signature: str | None) -> WebhookOutcome:
@@ -112,6 +224,10 @@ def handle_stripe_webhook(svc: Services, payload: bytes, signature: str | None) 
     if secret is None or not secret.get_secret_value():
         raise WebhookNotConfigured("The Stripe webhook signing secret (STRIPE_WEBHOOK_SECRET) is not configured")
     event = verify_stripe_event(payload, signature, secret.get_secret_value())
+    reason = malformation(event)
+    if reason is not None:
+        record_malformed(svc, event, payload, reason)
+        raise MalformedEvent(f"Malformed event: {reason}")
     row_id, needs_work = record_event(svc, event)
     if not needs_work:
         return WebhookOutcome(row_id, event["id"], event["type"], "duplicate", duplicate=True)
@@ -129,18 +245,25 @@ def process_event(svc: Services, row_id: int, *, actor: str) -> str:
     domain errors fail the row without a retry (the dashboard can replay it)."""
     now = svc.now()
     with svc.session() as s:
+        # Counted in the database (attempts = attempts + 1): concurrent deliveries and replays never lose a count.
+        s.execute(
+            sa.update(WebhookEvent).where(col(WebhookEvent.id) == row_id).values(attempts=WebhookEvent.attempts + 1)
+        )
         row = s.get(WebhookEvent, row_id)
         if row is None:
             raise NotFound(f"No webhook event #{row_id}")
-        row.attempts += 1
         event_type, event, started_as = row.type, dict(row.payload), row.status
     handler = HANDLERS.get(event_type)
     if handler is None:
         _finish(svc, row_id, "ignored", None, now, started_as)
         return "ignored"
-    obj = (event.get("data") or {}).get("object") or {}
+    reason = malformation(event)
+    if reason is not None:  # stored before the shape was checked on arrival, or edited: fail it with the reason
+        _finish(svc, row_id, "failed", f"Malformed event: {reason}", now, started_as)
+        return "failed"
+    obj = event["data"]["object"]
     try:
-        status = handler(svc, obj, actor, now)
+        status = _run_waiting_for_lease(handler, svc, obj, actor, now)
     except GatewayError as exc:
         _finish(svc, row_id, "failed", exc.message, now, started_as)
         if exc.transient:
@@ -155,6 +278,21 @@ def process_event(svc: Services, row_id: int, *, actor: str) -> str:
         raise
     _finish(svc, row_id, status, None, now, started_as)
     return status
+
+
+def _run_waiting_for_lease(
+    handler: Callable[[Services, Json, str, datetime], str], svc: Services, obj: Json, actor: str, now: datetime
+) -> str:
+    """Run the handler; when the booking is leased by another process (the customer's return page or the worker
+    confirming it right now), wait briefly and run again: the handlers converge, so the second run finds it done."""
+    deadline = time.monotonic() + LEASE_WAIT_SECONDS
+    while True:
+        try:
+            return handler(svc, obj, actor, now)
+        except BookingBusy:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(POLL_SECONDS * 2)
 
 
 def _finish(svc: Services, row_id: int, status: str, error: str | None, now: datetime, started_as: str) -> None:

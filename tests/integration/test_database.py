@@ -273,3 +273,72 @@ def test_state_columns_come_back_as_their_enums_and_refuse_other_values(
         s.execute(sa.update(Booking).where(Booking.id == started.booking_id).values(status="SHIPPED"))
     with svc.session() as s:
         assert s.get(Booking, started.booking_id).status is BookingStatus.AWAITING_PAYMENT  # type: ignore[union-attr]
+
+
+def _start_up(args: tuple[str, Any]) -> str:
+    """One process starting on the database: the migrations the app runs before anything else."""
+    db_url, barrier = args
+    engine = make_engine(db_url)
+    barrier.wait(timeout=60)
+    try:
+        upgrade(engine)
+        return "ok"
+    except Exception as exc:  # the test reports what each process saw
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    finally:
+        engine.dispose()
+
+
+def test_processes_starting_at_once_on_an_empty_database_all_start(db_url: str) -> None:
+    """Issue 13 #9: two API processes starting together on an empty PostgreSQL database, one exited with a
+    UniqueViolation on alembic_version. The migrations run one process at a time (a lock), the others find them done."""
+    ctx = mp.get_context("fork")
+    starters = 6
+    with ctx.Manager() as manager:
+        barrier = manager.Barrier(starters)
+        with ctx.Pool(starters) as pool:
+            outcomes = pool.map(_start_up, [(db_url, barrier)] * starters)
+    assert outcomes == ["ok"] * starters
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0008"
+    engine.dispose()
+
+
+def test_a_database_error_never_carries_customer_details_or_the_pay_token(
+    db_url: str, make_services: Any, booking_request: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 13 #4: a failed statement's log line and traceback listed its parameters: names, emails, pay tokens."""
+    import logging
+
+    svc = make_services(db_url)
+    started = bk.start_booking(svc, booking_request(customer_email="secret.person@example.org"), actor="t")
+    with svc.session() as s:
+        token = s.exec(select(Booking.pay_token).where(Booking.id == started.booking_id)).one()
+    assert token
+    log = logging.getLogger("roomdesk.test")
+    # A second booking under the same reference.
+    with pytest.raises(IntegrityError) as err, svc.session() as s:
+        copy = Booking(
+            reference=started.reference,
+            room_slug="boardroom",
+            status=BookingStatus.AWAITING_PAYMENT,
+            channel=Channel.WEB,
+            start_time="10:00",
+            end_time="12:00",
+            customer_name="Secret Person",
+            customer_email="secret.person@example.org",
+            amount_cents=100,
+            pay_token=token,
+            created_by="t",
+        )
+        s.add(copy)
+        try:
+            s.flush()
+        except IntegrityError:
+            log.exception("insert failed")
+            raise
+    text = str(err.value) + caplog.text
+    assert "parameters hidden" in text.lower()
+    for secret in ("secret.person@example.org", "Secret Person", token):
+        assert secret not in text

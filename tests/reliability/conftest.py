@@ -22,6 +22,10 @@ _ORDER = [
     ("API requests (schemathesis)", "API requests (schemathesis)"),
     ("secret probes", "secret probes"),
     ("concurrent processes", "concurrent processes"),
+    ("holds refused", "holds refused"),
+    ("rate-limit refusals", "rate-limit refusals"),
+    ("body-size refusals", "body-size refusals"),
+    ("concurrent duplicate deliveries", "concurrent duplicate deliveries"),
 ]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from services import booking as bk
+from services.booking.holds import finish_paid
 from services.core.context import build_services
 from services.core.errors import DomainError
 from services.core.settings import Settings
@@ -179,6 +180,7 @@ def settle(svc: Any, rerun: Callable[[], Any] | None = None, *, advance: bool = 
     redeliver_webhooks(svc)
     if advance:
         svc.clock.advance(minutes=45)  # past a web hold's 30 minutes and the outbox's first backoffs
+    quietly(lambda: finish_paid(svc))  # the worker's first step: paid at Stripe, owner gone → confirmed now
     quietly(lambda: bk.expire_holds(svc))
     quietly(lambda: bk.expire_change_holds(svc))  # the worker: lapsed change holds, changes a fault left half made
     quietly(lambda: outbox.deliver_due(svc, now=svc.now() + timedelta(hours=2)))

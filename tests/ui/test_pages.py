@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pages.ui import nav
+from pages.ui.labels import literal
 from services.booking import StartResult
 from services.booking.queries import search_bookings
 from services.core.context import Services
@@ -23,11 +24,12 @@ App = Callable[..., AppTest]
 BANNER = "**Sandbox — no real payments or calendars.** Test cards, test calendars, emails kept locally."
 FINANCE_PAGES = ["Refunds report", "Revenue & occupancy", "Refund approvals", "Disputes"]
 ROLE_PAGES = {
-    "frontdesk": ["Phone booking", "Bookings", "Room calendar"],
+    "frontdesk": ["Phone booking", "Holds", "Bookings", "Room calendar"],
     "manager": [
         "Overview",
         "Mismatches",
         "Phone booking",
+        "Holds",
         "Bookings",
         "Room calendar",
         *FINANCE_PAGES,
@@ -37,6 +39,7 @@ ROLE_PAGES = {
         "Overview",
         "Mismatches",
         "Phone booking",
+        "Holds",
         "Bookings",
         "Room calendar",
         *FINANCE_PAGES,
@@ -232,7 +235,7 @@ def test_phone_booking_emails_the_customer_a_pay_link(app: App, svc: Services) -
     created = at.session_state["pb_created"]
     at.button(key="pb_send_link").click().run()
     assert not at.exception
-    assert f"Pay link emailed to **{email}**." in texts(at, "success")
+    assert f"Pay link emailed to **{literal(email)}**." in texts(at, "success")
     url = f"{svc.settings.public_base_url}{created.pay_path}"
     assert [c.value for c in at.code] == [url]
     [mail] = svc.mail.messages(booking_id=created.booking_id)
@@ -243,7 +246,7 @@ def test_phone_booking_emails_the_customer_a_pay_link(app: App, svc: Services) -
     detail = app("frontdesk", page="pages/frontdesk/bookings.py", ref=created.reference)
     assert "terms not accepted yet (asked on the pay page)" in texts(detail, "caption")
     detail.button(key="bk_send_link").click().run()
-    assert f"Pay link emailed to **{email}**." in texts(detail, "success")
+    assert f"Pay link emailed to **{literal(email)}**." in texts(detail, "success")
     assert [m["kind"] for m in svc.mail.messages(booking_id=created.booking_id)] == ["pay_link", "pay_link"]
 
 

@@ -91,7 +91,14 @@ def test_booking_returns_what_the_payment_form_needs(svc: Any, client: TestClien
     out = r.json()
     assert out["booking_id"].startswith("RD") and out["amount_cents"] == 9000
     assert out["client_secret"].startswith(out["payment_intent"])
-    assert out["hold_expires_at"].startswith("2026-03-02T17:30:00")
+    assert out["hold_expires_at"].startswith("2026-03-02T17:10:00")  # short until the customer reaches payment
+    token = out["pay_url"].split("?k=")[1]
+    started = client.post(f"/api/bookings/{out['booking_id']}/payment-started", json={"pay_token": token})
+    assert started.status_code == 200 and started.json()["hold_expires_at"].startswith("2026-03-02T17:30:00")
+    again = client.post(f"/api/bookings/{out['booking_id']}/payment-started", json={"pay_token": token})
+    assert again.json()["hold_expires_at"] == started.json()["hold_expires_at"]
+    wrong = client.post(f"/api/bookings/{out['booking_id']}/payment-started", json={"pay_token": "nope"})
+    assert wrong.status_code == 404
     assert svc.payments.retrieve_payment_intent(out["payment_intent"])["metadata"]["booking_id"] == out["booking_id"]
     assert bk.find_booking_id(svc, out["booking_id"]) > 0
     assert out["pay_url"].startswith(f"http://127.0.0.1:8000/pay/{out['booking_id']}?k=")

@@ -262,3 +262,70 @@ def test_a_group_size_no_longer_known_can_be_cleared(svc: Any, booking_request: 
     assert booking(svc, started.booking_id).party_size == 8  # not named: left as it is
     result = bk.update_customer(svc, started.booking_id, actor="frontdesk", party_size=None)
     assert result.changes == {"party_size": (8, None)} and booking(svc, started.booking_id).party_size is None
+
+
+# ---- issue 13: hostile input is refused by field, on both databases, before the database sees it ------------------
+
+NUL_CASES = [
+    ({"customer_name": "Ava\x00Nguyen"}, "Customer name contains a control character"),
+    ({"customer_email": "ava@example.org\x00"}, "Customer email contains a control character"),
+    ({"customer_phone": "604\x00555 0101"}, "Phone number contains a control character"),
+    ({"notes": "front door\x00"}, "Notes contain a control character"),
+    ({"notes": "bell\x07"}, "Notes contain a control character"),
+    ({"customer_name": "Ava\nNguyen"}, "Customer name contains a control character"),
+    (
+        {"room": "sonic-studio", "party_size": 3, "extras": {**SONIC_EXTRAS, "show_name": "Night\x00Shift"}},
+        "Extras: show_name contains",
+    ),
+]
+
+
+@pytest.mark.parametrize(("fields", "problem"), NUL_CASES)
+def test_control_characters_are_refused_naming_the_field(
+    make_services: Any, db_url: str, booking_request: Any, fields: dict[str, Any], problem: str
+) -> None:
+    svc = make_services(db_url)
+    with pytest.raises(ValidationError) as err:
+        bk.start_booking(svc, booking_request(**fields), actor="customer")
+    assert any(p.startswith(problem) for p in err.value.problems), err.value.problems
+    with svc.session() as s:
+        assert s.exec(select(Booking)).first() is None
+
+
+def test_notes_keep_their_line_breaks_and_tabs(make_services: Any, db_url: str, booking_request: Any) -> None:
+    svc = make_services(db_url)
+    started = bk.start_booking(svc, booking_request(notes="Line one\r\nLine\ttwo"), actor="customer")
+    assert booking(svc, started.booking_id).notes == "Line one\r\nLine\ttwo"
+
+
+def test_a_correction_with_a_nul_is_refused_and_nothing_changes(
+    make_services: Any, db_url: str, booking_request: Any
+) -> None:
+    svc = make_services(db_url)
+    started = confirmed(svc, booking_request)
+    with pytest.raises(ValidationError, match="Customer name contains a control character"):
+        bk.update_customer(svc, started.booking_id, actor=ACTOR, name="Ava\x00")
+    with pytest.raises(ValidationError, match="Notes contain a control character"):
+        bk.update_customer(svc, started.booking_id, actor=ACTOR, notes="\x00")
+    assert booking(svc, started.booking_id).customer_name == "Ava Nguyen"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "frontdesk,attacker@example.com",
+        "a@example.org, b@example.org",
+        "<a@example.org>",
+        "Ava <a@example.org>",
+        "a@example.org;b@example.org",
+        "a@b@example.org",
+    ],
+)
+def test_one_address_only(svc: Any, booking_request: Any, address: str) -> None:
+    """Issue 13 #7: a list of addresses passed, and the confirmation's envelope went to two recipients."""
+    with pytest.raises(ValidationError) as err:
+        bk.start_booking(svc, booking_request(customer_email=address), actor="customer")
+    one = "Customer email must be one address only (name@example.com), without a name, brackets or a list"
+    assert err.value.problems == [one]
+    _, problems = bk.check_customer("Ava", address, "", None, None, svc.catalogue.room("boardroom"), "web", None)
+    assert problems == [one]

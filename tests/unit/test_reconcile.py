@@ -386,6 +386,26 @@ def test_only_one_sync_at_a_time(svc: Any) -> None:
     assert sync.sync(svc).errors == []  # the lock was released
 
 
+def test_a_sync_lease_this_process_lost_is_taken_back_at_once(svc: Any) -> None:
+    """The database went away mid-sync, so the lease was never released: the same process (the worker) syncs again
+    on its next round instead of 15 minutes later; another process's lease is still respected."""
+    import os
+    import socket
+    from datetime import UTC, datetime
+
+    from models.tables import JobLock
+
+    def leave_lease(holder: str) -> None:
+        with svc.session() as s:
+            s.merge(JobLock(name="sync", holder=holder, until=datetime.now(UTC) + timedelta(minutes=15)))
+
+    leave_lease(f"{socket.gethostname()}:{os.getpid()}:12345")
+    assert sync.sync(svc).errors == []
+    leave_lease("another-host:1:12345")
+    with pytest.raises(sync.SyncBusy, match="another-host"):
+        sync.sync(svc)
+
+
 def test_one_cycle_syncs_then_reconciles_reporting_progress(svc: Any) -> None:
     from models.tables import AuditLog, ReconcileRun
 

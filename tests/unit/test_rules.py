@@ -311,3 +311,28 @@ def test_the_dashboard_formats_through_the_one_formatting_module() -> None:
     ]
     payload = {"message": "Cancelled", "refund_cents": 4500, "days": ["2026-03-09"], "channel": "phone", "note": ""}
     assert fmt.payload_text(payload, currency="CAD", moment=str) == "Cancelled · refund: $45.00 · days: Mon 9 Mar"
+
+
+# ---- issue 13: times in another form, and dates far from the window, are refused in words (never a TypeError) -----
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "reason"),
+    [
+        (time(8, 0, 59), time(10), "Start time must be whole minutes (HH:MM), without seconds"),
+        (time(8), time(10, 0, 0, 5), "End time must be whole minutes (HH:MM), without seconds"),
+        (time(8, tzinfo=ZoneInfo("Asia/Karachi")), time(10), "Start time must be the venue's local time"),
+        (time(8), time(10, tzinfo=UTC), "End time must be the venue's local time"),
+    ],
+)
+def test_a_time_off_the_minute_or_with_an_offset_is_refused(start: time, end: time, reason: str) -> None:
+    [why] = reasons(WED, start=start, end=end)
+    assert why.startswith(reason)
+
+
+@pytest.mark.parametrize(
+    ("day", "reason"), [(date(9999, 12, 31), "more than 60 days ahead"), (date(1, 1, 1), "already passed")]
+)
+def test_dates_far_outside_the_window_are_refused_in_words(day: date, reason: str) -> None:
+    found = reasons(day)
+    assert any(reason in r for r in found), found

@@ -1,0 +1,155 @@
+"""The background worker: one round of the periodic jobs, run on a schedule that survives outages.
+
+A round that fails (the database gone for a moment, a gateway down, a bug) is logged as one line and retried after
+an exponential backoff; the worker never exits on its own. Each round is recorded in `worker_status` so the
+Overview shows when the worker last succeeded (services.ops.health.worker_health reads it).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from models.tables import WorkerStatus
+from services.core.context import Services
+from services.core.errors import DomainError
+
+log = logging.getLogger("roomdesk.worker")
+
+NAME = "worker"
+
+
+def run_round(svc: Services, *, actor: str = "worker") -> str:
+    """One round of every periodic job; returns its summary line. Raises whatever stops the round."""
+    from services.booking import advance_legs, expire_change_holds, expire_holds
+    from services.booking.holds import finish_paid
+    from services.notify.outbox import deliver_due
+    from services.notify.reminders import send_reminders
+    from services.reconciliation.cycle import run_cycle
+    from services.reconciliation.sync import SyncBusy
+
+    # First: bookings paid while the process finishing them crashed are confirmed now, not when their hold runs out.
+    finished = finish_paid(svc, actor=actor)
+    expired = expire_holds(svc, actor=actor)
+    # Changes whose hold ran out unpaid lapse; changes an outage left half made are finished.
+    changes = expire_change_holds(svc, actor=actor)
+    advance_legs(svc, actor=actor)
+    reminders = send_reminders(svc, now=svc.now(), actor=actor)
+    # Before the sync: a mail outage that has ended clears its "no confirmation sent" finding this round.
+    mail = deliver_due(svc, now=svc.now(), actor=actor)
+    line = f"paid {finished or '-'}; holds {expired or '-'}; changes {changes or '-'}; {reminders.line()}; "
+    line += f"{mail.line()}; "
+    try:
+        line += run_cycle(svc, actor=actor).line()
+    except SyncBusy as exc:
+        line += f"sync skipped: {exc.message}"
+    return line
+
+
+def describe_error(exc: BaseException) -> str:
+    """One short line naming what went wrong, without the SQL parameters or payloads a traceback would carry
+    (customer details, pay tokens)."""
+    if isinstance(exc, DomainError):
+        text = exc.message  # written to be shown to staff
+    elif isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+        # The driver's own first line ("connection refused…"); the statement and its parameters are left out, and
+        # so is the DETAIL line where PostgreSQL repeats the offending values.
+        first = str(exc.orig).strip().splitlines()
+        return f"{exc.__class__.__name__} ({exc.orig.__class__.__name__}): {first[0] if first else ''}"[:300]
+    elif isinstance(exc, sa.exc.SQLAlchemyError):
+        text = "database error"
+    else:
+        lines = str(exc).strip().splitlines()
+        text = lines[0] if lines else ""
+    return f"{exc.__class__.__name__}: {text}"[:300]
+
+
+def record_round(svc: Services, at: datetime, *, summary: str = "", error: str | None = None) -> bool:
+    """Note this round in worker_status. Never raises: with the database down the note is lost, not the worker."""
+    try:
+        with svc.session() as s:
+            row = s.get(WorkerStatus, NAME)
+            if row is None:
+                row = WorkerStatus(name=NAME)
+                s.add(row)
+            row.last_round_at = at
+            if error is None:
+                row.last_ok_at = at
+                row.failures_in_a_row = 0
+                row.last_error = None
+                row.summary = summary[:500]
+            else:
+                row.failures_in_a_row += 1
+                row.last_error = error[:500]
+        return True
+    except Exception as exc:
+        log.warning("worker status not recorded: %s", describe_error(exc))
+        return False
+
+
+@dataclass
+class Backoff:
+    """The pause before the next round: `every` after a success, doubling after each failure up to `cap`."""
+
+    every: float
+    cap: float
+    failures: int = 0
+
+    def succeeded(self) -> float:
+        self.failures = 0
+        return self.every
+
+    def failed(self) -> float:
+        self.failures += 1
+        return min(self.every * 2**self.failures, max(self.cap, self.every))
+
+
+def run(
+    svc: Services,
+    *,
+    every: float,
+    once: bool = False,
+    sleep: Callable[[float], None] = time.sleep,
+    rounds: int | None = None,
+) -> int:
+    """Run rounds until interrupted (or `once`, or `rounds` of them); a failed round waits longer, never stops it.
+    Exit status with `once`: 0 the round succeeded, 1 it failed."""
+    backoff = Backoff(every=every, cap=float(svc.settings.worker_backoff_max_seconds))
+    done = 0
+    while True:
+        # The business clock never needs the database; if even that fails, the round below fails the same way.
+        try:
+            at = svc.now()
+        except Exception:
+            at = datetime.now().astimezone()
+        ok = True
+        try:
+            line = run_round(svc)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            ok = False
+            error = describe_error(exc)
+            delay = backoff.failed()
+            print(
+                f"{at:%Y-%m-%d %H:%M:%S} round failed ({backoff.failures} in a row, next try in {delay:g} s): {error}",
+                file=sys.stderr,
+                flush=True,
+            )
+            record_round(svc, at, error=error)
+        else:
+            delay = backoff.succeeded()
+            print(f"{at:%Y-%m-%d %H:%M:%S} {line}", flush=True)
+            record_round(svc, at, summary=line)
+        done += 1
+        if once:
+            return 0 if ok else 1
+        if rounds is not None and done >= rounds:
+            return 0
+        sleep(delay)
