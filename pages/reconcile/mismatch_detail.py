@@ -31,7 +31,7 @@ def show(svc: Services, finding: Finding) -> None:
     with b2:
         st.badge(finding.status.capitalize(), color=STATUS_COLORS.get(finding.status, "gray"))  # type: ignore[arg-type]
     b3.markdown(f"`{finding.code}`")
-    st.markdown(finding.summary)
+    st.markdown(labels.literal(finding.summary))  # may quote an event title someone typed
     _last_fix(finding)
     if finding.status == "resolved":
         st.success(

@@ -286,11 +286,13 @@ def _run_waiting_for_lease(
     """Run the handler; when the booking is leased by another process (the customer's return page or the worker
     confirming it right now), wait briefly and run again: the handlers converge, so the second run finds it done."""
     deadline = time.monotonic() + LEASE_WAIT_SECONDS
+    tries = 0
     while True:
         try:
             return handler(svc, obj, actor, now)
         except BookingBusy:
-            if time.monotonic() >= deadline:
+            tries += 1
+            if tries > 1 and time.monotonic() >= deadline:  # always one more try: the first may have waited long
                 raise
             time.sleep(POLL_SECONDS * 2)
 

@@ -31,6 +31,7 @@ def test_phone_booking_paid_and_found(app_server: Any, page: Any) -> None:
     # Lines like "call" are the material icons' names; the rest are the page names.
     assert [t.strip() for t in nav.inner_text().splitlines() if t.strip() and not re.fullmatch(r"[a-z_]+", t)] == [
         "Phone booking",
+        "Holds",
         "Bookings",
         "Room calendar",
     ]

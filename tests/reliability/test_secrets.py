@@ -15,7 +15,7 @@ import socket
 import time as wallclock
 import traceback
 from collections.abc import Iterator
-from datetime import date, time
+from datetime import date, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -146,9 +146,13 @@ def test_no_secret_reaches_logs_errors_answers_cli_or_the_settings_page(
 
     # The API's error paths.
     client = TestClient(create_app(svc, allowed_origins=[]), raise_server_exceptions=False)
+    # A weekday inside the booking window, so the API really asks the (unreachable) calendar and answers 503.
+    day = svc.now().astimezone(svc.settings.tz).date() + timedelta(days=7)
+    while day.weekday() >= 5:
+        day += timedelta(days=1)
     body = {
         "room": "boardroom",
-        "dates": ["2026-03-09"],
+        "dates": [day.isoformat()],
         "start": "10:00",
         "end": "12:00",
         "customer_name": "Ava",
@@ -161,7 +165,7 @@ def test_no_secret_reaches_logs_errors_answers_cli_or_the_settings_page(
     answers = [
         client.post("/api/bookings", json=body),
         client.post("/api/quotes", json={k: body[k] for k in ("room", "dates", "start", "end")}),
-        client.get("/api/availability", params={"room": "boardroom", "from": "2026-03-09", "to": "2026-03-10"}),
+        client.get("/api/availability", params={"room": "boardroom", "from": day.isoformat(), "to": day.isoformat()}),
         client.post("/api/webhooks/stripe", content=event, headers={"Stripe-Signature": sign(event, "whsec_wrong")}),
         client.post("/api/webhooks/stripe", content=event, headers={"Stripe-Signature": sign(event, WEBHOOK_SECRET)}),
         client.post("/api/webhooks/stripe", content=b"not json", headers={"Stripe-Signature": "t=1,v1=00"}),

@@ -13,6 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from models.tables import Finding
+from pages.ui.labels import literal
 from services.core.context import Services
 from services.reconciliation import reconcile, remediate
 from services.reconciliation.findings import ACTION_LABELS, CODES, get_finding, last_sync, open_findings
@@ -148,7 +149,7 @@ def test_selecting_a_row_shows_the_finding_with_its_timeline_and_fixes(app: App,
     assert at.query_params.get("finding") == str(finding.id)
     page = everything(at)
     assert f"#{finding.id} · {CODES['paid_no_event'][1]}" in page
-    assert finding.summary in page and f"PaymentIntent `{finding.payment_intent}`" in page
+    assert literal(finding.summary) in page and f"PaymentIntent `{finding.payment_intent}`" in page
     assert "At risk: **$120.00**" in page
     link = at.get("page_link")[0]
     assert link.proto.label == f"Open booking {finding.booking_ref}"

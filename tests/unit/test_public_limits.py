@@ -10,6 +10,7 @@ import stat
 import threading
 import time as wallclock
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
@@ -196,7 +197,9 @@ def test_a_chunked_body_without_length_is_cut_off_at_the_limit(make_services: An
         "client": ("127.0.0.1", 5000),
         "server": ("test", 80),
     }
-    asyncio.run(app(scope, receive, send))
+    # In its own thread: a browser test earlier in the session may have left an event loop running on this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, app(scope, receive, send)).result()
     assert sent[0]["status"] == 413
     assert pulled <= svc.settings.max_json_body_bytes + len(chunk)
 
