@@ -455,6 +455,10 @@ def main() -> int:
                 "MAIL": "sandbox",
                 "AUDIT_MODE": "false",
                 "PYTHONUNBUFFERED": "1",
+                # Throughput, not the public limits: every simulated client comes from 127.0.0.1.
+                "RATE_LIMIT_BOOKINGS": "1000000/minute",
+                "RATE_LIMIT_READS": "1000000/minute",
+                "HOLD_LIMIT_PER_CLIENT": "1000",
             }
             env.pop("DATABASE_URL", None)
             if db_url:
