@@ -410,8 +410,14 @@ def _rebuttal(svc: Services, pack: EvidencePack, served: list[BookingLeg]) -> st
     elif not cancelled:
         parts.append("The customer never asked to cancel any of the booked days.")
     paid = pack.payment.received_cents if pack.payment else b.amount_cents
+    # Never claim an acceptance the record does not show (a phone booking paid by link may have none).
+    policy = (
+        "the cancellation policy the customer accepted"
+        if b.terms_accepted_at is not None
+        else f"the venue's cancellation policy (version {b.policy_snapshot.get('version') or 'of the booking'})"
+    )
     parts.append(
-        f"Under the cancellation policy the customer accepted, no further refund is due: of {money(paid, cur)} paid, "
+        f"Under {policy}, no further refund is due: of {money(paid, cur)} paid, "
         f"{money(paid - pack.refunded_cents, cur)} remains for the days the room was held."
     )
     return " ".join(parts)

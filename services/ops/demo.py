@@ -153,11 +153,9 @@ def seed_demo(
         room = svc.catalogue.room(room_slug)
         extras: dict[str, Any] | None = None
         if room.extras and kw.pop("with_extras", True):
-            extras = {
-                "show_name": f"{rng.choice(ORGS)} Radio",
-                "group_size": rng.randint(1, 6),
-                "set_choice": rng.choice(room.extras[2].choices),
-            }
+            choices = next(f.choices for f in room.extras if f.key == "set_choice")
+            extras = {"show_name": f"{rng.choice(ORGS)} Radio", "set_choice": rng.choice(choices)}
+            kw.setdefault("party_size", rng.randint(1, room.capacity))
         return bk.BookingRequest(
             room=room_slug,
             dates=tuple(days),

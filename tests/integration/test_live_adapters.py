@@ -220,7 +220,7 @@ def test_resend_confirmation_over_http(live: Any) -> None:
 def test_fill_extras_patches_the_events_over_http(live: Any) -> None:
     started = bk.start_booking(live, request(live, room="sonic-studio", channel="phone"), actor="frontdesk")
     pay(live, started)
-    extras = {"show_name": "Night Shift", "group_size": 3, "set_choice": "Podcast table"}
+    extras = {"show_name": "Night Shift", "set_choice": "Podcast table"}
     fix(live, "missing_extras", "fill_extras", extras=extras)
     (event,) = events_of(live, started.reference, room="sonic-studio")
     assert "Night Shift" in event["description"]

@@ -25,7 +25,7 @@ from tests.conftest import NOW, Clock
 from tests.reliability.stats import COUNTS
 
 ACTOR = "reliability@venue.example"
-SONIC_EXTRAS = {"show_name": "Night Shift", "group_size": "3", "set_choice": "Podcast table"}
+SONIC_EXTRAS = {"show_name": "Night Shift", "set_choice": "Podcast table"}
 
 # Calls with a side effect outside: each fails before it, after it (the answer is lost) and by timeout (after it,
 # as TimeoutFault). Reads have no side effect, so "before" is the only distinct case.

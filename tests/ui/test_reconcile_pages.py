@@ -279,8 +279,7 @@ def test_fill_in_the_extras_through_the_rooms_form(app: App, synced: Services) -
     prefix = f"mm_in_{finding.id}_fill_extras_x_"
     assert at.button(key="mm_go").disabled  # the room's questions are required
     at.text_input(key=f"{prefix}show_name").set_value("Harbour Voices")
-    at.number_input(key=f"{prefix}group_size").set_value(3)
-    at.selectbox(key=f"{prefix}set_choice").set_value(room.extras[2].choices[0])
+    at.selectbox(key=f"{prefix}set_choice").set_value(room.extras[1].choices[0])
     at.run()
     at.button(key="mm_go").click().run()
     assert not at.exception

@@ -126,7 +126,7 @@ def test_sonic_studio_extras_required_online_but_phone_may_collect_later(svc: An
             booking_request(
                 room="sonic-studio",
                 agreement_version="2026-01",
-                extras={"show_name": "Night Shift", "group_size": "3", "set_choice": "Rave"},
+                extras={"show_name": "Night Shift", "set_choice": "Rave"},
             ),
             actor="customer",
         )

@@ -55,7 +55,7 @@ def test_the_shipped_catalogue_has_seven_rooms_and_the_sonic_extras() -> None:
     cat = load_catalogue(ROOMS)
     assert len(cat.rooms) == 7 and all(r.bookable for r in cat.rooms)
     sonic = cat.room("sonic-studio")
-    assert [e.key for e in sonic.extras] == ["show_name", "group_size", "set_choice"] and sonic.agreement_required
+    assert [e.key for e in sonic.extras] == ["show_name", "set_choice"] and sonic.agreement_required
     assert all(isinstance(r.hourly_price_cents, int) for r in cat.rooms)
 
 
@@ -71,7 +71,7 @@ def _raw() -> dict:
         (lambda d: d["rooms"][0].pop("calendar_id"), "room 'main-hall', field 'calendar_id': Field required"),
         (lambda d: d["rooms"][3].update(slug="Work Shop"), "room 'Work Shop', field 'slug'"),
         (lambda d: d["rooms"][4].update(colour="blue"), "room 'quiet-room', field 'colour'"),
-        (lambda d: d["rooms"][6]["extras"][2].update(choices=[]), "room 'sonic-studio', field 'extras.2'"),
+        (lambda d: d["rooms"][6]["extras"][1].update(choices=[]), "room 'sonic-studio', field 'extras.1'"),
         (lambda d: d["rooms"][5].update(calendar_id=d["rooms"][0]["calendar_id"]), "is used by two rooms"),
         (lambda d: d["rooms"][5].pop("slug"), "room #6, field 'slug'"),
     ],
@@ -98,11 +98,11 @@ def test_extras_are_cleaned_and_explained() -> None:
     clean, problems = sonic.validate_extras(
         {"show_name": " Night Shift ", "group_size": "4", "set_choice": "Podcast table"}
     )
-    assert clean == {"show_name": "Night Shift", "group_size": 4, "set_choice": "Podcast table"} and problems == []
-    _, problems = sonic.validate_extras({"group_size": "9", "set_choice": "Rave"})
+    # A key the room does not ask (an old form's "group size": the booking's party size asks it now) is dropped.
+    assert clean == {"show_name": "Night Shift", "set_choice": "Podcast table"} and problems == []
+    _, problems = sonic.validate_extras({"set_choice": "Rave"})
     assert problems == [
         "Podcast or show name is required for the Sonic Studio",
-        "Group size must be between 1 and 6",
         "Set choice must be one of: Podcast table, Band rehearsal, Voice-over booth",
     ]
 

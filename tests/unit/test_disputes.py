@@ -217,6 +217,19 @@ def test_the_fields_say_what_was_sold_when_and_under_which_policy(
     assert started.reference in fields["uncategorized_text"]
 
 
+def test_evidence_never_claims_an_acceptance_the_record_does_not_show(
+    dsvc: Any, client: TestClient, booking_request: Any
+) -> None:
+    """A phone booking paid by link without the terms being accepted on record: the evidence names the policy but
+    says nowhere that the customer accepted it, in the fields or the PDF."""
+    _, _, case_id = disputed(dsvc, client, booking_request, terms_version=None, channel="phone")
+    pack = dispute_queries.assemble_evidence(dsvc, case_id)
+    assert "accepted" not in " ".join(pack.fields.values())
+    assert "the venue's cancellation policy (version" in pack.fields["refund_refusal_explanation"]
+    text = pdf_text(dispute_queries.evidence_pdf(dsvc, pack))
+    assert "Terms accepted —" in text and "customer accepted" not in text
+
+
 def test_a_non_latin1_name_does_not_break_the_pdf(dsvc: Any, client: TestClient, booking_request: Any) -> None:
     _, _, case_id = disputed(dsvc, client, booking_request, customer_name=NAME)
     text = pdf_text(dispute_queries.evidence_pdf_file(dsvc, case_id)[1])

@@ -20,7 +20,7 @@ WED = date(2026, 3, 4)
 NEXT_MON = date(2026, 3, 9)
 GOOD_FRIDAY = date(2026, 4, 3)
 BOARDROOM = "boardroom@group.calendar.google.com"
-SONIC_EXTRAS = {"show_name": "Night Shift", "group_size": "3", "set_choice": "Podcast table"}
+SONIC_EXTRAS = {"show_name": "Night Shift", "set_choice": "Podcast table"}
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -604,18 +604,16 @@ def test_fill_extras_lists_what_is_wrong_then_saves_them_and_updates_the_event(s
     cal = svc.catalogue.room("sonic-studio").calendar_id
 
     bad = remediate.run_action(
-        svc, target.id, "fill_extras", actor=ACTOR, extras={"show_name": "Night Shift", "group_size": "9"}
+        svc, target.id, "fill_extras", actor=ACTOR, extras={"show_name": "Night Shift", "set_choice": "Rave"}
     )
-    assert not bad.ok and bad.message == (
-        "Group size must be between 1 and 6; Set choice is required for the Sonic Studio"
-    )
+    assert not bad.ok and bad.message == ("Set choice must be one of: Podcast table, Band rehearsal, Voice-over booth")
     assert booking_of(svc, started.booking_id)[0].extras == {}
 
     result = fix_clears(svc, "missing_extras", "fill_extras", extras=SONIC_EXTRAS)
 
     assert result.message == "Saved the extras and updated 1 event (Wed 4 Mar)"
     b, _ = booking_of(svc, started.booking_id)
-    assert b.extras == {"show_name": "Night Shift", "group_size": 3, "set_choice": "Podcast table"}
+    assert b.extras == {"show_name": "Night Shift", "set_choice": "Podcast table"}
     (event,) = live_events(svc, started.reference, cal)
     assert "Show name: Night Shift" in event["description"] and "Set choice: Podcast table" in event["description"]
 
