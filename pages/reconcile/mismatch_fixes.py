@@ -41,7 +41,7 @@ def action_inputs(
     """The inputs an action needs, drawn in the dialog: (keyword arguments for the fix, what is still missing)."""
     kwargs: dict[str, Any] = {}
     missing: list[str] = []
-    if action == "acknowledge" or (action == "delete_events" and code == "manual_event"):
+    if action in ("acknowledge", "delete_hand_added") or (action == "delete_events" and code == "manual_event"):
         note = st.text_area(
             "Note",
             key=f"{key}_note",

@@ -29,7 +29,11 @@ CODES: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "Refunded, no event: the customer still needs telling",
         ("send_refund_notice", "acknowledge"),
     ),
-    "double_booking": ("high", "Two events overlap in one room", ("cancel", "acknowledge")),
+    "double_booking": (
+        "high",
+        "Two events overlap in one room",
+        ("delete_hand_added", "cancel", "acknowledge"),
+    ),
     "manual_event": ("low", "Event added by hand on a bookable room's calendar", ("delete_events", "acknowledge")),
     "event_mismatch": (
         "medium",
@@ -60,6 +64,7 @@ ACTION_LABELS = {
     "cancel": "Cancel with the policy refund",
     "cancel_full_refund": "Cancel with a full refund",
     "delete_events": "Delete the events",
+    "delete_hand_added": "Delete the hand-added event",
     "send_refund_notice": "Email the customer about the refund",
     "confirm_payment": "Process the payment now",
     "resend_confirmation": "Resend the confirmation email",

@@ -508,6 +508,55 @@ def _plan_delete_events(ctx: FixContext) -> Plan:
     return Plan(text, apply)
 
 
+def _hand_added(ev: Json) -> bool:
+    """An event nobody paid for: no booking or PaymentIntent in its private properties, none in its description
+    (the old system wrote the PaymentIntent there)."""
+    private = (ev.get("extendedProperties") or {}).get("private") or {}
+    return not (private.get("booking_id") or private.get("payment_intent")) and "pi_" not in str(ev.get("description"))
+
+
+def _plan_delete_hand_added(ctx: FixContext) -> Plan:
+    """A double booking staff caused by adding an event by hand: delete that event (with a note), and the paying
+    customer keeps the room. Re-checked just before acting: both events still there and still clashing, and the one
+    to delete still belongs to no booking."""
+    svc, f = ctx.svc, ctx.finding
+    named = probes.named_events(svc, f)
+    if not probes.still_overlapping(svc, named):
+        raise Refusal("Nothing to do: the two events no longer overlap (one was moved or deleted)")
+    live = [(key, ev) for key in named if (ev := svc.calendar.get_event(*key)) is not None and probes.is_live(ev)]
+    hand = [(key, ev) for key, ev in live if _hand_added(ev)]
+    if not hand:
+        raise Refusal(
+            "Both events belong to paid bookings: none was added by hand. Cancel one of the bookings instead",
+            offer=ctx.offer("cancel"),
+        )
+    labels = [probes.event_label(svc, key, ev) for key, ev in hand]
+    text = (
+        f"Delete {plural(len(hand), 'hand-added event')} ({'; '.join(labels)}): the paying customer keeps the room, "
+        "nobody is cancelled or refunded. Your note is kept with the deletion."
+    )
+
+    def apply() -> FixResult:
+        if not ctx.opts.note.strip():
+            raise Refusal("Write a note saying why this event can be deleted (e.g. who added it and why)")
+        fresh = [svc.calendar.get_event(*key) for key, _ in hand]
+        if any(ev is None or not probes.is_live(ev) or not _hand_added(ev) for ev in fresh):
+            raise Refusal("The event changed since you looked (deleted, or now belongs to a booking): look again")
+        deleted, problems = steps.delete_events(
+            svc,
+            [k for k, _ in hand],
+            booking_id=ctx.booking.id if ctx.booking else None,
+            pi_id=f.payment_intent,
+            actor=ctx.actor,
+            now=ctx.now,
+            note=ctx.opts.note.strip(),
+        )
+        message = f"Deleted {plural(deleted, 'hand-added event')}: {'; '.join(labels)}"
+        return FixResult(f.id or 0, "", not problems, "; ".join([message, *problems]), changed=deleted > 0)
+
+    return Plan(text, apply)
+
+
 def _orphan_still_paid(ctx: FixContext, ev: Json) -> str | None:
     """Why an orphan event may be real after all (None when the payment behind it keeps no money, or its day was
     cancelled): Stripe is asked, not the cache."""
@@ -769,6 +818,7 @@ PLANNERS: dict[str, Callable[[FixContext], Plan]] = {
     "cancel": lambda ctx: _plan_cancel(ctx, full=False),
     "cancel_full_refund": lambda ctx: _plan_cancel(ctx, full=True),
     "delete_events": _plan_delete_events,
+    "delete_hand_added": _plan_delete_hand_added,
     "send_refund_notice": _plan_send_refund_notice,
     "confirm_payment": _plan_confirm_payment,
     "resend_confirmation": _plan_resend_confirmation,

@@ -194,6 +194,12 @@ def _double_booked(svc: Any) -> Ctx:
     return finding(svc, "double_booking", ctx, "cancel", reason="Board meeting has the room")
 
 
+def _hand_added_clash(svc: Any) -> Ctx:
+    ctx = confirmed(svc)
+    manual_event(svc, NEXT_MON, time(11), time(12))
+    return finding(svc, "double_booking", ctx, "delete_hand_added", note="Staff meeting moved to the Quiet Room")
+
+
 def _holiday(svc: Any) -> Ctx:
     legacy = replace(svc, settings=svc.settings.model_copy(update={"observe_holidays": False}))
     s = bk.start_booking(legacy, request(dates=(GOOD_FRIDAY,)), actor="customer")
@@ -276,6 +282,7 @@ REMEDIATIONS = [
         run_fix,
     ),
     Flow("fix.cancel.double_booking", _double_booked, run_fix),
+    Flow("fix.delete_hand_added.double_booking", _hand_added_clash, run_fix),
     Flow("fix.cancel_full_refund.holiday", _holiday, run_fix),
     Flow("fix.delete_events.orphan", _orphan_after_cancel, run_fix),
     Flow("fix.delete_events.manual", _manual, run_fix),

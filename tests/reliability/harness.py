@@ -48,7 +48,7 @@ PREFERRED = {
     "paid_no_event": "create_events",
     "partial_multiday": "create_events",
     "orphan_event": "delete_events",
-    "double_booking": "cancel",
+    "double_booking": "delete_hand_added",
     "manual_event": "delete_events",
     "holiday_booking": "cancel_full_refund",
     "missing_extras": "fill_extras",

@@ -17,7 +17,7 @@ from services.web import customer
 
 ACTOR = "dana@venue.example"
 TWO_DAYS = (date(2026, 3, 9), date(2026, 3, 10))
-SONIC_EXTRAS = {"show_name": "Night Shift", "group_size": "3", "set_choice": "Podcast table"}
+SONIC_EXTRAS = {"show_name": "Night Shift", "set_choice": "Podcast table"}
 
 
 def confirmed(svc: Any, booking_request: Any, **kw: Any) -> Any:
@@ -80,16 +80,15 @@ def test_extras_are_checked_against_the_rooms_form_then_saved(svc: Any, booking_
         svc, booking_request(room="sonic-studio", channel="phone", party_size=3), actor="customer"
     )
     with pytest.raises(ValidationError) as err:
-        bk.update_customer(svc, started.booking_id, actor=ACTOR, extras={"show_name": "Night Shift", "group_size": 9})
-    assert err.value.problems == ["Group size must be between 1 and 6", "Set choice is required for the Sonic Studio"]
+        bk.update_customer(svc, started.booking_id, actor=ACTOR, extras={"show_name": "", "set_choice": "Rave"})
+    assert err.value.problems == [
+        "Podcast or show name is required for the Sonic Studio",
+        "Set choice must be one of: Podcast table, Band rehearsal, Voice-over booth",
+    ]
     assert booking(svc, started.booking_id).extras == {}
 
     result = bk.update_customer(svc, started.booking_id, actor=ACTOR, extras=SONIC_EXTRAS)
-    assert booking(svc, started.booking_id).extras == {
-        "show_name": "Night Shift",
-        "group_size": 3,
-        "set_choice": "Podcast table",
-    }
+    assert booking(svc, started.booking_id).extras == {"show_name": "Night Shift", "set_choice": "Podcast table"}
     assert result.changes["extras"][0] == {}
 
 

@@ -63,7 +63,7 @@ def test_clean_data_has_no_findings(svc: Any, booking_request: Any) -> None:
     sonic = booking_request(
         room="sonic-studio",
         agreement_version="2026-01",
-        extras={"show_name": "Night Shift", "group_size": 3, "set_choice": "Podcast table"},
+        extras={"show_name": "Night Shift", "set_choice": "Podcast table"},
     )
     bk.sandbox_pay(svc, bk.start_booking(svc, sonic, actor="c").booking_id, actor="webhook")
     cancelled = paid(svc, booking_request(room="workshop"))
@@ -181,7 +181,7 @@ def test_missing_extras_and_its_near_miss(svc: Any, booking_request: Any) -> Non
             room="sonic-studio",
             dates=[THU],
             channel="phone",
-            extras={"show_name": "Night Shift", "group_size": 2, "set_choice": "Voice-over booth"},
+            extras={"show_name": "Night Shift", "set_choice": "Voice-over booth"},
         ),
     )
     (f,) = run(svc)["missing_extras"]

@@ -431,6 +431,37 @@ def test_cancel_resolves_a_double_booking(svc: Any, booking_request: Any) -> Non
     assert charge(svc, started.payment_intent)["refunded"]
 
 
+def test_a_clash_staff_caused_by_hand_deletes_their_event_and_the_customer_keeps_the_room(
+    svc: Any, booking_request: Any
+) -> None:
+    started = confirmed(svc, booking_request, dates=(NEXT_MON,))
+    manual_event(svc, NEXT_MON, time(11), time(12))
+    target = only(checks(svc), "double_booking")
+    assert target.actions[0] == "delete_hand_added"  # the fix offered first harms no paying customer
+    assert "the paying customer keeps the room" in remediate.describe_action(svc, target.id, "delete_hand_added")
+    refused = remediate.run_action(svc, target.id, "delete_hand_added", actor=ACTOR)
+    assert not refused.ok and "Write a note" in refused.message
+
+    result = fix_clears(svc, "double_booking", "delete_hand_added", note="Board meeting moved to the Quiet Room")
+
+    assert result.message.startswith("Deleted 1 hand-added event: “Staff meeting”")
+    b, _ = booking_of(svc, started.booking_id)
+    assert b.status == "CONFIRMED" and not charge(svc, started.payment_intent)["refunded"]
+    assert len(live_events(svc, started.reference)) == 1
+
+
+def test_two_paid_bookings_clashing_offer_a_cancellation_not_a_deletion(svc: Any, booking_request: Any) -> None:
+    first = confirmed(svc, booking_request, dates=(NEXT_MON,))
+    later = confirmed(svc, booking_request, dates=(NEXT_MON,), start=time(13), end=time(15), customer_email="b@x.org")
+    moved = booking_of(svc, later.booking_id)[1][0].event_id
+    start, end = venue_time(svc, NEXT_MON, time(11)), venue_time(svc, NEXT_MON, time(13))
+    svc.calendar.patch_event(BOARDROOM, moved, {"start": {"dateTime": start}, "end": {"dateTime": end}})
+    target = only(checks(svc), "double_booking")
+    refused = remediate.run_action(svc, target.id, "delete_hand_added", actor=ACTOR, note="x")
+    assert not refused.ok and "Both events belong to paid bookings" in refused.message and refused.offer == "cancel"
+    assert len(live_events(svc, first.reference)) == 1 and len(live_events(svc, later.reference)) == 1
+
+
 def test_cancel_picks_the_later_booking_when_two_bookings_overlap(svc: Any, booking_request: Any) -> None:
     first = confirmed(svc, booking_request, dates=(NEXT_MON,))
     svc.clock.advance(minutes=5)
@@ -701,7 +732,7 @@ def test_the_whole_demo_can_be_cleared(svc: Any) -> None:
         "paid_no_event": "create_events",
         "partial_multiday": "create_events",
         "orphan_event": "delete_events",
-        "double_booking": "cancel",
+        "double_booking": "delete_hand_added",
         "manual_event": "delete_events",
         "holiday_booking": "cancel_full_refund",
         "missing_extras": "fill_extras",
