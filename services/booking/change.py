@@ -207,7 +207,17 @@ def _net_words(net: int, currency: str) -> str:
     return "no difference"
 
 
-def _new_amendment(s: Session, plan: ChangePlan, lines: list[str], **values: Any) -> Amendment:
+def _new_amendment(
+    s: Session,
+    plan: ChangePlan,
+    lines: list[str],
+    state: AmendmentState,
+    *,
+    actor: str,
+    reason: str,
+    now: datetime,
+    hold_expires_at: datetime | None = None,
+) -> Amendment:
     booking = load_booking(s, plan.booking_id)
     legs = {leg.id: leg for leg in booking_legs(s, plan.booking_id) if leg.id is not None}
     number = (
@@ -223,7 +233,12 @@ def _new_amendment(s: Session, plan: ChangePlan, lines: list[str], **values: Any
         charge_cents=plan.settlement.charge_cents,
         refund_cents=plan.settlement.refund_cents,
         net_cents=plan.settlement.net_cents,
-        **values,
+        state=state,
+        hold_expires_at=hold_expires_at,
+        reason=reason,
+        actor=actor,
+        created_at=now,
+        updated_at=now,
     )
     s.add(a)
     s.flush()
@@ -238,16 +253,7 @@ def _start_applying(
     refuses the new shape."""
     try:
         with svc.session() as s:
-            a = _new_amendment(
-                s,
-                plan,
-                lines,
-                state=AmendmentState.APPLYING,
-                reason=reason,
-                actor=actor,
-                created_at=now,
-                updated_at=now,
-            )
+            a = _new_amendment(s, plan, lines, AmendmentState.APPLYING, actor=actor, reason=reason, now=now)
             booking = load_booking(s, plan.booking_id)
             audit.record(
                 s,
@@ -269,6 +275,11 @@ def _start_applying(
         raise
 
 
+def _release_hold_claims(s: Session, a: Amendment) -> None:
+    """The slots a change held for its new shape stop blocking (it was made, given up, refused or lapsed)."""
+    s.execute(sa.update(SlotClaim).where(col(SlotClaim.amendment_id) == a.id).values(active=False))
+
+
 def _apply_shape(svc: Services, s: Session, booking: Booking, a: Amendment, actor: str, now: datetime) -> None:
     """The days and their claims take the new shape (DB only; the caller's transaction). Dropped days are cancelled
     with their share of the refund; changed days move (date, times, room, price); added days are made, confirmed."""
@@ -276,7 +287,7 @@ def _apply_shape(svc: Services, s: Session, booking: Booking, a: Amendment, acto
     room = svc.catalogue.room(a.room_to)
     buffer = timedelta(minutes=svc.policy.buffer_minutes)
     legs = {leg.id: leg for leg in booking_legs(s, booking.id)}
-    s.execute(sa.update(SlotClaim).where(col(SlotClaim.amendment_id) == a.id).values(active=False))
+    _release_hold_claims(s, a)
     rows = [dict(row) for row in a.plan]
     for row in rows:  # dropped days first: their time is free for the others
         if row["leg_id"] is not None and row["new"] is None:
@@ -556,17 +567,8 @@ def _hold(
     buffer = timedelta(minutes=svc.policy.buffer_minutes)
     try:
         with svc.session() as s:
-            a = _new_amendment(
-                s,
-                plan,
-                lines,
-                state=AmendmentState.AWAITING_PAYMENT,
-                hold_expires_at=expires,
-                reason=reason,
-                actor=actor,
-                created_at=now,
-                updated_at=now,
-            )
+            waiting = AmendmentState.AWAITING_PAYMENT
+            a = _new_amendment(s, plan, lines, waiting, actor=actor, reason=reason, now=now, hold_expires_at=expires)
             assert a.id is not None
             for row in a.plan:
                 if row["new"] is None:
@@ -842,7 +844,7 @@ def _fail_change(svc: Services, amendment_id: int, actor: str, now: datetime, de
     with svc.session() as s:
         a = s.get(Amendment, amendment_id)
         assert a is not None
-        s.execute(sa.update(SlotClaim).where(col(SlotClaim.amendment_id) == a.id).values(active=False))
+        _release_hold_claims(s, a)
         a.state, a.hold_expires_at, a.updated_at = AmendmentState.FAILED, None, now
         booking = load_booking(s, a.booking_id)
         legs = [leg for leg in booking_legs(s, a.booking_id) if leg.state in ACTIVE_LEG_STATES]
@@ -858,7 +860,7 @@ def _release(svc: Services, amendment_id: int, state: AmendmentState, actor: str
     with svc.session() as s:
         a = s.get(Amendment, amendment_id)
         assert a is not None
-        s.execute(sa.update(SlotClaim).where(col(SlotClaim.amendment_id) == a.id).values(active=False))
+        _release_hold_claims(s, a)
         a.state, a.hold_expires_at, a.updated_at = state, None, now
         audit.record(
             s,

@@ -493,19 +493,25 @@ def _plan_delete_events(ctx: FixContext) -> Plan:
     def apply() -> FixResult:
         if f.code == "manual_event" and not ctx.opts.note.strip():
             raise Refusal("Write a note saying why this event can be deleted")
-        deleted, problems = steps.delete_events(
-            svc,
-            [k for k, _ in live],
-            booking_id=ctx.booking.id if ctx.booking else None,
-            pi_id=f.payment_intent,
-            actor=ctx.actor,
-            now=ctx.now,
-            note=ctx.opts.note.strip(),
-        )
-        message = f"Deleted {plural(deleted, 'event')}: {'; '.join(labels)}"
-        return FixResult(f.id or 0, "", not problems, "; ".join([message, *problems]), changed=deleted > 0)
+        return _delete(ctx, [k for k, _ in live], labels, "event")
 
     return Plan(text, apply)
+
+
+def _delete(ctx: FixContext, keys: list[EventKey], labels: list[str], noun: str) -> FixResult:
+    """Delete these events with the person's note kept, and say what was deleted."""
+    f = ctx.finding
+    deleted, problems = steps.delete_events(
+        ctx.svc,
+        keys,
+        booking_id=ctx.booking.id if ctx.booking else None,
+        pi_id=f.payment_intent,
+        actor=ctx.actor,
+        now=ctx.now,
+        note=ctx.opts.note.strip(),
+    )
+    message = f"Deleted {plural(deleted, noun)}: {'; '.join(labels)}"
+    return FixResult(f.id or 0, "", not problems, "; ".join([message, *problems]), changed=deleted > 0)
 
 
 def _hand_added(ev: Json) -> bool:
@@ -542,17 +548,7 @@ def _plan_delete_hand_added(ctx: FixContext) -> Plan:
         fresh = [svc.calendar.get_event(*key) for key, _ in hand]
         if any(ev is None or not probes.is_live(ev) or not _hand_added(ev) for ev in fresh):
             raise Refusal("The event changed since you looked (deleted, or now belongs to a booking): look again")
-        deleted, problems = steps.delete_events(
-            svc,
-            [k for k, _ in hand],
-            booking_id=ctx.booking.id if ctx.booking else None,
-            pi_id=f.payment_intent,
-            actor=ctx.actor,
-            now=ctx.now,
-            note=ctx.opts.note.strip(),
-        )
-        message = f"Deleted {plural(deleted, 'hand-added event')}: {'; '.join(labels)}"
-        return FixResult(f.id or 0, "", not problems, "; ".join([message, *problems]), changed=deleted > 0)
+        return _delete(ctx, [k for k, _ in hand], labels, "hand-added event")
 
     return Plan(text, apply)
 
