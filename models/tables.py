@@ -89,10 +89,25 @@ class Channel(StrEnum):
 
 
 class ClaimKind(StrEnum):
-    """A slot claim is an unpaid hold (expires) or a booked day."""
+    """A slot claim is an unpaid hold (expires), a booked day, or a room blocked by staff (maintenance, internal
+    use, a closure)."""
 
     HOLD = "hold"
     BOOKED = "booked"
+    BLOCK = "block"
+
+
+class BlockKind(StrEnum):
+    """Why staff took a room out of sale: maintenance, the venue's own use, or the venue closed."""
+
+    MAINTENANCE = "maintenance"
+    INTERNAL = "internal"
+    CLOSURE = "closure"
+
+
+class BlockState(StrEnum):
+    ACTIVE = "active"
+    RELEASED = "released"
 
 
 class OutboxStatus(StrEnum):
@@ -253,16 +268,64 @@ class BookingLeg(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
+class RoomBlock(SQLModel, table=True):
+    """Staff took one or more rooms out of sale for a range of days (whole opening days, or the same hours each day):
+    maintenance, the venue's own use, or a closure. It claims its slots like a booking (SlotClaim.block_id, so the
+    database refuses an overlap with a booking) and puts one marked event per room and day on the room's calendar
+    (private property roomdesk_block=<id>), so reconciliation knows it is the venue's own and not a hand-added
+    event. Released, its claims go and its events are deleted; the row stays for the audit trail."""
+
+    __tablename__ = "room_block"
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: BlockKind = _state(BlockKind, BlockKind.MAINTENANCE, 16, index=True)
+    state: BlockState = _state(BlockState, BlockState.ACTIVE, 16, index=True)
+    rooms: list[Any] = _json([])  # room slugs
+    first_day: date = Field(index=True)  # venue dates, inclusive
+    last_day: date = Field(index=True)
+    start_time: str | None = Field(default=None, max_length=5)  # venue time HH:MM each day; None = the whole day
+    end_time: str | None = Field(default=None, max_length=5)
+    reason: str = Field(max_length=500)
+    # One entry per room and day: {"room", "day", "calendar_id", "event_id", "starts_at", "ends_at"}.
+    events: list[Any] = _json([])
+    actor: str = Field(max_length=254)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    released_at: datetime | None = _ts(nullable=True)
+    released_by: str | None = Field(default=None, max_length=254)
+    release_reason: str = Field(default="", max_length=500)
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class VenueConfig(SQLModel, table=True):
+    """One saved version of what admins edit on Settings: the room catalogue (rooms, prices, capacity, minimum hours,
+    extras, closures), the venue rules (opening hours, buffer, booking window, refund bands…) and staff roles. The
+    highest version is in force; config/rooms.toml and the environment are the first-run seed. Bookings keep their own
+    price and policy snapshots, so a new version never changes a booking already made."""
+
+    __tablename__ = "venue_config"
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: int = Field(unique=True, index=True)
+    catalogue: dict[str, Any] = _json({})
+    rules: dict[str, Any] = _json({})
+    staff_roles: dict[str, Any] = _json({})
+    note: str = Field(default="", max_length=500)
+    actor: str = Field(max_length=254)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
 class SlotClaim(SQLModel, table=True):
-    """A room's time taken by a hold (unpaid, expires) or a booked day. The database refuses two active claims on
-    one room whose [starts_at, block_until) ranges overlap (block_until = end + buffer) unless both belong to one
-    booking (a change holding its new shape next to the days it replaces): a PostgreSQL exclusion constraint, a
-    SQLite trigger (see migrations 0001 and 0007)."""
+    """A room's time taken by a hold (unpaid, expires), a booked day or a staff block. The database refuses two
+    active claims on one room whose [starts_at, block_until) ranges overlap (block_until = end + buffer) unless both
+    belong to one booking (a change holding its new shape next to the days it replaces) or one block: a PostgreSQL
+    exclusion constraint, a SQLite trigger (see migrations 0001, 0007 and 0009)."""
 
     __tablename__ = "slot_claim"
 
     id: int | None = Field(default=None, primary_key=True)
-    booking_id: int = Field(foreign_key="booking.id", index=True)
+    # A claim belongs to a booking, or (booking_id None) to a room block staff made (block_id).
+    booking_id: int | None = Field(default=None, foreign_key="booking.id", index=True)
+    block_id: int | None = Field(default=None, foreign_key="room_block.id", index=True)
     # A booked or held day; or, with amendment_id instead, a day a change to the booking holds until it is paid.
     leg_id: int | None = Field(default=None, foreign_key="booking_leg.id", unique=True)
     amendment_id: int | None = Field(default=None, foreign_key="amendment.id", index=True)

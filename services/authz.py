@@ -63,6 +63,9 @@ ACTIONS: dict[str, frozenset[str]] = {
     "dispute.submit": _MONEY,
     "close.run": frozenset({"finance", "admin"}),
     "settings.check_connections": frozenset({"admin"}),
+    "settings.edit": frozenset({"admin"}),
+    "block.create": _MANAGE,
+    "block.release": _MANAGE,
 }
 
 ACTION_WORDS = {
@@ -89,6 +92,9 @@ ACTION_WORDS = {
     "dispute.submit": "submit dispute evidence",
     "close.run": "run the daily close",
     "settings.check_connections": "check the connections",
+    "settings.edit": "change the venue's settings",
+    "block.create": "block a room or close the venue",
+    "block.release": "release a room block or closure",
 }
 
 
@@ -335,3 +341,7 @@ DESK_ACTIONS: dict[str, tuple[str, ...]] = {
     "run_close": ("close.run",),
     "check_connections": ("settings.check_connections",),
 }
+
+    # -- room blocks and closures (issue 14 §5) ---------------------------------------------------------------------
+
+    # -- settings edited in the dashboard (issue 14 §6) ---------------------------------------------------------------

@@ -13,6 +13,7 @@ from models.tables import (
     Booking,
     BookingLeg,
     ClaimKind,
+    RoomBlock,
     SlotClaim,
 )
 from services.booking.store import resolve_now
@@ -78,7 +79,7 @@ def sweep_expired_claims(session: Session, room_slug: str, now: datetime, actor:
             )
         )
     )
-    for booking_id in sorted({c.booking_id for c in lapsed}):
+    for booking_id in sorted({c.booking_id for c in lapsed if c.booking_id is not None}):
         for claim in lapsed:
             if claim.booking_id == booking_id:
                 claim.active = False
@@ -104,9 +105,14 @@ def claims_busy(
     )
     out = []
     for c in session.exec(q):
-        if c.booking_id == exclude_booking:
+        if c.booking_id is not None and c.booking_id == exclude_booking:
             continue
         if c.kind == ClaimKind.HOLD and c.expires_at is not None and c.expires_at < now:
+            continue
+        if c.block_id is not None:
+            block = session.get(RoomBlock, c.block_id)
+            what = f"blocked by staff ({block.reason})" if block is not None and block.reason else "blocked by staff"
+            out.append(Busy(c.starts_at, c.ends_at, what, f"block:{c.block_id}"))
             continue
         out.append(
             Busy(

@@ -13,10 +13,20 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.exc import IntegrityError, StatementError
-from sqlmodel import SQLModel, select
+from sqlmodel import Session, SQLModel, select
 
 from models.db import make_engine, session_scope, upgrade
-from models.tables import AuditLog, Booking, BookingLeg, BookingStatus, Channel, LegState, SlotClaim
+from models.tables import (
+    AuditLog,
+    Booking,
+    BookingLeg,
+    BookingStatus,
+    Channel,
+    ClaimKind,
+    LegState,
+    RoomBlock,
+    SlotClaim,
+)
 from services import booking as bk
 from tests.conftest import NOW
 
@@ -31,7 +41,7 @@ def test_migrations_build_the_schema_from_empty_and_match_the_models(db_url: str
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
         version = conn.execute(sa.text("select version_num from alembic_version")).scalar_one()
     assert diff == [], f"models and migrations disagree: {diff}"
-    assert version == "0008"
+    assert version == "0009"
     engine.dispose()
 
 
@@ -185,6 +195,83 @@ def test_migration_0007_goes_down_and_up_again(db_url: str) -> None:
     engine.dispose()
 
 
+def _block(s: Session, start: datetime, end: datetime, room: str = "boardroom") -> int:
+    block = RoomBlock(
+        rooms=[room], first_day=start.date(), last_day=start.date(), reason="Maintenance", actor="t", created_at=NOW
+    )
+    s.add(block)
+    s.flush()
+    assert block.id is not None
+    s.add(
+        SlotClaim(
+            block_id=block.id,
+            room_slug=room,
+            starts_at=start,
+            ends_at=end,
+            block_until=end,
+            kind=ClaimKind.BLOCK,
+            created_at=NOW,
+        )
+    )
+    s.flush()
+    return block.id
+
+
+def test_a_room_block_claims_its_slot_against_bookings_and_other_blocks(db_url: str) -> None:
+    """Issue 14 §5: a block takes the room like a booking does: a booking cannot overlap it, another block cannot
+    either, and a claim must belong to exactly one booking or one block."""
+    engine = make_engine(db_url)
+    upgrade(engine)
+    ten = datetime(2026, 3, 4, 18, 0, tzinfo=UTC)
+    with session_scope(engine) as s:
+        ((booking_id, leg_id),) = _skeleton(s, 1)
+        _block(s, ten, ten + timedelta(hours=2))
+    with pytest.raises(IntegrityError) as caught, session_scope(engine) as s:
+        _claim(s, booking_id, leg_id, ten + timedelta(hours=1), ten + timedelta(hours=3))
+    assert bk.is_overlap_error(caught.value)
+    with pytest.raises(IntegrityError) as caught, session_scope(engine) as s:
+        _block(s, ten + timedelta(minutes=30), ten + timedelta(hours=1))
+    assert bk.is_overlap_error(caught.value)
+    with session_scope(engine) as s:  # after it, and in another room: fine
+        _claim(s, booking_id, leg_id, ten + timedelta(hours=2), ten + timedelta(hours=3))
+        _block(s, ten, ten + timedelta(hours=2), room="quiet-room")
+    with pytest.raises(IntegrityError), session_scope(engine) as s:  # no owner at all
+        s.add(SlotClaim(room_slug="union-room", starts_at=ten, ends_at=ten, block_until=ten, created_at=NOW))
+    engine.dispose()
+
+
+def test_migration_0009_goes_down_and_up_again(db_url: str) -> None:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    ten = datetime(2026, 3, 4, 18, 0, tzinfo=UTC)
+    with session_scope(engine) as s:
+        (booking_id, leg_id), (other, other_leg) = _skeleton(s, 2)
+        _claim(s, booking_id, leg_id, ten, ten + timedelta(hours=2))
+        _block(s, ten + timedelta(hours=3), ten + timedelta(hours=4))
+    from alembic import command
+
+    from models.db import alembic_config
+
+    with engine.begin() as conn:
+        cfg = alembic_config(engine)
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0008")
+    insert = sa.text(
+        "INSERT INTO slot_claim (booking_id, leg_id, room_slug, starts_at, ends_at, block_until, kind, active, "
+        "created_at) VALUES (:b, :leg, 'boardroom', :start, :end, :end, 'booked', true, :start)"
+    )
+    row = {"b": other, "leg": other_leg, "start": "2026-03-04 19:00:00", "end": "2026-03-04 20:00:00"}
+    with pytest.raises(IntegrityError), engine.begin() as conn:  # the booking's claim survived, still guarded
+        conn.execute(insert, row)
+    upgrade(engine)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
+    assert diff == []
+    with session_scope(engine) as s:
+        _block(s, ten + timedelta(hours=3), ten + timedelta(hours=4))
+    engine.dispose()
+
+
 def _contend(args: tuple[str, str, str, int, Any, bool]) -> str:
     data_dir, db_url, now_iso, index, barrier, blind = args
     from services.booking import BookingRequest, quotes, start_booking
@@ -301,7 +388,7 @@ def test_processes_starting_at_once_on_an_empty_database_all_start(db_url: str) 
     assert outcomes == ["ok"] * starters
     engine = make_engine(db_url)
     with engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0008"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0009"
     engine.dispose()
 
 
