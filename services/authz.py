@@ -310,6 +310,10 @@ class Desk:
         self._as("settings.check_connections")
         return health.check_connections(self.svc, progress=progress)
 
+    # -- room blocks and closures (issue 14 §5) -----------------------------------------------------------------------
+
+    # -- settings edited in the dashboard (issue 14 §6) ---------------------------------------------------------------
+
 
 # Desk method → the action it checks (for the tests that try every action with every role).
 DESK_ACTIONS: dict[str, tuple[str, ...]] = {
@@ -340,8 +344,6 @@ DESK_ACTIONS: dict[str, tuple[str, ...]] = {
     "save_dispute_evidence": ("dispute.draft", "dispute.submit"),
     "run_close": ("close.run",),
     "check_connections": ("settings.check_connections",),
+    # room blocks and closures (issue 14 §5)
+    # settings edited in the dashboard (issue 14 §6)
 }
-
-    # -- room blocks and closures (issue 14 §5) ---------------------------------------------------------------------
-
-    # -- settings edited in the dashboard (issue 14 §6) ---------------------------------------------------------------
