@@ -51,6 +51,8 @@ EXPECTED: dict[str, set[str]] = {
     "save_dispute_evidence": MONEY,
     "run_close": {"finance", "admin"},
     "check_connections": {"admin"},
+    # room blocks and closures (issue 14 §5)
+    # settings edited in the dashboard (issue 14 §6)
 }
 
 # Arguments that get each call past its role check to the service, which then fails or succeeds on its own terms.
@@ -82,6 +84,8 @@ ARGS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "save_dispute_evidence": ((999_999,), {"submit": True}),
     "run_close": ((date(2026, 3, 1),), {}),
     "check_connections": ((), {}),
+    # room blocks and closures (issue 14 §5)
+    # settings edited in the dashboard (issue 14 §6)
 }
 
 
