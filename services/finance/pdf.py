@@ -171,9 +171,11 @@ class Document:
         pdf.set_font(self.family, "", 10)
 
     def fields(self, rows: Sequence[tuple[str, str]], *, label_width: float = 48) -> None:
-        """Label / value pairs, the value wrapping beside its label."""
+        """Label / value pairs, the value wrapping beside its label. A pair never splits across a page when it fits on
+        one: a label is not left at the foot of a page with its value on the next."""
         pdf = self.pdf
         for label, value in rows:
+            self._keep_together(label, value or "—", label_width)
             pdf.set_font(self.family, "B", 9.5)
             pdf.set_text_color(*MUTED)
             y = pdf.get_y()
@@ -184,6 +186,24 @@ class Document:
             pdf.multi_cell(0, 5, self.text(value or "—"), align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
             pdf.ln(0.8)
         pdf.ln(1.5)
+
+    def _lines(self, width: float, text: str, *, bold: bool) -> int:
+        """How many lines `text` takes in a cell `width` wide (nothing drawn)."""
+        self.pdf.set_font(self.family, "B" if bold else "", 9.5)
+        lines = self.pdf.multi_cell(width, 5, self.text(text), dry_run=True, output="LINES")
+        assert isinstance(lines, list)
+        return len(lines)
+
+    def _keep_together(self, label: str, value: str, label_width: float) -> None:
+        """A new page before a label/value pair that would not fit in what is left of this one, when it fits on a
+        page of its own; a longer pair starts on a new page unless at least three of its lines fit here."""
+        pdf = self.pdf
+        lines = max(self._lines(label_width, label, bold=True), self._lines(pdf.epw - label_width, value, bold=False))
+        height = lines * 5 + 0.8
+        room = pdf.page_break_trigger - pdf.get_y()
+        page = pdf.page_break_trigger - pdf.t_margin
+        if height > room and (height <= page or room < 3 * 5):
+            pdf.add_page()
 
     def table(
         self,
