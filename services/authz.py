@@ -19,9 +19,11 @@ from services.booking.amend import Change, ChangePlan
 from services.booking.change import ChangeResult
 from services.booking.details import Keep
 from services.booking.requests import BookingRequest, CancelResult, ConfirmResult, CustomerUpdate, StartResult
+from services.core import venue
 from services.core.context import Progress, Services
 from services.core.errors import NotAllowed
 from services.core.roles import ROLES
+from services.core.venue_state import VenueEdit
 from services.finance import close, disputes, overrides
 from services.finance.close_queries import CloseResult
 from services.notify import outbox
@@ -312,7 +314,27 @@ class Desk:
 
     # -- room blocks and closures (issue 14 §5) -----------------------------------------------------------------------
 
+    def plan_block(self, req: booking.BlockRequest) -> booking.BlockPlan:
+        """What blocking would take and whom it would get in the way of (reads only): shown only to someone who may
+        block, so nobody studies a plan they cannot act on."""
+        self._as("block.create")
+        return booking.plan_block(self.svc, req)
+
+    def block_rooms(self, req: booking.BlockRequest) -> booking.BlockResult:
+        """Block the rooms (or close the venue) as planned: re-checked first, refused while bookings are in the way."""
+        actor = self._as("block.create")
+        return booking.create_block(self.svc, req, actor=actor)
+
+    def release_block(self, block_id: int, *, reason: str) -> booking.BlockResult:
+        actor = self._as("block.release")
+        return booking.release_block(self.svc, block_id, actor=actor, reason=reason)
+
     # -- settings edited in the dashboard (issue 14 §6) ---------------------------------------------------------------
+
+    def save_venue_config(self, edit: VenueEdit, *, note: str = "") -> venue.VenueSaved:
+        """Save one Settings section as the next version of the venue configuration (audited field by field)."""
+        actor = self._as("settings.edit")
+        return venue.save_venue_config(self.svc, edit, actor=actor, note=note)
 
 
 # Desk method → the action it checks (for the tests that try every action with every role).
@@ -345,5 +367,9 @@ DESK_ACTIONS: dict[str, tuple[str, ...]] = {
     "run_close": ("close.run",),
     "check_connections": ("settings.check_connections",),
     # room blocks and closures (issue 14 §5)
+    "plan_block": ("block.create",),
+    "block_rooms": ("block.create",),
+    "release_block": ("block.release",),
     # settings edited in the dashboard (issue 14 §6)
+    "save_venue_config": ("settings.edit",),
 }

@@ -233,8 +233,8 @@ def emails_section(svc: Services) -> None:
     if read_only:
         st.caption("Audit mode is read-only: nothing can be sent from here.")
     notice = st.container()
-    if outcome := st.session_state.pop("ob_mail_outcome", None):
-        widgets.show_outcome(outcome[0], outcome[1], notice)
+    if outcome := st.session_state.get("ob_mail_outcome"):
+        widgets.kept_outcome(outcome[0], outcome[1], forget="ob_mail_outcome", where=notice)
     # Retry now's outcome goes with the email in the preview, or up here when the filter now hides that email.
     retried: tuple[int, str, str] | None = st.session_state.pop("ob_retried", None)  # (email id, kind, text)
     retried_id = retried[0] if retried else None

@@ -67,10 +67,14 @@ def webhooks_section(svc: Services, failed: list[StoredEvent]) -> None:
         "not be reached). Stripe sends an event again by itself for up to three days; Replay runs it now. Replaying "
         "is always safe: it brings the booking in line with what Stripe says now, never twice."
     )
-    if results := st.session_state.pop("ob_replayed", None):
+    if results := st.session_state.get("ob_replayed"):
         good = sum(r["Outcome"] == "Done" for r in results)
-        (st.success if good == len(results) else st.warning)(f"Replayed {len(results)}: {good} done.")
-        st.table(pd.DataFrame(results), hide_index=True, border="horizontal")
+        box = widgets.kept_outcome(
+            "success" if good == len(results) else "warning",
+            f"Replayed {len(results)}: {good} done.",
+            forget="ob_replayed",
+        )
+        box.table(pd.DataFrame(results), hide_index=True, border="horizontal")
     if not failed:
         st.success("No failed webhook: every event Stripe sent has been processed.", icon=":material/task_alt:")
         return

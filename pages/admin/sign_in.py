@@ -22,7 +22,7 @@ if session.uses_oidc():
     email = str(user.get("email") or "")
     st.error(
         f"You are signed in as **{email or 'an account without an email'}**, which has no role in Room Desk. "
-        "Ask an admin to add your email to STAFF_ROLES (front desk, manager, finance or admin)."
+        "Ask an admin to add your email on Settings → Staff roles (front desk, manager, finance or admin)."
     )
     if st.button("Sign out", icon=":material/logout:", key="sign_out_oidc"):
         st.logout()

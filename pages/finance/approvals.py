@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import streamlit as st
 
-from pages.ui import actions, boot, labels, nav, session
+from pages.ui import actions, boot, labels, nav, session, widgets
 from services.finance import override_queries as oq
 from services.rules.fmt import days_label
 
@@ -48,8 +48,12 @@ kept = st.session_state.get("ap_result")
 if kept and kept[0][0] == me:
     done_id = kept[0][1]
     if (done := actions.outcome("ap_result", tag=(me, done_id), doing=f"Override #{done_id}")) is not None:
-        show = {"executed": st.success, "failed": st.error}.get(done.status, st.info)
-        show(done.message + "".join(f"\n\n- {p}" for p in done.problems), icon=":material/approval:")
+        widgets.kept_outcome(  # at the top until dismissed
+            {"executed": "success", "failed": "error"}.get(done.status, "info"),
+            done.message + "".join(f"\n\n- {p}" for p in done.problems),
+            forget="ap_result",
+            icon=":material/approval:",
+        )
 
 
 def _signature(view: OverrideView, slot: str) -> str:

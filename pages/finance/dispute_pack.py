@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages.ui import labels
+from pages.ui import history, labels
 from services.core.context import Services
 from services.finance import dispute_queries as dq
 from services.finance.dispute_queries import DisputeSummary, EvidencePack
@@ -124,7 +124,10 @@ def show_pack(svc: Services, case: DisputeSummary, pack: EvidencePack, editable:
                     {
                         "When": labels.venue(svc, r["at"]).replace(" ", labels.NBSP),
                         "Source": r["source"],
-                        "What": str(r["what"]).removeprefix("booking."),
+                        # Our own rows as sentences, as on the booking's timeline (the facts are in Details).
+                        "What": history.sentence(svc, str(r["code"]), {})
+                        if r["source"] == "Room Desk" and r.get("code")
+                        else str(r["what"]),
                         "Details": r.get("detail") or "",
                     }
                     for r in pack.timeline

@@ -1,10 +1,11 @@
 """Disputes: the chargebacks on our payments, the time left to answer each, and the evidence we answer with.
 
 The list reads the DisputeCase rows the Stripe webhooks keep in step; the first visit in a session and "Refresh
-from Stripe" also read Stripe's own list, for disputes no webhook told us about. Selecting a dispute shows the
-evidence pack assembled from its booking, the text that goes to Stripe (editable while the dispute needs a
-response), the PDF, Save draft to Stripe, and Submit evidence (once, after a confirmation): pages/finance/
-dispute_view.py. Every action runs through the Desk with the signed-in person as the audit trail's actor.
+from Stripe" also read Stripe's own list, for disputes no webhook told us about. Selecting a dispute (or a
+`?dispute=dp_…` link, as the Mismatches page gives) shows the evidence pack assembled from its booking, the text
+that goes to Stripe (editable while the dispute needs a response), the PDF, Save draft to Stripe, and Submit
+evidence (once, after a confirmation): pages/finance/dispute_view.py. Every action runs through the Desk with the
+signed-in person as the audit trail's actor.
 """
 
 from __future__ import annotations
@@ -80,6 +81,25 @@ def metrics(cases: list[DisputeSummary]) -> None:
     m4.metric("Under review", sum(c.status.endswith("under_review") for c in cases), border=True)
 
 
+def kept_row(cases: list[DisputeSummary]) -> int | None:
+    """The row selected when the table is drawn afresh: the dispute a `?dispute=dp_…` link names (the Mismatches
+    page links a dispute_open finding here), else the one an action just worked on."""
+    linked = st.query_params.get("dispute")
+    wanted = next((c.id for c in cases if c.dispute_id == linked), None) if linked else None
+    if linked and wanted is None:
+        st.warning(f"No dispute {linked!r} (from the link).", icon=":material/link_off:")
+    return next((i for i, c in enumerate(cases) if c.id == (wanted or st.session_state.get("ds_keep"))), None)
+
+
+def follow_link(cases: list[DisputeSummary], row: int | None) -> None:
+    """The address bar names the dispute on screen, so it is always a link to it."""
+    shown = cases[row].dispute_id if row is not None else None
+    if shown and st.query_params.get("dispute") != shown:
+        st.query_params["dispute"] = shown
+    elif shown is None and st.query_params.get("dispute") in {c.dispute_id for c in cases}:
+        st.query_params.pop("dispute", None)
+
+
 # ------------------------------------------------------------------------------------------------ page
 
 st.title("Disputes")
@@ -95,8 +115,9 @@ elif not st.session_state.get("ds_refreshed"):
     # Once per session: a dispute whose webhook never came (or came before Room Desk was connected) still shows.
     refresh(quiet=True)
 st.session_state["ds_refreshed"] = True
-if outcome := st.session_state.pop("ds_outcome", None):
-    widgets.show_outcome(*outcome)
+if outcome := st.session_state.get("ds_outcome"):
+    # At the top until dismissed; a toast too, as Save draft and Submit are far down the page.
+    widgets.kept_outcome(outcome[0], outcome[1], forget="ds_outcome", toast=outcome[1][:120])
 
 cases = dq.list_cases(svc)
 if not cases:
@@ -107,19 +128,21 @@ row = widgets.selectable_table(
     cases_table(cases),
     key=f"ds_cases_{widgets.generation('ds')}",
     rows=len(cases),
-    keep=next((i for i, c in enumerate(cases) if c.id == st.session_state.get("ds_keep")), None),
+    keep=kept_row(cases),
+    # Widths that fit 1366 px with the sidebar open (no sideways scrolling); hover a cut cell to read it all.
     column_config={
         "Booking": st.column_config.TextColumn(width=88),
-        "Customer": st.column_config.TextColumn(width=120),
+        "Customer": st.column_config.TextColumn(width=110),
         "Amount": st.column_config.TextColumn(width=75),
-        "Reason": st.column_config.TextColumn(width=165),
+        "Reason": st.column_config.TextColumn(width=150),
         "Status": st.column_config.TextColumn(width=125),
         "Evidence due": st.column_config.TextColumn(width=115, help=f"In {TZ}"),
-        "Days left": st.column_config.TextColumn(width=130),
+        "Days left": st.column_config.TextColumn(width=90),
         "Evidence": st.column_config.TextColumn(width=95, help="Evidence sent to Stripe: a draft, or submitted"),
-        "Dispute": st.column_config.TextColumn(width=220, help="Stripe's dispute id"),
+        "Dispute": st.column_config.TextColumn(width=110, help="Stripe's dispute id"),
     },
 )
 st.caption(f"Needing a response first, soonest due first; times in {TZ}. Select a dispute to see its evidence.")
+follow_link(cases, row)
 if row is not None:
     detail(svc, dq.get_case(svc, cases[row].id))

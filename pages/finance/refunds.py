@@ -140,25 +140,37 @@ table = pd.DataFrame(
         "PaymentIntent": rows["payment_intent"],
     }
 )
+checked = bool((rows["check"] != "").any())
 chosen = widgets.selectable_table(
     table,
     key=f"rf_table_{first}_{last}_{'-'.join(rooms)}_{'-'.join(origins)}_{len(rows)}",
     rows=len(rows),
     height=widgets.fit_height(len(table), 460),
+    # Widths that fit 1366 px with the sidebar open, no sideways scrolling. Who made each refund and the Stripe ids
+    # are in the exports and on the booking a row opens; "Check" shows only when a refund needs one.
     column_config={
-        "Refunded": st.column_config.TextColumn(width=135, help=labels.tz_label(svc)),
-        "Booking": st.column_config.TextColumn(width=90),
-        "Room": st.column_config.TextColumn(width=110),
-        "Origin": st.column_config.TextColumn(width=200),
-        "Amount": st.column_config.NumberColumn(format=dollars, width=90),
+        "Refunded": st.column_config.TextColumn(width=122, help=labels.tz_label(svc)),
+        "Booking": st.column_config.TextColumn(width=86),
+        "Room": st.column_config.TextColumn(width=88),
+        "Customer": st.column_config.TextColumn(width=100),
+        "Origin": st.column_config.TextColumn(width=150 if checked else 175),
+        "Amount": st.column_config.NumberColumn(format=dollars, width=70),
         "Policy quote": st.column_config.TextColumn(
-            width=100, help="What the cancellation policy gave, where the refund followed a quote"
+            width=80, help="What the cancellation policy gave, where the refund followed a quote"
         ),
-        "Reason": st.column_config.TextColumn(width=220),
-        "Check": st.column_config.TextColumn(width=150, help="Empty when our ledger and Stripe agree"),
+        "Reason": st.column_config.TextColumn(width=140 if checked else 230, help="Hover a cell to read it all"),
+        "Check": st.column_config.TextColumn(width=120, help="Empty when our ledger and Stripe agree")
+        if checked
+        else None,
+        "By": None,
+        "Refund": None,
+        "PaymentIntent": None,
     },
 )
-st.caption(f"{report.count} refund(s) in {period}, oldest first. Select a row to open its booking.")
+st.caption(
+    f"{report.count} refund(s) in {period}, oldest first. Select a row to open its booking; the downloads also have "
+    "who made each refund and Stripe's ids."
+)
 if chosen is not None and (ref := str(rows["booking_ref"].iloc[chosen])):
     st.switch_page(nav.script("bookings"), query_params={"ref": ref})
 

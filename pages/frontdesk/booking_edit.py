@@ -118,15 +118,17 @@ def edit_form(detail: BookingDetail, room: Room | None) -> None:
 
 
 def show_outcome(b: Booking) -> None:
-    """What the last Save changed, at the top of the booking: a toast (seen wherever the page is scrolled) and a
-    message, with the offer to send the confirmation to a corrected address."""
+    """What the last Save changed, at the top of the booking until dismissed: a toast (seen wherever the page is
+    scrolled) and a message, with the offer to send the confirmation to a corrected address."""
     if (toast := st.session_state.pop(TOAST, None)) is not None:
         st.toast(toast, icon=":material/how_to_reg:")
     done: CustomerUpdate | None = actions.kept(RESULT, tag=b.id)
     if done is None:
         return
     if not done.changed:
-        st.info("Nothing to save: the customer's details were already so.", icon=":material/info:")
+        widgets.kept_outcome(
+            "info", "Nothing to save: the customer's details were already so.", forget=RESULT, icon=":material/info:"
+        )
         return
     parts = [f"{LABELS.get(f, f)} **{labels.literal(_text(a))}**" for f, (_, a) in done.changes.items() if f != "notes"]
     if "notes" in done.changes:
@@ -136,11 +138,13 @@ def show_outcome(b: Booking) -> None:
         text += f" The calendar events of {days_label(done.events_updated)} say so too."
     if done.pay_link_follows:
         text += f" The next pay link goes to **{labels.literal(b.customer_email)}**."
-    st.success(text, icon=":material/how_to_reg:")
-    for problem in done.problems:
-        st.warning(problem, icon=":material/event_busy:")
+    text += "".join(f"\n\n{problem}" for problem in done.problems)
+    box = widgets.kept_outcome(
+        "warning" if done.problems else "success", text, forget=RESULT, icon=":material/how_to_reg:"
+    )
     if done.offer_resend:
-        _offer_resend(b)
+        with box:
+            _offer_resend(b)
 
 
 def _offer_resend(b: Booking) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import streamlit as st
 
+from models.tables import LegState
 from pages.ui import actions, history, labels, nav, session
 from services.booking.queries import CALENDAR_STATES
 from services.finance import override_queries, receipts
@@ -19,6 +20,20 @@ from services.rules.fmt import day_label, days_label
 if TYPE_CHECKING:
     from services.booking.queries import BookingDetail
     from services.core.context import Services
+
+
+# Days no longer booked, by what ended them, in the order the header names them.
+ENDED_DAYS = {LegState.CANCELLED: "cancelled", LegState.REFUNDED: "refunded", LegState.FAILED: "failed"}
+
+
+def days_line(detail: BookingDetail) -> str:
+    """The booking's days for its header: those still booked, then apart (struck through) those cancelled, refunded
+    or failed since, so a day given up is never read as booked."""
+    ended = {state: [leg.day for leg in detail.legs if leg.state == state] for state in ENDED_DAYS}
+    booked = [leg.day for leg in detail.legs if leg.state not in ENDED_DAYS]
+    parts = [days_label(booked)] if booked else ["no day still booked"]
+    parts += [f"{ENDED_DAYS[state]}: ~~{days_label(days)}~~" for state, days in ended.items() if days]
+    return " · ".join(parts)
 
 
 def days(svc: Services, detail: BookingDetail) -> None:

@@ -1,23 +1,26 @@
-"""Phone booking: a caller wants a room. Room, days and time → week grid and quote → customer → hold → payment.
+"""Phone booking: a caller wants a room. Room, days and time → quote → customer → hold → payment.
 
-Everything the person types lives under `pb_*` keys in session state. Once a booking is held the form locks (so
-what is on screen is what was booked) until "New booking" clears it; the Book button acts once per booking, so a
-double-click cannot create two. The state and the callbacks are pages/frontdesk/phone_form.py.
+The form is on the left, a fragment: typing in it reruns the form alone, never the grid, and the page reruns only
+when the panel has something new to show. On the right the panel: what came of the last action (the quote, why Book
+failed, the held booking's reference to read out), which stays in view while the form scrolls, above the rooms ×
+hours grid of the day asked for, where a free cell fills the form in.
+
+Everything the person types lives under `pb_*` keys in session state. Once a booking is held the form locks (so what
+is on screen is what was booked) until "New booking" clears it; the Book button acts once per booking, so a
+double-click cannot create two. The state and the callbacks are pages/frontdesk/phone_form.py. A free cell on the
+Room calendar opens this page as /phone_booking?room=…&day=…&start=…&end=….
 """
 
 from __future__ import annotations
 
-from datetime import time, timedelta
+from datetime import timedelta
 
-import pandas as pd
 import streamlit as st
 
 from pages.frontdesk import phone_form
 from pages.ui import actions, boot, charts, labels, session, widgets
 from services.booking.availability import closed_reasons, next_open_day, open_days, slot_times, week_of
-from services.booking.queries import schedule
-from services.booking.quotes import quote
-from services.booking.requests import QuoteResult
+from services.booking.grid import room_grid
 from services.core.catalogue import Room
 from services.rules.fmt import day_label, days_label, duration_label, hhmm
 
@@ -29,26 +32,29 @@ ROOMS: dict[str, Room] = {r.slug: r for r in svc.catalogue.bookable_rooms}
 TODAY = svc.now().astimezone(settings.tz).date()
 TIMES = slot_times(svc)
 
+# The outcome at the top of the panel follows the page down (over the grid), so it is in view wherever the person is
+# in the form (the panel's column is as tall as the form's).
+st.html(
+    "<style>"
+    "div[data-testid='stLayoutWrapper']:has(>.st-key-pb_outcome){position:sticky;top:3.75rem;z-index:5;"
+    "background:#fff;padding-bottom:.25rem}"
+    "</style>"
+)
 
-def _at(options: list[time], wanted: time) -> int:
-    """Index of `wanted` in `options`, or the nearest later option (opening hours are a setting)."""
-    return next((i for i, t in enumerate(options) if t >= wanted), 0)
-
-
+note = phone_form.take_link(svc, ROOMS, TIMES, TODAY)
+phone_form.seed(svc, ROOMS, TIMES, TODAY)
+# What the panel is drawn from in this run: the form's fragment reruns the whole page only when it changes.
+st.session_state["pb_panel_drawn"] = phone_form.panel_state(svc, ROOMS)
 st.title("Phone booking")
 locked = "pb_created" in st.session_state
-if locked:
-    st.info(
-        "This booking is saved: the form is locked. Use **New booking** below it for the next caller.",
-        icon=":material/lock:",
-    )
+form, panel = st.columns([1, 1.15], gap="medium")
 
-# The form on the left, the week's grid on the right: the person on the phone sees who is in the rooms while they
-# type, without scrolling away from the form.
-form, grid = st.columns([1, 1.15], gap="large")
 
-# ---- room, days and time ---------------------------------------------------------------------------------------
-with form:
+@st.fragment
+def fill_in(locked: bool) -> None:
+    """The form: room, days and times, Quote, the customer, Book. A fragment: typing reruns this alone, never the
+    grid; when the panel has something new to show (a quote, Book's outcome, another request to outline on the
+    grid) it reruns the page. Every button of the form is in it, so a click right after typing is never lost."""
     slug = st.selectbox(
         "Room",
         list(ROOMS),
@@ -59,14 +65,10 @@ with form:
         ),
     )
     room = ROOMS[slug]
-    facts = [
-        f"**{labels.money(svc, room.hourly_price_cents)}** per hour",
-        f"up to **{room.capacity}** people",
-        f"minimum **{room.min_hours:g} h**",
-    ]
+    facts = [f"minimum **{room.min_hours:g} h**"]
     if room.discount_eligible and settings.discount_bands:
         facts.append("multi-day discount " + ", ".join(f"{p} % from {d} days" for d, p in settings.discount_bands))
-    st.markdown(" · ".join(facts) + (f"  \n:gray[{room.description}]" if room.description else ""))
+    st.caption(" · ".join(facts) + (f" · {room.description}" if room.description else ""))
 
     separate = st.toggle(
         "Separate dates",
@@ -88,7 +90,6 @@ with form:
         d1, d2 = st.columns([1.6, 1])
         d1.date_input(
             "First day",
-            value=next_open_day(svc, TODAY + timedelta(days=2)),
             key="pb_first_day",
             min_value=TODAY,
             max_value=TODAY + timedelta(days=settings.max_days_ahead + 7),
@@ -99,7 +100,6 @@ with form:
             "Weekdays",
             min_value=1,
             max_value=settings.max_days_per_booking,
-            value=1,
             step=1,
             key="pb_ndays",
             disabled=locked,
@@ -107,10 +107,8 @@ with form:
         )
 
     t1, t2, t3 = st.columns([1, 1, 1.2])
-    t1.selectbox(
-        "Start", TIMES[:-1], index=_at(TIMES[:-1], time(9, 0)), format_func=hhmm, key="pb_start", disabled=locked
-    )
-    t2.selectbox("End", TIMES[1:], index=_at(TIMES[1:], time(12, 0)), format_func=hhmm, key="pb_end", disabled=locked)
+    t1.selectbox("Start", TIMES[:-1], format_func=hhmm, key="pb_start", disabled=locked)
+    t2.selectbox("End", TIMES[1:], format_func=hhmm, key="pb_end", disabled=locked)
     t3.number_input(
         "Group size",
         min_value=1,
@@ -122,6 +120,7 @@ with form:
         disabled=locked,
     )
 
+    # What the request says, and the mistakes that can be seen before quoting, right under the fields.
     req = phone_form.request_from_state(svc, ROOMS)
     dates = list(req.dates)
     minutes = req.minutes_per_day
@@ -129,106 +128,41 @@ with form:
         flagged = [
             f"**{day_label(d)}** :red[({why[0]})]" if (why := closed_reasons(svc, d)) else day_label(d) for d in dates
         ]
+        problems = []
+        if minutes <= 0:
+            problems.append(":red[**end before start**]")
+        if req.party_size and req.party_size > room.capacity:
+            problems.append(f":red[**{req.party_size} people: the {room.name} holds {room.capacity}**]")
         st.markdown(
             f"{room.name} · {', '.join(flagged)} · {hhmm(req.start)}–{hhmm(req.end)}"
-            + (f" ({duration_label(minutes)} a day)" if minutes > 0 else " — :red[**end before start**]")
+            + (f" ({duration_label(minutes)} a day)" if minutes > 0 else "")
+            + "".join(f" — {p}" for p in problems)
         )
     else:
-        st.markdown("Choose at least one date.")
+        st.markdown(":red[Choose at least one date.]")
+    st.button(
+        "Quote",
+        icon=":material/request_quote:",
+        disabled=locked,
+        key="pb_quote_btn",
+        on_click=phone_form.quote_now,
+        args=(svc, ROOMS),
+        help="Checks the rules, the calendars and the holds, and prices it. The answer shows on the right.",
+    )
 
-# ---- week grid -------------------------------------------------------------------------------------------------
-anchor = dates[0] if dates else next_open_day(svc, TODAY)
-monday = anchor - timedelta(days=anchor.weekday())
-# The opening weekdays of the week, and any closed day of it the caller asked for (shown closed).
-week_days = sorted({*week_of(svc, anchor), *(d for d in dates if monday <= d < monday + timedelta(days=7))})
-with grid:
-    st.markdown(f"**Who is in the rooms — week of {day_label(monday)}**")
-    with actions.reporting("Loading the room calendars"):
-        items = schedule(svc, monday, days=7)
-        frame = charts.timeline_frame(svc, items, week_days)
-        overlay = pd.DataFrame(
-            [
-                {
-                    "day": day_label(d),
-                    "room": room.name,
-                    "kind": "Your request",
-                    "start_h": req.start.hour + req.start.minute / 60,
-                    "end_h": req.end.hour + req.end.minute / 60,
-                    "when": f"{day_label(d)} {hhmm(req.start)}–{hhmm(req.end)}",
-                    "who": "This request",
-                    "reference": "",
-                    "label": "",
-                }
-                for d in dates
-                if d in week_days and minutes > 0
-            ]
-        )
-        later = [d for d in dates if d not in week_days]
-        st.caption(
-            "Dashed blue outline: this request. Hover a bar for the customer and reference."
-            + (f" Not shown: {days_label(later)} (other weeks)." if later else "")
-        )
-        charts.show_timeline(svc, frame, week_days, request=overlay, highlight=room.name)
-
-# ---- quote -----------------------------------------------------------------------------------------------------
-with form:
-    st.subheader("Quote", anchor=False)
-    if st.button("Quote", icon=":material/request_quote:", disabled=locked, key="pb_quote_btn"):
-        with actions.reporting("Quoting"):
-            st.session_state["pb_quote"] = (phone_form.signature(req), quote(svc, req))
-
-    stored: tuple[tuple[object, ...], QuoteResult] | None = st.session_state.get("pb_quote")
-    if stored is None:
-        st.caption("Press **Quote** to check the calendars and get the price.")
-    elif stored[0] != phone_form.signature(req):
-        st.caption("The request changed since the last quote: press **Quote** again.")
-    elif stored[1].reasons:
-        st.error(
-            "**This can't be booked:**\n\n" + "\n".join(f"- {r}" for r in stored[1].reasons), icon=":material/block:"
-        )
-    else:
-        q = stored[1].quote
-        st.success(
-            f"Available — **{labels.money(svc, q.total_cents)}** for {len(q.legs)} day(s)",
-            icon=":material/check_circle:",
-        )
-        st.dataframe(
-            pd.DataFrame(
-                [
-                    {
-                        "Day": day_label(leg.day),
-                        "Hours": duration_label(q.minutes_per_day),
-                        "Price": labels.money(svc, leg.base_cents),
-                        "Discount": labels.money(svc, -leg.discount_cents),
-                        "Day total": labels.money(svc, leg.total_cents),
-                    }
-                    for leg in q.legs
-                ]
-            ),
-            hide_index=True,
-            width="stretch",
-        )
-        if q.discount_percent:
-            st.caption(
-                f"Multi-day discount {q.discount_percent} %: {labels.money(svc, q.discount_cents)} off "
-                f"{labels.money(svc, q.subtotal_cents)}."
-            )
-
-    # ---- customer ----------------------------------------------------------------------------------------------
-    st.subheader("Customer", anchor=False)
-    st.text_input("Name", key="pb_name", disabled=locked)
+    # ---- customer ------------------------------------------------------------------------------------------------
+    st.markdown("**Customer**")
     n1, n2 = st.columns([1.4, 1])
-    with n1:
-        st.text_input(
-            "Email",
-            key="pb_email",
-            disabled=locked,
-            placeholder="name@example.com",
-            help="The confirmation and receipts go here.",
-        )
-        widgets.email_suggestion("pb_email", disabled=locked)
+    n1.text_input("Name", key="pb_name", disabled=locked)
     n2.text_input("Phone", key="pb_phone", disabled=locked)
-
+    st.text_input(
+        "Email",
+        key="pb_email",
+        disabled=locked,
+        placeholder="name@example.com",
+        help="The confirmation and receipts go here.",
+    )
+    widgets.email_suggestion("pb_email", disabled=locked)
     if room.extras:
         st.markdown(f"**{room.name} details**")
         st.warning(
@@ -237,16 +171,15 @@ with form:
             icon=":material/assignment_late:",
         )
         widgets.extras_inputs(room, f"pb_x_{room.slug}_", disabled=locked)
-
     st.text_area(
         "Notes",
         key="pb_notes",
         disabled=locked,
-        height=80,
+        height=68,
         placeholder="Anything staff should know (set-up, access, who to ask for)",
     )
 
-    # ---- book --------------------------------------------------------------------------------------------------
+    # ---- book ----------------------------------------------------------------------------------------------------
     st.button(
         "Book",
         type="primary",
@@ -255,9 +188,51 @@ with form:
         key="pb_book",
         on_click=phone_form.book,
         args=(svc, ROOMS),
-        help=f"Holds the room for {duration_label(settings.phone_hold_minutes)} while the customer pays.",
+        help=f"Holds the room for {duration_label(settings.phone_hold_minutes)} while the customer pays. "
+        "The reference shows on the right.",
     )
-    if (error := st.session_state.get("pb_error")) is not None:
-        actions.show_error(error, doing="Not booked")
-    if (created := st.session_state.get("pb_created")) is not None:
-        phone_form.show_created(svc, created)
+    if phone_form.panel_state(svc, ROOMS) != st.session_state.get("pb_panel_drawn"):
+        st.rerun(scope="app")
+
+
+with form:
+    fill_in(locked)
+
+# ---- the panel: the outcome, then the rooms grid ----------------------------------------------------------------
+req = phone_form.request_from_state(svc, ROOMS)
+room, dates, minutes = ROOMS[req.room], list(req.dates), req.minutes_per_day
+with panel:
+    with st.container(key="pb_outcome"):
+        phone_form.show_outcome(svc, req, room, note)
+
+    shown = dates[0] if dates else next_open_day(svc, TODAY)
+    g1, g2 = st.columns([2.4, 1], vertical_alignment="center")
+    view = g2.segmented_control(
+        "Grid", ["Day", "Week"], default="Day", key="pbg_view", required=True, label_visibility="collapsed"
+    )
+    week = view == "Week"
+    monday = shown - timedelta(days=shown.weekday())
+    g1.markdown(f"**Rooms — {f'week of {day_label(monday)}' if week else day_label(shown)}**")
+    asked = charts.Asked(req.room, frozenset(dates), req.start, req.end) if minutes > 0 else None
+    shown_days = week_of(svc, shown) if week else [shown]
+    with actions.reporting("Loading the rooms"):
+        grid = room_grid(svc, shown_days)
+        charts.show_grid(
+            svc,
+            grid,
+            ns="rg_pb",
+            day=None if week else shown,
+            pick=None if locked else phone_form.pick,
+            asked=asked,
+            compact=True,
+        )
+        for problem in grid.calendar_errors:
+            st.warning(f"Calendar not read — {problem}.", icon=":material/sync_problem:")
+    charts.grid_legend()
+    later = [d for d in dates if d not in shown_days]
+    st.caption(
+        ("Click a free cell to put it in the form. " if not locked else "")
+        + "Dashed outline: this request."
+        + (f" Also asked: {days_label(later)}." if later else "")
+        + f" Times in {labels.tz_label(svc)}."
+    )

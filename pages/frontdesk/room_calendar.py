@@ -1,5 +1,7 @@
-"""Room calendar: all rooms for a day or a week at a glance — booked, unpaid holds, events added by hand in Google
-Calendar, and orphan events whose booking is gone."""
+"""Room calendar: all rooms for a day or a week at a glance. First the rooms × hours grid ("what is free at 14:00 on
+Friday?"): each cell free, held, booked, blocked, an event or closed, a free cell a click away from a phone booking
+there. Below it the counts, the list of what is on and the timeline (booked, unpaid holds, blocks, events added by hand
+in Google Calendar, orphan events whose booking is gone), all from the grid's one read."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import streamlit as st
 
 from pages.ui import actions, boot, charts, labels, nav, session
 from services.booking.availability import closed_reasons, next_open_day, week_of
-from services.booking.queries import free_hours, schedule
+from services.booking.grid import room_grid
 from services.rules.fmt import day_label
 
 svc = boot.services()
@@ -49,62 +51,73 @@ day = picked or TODAY
 if view == "Week":
     monday = day - timedelta(days=day.weekday())
     days = week_of(svc, day)
-    start, span, title = monday, 7, f"Week of {day_label(monday)}"
+    title = f"Week of {day_label(monday)}"
 else:
-    days, start, span, title = [day], day, 1, day_label(day) + (" (today)" if day == TODAY else "")
+    days, title = [day], day_label(day) + (" (today)" if day == TODAY else "")
     if day == START != TODAY:
         title += " (next open day)"
 
-items = []
-with actions.reporting("Loading the room calendars"):
-    items = schedule(svc, start, days=span)
-items = [i for i in items if i.day in days]
-
-# ---- counts ----------------------------------------------------------------------------------------------------
-booked = [i for i in items if i.kind == "booked"]
-holds = [i for i in items if i.kind == "hold"]
-manual = [i for i in items if i.kind == "manual"]
-orphans = [i for i in items if i.kind == "orphan"]
 st.subheader(title, anchor=False)
-k1, k2, k3, k4, k5 = st.columns(5)
-k1.metric("Booked", len(booked), help="Paid booking days (one per room per day)")
-k2.metric("Unpaid holds", len(holds), help=charts.KIND_HELP["Unpaid hold"])
-k3.metric("Manual events", len(manual), help=charts.KIND_HELP["Manual event"])
-k4.metric("Orphan events", len(orphans), help=charts.KIND_HELP["Orphan event"])
-free = free_hours(svc, items, days)
-k5.metric("Free room-hours", f"{sum(free.values()):g}", help="Open hours with nothing in them, all rooms together")
-
 if len(days) == 1 and (closed := closed_reasons(svc, days[0])):
     st.info(f"{'; '.join(closed)}. Nothing can be booked on this day.", icon=":material/door_front:")
 
-# ---- chart -----------------------------------------------------------------------------------------------------
-frame = charts.timeline_frame(svc, items, days)
-charts.show_timeline(svc, frame, days, labels=True)
-st.caption(" · ".join(f"**{k}**: {v}" for k, v in charts.KIND_HELP.items()) + f". Times in {labels.tz_label(svc)}.")
+# ---- the grid: what front desk looks at first ------------------------------------------------------------------
+books = nav.may_open(session.role(), "phone_booking")
+grid = None
+with actions.reporting("Loading the rooms"):
+    grid = room_grid(svc, days)
+if grid is None:
+    st.stop()
+charts.show_grid(svc, grid, ns="rg_cal", day=None if view == "Week" else day, link=books)
+for problem in grid.calendar_errors:
+    st.warning(f"Calendar not read — {problem}. Events added by hand are not shown.", icon=":material/sync_problem:")
+charts.grid_legend()
+click = "**Click a free cell** to start a phone booking there. " if books else ""
+st.caption(f"{click}Hover a cell for who or what is there. Times in {labels.tz_label(svc)}.")
+
+# ---- counts ----------------------------------------------------------------------------------------------------
+rows = [(d, o) for d in days for o in grid.on(d)]
+kinds = [charts.kind_of(o) for _, o in rows]
+orphans = kinds.count("Orphan event")
+k1, k2, k3, k4, k5, k6 = st.columns(6)
+k1.metric("Booked", kinds.count("Booked"), help="Paid booking days (one per room per day)")
+k2.metric("Unpaid holds", kinds.count("Unpaid hold"), help=charts.KIND_HELP["Unpaid hold"])
+k3.metric("Blocked", kinds.count("Blocked"), help=charts.KIND_HELP["Blocked"])
+k4.metric("Manual events", kinds.count("Manual event"), help=charts.KIND_HELP["Manual event"])
+k5.metric("Orphan events", orphans, help=charts.KIND_HELP["Orphan event"])
+idle = grid.idle_hours()
+k6.metric("Free room-hours", f"{sum(idle.values()):g}", help="Open hours with nothing in them, all rooms together")
+
 if orphans:
     st.warning(
-        f"{len(orphans)} calendar event(s) belong to a booking that is cancelled or failed: open the booking "
+        f"{orphans} calendar event(s) belong to a booking that is cancelled or failed: open the booking "
         "and check whether the event should be deleted.",
         icon=":material/report:",
     )
 
-left, right = st.columns([2.8, 1])
+# ---- below the grid: the list of what is on, and the timeline with the names in the bars -----------------------
+listing, timeline = st.tabs(["What's on", "Timeline"])
+with timeline:
+    charts.show_timeline(svc, charts.timeline_frame(svc, grid), days, labels=True)
+    st.caption(" · ".join(f"**{k}**: {v}" for k, v in charts.KIND_HELP.items()) + f". Times in {labels.tz_label(svc)}.")
+
+names = {r.slug: r.name for r in grid.rooms}
+left, right = listing.columns([2.8, 1])
 with left:
-    st.markdown("#### What's on")
-    if items:
+    if rows:
         week = len(days) > 1
         st.dataframe(
             pd.DataFrame(
                 [
                     {
-                        **({"Day": day_label(i.day)} if week else {}),
-                        "Time": f"{i.start:%H:%M}–{i.end:%H:%M}",
-                        "Room": i.room_name,
-                        "Kind": charts.KIND_OF.get(i.kind, i.kind),
-                        "Who / what": i.label,
-                        "Booking": nav.booking_link(i.reference) if i.reference else "",
+                        **({"Day": day_label(d)} if week else {}),
+                        "Time": o.span,
+                        "Room": names.get(o.room, o.room),
+                        "Kind": kind,
+                        "Who / what": o.label,
+                        "Booking": nav.booking_link(o.reference) if o.reference else "",
                     }
-                    for i in items
+                    for (d, o), kind in zip(rows, kinds, strict=True)
                 ]
             ),
             hide_index=True,
@@ -116,9 +129,8 @@ with left:
     else:
         st.caption("Nothing booked in any room. Use Previous / Next, or pick a date.")
 with right:
-    st.markdown("#### Free hours")
     st.dataframe(
-        pd.DataFrame([{"Room": name, "Free hours": f"{hours:g}"} for name, hours in free.items()]),
+        pd.DataFrame([{"Room": name, "Free hours": f"{hours:g}"} for name, hours in idle.items()]),
         hide_index=True,
         width="stretch",
     )

@@ -12,7 +12,7 @@ import streamlit as st
 
 from pages.ui import actions, widgets
 from services.core.errors import DomainError
-from services.reconciliation.findings import ACTION_LABELS, CODES, open_findings
+from services.reconciliation.findings import CODES, fix_label, fixes_label, open_findings
 
 if TYPE_CHECKING:
     from models.tables import Finding
@@ -89,8 +89,10 @@ def action_dialog(svc: Services, f: Finding, action: str) -> None:
     kwargs, missing = action_inputs(svc, action, f.code, f.room, key)
     if missing:
         st.caption("Still needed: " + "; ".join(missing) + ".")
+    # The same words as the button that opened this dialog: what the fix will do to this finding.
+    label = fix_label(svc, f, action)
     c1, c2 = st.columns(2)
-    go = c1.button(ACTION_LABELS[action], type="primary", disabled=bool(missing), key="mm_go", width="stretch")
+    go = c1.button(label, type="primary", disabled=bool(missing), key="mm_go", width="stretch")
     if c2.button("Back", key="mm_back", width="stretch"):
         _go_back("mm_action")
     if go:
@@ -102,7 +104,7 @@ def action_dialog(svc: Services, f: Finding, action: str) -> None:
         except Exception:
             actions.unexpected("The fix")
             return
-        st.session_state["mm_fix"] = {"finding": f.id, "result": result, "outcome": None}
+        st.session_state["mm_fix"] = {"finding": f.id, "result": result, "outcome": None, "label": label}
         # An acknowledgement changes nothing outside Room Desk: no need to read Stripe and the calendars again.
         st.session_state["mm_resync"] = action != "acknowledge"
         _go_back("mm_action")
@@ -110,7 +112,8 @@ def action_dialog(svc: Services, f: Finding, action: str) -> None:
 
 def bulk_dialog(svc: Services, code: str, action: str) -> None:
     targets = open_findings(svc, codes=[code])
-    st.markdown(f"**{ACTION_LABELS[action]}** for **{len(targets)}** open finding(s): {meaning(code)}.")
+    label = fixes_label(svc, targets, action)
+    st.markdown(f"**{label}** for **{len(targets)}** open finding(s): {meaning(code)}.")
     if not targets:
         st.info("Nothing left open for this code.")
         return
@@ -135,7 +138,7 @@ def bulk_dialog(svc: Services, code: str, action: str) -> None:
         st.caption("Still needed: " + "; ".join(missing) + ".")
     c1, c2 = st.columns(2)
     go = c1.button(
-        f"{ACTION_LABELS[action]} ({len(targets)})",
+        f"{label} ({len(targets)})",
         type="primary",
         disabled=bool(missing),
         key="mm_bulk_go",

@@ -36,8 +36,10 @@ if can_sync and button.button("Sync now", type="primary", icon=":material/sync:"
         st.session_state["ov_outcome"] = outcome
 with status:
     last = sync.sync_status(svc, can_sync=can_sync)
-if (outcome := st.session_state.get("ov_outcome")) is not None:
-    sync.show_sync_outcome(outcome)
+if (outcome := st.session_state.get("ov_outcome")) is not None:  # until dismissed
+    widgets.kept_outcome(
+        "warning" if outcome.errors else "success", outcome.text(), forget="ov_outcome", icon=":material/sync:"
+    )
 sync.audit_indicator(svc)
 
 worker = worker_health(svc)  # its last error may quote anything: shown as text, never as Markdown

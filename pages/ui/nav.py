@@ -34,6 +34,7 @@ SCREENS = [
     Screen("holds", "Holds", ":material/timer:", "pages/frontdesk/holds.py", DESK),
     Screen("bookings", "Bookings", ":material/search:", "pages/frontdesk/bookings.py", EVERYONE),
     Screen("room_calendar", "Room calendar", ":material/calendar_month:", "pages/frontdesk/room_calendar.py", EVERYONE),
+    Screen("blocks", "Blocks & closures", ":material/block:", "pages/frontdesk/blocks.py", MANAGERS),
     Screen("refunds", "Refunds report", ":material/receipt_long:", "pages/finance/refunds.py", MONEY),
     Screen("revenue", "Revenue & occupancy", ":material/bar_chart:", "pages/finance/revenue.py", MONEY),
     Screen("approvals", "Refund approvals", ":material/approval:", "pages/finance/approvals.py", MONEY),

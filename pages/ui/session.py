@@ -12,7 +12,7 @@ from services import authz
 from services.core.roles import ROLES
 
 # Session-state key prefixes of the pages' widgets and results, cleared when someone signs out or switches role.
-PAGE_STATE_PREFIXES = ("pb_", "bk_", "ov_", "mm_", "ob_", "ap_", "rf_", "rv_", "dc_", "ds_")
+PAGE_STATE_PREFIXES = ("pb_", "bk_", "ov_", "mm_", "ob_", "ap_", "rf_", "rv_", "dc_", "ds_", "se_", "bl_")
 
 # The browser tests and scripts/shoot.py start the app with this variable to skip the sandbox role picker
 # (tests/e2e/harness.py ROLE_ENV). Honoured in sandbox mode only.
@@ -28,8 +28,8 @@ def oidc_configured() -> bool:
 
 
 def uses_oidc() -> bool:
-    """Live mode (audit mode included) signs staff in with OIDC (st.login; the role comes from STAFF_ROLES); the
-    sandbox keeps the role picker."""
+    """Live mode (audit mode included) signs staff in with OIDC (st.login; the role comes from the staff roles saved
+    on Settings, STAFF_ROLES until then); the sandbox keeps the role picker."""
     return not boot.settings().is_sandbox
 
 
@@ -38,7 +38,8 @@ def role() -> str | None:
         user = st.user
         if not user.get("is_logged_in", False):
             return None
-        return authz.role_for(str(user.get("email") or ""), boot.settings().staff_roles)
+        # The staff roles saved on Settings (STAFF_ROLES until a version is saved): services.core.venue.
+        return authz.role_for(str(user.get("email") or ""), boot.services().staff_roles)
     value = st.session_state.get("role")
     return value if value in ROLES else None
 

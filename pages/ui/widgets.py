@@ -41,9 +41,14 @@ def selectable_table(
     keep: int | None = None,
     height: int | None = None,
     column_config: Mapping[str, Any] | None = None,
+    on_pick: Callable[[int], None] | None = None,
 ) -> int | None:
     """A table of `rows` rows to select one of (a click reruns the page); the selected row's index, or None.
-    `keep` selects a row at first (it stays selected after an action); `selectable=False` draws it inert."""
+    `keep` selects a row at first (it stays selected after an action); `selectable=False` draws it inert.
+
+    `on_pick(row)` runs before the rerun a click causes, so the page can already draw what was picked (e.g. at the
+    top, instead of the table) in that rerun. AppTest sets a selection without calling it: the row is still
+    returned."""
     options: dict[str, Any] = {
         "hide_index": True,
         "key": key,
@@ -55,8 +60,15 @@ def selectable_table(
     if not selectable:
         st.dataframe(data, on_select="ignore", **options)
         return None
-    picked = st.dataframe(data, on_select="rerun", **options).selection.rows
+    callback: Any = "rerun" if on_pick is None else (lambda: _picked(key, rows, on_pick))
+    picked = st.dataframe(data, on_select=callback, **options).selection.rows
     return picked[0] if picked and picked[0] < rows else None
+
+
+def _picked(key: str, rows: int, on_pick: Callable[[int], None]) -> None:
+    chosen = (st.session_state.get(key) or {}).get("selection", {}).get("rows") or []
+    if chosen and chosen[0] < rows:
+        on_pick(chosen[0])
 
 
 def fit_height(rows: int, most: int) -> int:
@@ -165,6 +177,27 @@ def status_badge(status: str) -> None:
 def show_outcome(kind: str, text: str, where: Any = st) -> None:
     """A kept outcome, ('success' | 'info' | 'warning' | 'error', text), as that kind of message in `where`."""
     getattr(where, kind)(text)
+
+
+def kept_outcome(
+    kind: str, text: str, *, forget: str, icon: str | None = None, where: Any = None, toast: str | None = None
+) -> Any:
+    """What an action did, kept in session state under `forget` until the person dismisses it (✕ next to it): an
+    outcome that vanished on the next click would be missed. Drawn in `where` (a container near the top of the
+    page, by default here); `toast` also pops up once, seen wherever the page is scrolled (for a button far down the
+    page). Returns the message's column, for more under it."""
+    if toast and st.session_state.get(f"{forget}_toasted") != toast:
+        st.session_state[f"{forget}_toasted"] = toast
+        st.toast(toast, icon=icon)
+    box, close = (where or st).columns([14, 1], vertical_alignment="top")
+    getattr(box, kind)(text, icon=icon)
+    close.button("", icon=":material/close:", key=f"{forget}_dismiss", help="Dismiss", on_click=_forget, args=(forget,))
+    return box
+
+
+def _forget(key: str) -> None:
+    st.session_state.pop(key, None)
+    st.session_state.pop(f"{key}_toasted", None)
 
 
 def extras_inputs(room: Room, key_prefix: str, *, disabled: bool = False, placeholder: str = "Not known yet") -> None:

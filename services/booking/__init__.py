@@ -10,10 +10,14 @@ end), `cancel`, `amend` (planning a change to a paid booking) and `change` (maki
 `web_holds` limits what one web customer may hold and
 extends a hold when the customer reaches payment; `active_holds` lists the unpaid holds and releases one for staff.
 `details` holds the customer details' checks (the saga's too) and their correction (update_customer).
+`blocks` takes rooms out of sale (maintenance, internal use, closures: claims + marked calendar events); its values
+and the list of blocks are in the read module `block_queries`.
 """
 
 from services.booking.active_holds import ActiveHold, active_holds, release_unpaid_hold
 from services.booking.amend import Change, ChangePlan, describe, plan_change
+from services.booking.block_queries import BlockPlan, BlockRequest, BlockResult, current_blocks
+from services.booking.blocks import create_block, plan_block, release_block, repair_block_events
 from services.booking.cancel import cancel_booking, cancel_under_lease
 from services.booking.change import (
     ChangeResult,
@@ -83,6 +87,9 @@ from services.booking.web_holds import active_web_holds, reach_payment
 
 __all__ = [
     "ActiveHold",
+    "BlockPlan",
+    "BlockRequest",
+    "BlockResult",
     "BookingRequest",
     "CancelResult",
     "Change",
@@ -113,6 +120,8 @@ __all__ = [
     "confirm_change_payment",
     "confirm_payment",
     "confirm_under_lease",
+    "create_block",
+    "current_blocks",
     "delete_batch",
     "delete_events",
     "derive_status",
@@ -129,6 +138,7 @@ __all__ = [
     "new_reference",
     "open_change",
     "paid_total",
+    "plan_block",
     "plan_change",
     "problems_for",
     "quote",
@@ -136,9 +146,11 @@ __all__ = [
     "record_event_created",
     "record_refund",
     "refund_payment",
+    "release_block",
     "release_claims",
     "release_hold",
     "release_unpaid_hold",
+    "repair_block_events",
     "resend_confirmation",
     "resolve_now",
     "room_limits",

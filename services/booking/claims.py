@@ -111,7 +111,7 @@ def claims_busy(
             continue
         if c.block_id is not None:
             block = session.get(RoomBlock, c.block_id)
-            what = f"blocked by staff ({block.reason})" if block is not None and block.reason else "blocked by staff"
+            what = f"a staff block ({block.reason})" if block is not None and block.reason else "a staff block"
             out.append(Busy(c.starts_at, c.ends_at, what, f"block:{c.block_id}"))
             continue
         out.append(
@@ -155,6 +155,9 @@ def busy_times(
     out = calendar_busy(svc, room, start, end)
     with svc.session() as s:
         claims = claims_busy(s, room_slug, start, end, now, None)
+    # A block's own event has its claim's times: the claim's wording (naming the block) wins over the event's.
+    blocks = {(c.starts_at, c.ends_at) for c in claims if c.ref.startswith("block:")}
+    out = [b for b in out if (b.starts_at, b.ends_at) not in blocks]
     seen = {(b.starts_at, b.ends_at) for b in out}
     return out + [c for c in claims if (c.starts_at, c.ends_at) not in seen]
 

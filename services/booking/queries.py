@@ -28,6 +28,8 @@ from services.booking.availability import is_open
 from services.booking.change import OPEN_STATES, pay_url
 from services.core.context import Services
 from services.core.errors import DomainError, GatewayError, NotFound
+from services.rules.audit_words import EMAIL_KINDS, plain
+from services.rules.fmt import money
 
 CANCELLABLE = frozenset({BookingStatus.AWAITING_PAYMENT, BookingStatus.CONFIRMED, BookingStatus.PARTLY_CANCELLED})
 # A booking in one of these is over: its customer details are history, no longer corrected (details.update_customer).
@@ -483,20 +485,32 @@ STRIPE_EVENT_WORDS = {
     "payment_intent.succeeded": "Payment succeeded",
     "payment_intent.payment_failed": "Payment failed",
     "payment_intent.canceled": "Payment cancelled",
+    "payment_intent.processing": "Payment processing",
+    "payment_intent.requires_action": "Payment waits for the customer's bank",
     "charge.succeeded": "Card charged",
+    "charge.failed": "Card charge failed",
     "charge.refunded": "Refund made",
+    "charge.refund.updated": "Refund updated",
     "charge.dispute.created": "Dispute opened",
+    "charge.dispute.updated": "Dispute updated",
+    "charge.dispute.funds_withdrawn": "Disputed money withdrawn",
+    "charge.dispute.funds_reinstated": "Disputed money returned",
     "charge.dispute.closed": "Dispute closed",
 }
 
 
 def booking_timeline(
-    svc: Services, booking_id: int, *, describe: Callable[[dict[str, Any]], str] | None = None
+    svc: Services,
+    booking_id: int,
+    *,
+    describe: Callable[[dict[str, Any]], str] | None = None,
+    word: Callable[[str, dict[str, Any]], str] | None = None,
 ) -> list[dict[str, Any]]:
     """One timeline of every surface for a booking — Stripe events, calendar changes, our audit rows, emails — from
     the local cache (what "filter the Worker logs by PaymentIntent id" was in the seed). `describe` words an audit
     row's payload (the dashboard and the dispute evidence each their own way); by default its message, or its raw
-    facts."""
+    facts. `word(action, payload)` says what an audit row was as a sentence (services.rules.audit_words); without
+    it "what" is the action name. Every row keeps the action name (or the Stripe event type) as "code"."""
     from models.tables import CalendarEventCache, StripeObjectCache
 
     detail = booking_detail(svc, booking_id, live=False)
@@ -508,13 +522,15 @@ def booking_timeline(
         else:
             facts = {k: v for k, v in a.payload.items() if k != "message"}
             text = str(a.payload.get("message") or ", ".join(f"{k}: {v}" for k, v in facts.items()))[:300]
-        out.append({"at": a.at, "source": "Room Desk", "what": a.action, "who": a.actor, "detail": text})
+        what = word(a.action, a.payload or {}) if word is not None else a.action
+        out.append({"at": a.at, "source": "Room Desk", "what": what, "code": a.action, "who": a.actor, "detail": text})
     for e in detail.emails:
         out.append(
             {
                 "at": e.created_at,
                 "source": "Email",
-                "what": f"{e.kind} email {e.status}",
+                "what": f"{EMAIL_KINDS.get(e.kind, e.kind.replace('_', ' ').capitalize())} email {e.status}",
+                "code": f"email.{e.kind}",
                 "who": e.to,
                 "detail": e.subject + (f" — {e.last_error}" if e.last_error else ""),
             }
@@ -526,14 +542,16 @@ def booking_timeline(
                     StripeObjectCache.object == "event", StripeObjectCache.payment_intent == b.payment_intent_id
                 )
             ):
-                amount = f" · {ev.amount / 100:.2f}" if ev.amount else ""
+                # The event type is the "what" in words; the detail gives the money and Stripe's event id.
+                amount = f"{money(ev.amount, b.currency)} · " if ev.amount else ""
                 out.append(
                     {
                         "at": ev.created,
                         "source": "Stripe",
-                        "what": STRIPE_EVENT_WORDS.get(ev.status or "", ev.status or "event"),
+                        "what": STRIPE_EVENT_WORDS.get(ev.status or "", plain(ev.status or "Stripe event")),
+                        "code": ev.status or "",
                         "who": "Stripe",
-                        "detail": f"{ev.status}{amount} ({ev.id})",
+                        "detail": f"{amount}{ev.id}",
                     }
                 )
         q = select(CalendarEventCache).where(
@@ -551,6 +569,7 @@ def booking_timeline(
                         "at": created,
                         "source": "Calendar",
                         "what": "Event created",
+                        "code": "calendar.created",
                         "who": ce.calendar_id,
                         "detail": f"{when} · {ce.event_id}",
                     }
@@ -561,6 +580,7 @@ def booking_timeline(
                         "at": ce.updated or ce.synced_at,
                         "source": "Calendar",
                         "what": "Event deleted",
+                        "code": "calendar.deleted",
                         "who": ce.calendar_id,
                         "detail": f"{when} · {ce.event_id}",
                     }
@@ -571,6 +591,7 @@ def booking_timeline(
                         "at": ce.updated,
                         "source": "Calendar",
                         "what": "Event changed",
+                        "code": "calendar.changed",
                         "who": ce.calendar_id,
                         "detail": f"{when} · {ce.event_id}",
                     }

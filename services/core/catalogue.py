@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from services.core.errors import ConfigError
 
@@ -156,27 +158,80 @@ class Catalogue(BaseModel):
         return {c.date: c.reason for c in self.closures}
 
 
+# How Settings names a room's fields in a sentence (the TOML keys stay the names in rooms.toml's own errors).
+FIELD_LABELS = {
+    "slug": "slug",
+    "name": "name",
+    "calendar_id": "calendar id",
+    "hourly_price_cents": "hourly price",
+    "capacity": "capacity",
+    "min_hours": "minimum hours",
+    "discount_eligible": "multi-day discount",
+    "bookable": "bookable",
+    "agreement_required": "agreement required",
+    "description": "description",
+    "extras": "extras questions",
+    "date": "date",
+    "reason": "reason",
+}
+
+
+def catalogue_problems(exc: ValidationError, data: object, *, friendly: bool = False) -> list[str]:
+    """One line per error, naming the room (by slug or position) and the field: in rooms.toml's keys, or — for the
+    Settings page (`friendly`) — by the room's name, the field in words and prices in dollars."""
+    rooms = data.get("rooms") if isinstance(data, dict) else None
+    raw_rooms = rooms if isinstance(rooms, list) else []
+    line = _friendly_line if friendly else _toml_line
+    return [line(err, raw_rooms) for err in exc.errors()]
+
+
+def _room_of(loc: Sequence[object], rooms: Sequence[object]) -> dict[str, object] | None:
+    """The raw room an error is about (loc = rooms, index, field…), or None when it is not about one room."""
+    if len(loc) >= 2 and loc[0] == "rooms" and isinstance(loc[1], int):
+        raw = rooms[loc[1]] if loc[1] < len(rooms) else None
+        return raw if isinstance(raw, dict) else {}
+    return None
+
+
+def _toml_line(err: ErrorDetails, rooms: list[object]) -> str:
+    loc = list(err["loc"])
+    room = _room_of(loc, rooms)
+    if room is None:
+        return f"{'.'.join(str(p) for p in loc) or '(top level)'}: {err['msg']}"
+    slug = room.get("slug")
+    who = f"room '{slug}'" if slug else f"room #{int(str(loc[1])) + 1}"
+    return f"{who}, field '{'.'.join(str(p) for p in loc[2:]) or '(room)'}': {err['msg']}"
+
+
+def _friendly_line(err: ErrorDetails, rooms: list[object]) -> str:
+    loc = list(err["loc"])
+    msg = str(err["msg"]).removeprefix("Value error, ").removeprefix("Input ")
+    keys = [str(p) for p in loc[2:]]
+    room = _room_of(loc, rooms)
+    if room is not None:
+        slug, name = room.get("slug"), room.get("name")
+        if name:
+            who = f"{name} ({slug})" if slug else str(name)
+        else:
+            who = f"Room '{slug}'" if slug else f"Room #{int(str(loc[1])) + 1}"
+    elif len(loc) >= 2 and loc[0] == "closures" and isinstance(loc[1], int):
+        who = f"Closure #{loc[1] + 1}"
+    else:
+        return msg[:1].upper() + msg[1:]
+    field = FIELD_LABELS.get(keys[0], keys[0]) if keys else ""
+    if keys[:1] == ["extras"] and len(keys) > 1:
+        field = f"extras question #{int(keys[1]) + 1}" + (f" {FIELD_LABELS.get(keys[2], keys[2])}" if keys[2:] else "")
+    if keys[:1] == ["hourly_price_cents"] and err["type"] in ("greater_than", "less_than_equal"):
+        msg = "must be more than 0 and at most 10,000.00 an hour"
+    return f"{who}, {field}: {msg}" if field else f"{who}: {msg}"
+
+
 def parse_catalogue(data: dict[str, object], source: str = "rooms file") -> Catalogue:
     """Validate raw config; errors name the room (by slug or position) and the field."""
     try:
         return Catalogue.model_validate(data)
     except ValidationError as exc:
-        rooms = data.get("rooms") if isinstance(data, dict) else None
-        lines = []
-        for err in exc.errors():
-            loc = list(err["loc"])
-            where = ".".join(str(p) for p in loc)
-            if len(loc) >= 2 and loc[0] == "rooms" and isinstance(loc[1], int):
-                idx = loc[1]
-                slug = None
-                if isinstance(rooms, list) and idx < len(rooms) and isinstance(rooms[idx], dict):
-                    slug = rooms[idx].get("slug")
-                field = ".".join(str(p) for p in loc[2:]) or "(room)"
-                who = f"room '{slug}'" if slug else f"room #{idx + 1}"
-                lines.append(f"{who}, field '{field}': {err['msg']}")
-            else:
-                lines.append(f"{where or '(top level)'}: {err['msg']}")
-        raise ConfigError(f"{source} is invalid: " + "; ".join(lines)) from None
+        raise ConfigError(f"{source} is invalid: " + "; ".join(catalogue_problems(exc, data))) from None
 
 
 def load_catalogue(path: Path) -> Catalogue:
@@ -187,3 +242,51 @@ def load_catalogue(path: Path) -> Catalogue:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path.name} is not valid TOML: {exc}") from None
     return parse_catalogue(raw, source=path.name)
+
+
+# --------------------------------------------------------------------------------------------- writing rooms.toml
+# A small TOML writer for the one shape rooms.toml has (tables of strings, numbers, booleans, dates and lists of
+# strings): the Settings page's export round-trips through load_catalogue. tomli-w would do it too, but it is not a
+# dependency, and this shape needs fifty lines, not a package.
+
+
+def catalogue_toml(catalogue: Catalogue, *, header: str = "") -> str:
+    """The catalogue in rooms.toml's own format (`header` as comment lines first): venue, closures, rooms with their
+    extras questions. Fields left empty (None, no choices) are left out, as a person writing the file would."""
+    out = [f"# {_CONTROL.sub(' ', line)}".rstrip() for line in header.splitlines()]
+    out += ["", "[venue]", *_pairs(catalogue.venue.model_dump())]
+    for closure in catalogue.closures:
+        out += ["", "[[closures]]", *_pairs(closure.model_dump())]
+    for room in catalogue.rooms:
+        out += ["", "[[rooms]]", *_pairs(room.model_dump(exclude={"extras"}))]
+        for extra in room.extras:
+            out += ["", "  [[rooms.extras]]", *("  " + p for p in _pairs(extra.model_dump()))]
+    return "\n".join(out).lstrip("\n") + "\n"
+
+
+def _pairs(values: dict[str, object]) -> list[str]:
+    return [f"{key} = {_toml_value(value)}" for key, value in values.items() if value is not None and value != ()]
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"rooms.toml has no place for a {type(value).__name__}")
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # not allowed in a TOML comment (a tab is)
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", "\b": "\\b", "\f": "\\f"}
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: quotes, backslashes and control characters escaped, everything else as it is."""
+    chars = (_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c) for c in text)
+    return '"' + "".join(chars) + '"'

@@ -1,5 +1,9 @@
 """The service container: settings, catalogue, database and gateways, built once per process and passed to every
-service function (cosmicpython's unit-of-work idea, kept small)."""
+service function (cosmicpython's unit-of-work idea, kept small).
+
+`catalogue`, `policy` and `staff_roles` are the venue configuration in force (services.core.venue_state): the newest
+version admins saved on Settings, or the seed (the rooms file and the environment) until one is; every process sees
+a new version within a couple of seconds."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from sqlmodel import Session
 from models.db import make_engine, session_scope, upgrade
 from services.core.catalogue import Catalogue, load_catalogue
 from services.core.settings import Settings, get_settings
+from services.core.venue_state import VenueCache, VenueState
 from services.gateways.base import CalendarGateway, MailGateway, PaymentsGateway
 from services.rules.policy import Policy
 
@@ -28,20 +33,47 @@ Progress = Callable[[float, str], None]
 
 @dataclass
 class Services:
-    settings: Settings
-    catalogue: Catalogue
+    settings: Settings  # the environment's; the venue rules in force are `policy` (and `venue.settings`)
+    seed_catalogue: Catalogue  # the rooms file: in force until a version is saved on Settings
     engine: Engine
     payments: PaymentsGateway
     calendar: CalendarGateway
     mail: MailGateway
     clock: Callable[[], datetime] = field(default=system_clock)
+    venue_cache: VenueCache = field(init=False, default_factory=VenueCache, repr=False, compare=False)
 
     def now(self) -> datetime:
         return self.clock()
 
     @property
+    def venue(self) -> VenueState:
+        """The venue configuration in force (checked against the database at most every couple of seconds)."""
+        return self.venue_cache.current(self.engine, self.settings, self.seed_catalogue)
+
+    @property
+    def catalogue(self) -> Catalogue:
+        """Rooms, prices, capacity, extras and closures in force (closure blocks included)."""
+        return self.venue.catalogue
+
+    @catalogue.setter
+    def catalogue(self, seed: Catalogue) -> None:
+        """Replace the seed (tests do; a saved version still wins over it)."""
+        self.seed_catalogue = seed
+        self.venue_cache.forget()
+
+    @property
     def policy(self) -> Policy:
-        return self.settings.policy()
+        """The venue rules in force: opening hours, buffer, booking window, refund and discount bands."""
+        return self.venue.policy
+
+    @property
+    def staff_roles(self) -> dict[str, str]:
+        """Signed-in email → role: saved on Settings, or STAFF_ROLES until a version is saved."""
+        return dict(self.venue.staff_roles)
+
+    def reload_venue(self) -> None:
+        """Look for a new configuration at the next read (this process just saved one, or closed the venue)."""
+        self.venue_cache.invalidate()
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -7,10 +7,12 @@ seed's value.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import time
 from functools import lru_cache
+from itertools import pairwise
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -21,6 +23,21 @@ from services.rules.policy import Policy, RefundBand
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SECRETS_FILE = PROJECT_ROOT / ".streamlit" / "secrets.toml"
+
+# The venue rules admins edit on Settings (services.core.venue_state): the environment gives the first-run values; a
+# saved venue configuration version wins from then on. Everything else (gateways, secrets, limits) stays environment.
+RULE_FIELDS: tuple[str, ...] = (
+    "open_time",
+    "close_time",
+    "open_weekdays",
+    "buffer_minutes",
+    "min_notice_hours",
+    "max_days_ahead",
+    "max_days_per_booking",
+    "refund_bands",
+    "refund_policy_version",
+    "discount_bands",
+)
 
 
 class Settings(BaseSettings):
@@ -143,6 +160,41 @@ class Settings(BaseSettings):
             raise ValueError("weekdays are 0 (Monday) to 6 (Sunday)")
         return sorted(set(value))
 
+    @field_validator("refund_bands")
+    @classmethod
+    def _refund_bands(cls, value: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        if not value:
+            raise ValueError("give at least one band (e.g. 0 hours → 0 %)")
+        for hours, percent in value:
+            if hours < 0 or not 0 <= percent <= 100:
+                raise ValueError(f"{hours} h → {percent} %: hours are 0 or more, percent 0 to 100")
+        ordered = sorted(value, key=lambda band: -band[0])
+        if len({hours for hours, _ in ordered}) != len(ordered):
+            raise ValueError("two bands start at the same number of hours")
+        for (more_hours, more_pct), (less_hours, less_pct) in pairwise(ordered):
+            if less_pct > more_pct:
+                raise ValueError(
+                    f"cancelling {less_hours} h before would refund more ({less_pct} %) than {more_hours} h before "
+                    f"({more_pct} %)"
+                )
+        return [(int(h), int(p)) for h, p in ordered]
+
+    @field_validator("discount_bands")
+    @classmethod
+    def _discount_bands(cls, value: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        for days, percent in value:
+            if days < 2 or not 1 <= percent <= 90:
+                raise ValueError(f"{days} days → {percent} %: a band starts at 2 days or more, with 1 to 90 % off")
+        ordered = sorted(value)
+        if len({days for days, _ in ordered}) != len(ordered):
+            raise ValueError("two bands start at the same number of days")
+        for (fewer_days, fewer_pct), (more_days, more_pct) in pairwise(ordered):
+            if more_pct < fewer_pct:
+                raise ValueError(
+                    f"{more_days} days would get less off ({more_pct} %) than {fewer_days} days ({fewer_pct} %)"
+                )
+        return [(int(d), int(p)) for d, p in ordered]
+
     @field_validator("staff_roles")
     @classmethod
     def _roles(cls, value: dict[str, str]) -> dict[str, str]:
@@ -156,6 +208,9 @@ class Settings(BaseSettings):
     def _hours(self) -> Settings:
         if self.close_time <= self.open_time:
             raise ValueError("close_time must be after open_time")
+        for t in (self.open_time, self.close_time):
+            if (t.hour * 60 + t.minute) % self.slot_minutes or t.second or t.microsecond:
+                raise ValueError(f"{t:%H:%M} is not on the {self.slot_minutes}-minute grid bookings start and end on")
         return self
 
     @classmethod
@@ -191,6 +246,22 @@ class Settings(BaseSettings):
     @property
     def is_sandbox(self) -> bool:
         return self.payments == "sandbox" and self.calendar == "sandbox"
+
+    def rules(self) -> dict[str, Any]:
+        """The venue rules (RULE_FIELDS) as JSON values, the form a saved venue configuration keeps them in."""
+        return self.model_dump(mode="json", include=set(RULE_FIELDS))
+
+    def with_rules(self, rules: Mapping[str, Any], staff_roles: Mapping[str, str] | None = None) -> Settings:
+        """These settings with saved venue rules (and staff roles) in place, checked by the same validators as the
+        environment's values; raises pydantic's ValidationError naming the field. Nothing is read from the
+        environment again (model_validate skips the settings sources)."""
+        unknown = set(rules) - set(RULE_FIELDS)
+        if unknown:
+            raise ValueError(f"not venue rules: {', '.join(sorted(unknown))}")
+        data = self.model_dump() | dict(rules)
+        if staff_roles is not None:
+            data["staff_roles"] = dict(staff_roles)
+        return type(self).model_validate(data)
 
     def policy(self) -> Policy:
         """The pure-rule view of these settings."""

@@ -175,7 +175,7 @@ def seed_demo(
         begins = datetime.combine(first_day, start, tzinfo=svc.settings.tz).astimezone(UTC)
         lead = timedelta(days=rng.randint(2, 40), hours=rng.randint(0, 9), minutes=rng.choice([0, 15, 30, 45]))
         at = min(begins - lead, real_now - timedelta(minutes=rng.randint(5, 600)))
-        return max(at, begins - timedelta(days=svc.settings.max_days_ahead - 1))
+        return max(at, begins - timedelta(days=svc.policy.max_days_ahead - 1))
 
     def attempt(
         req: bk.BookingRequest, at: datetime, *, pay: bool = True, svc_: Services = svc
@@ -217,7 +217,7 @@ def seed_demo(
             tries += 1
             room = rng.choice(rooms)
             days, start, end = random_slot(room.slug)
-            if days[-1] > today + timedelta(days=svc.settings.max_days_ahead - 2):
+            if days[-1] > today + timedelta(days=svc.policy.max_days_ahead - 2):
                 continue
             at = booked_at(days[0], start)
             pay = days[0] <= today or rng.random() > 0.06  # a few future bookings still wait for payment

@@ -27,7 +27,7 @@ NAME = "worker"
 
 def run_round(svc: Services, *, actor: str = "worker") -> str:
     """One round of every periodic job; returns its summary line. Raises whatever stops the round."""
-    from services.booking import advance_legs, expire_change_holds, expire_holds
+    from services.booking import advance_legs, expire_change_holds, expire_holds, repair_block_events
     from services.booking.holds import finish_paid
     from services.notify.outbox import deliver_due
     from services.notify.reminders import send_reminders
@@ -40,10 +40,13 @@ def run_round(svc: Services, *, actor: str = "worker") -> str:
     # Changes whose hold ran out unpaid lapse; changes an outage left half made are finished.
     changes = expire_change_holds(svc, actor=actor)
     advance_legs(svc, actor=actor)
+    # Room blocks whose calendar events an outage kept back (or outlived their release) are put right.
+    blocks = repair_block_events(svc, actor=actor)
     reminders = send_reminders(svc, now=svc.now(), actor=actor)
     # Before the sync: a mail outage that has ended clears its "no confirmation sent" finding this round.
     mail = deliver_due(svc, now=svc.now(), actor=actor)
-    line = f"paid {finished or '-'}; holds {expired or '-'}; changes {changes or '-'}; {reminders.line()}; "
+    line = f"paid {finished or '-'}; holds {expired or '-'}; changes {changes or '-'}; blocks {blocks or '-'}; "
+    line += f"{reminders.line()}; "
     line += f"{mail.line()}; "
     try:
         line += run_cycle(svc, actor=actor).line()

@@ -27,6 +27,7 @@ from services.core.context import Services
 from services.core.errors import DomainError
 from services.reconciliation import steps
 from services.reconciliation.fixes import FixContext, Refusal, days_text, slot_taken
+from services.reconciliation.legacy import day_shares
 from services.reconciliation.probes import EventKey, LivePayment
 from services.rules.availability import LegWindow, SlotRequest, leg_windows
 from services.rules.refunds import policy_snapshot
@@ -110,7 +111,7 @@ def adopt_payment(
     svc, now = ctx.svc, ctx.now
     windows = legacy.windows(svc)
     buffer = timedelta(minutes=svc.policy.buffer_minutes)
-    shares = _split(pay.received, len(windows))
+    shares = day_shares(pay.received, len(windows))
     try:
         with svc.session() as s:
             existing = s.exec(select(Booking.id).where(Booking.payment_intent_id == pay.id)).first()
@@ -212,9 +213,3 @@ def adopt_payment(
         if booking_now is None or booking_now.id is None:
             raise
         return booking_now.id
-
-
-def _split(total: int, parts: int) -> list[int]:
-    """Cents shared out over the days, the odd cents to the first days, so the legs add up to the total."""
-    base, rest = divmod(total, parts)
-    return [base + (1 if i < rest else 0) for i in range(parts)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -16,16 +16,21 @@ from models.tables import (
     Amendment,
     Booking,
     BookingLeg,
+    CalendarEventCache,
     EmailOutbox,
     RefundOverride,
     RefundRecord,
+    RoomBlock,
     StripeObjectCache,
 )
+from services.booking.blocks import BLOCK_PROPERTY
 from services.core.context import Services
 
 # Table columns for the wide, read-only selects of a run (typed as SQL columns, not model attributes).
 _SO = StripeObjectCache.__table__.c  # type: ignore[attr-defined]
 _EO = EmailOutbox.__table__.c  # type: ignore[attr-defined]
+_CE = CalendarEventCache.__table__.c  # type: ignore[attr-defined]
+_RB = RoomBlock.__table__.c  # type: ignore[attr-defined]
 
 
 @dataclass(slots=True)
@@ -75,6 +80,7 @@ class CachedEvent:
     day: date | None = None  # venue-local start date and times, computed once on load
     t0: time | None = None
     t1: time | None = None
+    block: str | None = None  # the RoomBlock its private property roomdesk_block names (the venue's own event)
 
 
 class CachedRefund(NamedTuple):
@@ -108,11 +114,16 @@ class CacheData:
     records: dict[str, RefundRecord]  # our refund ledger, by Stripe refund id
     approved: set[tuple[int, int | None, frozenset[int]]]  # executed overrides: (booking id, cents, leg ids)
     told: set[tuple[int | None, str]]  # emails sent: (booking id, kind)
+    # The whole metadata of the old system's payments (no booking of ours) in rooms with an extras form: the extras
+    # are only there. Read for those few payments alone; every other payment is read from its narrow columns.
+    legacy_meta: dict[str, dict[str, str]] = field(default_factory=dict)
+    blocks: dict[str, str] = field(default_factory=dict)  # every room block: id → its state (active, released)
 
 
-def load_cache(session: Session, svc: Services) -> CacheData:
-    """Read the cache and the booking tables once, and link every event to its PaymentIntent."""
-    data = _load(session, svc)
+def load_cache(session: Session, svc: Services, now: datetime | None = None) -> CacheData:
+    """Read the cache and the booking tables once, and link every event to its PaymentIntent (`now`: the run's time,
+    which decides whose days are still ahead)."""
+    data = _load(session, svc, now or svc.now())
     _match(data, svc)
     return data
 
@@ -184,7 +195,7 @@ def _parse_meta(p: CachedPayment, rooms: set[str]) -> None:
         p.problem = f"metadata unreadable: {exc}"
 
 
-def _load(session: Session, svc: Services) -> CacheData:
+def _load(session: Session, svc: Services, now: datetime) -> CacheData:
     rooms = {r.slug for r in svc.catalogue.rooms}
     pis: dict[str, CachedPayment] = {}
     pi_rows = _raw(
@@ -267,6 +278,7 @@ def _load(session: Session, svc: Services) -> CacheData:
             s_local, e_local = ev.starts_at.astimezone(tz), ev.ends_at.astimezone(tz)
             ev.day, ev.t0, ev.t1 = s_local.date(), s_local.time(), e_local.time()
         events.append(ev)
+    _read_blocks(session, events)
     bookings = {
         b.payment_intent_id: b
         for b in session.exec(select(Booking).where(col(Booking.payment_intent_id).is_not(None)))
@@ -286,6 +298,8 @@ def _load(session: Session, svc: Services) -> CacheData:
         (bid, kind) for bid, kind in session.execute(sa.select(_EO.booking_id, _EO.kind).where(_EO.status == "sent"))
     }
     return CacheData(
+        legacy_meta=_legacy_metadata(session, svc, pis, bookings, changes, now),
+        blocks={str(i): str(state) for i, state in session.execute(sa.select(_RB.id, _RB.state))},
         pis=pis,
         refunds=refunds,
         disputes=disputes,
@@ -298,6 +312,59 @@ def _load(session: Session, svc: Services) -> CacheData:
         approved=approved,
         told=told,
     )
+
+
+def _read_blocks(session: Session, events: list[CachedEvent]) -> None:
+    """Note the block each of the venue's own block events names (private property roomdesk_block). Only events
+    that name no payment can be one, so only their documents are read."""
+    rows = session.execute(
+        sa.select(_CE.calendar_id, _CE.event_id, _CE.data).where(
+            _CE.status != "cancelled",
+            _CE.payment_intent.is_(None),
+            _CE.booking_id.is_(None),
+            _CE.description_pi.is_(None),
+        )
+    )
+    found: dict[tuple[str, str], str] = {}
+    for calendar_id, event_id, data in rows:
+        props = data.get("extendedProperties") if isinstance(data, dict) else None
+        private = props.get("private") if isinstance(props, dict) else None
+        block = private.get(BLOCK_PROPERTY) if isinstance(private, dict) else None
+        if block:
+            found[(calendar_id, event_id)] = str(block)[:64]
+    if found:
+        for ev in events:
+            ev.block = found.get((ev.calendar_id, ev.event_id))
+
+
+def _legacy_metadata(
+    session: Session,
+    svc: Services,
+    pis: dict[str, CachedPayment],
+    bookings: dict[str, Booking],
+    changes: dict[str, Amendment],
+    now: datetime,
+) -> dict[str, dict[str, str]]:
+    """The metadata of readable payments with no booking of ours in a room that asks extras, by PaymentIntent."""
+    rooms = {r.slug for r in svc.catalogue.rooms if r.extras}
+    ours = bookings.keys() | changes.keys()
+    # Extras matter for days still ahead only (a day before yesterday's UTC date is over in any timezone).
+    since = now.date() - timedelta(days=1)
+    wanted = [
+        p.id
+        for p in pis.values()
+        if p.room in rooms and p.status == "succeeded" and not p.problem and p.dates and p.dates[-1] >= since
+    ]
+    wanted = [pi_id for pi_id in wanted if pi_id not in ours]
+    out: dict[str, dict[str, str]] = {}
+    for i in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
+        for pi_id, data in session.execute(
+            sa.select(_SO.id, _SO.data).where(_SO.object == "payment_intent", _SO.id.in_(wanted[i : i + 500]))
+        ):
+            meta = (data or {}).get("metadata") if isinstance(data, dict) else None
+            if isinstance(meta, dict):
+                out[pi_id] = {str(k): str(v) for k, v in meta.items() if isinstance(v, str | int | float)}
+    return out
 
 
 # --------------------------------------------------------------------------------------------- matching

@@ -7,7 +7,11 @@ A payment that is not a readable booking is only `unparseable`; a paid one still
 A booking we hold is checked against its own days (its legs: room calendar, day, times), not its first payment's
 metadata: a change to the booking moves days, times or the room while that metadata keeps the original sale. The
 payment of a change that cost more (`Snapshot.changes`) belongs to its booking: it is checked only for its amount
-(the change's difference), for being paid but never processed, and for its refunds."""
+(the change's difference), for being paid but never processed, and for its refunds.
+
+A payment the old system took (no booking of ours: its booking is the PaymentIntent's metadata) goes through every
+check a booking does, through that metadata (`legacy`): its days, times and room, each day's share of what was
+charged, the extras it carries, the policy its refunds are judged by."""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from models.tables import (
     ACTIVE_LEG_STATES,
     Amendment,
     AmendmentState,
+    BlockState,
     Booking,
     BookingLeg,
     BookingStatus,
@@ -32,6 +37,15 @@ from services.core.catalogue import Room
 from services.core.context import Services
 from services.reconciliation.cache import CacheData, CachedEvent, CachedPayment
 from services.reconciliation.findings import CODES, REFUND_TOLD_KINDS
+from services.reconciliation.legacy import (
+    day_shares,
+    day_start,
+    matches_some_days,
+    metadata_extras,
+    missing_labels,
+    policy_quotes,
+    within,
+)
 from services.rules.availability import closure_reason
 from services.rules.fmt import day_label, days_label, money, span_label
 from services.rules.policy import Policy
@@ -61,6 +75,7 @@ class Detected:
     event_ids: list[str] = field(default_factory=list)
     amount_cents: int = 0
     details: dict[str, Any] = field(default_factory=dict)
+    offers: tuple[str, ...] | None = None  # the fixes that work on this one, when not every fix of its code does
 
     @property
     def key(self) -> str:
@@ -72,7 +87,7 @@ class Detected:
 
     @property
     def actions(self) -> list[str]:
-        return list(CODES[self.code][2])
+        return list(self.offers if self.offers is not None else CODES[self.code][2])
 
 
 # --------------------------------------------------------------------------------------------- the shared dataset
@@ -92,6 +107,14 @@ class PaymentCase:
     expected: AbstractSet[date]  # the days that should be on the calendar (none unless it keeps money)
     have: AbstractSet[date]  # those of them its readable events are on
     change: Amendment | None = None  # the payment is that of this change to the booking
+    # An old payment's days cancelled under the policy (their refund is what the policy gave back then, their events
+    # are gone): no longer expected on the calendar, the money kept for them is the cancellation fee.
+    cancelled: AbstractSet[date] = _NO_DAYS
+
+    @property
+    def legacy(self) -> bool:
+        """A payment the old system took: its booking is only the metadata."""
+        return self.booking is None and self.change is None
 
     @property
     def days(self) -> list[date]:
@@ -107,6 +130,9 @@ class PaymentCase:
     def finding(self, code: str, subject: str, summary: str, **extra: Any) -> Detected:
         """A finding about this payment, naming its booking and days."""
         extra.setdefault("dates", [d.isoformat() for d in self.days])
+        if self.legacy:
+            # An old payment's events carry no booking of ours to find them by: the finding names them for its fix.
+            extra.setdefault("event_ids", [e.event_id for e in self.events])
         if self.change is not None:
             extra["details"] = {**extra.get("details", {}), "change": self.change.number}
         return Detected(
@@ -132,6 +158,8 @@ class Snapshot:
         self.rooms = {r.slug: r for r in svc.catalogue.rooms}
         self.bookable = {r.calendar_id: r for r in svc.catalogue.rooms if r.bookable}
         self.price_memo: dict[tuple[Any, ...], int] = {}
+        self.closures = svc.catalogue.closure_map
+        self._closed: dict[date, str | None] = {}
         self.unreadable: list[PaymentCase] = []  # metadata that is not a booking we can read
         self.awaiting: list[PaymentCase] = []  # paid, booking still waiting for the payment to be processed
         self.cases: list[PaymentCase] = []  # every other readable payment
@@ -158,13 +186,43 @@ class Snapshot:
             if keeps_money and not p.problem:
                 expected = set(p.dates) if booking is None else _expected_days(p, booking, legs)
                 have = {d for e in evs if (d := e.day) in expected and not e.unparseable} if evs else _NO_DAYS
-            case = PaymentCase(p, booking, evs, legs, kept, received > 0 and kept <= 0, keeps_money, expected, have)
+            cancelled: AbstractSet[date] = _NO_DAYS
+            if booking is None and expected and p.refunded:
+                cancelled = self._cancelled_by_policy(p, expected - have)
+                expected = expected - cancelled
+            case = PaymentCase(
+                p, booking, evs, legs, kept, received > 0 and kept <= 0, keeps_money, expected, have, None, cancelled
+            )
             if p.problem:
                 self.unreadable.append(case)
             elif p.status == "succeeded" and booking is not None and booking.status == BookingStatus.AWAITING_PAYMENT:
                 self.awaiting.append(case)
             else:
                 self.cases.append(case)
+
+    def _cancelled_by_policy(self, p: CachedPayment, missing: AbstractSet[date]) -> AbstractSet[date]:
+        """The days of an old payment that were cancelled: those with no event, when what Stripe refunded is what the
+        policy gave back for exactly those days at the latest refund (the old system kept no record of which days a
+        refund was for; a refund that fits nothing leaves every day expected)."""
+        times = [r.created for r in self.data.refunds.get(p.id, []) if r.created is not None]
+        if not missing or not times or p.start is None:
+            return _NO_DAYS
+        shares = dict(zip(p.dates, day_shares(p.received, len(p.dates)), strict=True))
+        days = sorted(missing)
+        quotes = policy_quotes(days, p.start, [shares[d] for d in days], self.policy.refund_bands, max(times), self.tz)
+        return frozenset(days) if within(p.refunded, sum(q.refund_cents for q in quotes), len(days)) else _NO_DAYS
+
+    def shares(self, c: PaymentCase) -> dict[date, int]:
+        """What each day of the booking cost: its legs' prices, or an old payment's charge shared over its days."""
+        if not c.legacy:
+            return {leg.day: leg.price_cents - leg.refunded_cents for leg in c.shown_legs()}
+        return dict(zip(c.pi.dates, day_shares(c.pi.received, len(c.pi.dates)), strict=True))
+
+    def closed_why(self, day: date) -> str | None:
+        """Why the venue is shut that day (an observed holiday or a closure), worked out once per day per run."""
+        if day not in self._closed:
+            self._closed[day] = closure_reason(day, self.policy, self.closures)
+        return self._closed[day]
 
     def booking_of(self, pi_id: str | None) -> Booking | None:
         """The booking a payment paid for: its own first payment, or that of one of its changes."""
@@ -200,20 +258,40 @@ class Snapshot:
         else:
             p = c.pi
             text = f"{self.rooms[p.room or ''].name}, {_days(p.dates)} {p.start:%H:%M}–{p.end:%H:%M}"
+            if c.cancelled:
+                text += f" ({_days(c.cancelled)} cancelled)"
         return f"{text} (change {c.change.number})" if c.change is not None else text
 
     def upcoming(self, case: PaymentCase) -> list[date]:
-        """A confirmed booking's active days still ahead; none for any other payment."""
+        """A confirmed booking's active days still ahead, or those of an old payment that keeps its money (the days
+        it still pays for); none for any other payment."""
+        return [d for d in self.booked_days(case) if self.ends(case, d) > self.now]
+
+    def booked_days(self, case: PaymentCase) -> list[date]:
+        """Every day a live booking holds, past ones too: a confirmed (or completed) booking's active days, or the
+        days an old payment still pays for."""
+        if case.legacy:
+            return sorted(case.expected)  # kept money, readable metadata, less the days cancelled under the policy
         booking = case.booking
-        if booking is None or booking.status not in _CONFIRMED:
+        if booking is None or booking.status not in (*_CONFIRMED, BookingStatus.COMPLETED):
             return []
-        return sorted(leg.day for leg in case.legs if leg.state in ACTIVE_LEG_STATES and leg.ends_at > self.now)
+        return sorted(leg.day for leg in case.legs if leg.state in ACTIVE_LEG_STATES)
+
+    def ends(self, case: PaymentCase, day: date) -> datetime:
+        """When the booking's day ends (its leg's end, or the old payment's end time that day)."""
+        if case.legacy:
+            assert case.pi.end is not None  # a readable payment
+            return day_start(day, case.pi.end, self.tz)
+        return max(leg.ends_at for leg in case.legs if leg.day == day and leg.state in ACTIVE_LEG_STATES)
 
     def unpaid_events(self) -> Iterator[tuple[CachedEvent, Room]]:
-        """Live, readable, opaque events on a bookable room's calendar that no payment is behind."""
+        """Live, readable, opaque events on a bookable room's calendar that no payment is behind, other than those
+        of a block in force (the venue's own, holding the room on purpose)."""
         for ev in self.data.events:
             room = self.bookable.get(ev.calendar_id)
             if room is None or ev.unparseable or ev.new_pi or not ev.starts_at or not ev.ends_at or ev.transparent:
+                continue
+            if ev.block is not None and self.data.blocks.get(ev.block) == BlockState.ACTIVE:
                 continue
             yield ev, room
 
@@ -246,11 +324,14 @@ def _expected_days(p: CachedPayment, booking: Booking, legs: list[BookingLeg]) -
 
 
 def paid_no_event(snap: Snapshot) -> Iterator[Detected]:
-    """Money kept and no day on the calendar; or every day there, but the booking marked failed."""
+    """Money kept and no day on the calendar; or every day there, but the booking marked failed. A payment partly
+    refunded (not as a cancellation under the policy: that leaves no day expected) says so: the days it still pays
+    for need their events, or the rest needs refunding."""
     for c in snap.cases:
         if not c.expected:
             continue
         p, have = c.pi, c.have
+        offers: tuple[str, ...] | None = None
         if c.booking is not None and c.booking.status == BookingStatus.FAILED and have == c.expected:
             # Marked failed, money kept, yet every day is on the calendar (a fix created the events and lost the
             # answer): the booking must be restored (create_events notes the events) or refunded.
@@ -258,13 +339,23 @@ def paid_no_event(snap: Snapshot) -> Iterator[Detected]:
                 f"{snap.who(c)}: {money(c.kept, p.currency)} paid and kept, its days are on the calendar, but the "
                 "booking is marked failed"
             )
+        elif not have and p.refunded:
+            summary = (
+                f"{snap.who(c)}: partly refunded ({money(p.refunded, p.currency)} of {money(p.received, p.currency)}) "
+                f"and no calendar event for any day: the days still paid for need their events, or the other "
+                f"{money(c.kept, p.currency)} refunding"
+            )
+            if c.legacy and len(p.dates) > 1:
+                # Which of its days the refund gave up is not recorded: creating every day's event could hold the room
+                # for days the customer cancelled.
+                offers = ("refund", "acknowledge")
         elif not have:
             summary = (
                 f"{snap.who(c)}: {money(c.kept, p.currency)} paid, not refunded, and no calendar event for any day"
             )
         else:
             continue
-        yield c.finding("paid_no_event", p.id, summary, amount_cents=c.kept)
+        yield c.finding("paid_no_event", p.id, summary, amount_cents=c.kept, offers=offers)
 
 
 def partial_multiday(snap: Snapshot) -> Iterator[Detected]:
@@ -313,7 +404,21 @@ def orphan_event(snap: Snapshot) -> Iterator[Detected]:
                 event_ids=[e.event_id for e in c.events],
             )
     for ev, room in snap.unpaid_events():
-        if ev.pi or ev.booking_ref:
+        if ev.block and not (ev.pi or ev.booking_ref):
+            assert ev.starts_at and ev.ends_at
+            # A block's event outlived its block (released, its events' deletion failed) or names one we never had.
+            gone = "which was released" if ev.block in snap.data.blocks else "which Room Desk does not know"
+            yield Detected(
+                "orphan_event",
+                f"{ev.calendar_id}/{ev.event_id}",
+                f"{room.name} {span_label(ev.starts_at, ev.ends_at, snap.tz)}: “{ev.summary or '(no title)'}” is the "
+                f"event of room block #{ev.block}, {gone}",
+                room=room.slug,
+                event_ids=[ev.event_id],
+                dates=[ev.starts_at.astimezone(snap.tz).date().isoformat()],
+                details={"block": ev.block},
+            )
+        elif ev.pi or ev.booking_ref:
             assert ev.starts_at and ev.ends_at
             yield Detected(
                 "orphan_event",
@@ -386,8 +491,8 @@ def manual_event(snap: Snapshot) -> Iterator[Detected]:
     """An upcoming event someone added by hand on a bookable room's calendar, with no payment behind it."""
     for ev, room in snap.unpaid_events():
         assert ev.starts_at and ev.ends_at
-        if ev.pi or ev.booking_ref or ev.ends_at <= snap.now:
-            continue
+        if ev.pi or ev.booking_ref or ev.block or ev.ends_at <= snap.now:
+            continue  # a payment's or a block's: an orphan_event matter
         yield Detected(
             "manual_event",
             f"{ev.calendar_id}/{ev.event_id}",
@@ -463,6 +568,9 @@ def refund_policy_mismatch(snap: Snapshot) -> Iterator[Detected]:
         p = c.pi
         if p.status != "succeeded":
             continue
+        if c.legacy:
+            yield from _legacy_refunds_off_policy(snap, c)
+            continue
         for refund in snap.data.refunds.get(p.id, []):
             record = snap.data.records.get(refund.id)
             override = (record.booking_id, refund.amount, frozenset(record.leg_ids)) if record is not None else None
@@ -480,6 +588,42 @@ def refund_policy_mismatch(snap: Snapshot) -> Iterator[Detected]:
                     amount_cents=abs(refund.amount - quote),
                     details={"refund_id": refund.id, "quote_cents": quote, "refunded_cents": refund.amount},
                 )
+
+
+def _legacy_refunds_off_policy(snap: Snapshot, c: PaymentCase) -> Iterator[Detected]:
+    """An old payment's partial refunds judged by the policy bands, from each refund's time to the start of the booked
+    days: it must be what cancelling one or more of its days gave back then. A refund in full is the old system's
+    safety net or a venue's-fault refund, not a cancellation priced by the policy."""
+    p = c.pi
+    if p.start is None:
+        return
+    shares = list(snap.shares(c).values())
+    for refund in snap.data.refunds.get(p.id, []):
+        if refund.created is None or refund.amount <= 0 or refund.amount >= p.received:
+            continue
+        quotes = policy_quotes(p.dates, p.start, shares, snap.policy.refund_bands, refund.created, snap.tz)
+        cents = [q.refund_cents for q in quotes]
+        if matches_some_days(refund.amount, cents):
+            continue
+        quote = sum(cents)
+        if len(quotes) == 1:
+            q = quotes[0]
+            when = f"{q.hours_before:.0f} h before the day" if q.hours_before >= 0 else "after the day began"
+            said = f"the policy said {money(quote, p.currency)} ({q.percent} %: refunded {when})"
+        else:
+            days = "both days" if len(quotes) == 2 else f"all {len(quotes)} days"
+            said = (
+                f"the policy said {money(quote, p.currency)} for {days} then, and no choice of its days gives "
+                f"{money(refund.amount, p.currency)}"
+            )
+        yield c.finding(
+            "refund_policy_mismatch",
+            refund.id,
+            f"{snap.who(c)}: the old system refunded {money(refund.amount, p.currency)} of "
+            f"{money(p.received, p.currency)}; {said}",
+            amount_cents=abs(refund.amount - quote),
+            details={"refund_id": refund.id, "quote_cents": quote, "refunded_cents": refund.amount, "old_system": True},
+        )
 
 
 def stale_payment(snap: Snapshot) -> Iterator[Detected]:
@@ -541,7 +685,10 @@ def dispute_open(snap: Snapshot) -> Iterator[Detected]:
 
 
 def missing_confirmation(snap: Snapshot) -> Iterator[Detected]:
-    """A confirmed booking with days ahead whose customer never got the confirmation email."""
+    """A confirmed booking with days ahead whose customer never got the confirmation email. An old payment whose days
+    are all on the calendar, some still ahead, is seed incident #3: the old system sent no confirmation (only the
+    on-screen page and Stripe's receipt), and one sent by hand left no record — so the finding says that it is not
+    known, not that it is missing. Its other problems (no event, days missing) have fixes that confirm."""
     for c in snap.cases:
         if c.booking is not None and c.booking.confirmation_sent_at is None and snap.upcoming(c):
             yield c.finding(
@@ -549,37 +696,80 @@ def missing_confirmation(snap: Snapshot) -> Iterator[Detected]:
                 c.pi.id,
                 f"{snap.who(c)}: confirmed, but the customer has no confirmation email",
             )
+        elif c.legacy and _whole_on_calendar(snap, c) and snap.upcoming(c):
+            yield c.finding(
+                "missing_confirmation",
+                c.pi.id,
+                f"{snap.who(c)}: booked through the old system, which sent no confirmation email; whether someone "
+                "sent one by hand is not recorded",
+                # Sending one needs an address: without it a person decides what to do.
+                offers=None if c.pi.email else ("acknowledge",),
+            )
+
+
+def _whole_on_calendar(snap: Snapshot, c: PaymentCase) -> bool:
+    """Every day an old payment still pays for has its event, each in its room at its times (seed incident #3's "the
+    calendar event exists"); one with events missing or wrong has a finding of its own, whose fix confirms."""
+    p = c.pi
+    cal = snap.rooms[p.room or ""].calendar_id
+    return (
+        bool(c.have)
+        and c.have == c.expected
+        and all(e.calendar_id == cal and (e.t0, e.t1) == (p.start, p.end) for e in c.events if e.day in c.expected)
+    )
 
 
 def missing_extras(snap: Snapshot) -> Iterator[Detected]:
-    """A confirmed booking with days ahead in a room with an extras form, the form not filled in."""
+    """A confirmed booking with days ahead in a room with an extras form, the form not filled in: the booking's own
+    extras, or those an old payment's metadata carries."""
     for c in snap.cases:
         booking = c.booking
-        if booking is None or not snap.upcoming(c):
+        if (booking is None and not c.legacy) or not snap.upcoming(c):
             continue
-        room = snap.svc.catalogue.room(booking.room_slug)
-        if room.extras and room.validate_extras(booking.extras)[1]:
+        room = snap.rooms[booking.room_slug if booking is not None else c.pi.room or ""]
+        if not room.extras:
+            continue
+        if booking is not None:
+            extras, old = booking.extras, ""
+        else:
+            extras, old = metadata_extras(snap.data.legacy_meta.get(c.pi.id, {}), room), " paid through the old system"
+        if room.validate_extras(extras)[1]:
             yield c.finding(
                 "missing_extras",
                 c.pi.id,
-                f"{snap.who(c)}: {room.name} booking without its extras "
-                f"({', '.join(f.label for f in room.extras if f.key not in booking.extras)})",
+                f"{snap.who(c)}: {room.name} booking{old} without its extras "
+                f"({', '.join(missing_labels(room, extras))})",
             )
 
 
 def holiday_booking(snap: Snapshot) -> Iterator[Detected]:
-    """A confirmed booking with days ahead on which the venue is closed (a statutory holiday or a closure)."""
-    closures = snap.svc.catalogue.closure_map
+    """A live booking (or an old payment that keeps its money) on a day the venue is closed — a statutory holiday or
+    a closure — days already past included: the customer may have paid for a day the venue was shut."""
     for c in snap.cases:
-        closed = [(d, why) for d in snap.upcoming(c) if (why := closure_reason(d, snap.policy, closures))]
-        if closed:
-            closed_days = {d for d, _ in closed}
-            yield c.finding(
-                "holiday_booking",
-                c.pi.id,
-                f"{snap.who(c)}: booked on " + ", ".join(f"{day_label(d)} ({why})" for d, why in closed),
-                amount_cents=sum(leg.price_cents for leg in c.legs if leg.day in closed_days),
+        closed = [(d, why) for d in snap.booked_days(c) if (why := snap.closed_why(d))]
+        if not closed:
+            continue
+        shares = snap.shares(c)
+        past = [d for d, _ in closed if snap.ends(c, d) <= snap.now]
+        summary = f"{snap.who(c)}: booked on " + ", ".join(f"{day_label(d)} ({why})" for d, why in closed)
+        if past:
+            summary += (
+                f" — {'already past' if len(past) == len(closed) else f'{_days(past)} already past'}: the customer "
+                "may have paid for a day the venue was shut"
             )
+        yield c.finding(
+            "holiday_booking",
+            c.pi.id,
+            summary,
+            amount_cents=_at_risk(c, sum(shares.get(d, 0) for d, _ in closed)),
+            details={"closed": [d.isoformat() for d, _ in closed], "past": [d.isoformat() for d in past]},
+        )
+
+
+def _at_risk(c: PaymentCase, cents: int) -> int:
+    """What a finding puts at risk, never more than an old payment still keeps (a booking of ours may hold more
+    than its first payment: a change that cost more was paid separately)."""
+    return min(cents, max(c.kept, 0)) if c.legacy else cents
 
 
 def unparseable(snap: Snapshot) -> Iterator[Detected]:

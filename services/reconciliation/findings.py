@@ -8,10 +8,11 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from models.tables import Finding, ReconcileRun, SyncState
+from models.tables import Booking, BookingStatus, DisputeCase, Finding, ReconcileRun, SyncState
 from services.core.context import Services
 from services.core.errors import NotFound
 from services.reconciliation.sync import STRIPE_CURSOR
+from services.rules import fmt
 
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
 
@@ -71,6 +72,90 @@ ACTION_LABELS = {
     "fill_extras": "Fill in the extras",
     "acknowledge": "Acknowledge with a note",
 }
+
+# Stripe's dispute reasons (API reference, dispute.reason) as what the customer told their bank.
+DISPUTE_REASONS = {
+    "fraudulent": "Customer says they did not make this payment (fraud)",
+    "unrecognized": "Customer does not recognise the charge",
+    "product_not_received": "Customer says they did not get the room they paid for",
+    "product_unacceptable": "Customer says the room was not as described",
+    "credit_not_processed": "Customer says a refund they were promised never came",
+    "duplicate": "Customer says they were charged twice",
+    "subscription_canceled": "Customer says they cancelled and should not have been charged",
+    "customer_initiated": "Customer asked their bank to take the payment back",
+    "debit_not_authorized": "Customer says they never authorised the debit",
+    "bank_cannot_process": "The bank could not process the payment",
+    "insufficient_funds": "The payment bounced: not enough funds",
+    "incorrect_account_details": "The payment bounced: wrong account details",
+    "check_returned": "The cheque was returned",
+    "noncompliant": "The card network found the payment noncompliant",
+    "general": "The bank gave no specific reason",
+}
+
+
+def dispute_reason_words(reason: str | None) -> str:
+    """A Stripe dispute reason as a sentence staff can act on (never the raw code)."""
+    if not reason:
+        return "The bank gave no reason"
+    return DISPUTE_REASONS.get(reason, f"The bank's reason: {reason.replace('_', ' ')}")
+
+
+def dispute_id(f: Finding) -> str | None:
+    """The Stripe dispute a dispute_open finding is about (its subject), else None."""
+    code, _, subject = f.key.partition(":")
+    return subject if code == "dispute_open" and subject else None
+
+
+def dispute_reasons(svc: Services) -> dict[str, str]:
+    """Stripe's reason for each dispute Room Desk knows, by dispute id."""
+    with svc.session() as s:
+        return {d: r for d, r in s.exec(select(DisputeCase.dispute_id, DisputeCase.reason))}
+
+
+def summary_text(svc: Services, f: Finding, reasons: dict[str, str] | None = None) -> str:
+    """A finding's summary as the dashboard shows it. A dispute's is rebuilt from its facts with Stripe's reason in
+    words ("Customer says they did not make this payment (fraud)") instead of the code the detector quotes."""
+    dispute = dispute_id(f)
+    if dispute is None:
+        return f.summary
+    reason = (reasons if reasons is not None else dispute_reasons(svc)).get(dispute)
+    if reason is None:
+        return f.summary
+    due = f.details.get("due_by")
+    when = (
+        f"evidence due {fmt.day_label(datetime.fromisoformat(due).astimezone(svc.settings.tz).date())}"
+        if isinstance(due, str)
+        else "no due date"
+    )
+    return f"Dispute on {fmt.money(f.amount_cents, svc.settings.currency)}: {dispute_reason_words(reason)}; {when}"
+
+
+def fix_label(svc: Services, f: Finding, action: str) -> str:
+    """The words on a fix's button (and its dialog's) for this finding: what the fix will do to it.
+
+    `cancel` cancels a confirmed booking's days with the policy refund — but a booking that never became confirmed
+    (its saga failed with the money kept, as partial_multiday's clean-up failures do) or a payment with no booking
+    has no policy to apply: the fix gives all the money back and deletes its events (plans._plan_give_back), and the
+    button says so. A double booking's target is one of its two payments, not the finding's booking: its label
+    stays."""
+    if action == "cancel" and f.code != "double_booking" and _never_confirmed(svc, f):
+        return "Refund it all and delete its events"
+    return ACTION_LABELS.get(action, action)
+
+
+def fixes_label(svc: Services, findings: list[Finding], action: str) -> str:
+    """One fix for several findings at once (the bulk action): its words when it does the same to each, else each
+    way it goes ("Cancel with the policy refund / Refund it all and delete its events")."""
+    said = sorted({fix_label(svc, f, action) for f in findings}) or [ACTION_LABELS.get(action, action)]
+    return " / ".join(said)
+
+
+def _never_confirmed(svc: Services, f: Finding) -> bool:
+    if f.booking_id is None:
+        return True
+    with svc.session() as s:
+        booking = s.get(Booking, f.booking_id)
+    return booking is None or booking.status == BookingStatus.FAILED
 
 
 def open_findings(

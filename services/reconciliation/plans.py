@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import date
+from datetime import date, datetime
+from typing import Literal
 
 from sqlmodel import col, select
 
@@ -14,13 +15,16 @@ from models.tables import (
     ACTIVE_LEG_STATES,
     Amendment,
     AmendmentState,
+    BlockState,
     Booking,
     BookingLeg,
     BookingStatus,
     EmailOutbox,
     LegState,
+    RoomBlock,
 )
 from services import booking as bk
+from services.booking.blocks import BLOCK_PROPERTY
 from services.core import audit
 from services.core.context import Services
 from services.core.errors import ValidationError
@@ -29,6 +33,7 @@ from services.notify import emails, outbox
 from services.reconciliation import adopt, probes, reconcile, steps
 from services.reconciliation.findings import REFUND_TOLD_KINDS
 from services.reconciliation.fixes import FixContext, FixResult, Plan, Refusal, days_text, slot_taken
+from services.reconciliation.legacy import day_shares, metadata_extras
 from services.reconciliation.probes import EventKey, LivePayment
 from services.rules.availability import LegWindow, closure_reason
 from services.rules.fmt import day_label, plural
@@ -45,6 +50,34 @@ def _legacy_who(pay: LivePayment, legacy: adopt.LegacyBooking | None) -> str:
     return f"payment {pay.id} ({legacy.label()})" if legacy else f"payment {pay.id}"
 
 
+def _old_booking(ctx: FixContext) -> tuple[LivePayment, adopt.LegacyBooking, dict[date, EventKey]]:
+    """A payment the old system took that still keeps money, its booking as the metadata says, and the days that
+    have their event now: what a fix needs to adopt it as the booking it is."""
+    svc, f = ctx.svc, ctx.finding
+    pay = probes.require_paid(probes.fetch_payment(svc, f.payment_intent), f.payment_intent)
+    legacy = adopt.read_legacy(svc, pay)
+    _refuse_unknown_days(pay, legacy)
+    calendar_id = legacy.room.calendar_id
+    events = probes.own_events(svc, calendar_id, None, pay.id, probes.named_events(svc, f))
+    return pay, legacy, probes.days_with_events(svc, events, calendar_id)
+
+
+def _refuse_unknown_days(pay: LivePayment, legacy: adopt.LegacyBooking) -> None:
+    """Refuse to book an old payment of several days that is partly refunded: which days the refund gave up is not
+    recorded, and booking every day could hold the room for days the customer cancelled. One day still paid for (the
+    refund was not its cancellation, or it would not be expected) is booked."""
+    if pay.refunded and len(legacy.dates) > 1:
+        raise Refusal(
+            f"Payment {pay.id} is partly refunded in Stripe ({pay.money(pay.refunded)}) and the old system did not "
+            "record which of its days that gave up: check with the customer, or refund the rest"
+        )
+
+
+def _adopt_as_booked(ctx: FixContext, pay: LivePayment, legacy: adopt.LegacyBooking, have: dict[date, EventKey]) -> int:
+    """Adopt an old payment as the confirmed booking it is: its days held, the events it has noted on them."""
+    return adopt.booking_to_fix(ctx, None, pay, legacy, state=LegState.CONFIRMED, claim=True, events=have)
+
+
 def _plan_create_events(ctx: FixContext) -> Plan:
     """Create the missing days' events (seed incident #2's last resort), after Gate 2 on the calendar itself."""
     svc, f = ctx.svc, ctx.finding
@@ -54,8 +87,7 @@ def _plan_create_events(ctx: FixContext) -> Plan:
     legacy: adopt.LegacyBooking | None = None
     if booking is None:
         legacy = adopt.read_legacy(svc, pay)
-        if pay.refunded:
-            raise Refusal(f"Payment {pay.id} is partly refunded in Stripe: check it before creating events")
+        _refuse_unknown_days(pay, legacy)
         room = legacy.room
         events = probes.own_events(svc, room.calendar_id, None, pay.id, named)
         have = probes.days_with_events(svc, events, room.calendar_id)
@@ -96,7 +128,10 @@ def _plan_create_events(ctx: FixContext) -> Plan:
     days = [w.day for w in missing]
     todo = []
     if legacy is not None:
-        todo.append(f"Adopt payment {pay.id} ({pay.money(pay.received)}, made by the old system) into a booking")
+        refunded = f", {pay.money(pay.refunded)} of it refunded in Stripe" if pay.refunded else ""
+        todo.append(
+            f"Adopt payment {pay.id} ({pay.money(pay.received)}{refunded}, made by the old system) into a booking"
+        )
     elif reinstate:
         todo.append(
             f"Restore booking {reference} (its days were marked failed, but the {pay.money(pay.kept)} was kept)"
@@ -392,6 +427,8 @@ def _plan_cancel(ctx: FixContext, *, full: bool) -> Plan:
         "holiday_booking": "The venue is closed that day",
         "partial_multiday": "Some days of the booking could not be put on the calendar",
     }.get(f.code, "Cancelled by staff")
+    if booking is None and f.code == "holiday_booking" and full:
+        return _plan_refund_closed_old_days(ctx, reason)
     if booking is None or booking.status == BookingStatus.FAILED:
         return _plan_give_back(ctx, booking, legs, reason)
 
@@ -400,10 +437,11 @@ def _plan_cancel(ctx: FixContext, *, full: bool) -> Plan:
     if f.code == "double_booking":
         chosen = [leg for leg in legs if leg.state == LegState.CONFIRMED and leg.day.isoformat() in f.dates]
     elif f.code == "holiday_booking":
+        # A closed day already under way or past is refunded too (full refund only): the customer paid for a day the
+        # venue was shut.
+        states = ACTIVE_LEG_STATES if full else {LegState.CONFIRMED}
         closures = svc.catalogue.closure_map
-        chosen = [
-            leg for leg in legs if leg.state == LegState.CONFIRMED and closure_reason(leg.day, svc.policy, closures)
-        ]
+        chosen = [leg for leg in legs if leg.state in states and closure_reason(leg.day, svc.policy, closures)]
     else:
         chosen = [leg for leg in legs if leg.state == LegState.CONFIRMED]
     if not chosen:
@@ -420,15 +458,23 @@ def _plan_cancel(ctx: FixContext, *, full: bool) -> Plan:
     ids = [leg.id for leg in chosen if leg.id is not None]
     days = [leg.day for leg in chosen]
     who = _who(svc, booking, days)
+    to_state, email = _full_refund_outcome(chosen, ctx.now)
     if full:
         cents = sum(max(leg.price_cents - leg.refunded_cents, 0) for leg in chosen)
         kept = probes.booking_kept(svc, booking, pay)
         if kept < cents:
             raise Refusal(f"Stripe shows only {pay.money(kept)} left to refund, not {pay.money(cents)} — sync first")
-        text = (
-            f"Cancel {who} and refund it in full, {pay.money(cents)} (the venue's fault, whatever the policy says); "
-            f"delete its {plural(len(chosen), 'event')} and email the customer."
-        )
+        if to_state == LegState.CANCELLED:
+            text = (
+                f"Cancel {who} and refund it in full, {pay.money(cents)} (the venue's fault, whatever the policy "
+                f"says); delete its {plural(len(chosen), 'event')} and email the customer."
+            )
+        else:
+            text = (
+                f"Refund {who} in full, {pay.money(cents)}: {_past_text(days)} (the venue's fault, whatever the "
+                f"policy says); mark {_them(days)} refunded, delete {_its(days)} {plural(len(chosen), 'event')} and "
+                "email the customer."
+            )
     else:
         quotes = bk.cancellation_quote(svc, booking_id, ids, now=ctx.now)
         cents = sum(q.refund_cents for _, q in quotes)
@@ -446,19 +492,92 @@ def _plan_cancel(ctx: FixContext, *, full: bool) -> Plan:
                     booking_id,
                     amount=cents,
                     leg_ids=ids,
-                    to_state=LegState.CANCELLED,
+                    to_state=to_state,
                     key=full_key,
                     reason=reason,
                     replay=earlier is not None,
-                    email="cancellation",
+                    email=email,
                 )
-            result.message = f"Cancelled {days_text(days)}; " + result.message[:1].lower() + result.message[1:]
-            return result
+            return _said_closed(result, days, to_state)
         done = bk.cancel_booking(svc, booking_id, actor=ctx.actor, leg_ids=ids, reason=reason, now=ctx.now)
         message = f"Cancelled {reference} on {days_text(done.cancelled_days)}; "
         message += f"refunded {pay.money(done.refund_cents)}; "
         message += "; ".join(done.problems) if done.problems else "the customer was emailed"
         return FixResult(f.id or 0, "", True, message, changed=True)
+
+    return Plan(text, apply)
+
+
+def _full_refund_outcome(
+    legs: Sequence[BookingLeg], now: datetime
+) -> tuple[LegState, Literal["cancellation", "refund"]]:
+    """What refunding closed days in full makes of them: days all still ahead are cancelled (the cancellation email);
+    a day under way or past can no longer be cancelled, so they are marked refunded (the refund email)."""
+    if all(leg.state == LegState.CONFIRMED and leg.starts_at > now for leg in legs):
+        return LegState.CANCELLED, "cancellation"
+    return LegState.REFUNDED, "refund"
+
+
+def _past_text(days: Sequence[date]) -> str:
+    return f"the venue was shut on {days_text(days)}" if days else "the venue was shut"
+
+
+def _them(days: Sequence[date]) -> str:
+    return "the day" if len(days) == 1 else "the days"
+
+
+def _its(days: Sequence[date]) -> str:
+    return "its" if len(days) == 1 else "their"
+
+
+def _said_closed(result: FixResult, days: Sequence[date], to_state: LegState) -> FixResult:
+    """The refund's message, led by what happened to the closed days."""
+    lead = "Cancelled" if to_state == LegState.CANCELLED else "Marked refunded:"
+    result.message = f"{lead} {days_text(days)}; " + result.message[:1].lower() + result.message[1:]
+    return result
+
+
+def _plan_refund_closed_old_days(ctx: FixContext, reason: str) -> Plan:
+    """A payment the old system took for days the venue is shut (seed #6: it never checked holidays): adopt it as the
+    confirmed booking it is, then give those days back in full as for a booking of ours — cancelled if still ahead,
+    marked refunded if past. Its other days stay booked."""
+    svc = ctx.svc
+    pay, legacy, have = _old_booking(ctx)
+    closures = svc.catalogue.closure_map
+    shares = dict(zip(legacy.dates, day_shares(pay.received, len(legacy.dates)), strict=True))
+    closed = [d for d in legacy.dates if closure_reason(d, svc.policy, closures)]
+    if not closed:
+        raise Refusal("Nothing to do: none of its days is a holiday or a closure now")
+    cents = min(sum(shares[d] for d in closed), pay.kept)
+    starts = {w.day: w.starts_at for w in legacy.windows(svc)}
+    ahead = all(starts[d] > ctx.now for d in closed)
+    what = f"cancel {days_text(closed)}" if ahead else f"mark {days_text(closed)} refunded ({_past_text(closed)})"
+    text = (
+        f"Adopt payment {pay.id} ({legacy.label()}, made by the old system) into a booking, then {what} and refund "
+        f"{pay.money(cents)} in full (the venue's fault, whatever the policy says); delete "
+        f"{_its(closed)} {plural(len(closed), 'event')} and email {legacy.email or 'the customer'}."
+    )
+
+    def apply() -> FixResult:
+        booking_id = _adopt_as_booked(ctx, pay, legacy, have)
+        with svc.session() as s:
+            reference = bk.load_booking(s, booking_id).reference
+            legs = [leg for leg in bk.booking_legs(s, booking_id) if leg.day in closed]
+        to_state, email = _full_refund_outcome(legs, ctx.now)
+        with bk.lease(svc, booking_id):
+            result = steps.refund_and_close(
+                ctx,
+                booking_id,
+                amount=cents,
+                leg_ids=[leg.id for leg in legs if leg.id is not None],
+                to_state=to_state,
+                # The key a booking of ours uses: a retry after the adoption takes that path and replays this refund.
+                key=f"roomdesk-{reference}-{ctx.key}-cancel-full",
+                reason=reason,
+                email=email,
+                extra_events=probes.named_events(svc, ctx.finding),
+            )
+        return _said_closed(result, closed, to_state)
 
     return Plan(text, apply)
 
@@ -475,6 +594,9 @@ def _plan_delete_events(ctx: FixContext) -> Plan:
             live.append((key, ev))
     if not live:
         raise Refusal("Nothing to do: the events are already deleted")
+    for _, ev in live:
+        if (block_id := _active_block(svc, ev)) is not None:
+            raise Refusal(f"This event belongs to room block #{block_id}, still in force; it was not deleted")
     if f.code == "manual_event":
         for _, ev in live:
             private = (ev.get("extendedProperties") or {}).get("private") or {}
@@ -515,10 +637,22 @@ def _delete(ctx: FixContext, keys: list[EventKey], labels: list[str], noun: str)
 
 
 def _hand_added(ev: Json) -> bool:
-    """An event nobody paid for: no booking or PaymentIntent in its private properties, none in its description
-    (the old system wrote the PaymentIntent there)."""
+    """An event nobody paid for and no block put there: no booking, PaymentIntent or room block in its private
+    properties, no PaymentIntent in its description (the old system wrote it there)."""
     private = (ev.get("extendedProperties") or {}).get("private") or {}
-    return not (private.get("booking_id") or private.get("payment_intent")) and "pi_" not in str(ev.get("description"))
+    ours = private.get("booking_id") or private.get("payment_intent") or private.get(BLOCK_PROPERTY)
+    return not ours and "pi_" not in str(ev.get("description"))
+
+
+def _active_block(svc: Services, ev: Json) -> int | None:
+    """The room block in force this event belongs to (the venue's own: never deleted as a stray), else None."""
+    private = (ev.get("extendedProperties") or {}).get("private") or {}
+    block_id = str(private.get(BLOCK_PROPERTY) or "")
+    if not block_id.isdigit():
+        return None
+    with svc.session() as s:
+        block = s.get(RoomBlock, int(block_id))
+    return block.id if block is not None and block.state == BlockState.ACTIVE else None
 
 
 def _plan_delete_hand_added(ctx: FixContext) -> Plan:
@@ -734,9 +868,12 @@ def _plan_confirm_change(ctx: FixContext, change: Amendment) -> Plan:
 
 
 def _plan_resend_confirmation(ctx: FixContext) -> Plan:
-    """Deliver the confirmation the customer never received (queued or failed), or queue one."""
+    """Deliver the confirmation the customer never received (queued or failed), or queue one. A booking the old system
+    made (it sent none) is adopted first, then confirmed like one of ours."""
     svc, f, booking = ctx.svc, ctx.finding, ctx.booking
-    if booking is None or booking.id is None:
+    if booking is None:
+        return _plan_confirm_old_booking(ctx)
+    if booking.id is None:
         raise Refusal("This payment has no booking in Room Desk to confirm")
     if booking.status not in (BookingStatus.CONFIRMED, BookingStatus.PARTLY_CANCELLED):
         raise Refusal(f"Booking {booking.reference} is {booking.status.lower()}: no confirmation to send")
@@ -754,10 +891,32 @@ def _plan_resend_confirmation(ctx: FixContext) -> Plan:
     return Plan(text, apply)
 
 
+def _plan_confirm_old_booking(ctx: FixContext) -> Plan:
+    """An old payment whose days are on the calendar and whose customer may never have had a confirmation (the old
+    system sent none): adopt it as the booking it is, then email the confirmation."""
+    pay, legacy, have = _old_booking(ctx)
+    if not legacy.email:
+        raise Refusal(f"Payment {pay.id}'s metadata has no customer email: there is no one to send a confirmation to")
+    text = (
+        f"Adopt payment {pay.id} ({legacy.label()}, made by the old system) into a booking, then email its "
+        f"confirmation to {legacy.email}."
+    )
+
+    def apply() -> FixResult:
+        booking_id = _adopt_as_booked(ctx, pay, legacy, have)
+        emailed = steps.send_confirmation(ctx.svc, booking_id, ctx.actor, ctx.now)
+        ok = emailed.startswith("confirmation emailed")
+        return FixResult(ctx.finding.id or 0, "", ok, emailed[:1].upper() + emailed[1:], changed=True)
+
+    return Plan(text, apply)
+
+
 def _plan_fill_extras(ctx: FixContext) -> Plan:
     """Save the extras staff collected (seed incident #9) and put them in each day's event description."""
-    svc, f, booking = ctx.svc, ctx.finding, ctx.booking
-    if booking is None or booking.id is None:
+    svc, booking = ctx.svc, ctx.booking
+    if booking is None:
+        return _plan_fill_old_extras(ctx)
+    if booking.id is None:
         raise Refusal("This payment has no booking in Room Desk")
     room = svc.catalogue.room(booking.room_slug)
     if not room.extras:
@@ -776,18 +935,49 @@ def _plan_fill_extras(ctx: FixContext) -> Plan:
         clean, problems = room.validate_extras({**booking.extras, **(ctx.opts.extras or {})})
         if problems:
             raise ValidationError(problems)
-        with bk.lease(svc, booking_id):
-            with svc.session() as s:
-                b = bk.load_booking(s, booking_id)
-                b.extras, b.updated_at = clean, ctx.now
-                audit.record(
-                    s, "booking.extras.filled", actor=ctx.actor, at=ctx.now, booking=b, extras=clean, finding=f.key
-                )
-            patched, problems = bk.update_event_details(svc, booking_id, actor=ctx.actor, now=ctx.now)
-        message = f"Saved the extras and updated {plural(len(patched), 'event')}" + (
-            f" ({days_text(patched)})" if patched else ""
-        )
-        return FixResult(f.id or 0, "", not problems, "; ".join([message, *problems]), changed=True)
+        return _save_extras(ctx, booking_id, clean)
+
+    return Plan(text, apply)
+
+
+def _save_extras(ctx: FixContext, booking_id: int, clean: dict[str, object]) -> FixResult:
+    """Save the booking's extras and rewrite its events' descriptions with them."""
+    svc, f = ctx.svc, ctx.finding
+    with bk.lease(svc, booking_id):
+        with svc.session() as s:
+            b = bk.load_booking(s, booking_id)
+            b.extras, b.updated_at = clean, ctx.now
+            audit.record(
+                s, "booking.extras.filled", actor=ctx.actor, at=ctx.now, booking=b, extras=clean, finding=f.key
+            )
+        patched, problems = bk.update_event_details(svc, booking_id, actor=ctx.actor, now=ctx.now)
+    message = f"Saved the extras and updated {plural(len(patched), 'event')}" + (
+        f" ({days_text(patched)})" if patched else ""
+    )
+    return FixResult(f.id or 0, "", not problems, "; ".join([message, *problems]), changed=True)
+
+
+def _plan_fill_old_extras(ctx: FixContext) -> Plan:
+    """An old payment for a room with an extras form, the extras not in its metadata (seed incident #9): adopt it as
+    the booking it is, then save the extras staff collected and put them in its events' descriptions."""
+    pay, legacy, have = _old_booking(ctx)
+    room = legacy.room
+    if not room.extras:
+        raise Refusal(f"The {room.name} has no extras form")
+    given = metadata_extras(pay.metadata, room)
+    if not room.validate_extras(given)[1]:
+        raise Refusal("Nothing to do: the payment's metadata has the extras already")
+    text = (
+        f"Adopt payment {pay.id} ({legacy.label()}, made by the old system) into a booking, then save the extras "
+        f"({', '.join(x.label for x in room.extras)}) on it and add them to the description of its "
+        f"{plural(len(have), 'calendar event')}."
+    )
+
+    def apply() -> FixResult:
+        clean, problems = room.validate_extras({**given, **(ctx.opts.extras or {})})
+        if problems:
+            raise ValidationError(problems)  # before anything is adopted
+        return _save_extras(ctx, _adopt_as_booked(ctx, pay, legacy, have), clean)
 
     return Plan(text, apply)
 

@@ -173,8 +173,10 @@ def test_acknowledge_with_a_note_takes_it_off_the_open_list(app: App, synced: Se
     assert "**Acknowledge with a note** — Acknowledged: Evidence sent by email to the bank" in texts(at, "success")
     assert "Acknowledged** by manager@sandbox" in texts(at, "info")
     assert get_finding(synced, finding.id or 0).status == "acknowledged"
-    assert finding.id not in list(at.dataframe[0].value["#"])  # the default filter shows open findings
     assert "mm_go" not in button_keys(at)  # the dialog closed
+    at.button(key="mm_back_list").click().run()
+    assert "finding" not in at.query_params
+    assert finding.id not in list(at.dataframe[0].value["#"])  # the default filter shows open findings
 
     at.button_group(key="mm_status").set_value(["acknowledged"]).run()
     assert list(at.dataframe[0].value["#"]) == [finding.id]
@@ -191,8 +193,9 @@ def test_resend_confirmation_resolves_its_finding(app: App, synced: Services) ->
     assert "**Resend the confirmation email** — Confirmation emailed" in texts(at, "success")
     assert "**Resolved**" in texts(at, "success")
     assert get_finding(synced, finding.id or 0).status == "resolved"
-    assert finding.id not in list(at.dataframe[0].value["#"])
     assert not any(str(k).startswith("mm_do_") for k in button_keys(at))  # nothing left to do
+    at.button(key="mm_back_list").click().run()
+    assert finding.id not in list(at.dataframe[0].value["#"])
 
 
 def test_delete_the_orphan_event_resolves_its_finding(app: App, synced: Services) -> None:
@@ -267,7 +270,8 @@ def test_booking_detail_shows_the_joined_timeline_with_stripe_rows(app: App, syn
     ours = [d for d, src in zip(timeline["Details"], sources(timeline), strict=True) if src == "Room Desk"]
     assert any("$" in d for d in ours)
 
-    at.button_group(key=f"bk_sources_{finding.booking_id}").set_value(["Stripe"]).run()
+    [sources_filter] = [g for g in at.button_group if str(g.key).startswith(f"bk_sources_{finding.booking_id}_")]
+    sources_filter.set_value(["Stripe"]).run()
     assert set(sources(at.table[0].value)) == {"Stripe"}
 
 

@@ -126,6 +126,7 @@ def test_a_day_already_used_still_counts_for_the_discount(svc: Any, booking_requ
 def test_a_change_is_priced_by_the_discount_the_booking_was_sold_with(svc: Any, booking_request: Any) -> None:
     three = paid(svc, booking_request(dates=THREE_DAYS))
     svc.settings.__dict__["discount_bands"] = [[3, 5]]  # the venue lowers its discount after the sale
+    svc.venue_cache.forget()
     *_, last = leg_ids(svc, three.booking_id)
     plan = plan_change(svc, three.booking_id, Change(moves={last: date(2026, 3, 12)}))
     assert plan.possible and plan.settlement.net_cents == 0

@@ -16,6 +16,7 @@ from services import authz
 from services.authz import ACTIONS, DESK_ACTIONS, Desk, Staff
 from services.booking.amend import Change
 from services.core.errors import NotAllowed
+from services.core.venue_state import VenueEdit
 
 ROLES = ("frontdesk", "manager", "finance", "admin")
 
@@ -52,7 +53,11 @@ EXPECTED: dict[str, set[str]] = {
     "run_close": {"finance", "admin"},
     "check_connections": {"admin"},
     # room blocks and closures (issue 14 §5)
+    "plan_block": MANAGE,
+    "block_rooms": MANAGE,
+    "release_block": MANAGE,
     # settings edited in the dashboard (issue 14 §6)
+    "save_venue_config": {"admin"},
 }
 
 # Arguments that get each call past its role check to the service, which then fails or succeeds on its own terms.
@@ -85,7 +90,11 @@ ARGS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "run_close": ((date(2026, 3, 1),), {}),
     "check_connections": ((), {}),
     # room blocks and closures (issue 14 §5)
+    "plan_block": ((None,), {}),
+    "block_rooms": ((None,), {}),
+    "release_block": ((999_999,), {"reason": "Painting done"}),
     # settings edited in the dashboard (issue 14 §6)
+    "save_venue_config": ((VenueEdit(base_version=0),), {}),
 }
 
 

@@ -195,6 +195,7 @@ def test_holiday_booking_and_its_near_miss(make_services: Any, booking_request: 
     on_holiday = paid(svc, booking_request(dates=[date(2026, 4, 3)]))  # Good Friday
     paid(svc, booking_request(dates=[date(2026, 4, 2)]))
     svc.settings.__dict__["observe_holidays"] = True  # the venue now observes holidays
+    svc.venue_cache.forget()
     (f,) = run(svc)["holiday_booking"]
     assert f.payment_intent == on_holiday.payment_intent and "Good Friday" in f.summary
 
@@ -212,6 +213,7 @@ def test_a_venue_that_does_not_observe_holidays_books_them_and_reconciliation_ag
     paid(svc, good_friday)
     assert run(svc).get("holiday_booking", []) == []
     svc.settings.__dict__["observe_holidays"] = True  # the same booking once the venue observes holidays
+    svc.venue_cache.forget()
     assert "Fri 3 Apr: statutory holiday (Good Friday)" in bk.quote(svc, good_friday).reasons
     assert len(run(svc)["holiday_booking"]) == 1
 
@@ -268,6 +270,8 @@ def test_legacy_data_loaded_from_provider_json(svc: Any) -> None:
         "refund_no_event": ["pi_3LegacyRefunded00005"],
         "unparseable": ["legacy0broken0end0002", "pi_3LegacyBadDates0006"],
         "orphan_event": ["pi_3NeverSeenByStripe99"],
+        # whole old bookings still ahead: the old system sent no confirmation, one sent by hand left no record
+        "missing_confirmation": ["pi_3LegacyDescMatch0001", "pi_3LegacySlotMatch0002"],
     }
     # the gift-card payment carries no booking metadata: not a room booking, not a finding
     with svc.session() as s:
