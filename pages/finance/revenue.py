@@ -197,6 +197,6 @@ else:
     st.altair_chart(heat_map(grid, "Week starting" if by == "week" else "Weekday"), width="stretch")
     st.caption(
         "Booked hours of confirmed, in-progress and completed days inside opening hours "
-        f"({svc.settings.open_time:%H:%M}–{svc.settings.close_time:%H:%M}); days the venue is closed (weekends, "
+        f"({svc.policy.open_time:%H:%M}–{svc.policy.close_time:%H:%M}); days the venue is closed (weekends, "
         "statutory holidays, closures) are left out."
     )

@@ -28,6 +28,7 @@ svc = boot.services()
 session.require_role("phone_booking")
 
 settings = svc.settings
+policy = svc.policy  # the venue rules in force (Settings may have changed them)
 ROOMS: dict[str, Room] = {r.slug: r for r in svc.catalogue.bookable_rooms}
 TODAY = svc.now().astimezone(settings.tz).date()
 TIMES = slot_times(svc)
@@ -66,8 +67,8 @@ def fill_in(locked: bool) -> None:
     )
     room = ROOMS[slug]
     facts = [f"minimum **{room.min_hours:g} h**"]
-    if room.discount_eligible and settings.discount_bands:
-        facts.append("multi-day discount " + ", ".join(f"{p} % from {d} days" for d, p in settings.discount_bands))
+    if room.discount_eligible and policy.discount_bands:
+        facts.append("multi-day discount " + ", ".join(f"{p} % from {d} days" for d, p in policy.discount_bands))
     st.caption(" · ".join(facts) + (f" · {room.description}" if room.description else ""))
 
     separate = st.toggle(
@@ -79,12 +80,12 @@ def fill_in(locked: bool) -> None:
     if separate:
         st.multiselect(
             "Dates",
-            open_days(svc, TODAY + timedelta(days=1), TODAY + timedelta(days=settings.max_days_ahead)),
+            open_days(svc, TODAY + timedelta(days=1), TODAY + timedelta(days=policy.max_days_ahead)),
             key="pb_dates",
             format_func=day_label,
             disabled=locked,
             placeholder="Choose the days",
-            max_selections=settings.max_days_per_booking,
+            max_selections=policy.max_days_per_booking,
         )
     else:
         d1, d2 = st.columns([1.6, 1])
@@ -92,14 +93,14 @@ def fill_in(locked: bool) -> None:
             "First day",
             key="pb_first_day",
             min_value=TODAY,
-            max_value=TODAY + timedelta(days=settings.max_days_ahead + 7),
+            max_value=TODAY + timedelta(days=policy.max_days_ahead + 7),
             format="YYYY-MM-DD",
             disabled=locked,
         )
         d2.number_input(
             "Weekdays",
             min_value=1,
-            max_value=settings.max_days_per_booking,
+            max_value=policy.max_days_per_booking,
             step=1,
             key="pb_ndays",
             disabled=locked,

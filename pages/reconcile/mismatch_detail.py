@@ -122,7 +122,12 @@ def _facts(svc: Services, finding: Finding) -> None:
                 query_params={"ref": finding.booking_ref},
             )
         else:
-            st.markdown(f"{finding.booking_ref} (not in Room Desk)" if finding.booking_ref else "No booking behind it")
+            if finding.booking_ref:
+                st.markdown(f"{finding.booking_ref}: made by the old system, not in Room Desk")
+            elif finding.payment_intent:
+                st.markdown("Made outside Room Desk (the old system or Stripe): no booking here")
+            else:
+                st.markdown("No booking behind it")
         dates = days_label([date.fromisoformat(d) for d in finding.dates], limit=3)
         st.markdown(f"{rooms.get(finding.room or '', finding.room or 'No room')} · {dates}")
     with c3:

@@ -48,7 +48,7 @@ def _hours(t: time | datetime) -> float:
 def timeline_frame(svc: Services, grid: RoomGrid) -> pd.DataFrame:
     """One row per bar: a 'Free'/'Closed' background per room and day, then what occupies each room, clipped to
     the opening hours."""
-    open_h, close_h = _hours(svc.settings.open_time), _hours(svc.settings.close_time)
+    open_h, close_h = _hours(svc.policy.open_time), _hours(svc.policy.close_time)
     names = {r.slug: r.name for r in grid.rooms}
     rows: list[dict[str, Any]] = []
     for d in grid.days:
@@ -104,7 +104,7 @@ def timeline_chart(
     time zone, and these are venue-time wall-clock hours already. The chart takes the container's width."""
     import altair as alt
 
-    open_h, close_h = _hours(svc.settings.open_time), _hours(svc.settings.close_time)
+    open_h, close_h = _hours(svc.policy.open_time), _hours(svc.policy.close_time)
     rooms = [r.name for r in svc.catalogue.rooms]
     row_px = 24
     ticks = list(range(int(open_h), int(close_h) + 1))

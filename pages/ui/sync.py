@@ -86,10 +86,6 @@ def sync_and_reconcile() -> SyncOutcome | None:
     return SyncOutcome(report.line(), list(report.errors), run.opened, run.resolved, run.open_total)
 
 
-def show_sync_outcome(outcome: SyncOutcome) -> None:
-    (st.warning if outcome.errors else st.success)(outcome.text(), icon=":material/sync:")
-
-
 def audit_indicator(svc: Services) -> None:
     """The audit trail's integrity: each row is chained to the one before by a hash (services/core/audit.py); an edited
     or deleted row breaks the chain, and this says which."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,12 +19,9 @@ from models.tables import (
     BookingLeg,
     BookingStatus,
     EmailOutbox,
-    LegState,
     RefundRecord,
-    SlotClaim,
 )
 from services.booking.amend import CHANGEABLE_STATUSES
-from services.booking.availability import is_open
 from services.booking.change import OPEN_STATES, pay_url
 from services.core.context import Services
 from services.core.errors import DomainError, GatewayError, NotFound
@@ -340,144 +337,6 @@ def booking_detail(svc: Services, booking_id: int, *, live: bool = True) -> Book
         except GatewayError as exc:
             detail.event_errors.append(f"{leg.day}: {exc.message}")
     return detail
-
-
-@dataclass(frozen=True)
-class ScheduleItem:
-    room_slug: str
-    room_name: str
-    day: date
-    start: datetime  # venue time
-    end: datetime
-    kind: str  # booked | hold | manual | orphan
-    label: str
-    reference: str = ""
-
-
-def schedule(svc: Services, start_day: date, days: int = 7, *, include_calendar: bool = True) -> list[ScheduleItem]:
-    """What occupies each room, day by day: our booked days and holds, plus calendar events we did not make
-    (manual events) or that belong to no live booking (orphans)."""
-    tz = svc.settings.tz
-    lo = datetime.combine(start_day, time(0), tzinfo=tz).astimezone(UTC)
-    hi = datetime.combine(start_day + timedelta(days=days), time(0), tzinfo=tz).astimezone(UTC)
-    now = svc.now()
-    items: list[ScheduleItem] = []
-    live_refs: set[str] = set()
-    with svc.session() as s:
-        q = (
-            select(BookingLeg, Booking)
-            .join(Booking, col(Booking.id) == col(BookingLeg.booking_id))
-            .where(BookingLeg.starts_at < hi, BookingLeg.ends_at > lo)
-        )
-        found = list(s.exec(select(SlotClaim).where(SlotClaim.starts_at < hi, SlotClaim.ends_at > lo)))
-        claims = {c.leg_id: c for c in found if c.leg_id is not None}
-        # A change waiting for payment holds its new days with claims of its own (no leg yet): held like a hold.
-        changes = {c.amendment_id for c in found if c.leg_id is None and c.amendment_id is not None}
-        held = {
-            a.id: (a.number, b)
-            for a, b in s.exec(
-                select(Amendment, Booking)
-                .join(Booking, col(Booking.id) == col(Amendment.booking_id))
-                .where(col(Amendment.id).in_(changes), Amendment.state == AmendmentState.AWAITING_PAYMENT)
-            )
-        }
-        for c in found:
-            if c.amendment_id not in held or c.leg_id is not None or not c.active:
-                continue
-            if c.expires_at and c.expires_at < now:
-                continue
-            number, b = held[c.amendment_id]
-            start, end = c.starts_at.astimezone(tz), c.ends_at.astimezone(tz)
-            items.append(
-                ScheduleItem(
-                    c.room_slug,
-                    _room_name(svc, c.room_slug),
-                    start.date(),
-                    start,
-                    end,
-                    "hold",
-                    f"{b.customer_name} (change {number}, unpaid)",
-                    b.reference,
-                )
-            )
-        for leg, b in s.exec(q):
-            if leg.state in (LegState.CONFIRMED, LegState.IN_PROGRESS, LegState.COMPLETED):
-                kind = "booked"
-            elif leg.state == LegState.AWAITING_PAYMENT:
-                claim = claims.get(leg.id or -1)
-                if not claim or not claim.active or (claim.expires_at and claim.expires_at < now):
-                    continue
-                kind = "hold"
-            else:
-                continue
-            live_refs.add(f"{b.reference}|{leg.day.isoformat()}")
-            items.append(
-                ScheduleItem(
-                    b.room_slug,
-                    _room_name(svc, b.room_slug),
-                    leg.day,
-                    leg.starts_at.astimezone(tz),
-                    leg.ends_at.astimezone(tz),
-                    kind,
-                    b.customer_name,
-                    b.reference,
-                )
-            )
-    if include_calendar:
-        for room in svc.catalogue.rooms:
-            try:
-                listing = svc.calendar.list_events(room.calendar_id, time_min=lo, time_max=hi)
-            except GatewayError:
-                continue
-            for ev in listing.get("items", []):
-                if ev.get("status") == "cancelled":
-                    continue
-                private = (ev.get("extendedProperties") or {}).get("private") or {}
-                ref = private.get("booking_id")
-                try:
-                    start = datetime.fromisoformat(ev["start"]["dateTime"]).astimezone(tz)
-                    end = datetime.fromisoformat(ev["end"]["dateTime"]).astimezone(tz)
-                except (KeyError, TypeError, ValueError):
-                    continue
-                if ref and f"{ref}|{private.get('booking_date', start.date().isoformat())}" in live_refs:
-                    continue
-                kind = "orphan" if ref else "manual"
-                items.append(
-                    ScheduleItem(
-                        room.slug, room.name, start.date(), start, end, kind, ev.get("summary", "(no title)"), ref or ""
-                    )
-                )
-    return sorted(items, key=lambda i: (i.day, i.room_name, i.start))
-
-
-def free_hours(svc: Services, items: Sequence[ScheduleItem], days: Sequence[date]) -> dict[str, float]:
-    """Unoccupied opening hours per room name over `days` (a closed day counts none), from schedule()'s items."""
-    policy = svc.policy
-    open_h, close_h = _hours(policy.open_time), _hours(policy.close_time)
-    out: dict[str, float] = {}
-    for room in svc.catalogue.rooms:
-        total = 0.0
-        for d in days:
-            if not is_open(svc, d):
-                continue
-            spans = sorted(
-                (max(_hours(i.start), open_h), min(_hours(i.end), close_h))
-                for i in items
-                if i.day == d and i.room_slug == room.slug
-            )
-            busy, cursor = 0.0, open_h
-            for s, e in spans:
-                s = max(s, cursor)
-                if e > s:
-                    busy += e - s
-                    cursor = e
-            total += (close_h - open_h) - busy
-        out[room.name] = total
-    return out
-
-
-def _hours(t: time | datetime) -> float:
-    return t.hour + t.minute / 60
 
 
 STRIPE_EVENT_WORDS = {

@@ -29,6 +29,7 @@ from services.finance.receipts import (
     venue_time,
 )
 from services.notify.emails import policy_text
+from services.rules import audit_words
 from services.rules.fmt import money, payload_text, plural
 
 RESPONDABLE = frozenset({"needs_response", "warning_needs_response"})
@@ -322,10 +323,15 @@ def _timeline(svc: Services, detail: BookingDetail, now: datetime) -> list[dict[
             payload, currency=detail.booking.currency, day=full_date, moment=lambda m: venue_time(svc, m)
         )
 
+    def word(action: str, payload: dict[str, Any]) -> str:
+        return audit_words.sentence(
+            action, payload, currency=detail.booking.currency, moment=lambda m: venue_time(svc, m)
+        )
+
     return [
         row
-        for row in booking_timeline(svc, detail.booking.id, describe=describe)
-        if not str(row["what"]).startswith("booking.dispute.") and row["at"] <= now
+        for row in booking_timeline(svc, detail.booking.id, describe=describe, word=word)
+        if not str(row["code"]).startswith("booking.dispute.") and row["at"] <= now
     ]
 
 
@@ -611,10 +617,7 @@ def evidence_pdf(svc: Services, pack: EvidencePack, fields: dict[str, str] | Non
     if pack.timeline:
         doc.table(
             ["When", "Source", "What", "Details"],
-            [
-                [venue_time(svc, r["at"]), r["source"], str(r["what"]).removeprefix("booking."), r.get("detail") or ""]
-                for r in pack.timeline
-            ],
+            [[venue_time(svc, r["at"]), r["source"], str(r["what"]), r.get("detail") or ""] for r in pack.timeline],
             (20, 12, 22, 46),
             size=8,
         )

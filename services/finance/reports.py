@@ -812,8 +812,8 @@ def occupancy(
         raise ValidationError(f"The start date {date_from:%Y-%m-%d} is after the end date {date_to:%Y-%m-%d}")
     tz = svc.settings.tz
     days = open_days(svc, date_from, date_to)
-    day_open = svc.settings.open_time
-    day_close = svc.settings.close_time
+    day_open = svc.policy.open_time
+    day_close = svc.policy.close_time
     hours_a_day = _hours_between(day_open, day_close)
     rooms = list(svc.catalogue.bookable_rooms)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlmodel import select
 
-from models.tables import Booking, LegState
+from models.tables import BlockKind, Booking, LegState
 from services import booking as bk
 from services.core.context import Services
 from services.core.errors import DomainError
@@ -422,6 +422,24 @@ def seed_demo(
         clock.at = real_now
         bk.expire_holds(svc, actor="system")
         incident("expired_hold", started)
+
+        # 12. The right way to do what #5 did by hand: a manager blocks the Workshop for maintenance (a claim the
+        #     booking flow respects and a marked event reconciliation knows is the venue's own).
+        days, s, e = free_future("workshop", hours=3, offset=6)
+        clock.at = real_now - timedelta(days=1)
+        bk.create_block(
+            svc,
+            bk.BlockRequest(
+                rooms=("workshop",),
+                first_day=days[0],
+                last_day=days[0],
+                start=s,
+                end=e,
+                kind=BlockKind.MAINTENANCE,
+                reason="Floor refinishing",
+            ),
+            actor="manager@demo",
+        )
 
         clock.at = real_now
         bk.advance_legs(svc, actor="system")

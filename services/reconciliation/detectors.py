@@ -36,7 +36,7 @@ from models.tables import (
 from services.core.catalogue import Room
 from services.core.context import Services
 from services.reconciliation.cache import CacheData, CachedEvent, CachedPayment
-from services.reconciliation.findings import CODES, REFUND_TOLD_KINDS
+from services.reconciliation.findings import CODES, REFUND_TOLD_KINDS, dispute_reason_words
 from services.reconciliation.legacy import (
     day_shares,
     day_start,
@@ -673,7 +673,7 @@ def dispute_open(snap: Snapshot) -> Iterator[Detected]:
         yield Detected(
             "dispute_open",
             dispute.id,
-            f"Dispute ({dispute.reason or 'no reason'}) on {money(amount, dp.currency if dp else 'CAD')}: {due}",
+            f"Dispute on {money(amount, dp.currency if dp else 'CAD')}: {dispute_reason_words(dispute.reason)}; {due}",
             payment_intent=dispute.payment_intent,
             booking_id=b.id if b else None,
             booking_ref=b.reference if b else (dp.booking_ref if dp else None),
@@ -831,16 +831,20 @@ def _expected_amount(snap: Snapshot, p: CachedPayment, booking: Booking | None) 
     memo = snap.price_memo
     if key in memo:
         return memo[key]
-    room = snap.svc.catalogue.room(p.room or "")
+    # A payment the old system took: the price list Room Desk started from (the rooms file, and the discount bands of
+    # the environment) is the best record of the prices it used — not a price an admin set on Settings since, which
+    # would flag every old payment the day prices rise.
+    seed = snap.svc.seed_catalogue
+    slug = p.room or ""
+    room = seed.room(slug) if any(r.slug == slug for r in seed.rooms) else snap.svc.catalogue.room(slug)
     minutes = (p.end.hour * 60 + p.end.minute) - (p.start.hour * 60 + p.start.minute)
-    # A payment the old system took: today's catalogue is the best record of the price it used.
     memo[key] = price(
         room_slug=room.slug,
         hourly_cents=room.hourly_price_cents,
         discount_eligible=room.discount_eligible,
         dates=p.dates,
         minutes_per_day=minutes,
-        policy=snap.policy,
+        policy=snap.svc.settings.policy(),
     ).total_cents
     return memo[key]
 

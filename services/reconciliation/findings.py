@@ -18,7 +18,11 @@ SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
 
 # code → (severity, what it means, the actions that fix it)
 CODES: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "paid_no_event": ("high", "Paid, not refunded, no calendar event", ("create_events", "refund", "acknowledge")),
+    "paid_no_event": (
+        "high",
+        "Paid (not refunded in full), no calendar event",
+        ("create_events", "refund", "acknowledge"),
+    ),
     "partial_multiday": (
         "high",
         "Some days on the calendar, others missing",
@@ -47,7 +51,7 @@ CODES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "dispute_open": ("high", "A dispute needs evidence", ("acknowledge",)),
     "missing_confirmation": (
         "medium",
-        "Confirmed booking, no confirmation email sent",
+        "Confirmed booking, no confirmation email on record",
         ("resend_confirmation", "acknowledge"),
     ),
     "missing_extras": ("low", "Sonic Studio booking without its extras", ("fill_extras", "acknowledge")),
@@ -68,7 +72,7 @@ ACTION_LABELS = {
     "delete_hand_added": "Delete the hand-added event",
     "send_refund_notice": "Email the customer about the refund",
     "confirm_payment": "Process the payment now",
-    "resend_confirmation": "Resend the confirmation email",
+    "resend_confirmation": "Send the confirmation email",
     "fill_extras": "Fill in the extras",
     "acknowledge": "Acknowledge with a note",
 }

@@ -61,17 +61,17 @@ def test_manager_resends_a_missing_confirmation_and_sees_it_resolved(
     wait_text(page, finding.summary)
     screenshot(page, "e2e_mismatch_detail")
 
-    page.get_by_role("button", name="Resend the confirmation email").click()
+    page.get_by_role("button", name="Send the confirmation email").click()
     dialog = page.get_by_role("dialog")
     dialog.get_by_text("Email the confirmation of").wait_for()
     screenshot(page, "e2e_mismatch_dialog", full_page=False)
-    dialog.get_by_role("button", name="Resend the confirmation email").click()
+    dialog.get_by_role("button", name="Send the confirmation email").click()
 
     wait_text(page, "Confirmation emailed")
     wait_text(page, "the last sync no longer sees this mismatch")
     wait_idle(page)
     assert page.get_by_role("dialog").count() == 0
-    assert page.get_by_role("button", name="Resend the confirmation email").count() == 0  # nothing left to do
+    assert page.get_by_role("button", name="Send the confirmation email").count() == 0  # nothing left to do
     screenshot(page, "e2e_mismatch_resolved")
     assert get_finding(svc, finding.id).status == "resolved"
 

@@ -13,7 +13,8 @@ from streamlit.testing.v1 import AppTest
 
 from models.tables import BookingLeg
 from services.booking import BookingRequest, StartResult, quote, sandbox_pay, start_booking
-from services.booking.queries import booking_detail, schedule
+from services.booking.grid import CellState, room_grid
+from services.booking.queries import booking_detail
 from services.core.context import Services
 from services.rules.fmt import day_label
 
@@ -142,16 +143,16 @@ def test_withdrawing_a_change_leaves_the_booking_as_it_was(app: App, svc: Servic
     assert "**Room** Boardroom → **Union Room**" in texts(at, "markdown")
     at.button(key="bk_ch_go").click().run()
     assert "Change 1 waits for payment: $30.00." in texts(at, "info")
-    held = [i for i in schedule(svc, first, 1, include_calendar=False) if i.reference == started.reference]
-    assert {(i.room_slug, i.kind) for i in held} == {("boardroom", "booked"), ("union-room", "hold")}
-    assert "(change 1, unpaid)" in next(i.label for i in held if i.kind == "hold")
+    held = [o for o in room_grid(svc, [first]).on(first) if o.reference == started.reference]
+    assert {(o.room, o.state) for o in held} == {("boardroom", CellState.BOOKED), ("union-room", CellState.HELD)}
+    assert "(change, unpaid)" in next(o.label for o in held if o.state == CellState.HELD)
 
     at.button(key="bk_ch_withdraw").click().run()
     assert "Change 1 withdrawn: the booking is as it was" in texts(at, "info")
     assert "bk_change_open" in keys(at)
     assert booking_detail(svc, started.booking_id, live=False).booking.room_slug == "boardroom"
-    after = [i for i in schedule(svc, first, 1, include_calendar=False) if i.reference == started.reference]
-    assert [(i.room_slug, i.kind) for i in after] == [("boardroom", "booked")]
+    after = [o for o in room_grid(svc, [first]).on(first) if o.reference == started.reference]
+    assert [(o.room, o.state) for o in after] == [("boardroom", CellState.BOOKED)]
 
 
 def test_mistakes_get_plain_answers_and_no_confirm(app: App, svc: Services) -> None:

@@ -132,9 +132,10 @@ def test_mismatches_lists_the_demo_findings_most_severe_first(app: App, synced: 
     table = at.dataframe[0].value
     opened = open_findings(synced)
     assert list(table["#"]) == [f.id for f in opened]
-    assert {"Paid, not refunded, no calendar event", "Confirmed booking, no confirmation email sent"} <= set(
-        table["Finding"]
-    )
+    assert {
+        "Paid (not refunded in full), no calendar event",
+        "Confirmed booking, no confirmation email on record",
+    } <= set(table["Finding"])
     assert table["Severity"].iloc[0] == "High" and table["Severity"].iloc[-1] == "Low"
 
     at.button_group(key="mm_sev").set_value(["low"]).run()
@@ -190,7 +191,7 @@ def test_resend_confirmation_resolves_its_finding(app: App, synced: Services) ->
     assert "Email the confirmation of" in texts(at, "markdown")  # describe_action's text in the dialog
     at.button(key="mm_go").click().run()
     assert not at.exception
-    assert "**Resend the confirmation email** — Confirmation emailed" in texts(at, "success")
+    assert "**Send the confirmation email** — Confirmation emailed" in texts(at, "success")
     assert "**Resolved**" in texts(at, "success")
     assert get_finding(synced, finding.id or 0).status == "resolved"
     assert not any(str(k).startswith("mm_do_") for k in button_keys(at))  # nothing left to do

@@ -300,3 +300,21 @@ def test_no_fix_offered_for_an_old_payment_fails_for_being_old(svc: Any) -> None
         for action in f.actions:
             text = remediate.describe_action(svc, f.id, action)
             assert "no booking in Room Desk" not in text, (f.code, action, text)
+
+
+def test_raising_a_price_on_settings_does_not_flag_the_old_systems_payments(svc: Any) -> None:
+    """The old system charged the price list Room Desk started from: an admin raising the Boardroom's price later
+    must not turn every old Boardroom payment into an amount_mismatch; a payment that was wrong then still is."""
+    from services.core.venue import save_venue_config
+    from services.core.venue_state import VenueEdit
+
+    before = loaded(svc).get("amount_mismatch", {})
+    rows = [r.model_dump(mode="json") for r in svc.venue.stored.rooms]
+    for row in rows:
+        if row["slug"] == "boardroom":
+            row["hourly_price_cents"] += 1500
+    save_venue_config(svc, VenueEdit(svc.venue.version, rooms=tuple(rows)), actor=ACTOR, note="new prices")
+    assert svc.catalogue.room("boardroom").hourly_price_cents == 6000
+    after = {f.payment_intent for f in run(svc).get("amount_mismatch", [])}
+    assert after == set(before)
+    assert GOOD_FRIDAY not in after and HOLY_THURSDAY not in after  # Boardroom payments at the old $45.00/h
