@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from services.core.roles import ROLES
 from services.rules.policy import Policy, RefundBand
+from services.rules.tax import TaxPolicy, TaxRate, normalise_registration_number, registration_problem
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SECRETS_FILE = PROJECT_ROOT / ".streamlit" / "secrets.toml"
@@ -38,6 +39,19 @@ RULE_FIELDS: tuple[str, ...] = (
     "refund_policy_version",
     "discount_bands",
 )
+
+
+class TaxRateSetting(BaseModel):
+    """One configured tax, as the environment or secrets file gives it (JSON): which line kinds it applies to is the
+    venue's accountant's call."""
+
+    code: str = Field(min_length=1, max_length=16, description='Short name on receipts and reports, e.g. "GST"')
+    label: str = Field(min_length=1, max_length=40, description='What a receipt line says, e.g. "GST 5 %"')
+    rate_bps: int = Field(ge=0, le=10_000, description="Basis points: 500 = 5 %")
+    applies_to: list[str] = Field(description="Line kinds it is charged on: room, extras, equipment")
+
+    def to_rule(self) -> TaxRate:
+        return TaxRate(self.code.strip(), self.label.strip(), self.rate_bps, frozenset(self.applies_to))
 
 
 class Settings(BaseSettings):
@@ -79,6 +93,15 @@ class Settings(BaseSettings):
     card_fee_bps: int = Field(default=290, ge=0, le=10_000, description="Card fee per charge: percent part (2.9 %)")
     card_fee_fixed_cents: int = Field(default=30, ge=0, description="Card fee per charge: fixed part")
     dispute_fee_cents: int = Field(default=1500, ge=0, description="Stripe's fee per dispute, returned if it is won")
+    # Sales tax (issue 15; not applied to bookings yet): GST-only defaults, PST on extras/equipment if the accountant
+    # says so (e.g. {"code": "PST", "label": "PST 7 %", "rate_bps": 700, "applies_to": ["extras", "equipment"]}).
+    tax_rates: list[TaxRateSetting] = Field(
+        default=[TaxRateSetting(code="GST", label="GST 5 %", rate_bps=500, applies_to=["room", "extras", "equipment"])],
+        description="Taxes added to each line's net, per line kind",
+    )
+    gst_registration_number: str | None = Field(
+        default=None, description="The venue's GST/HST registration number, e.g. 123456782RT0001 (receipts from $100)"
+    )
 
     stripe_secret_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
@@ -204,6 +227,23 @@ class Settings(BaseSettings):
             raise ValueError(f"{email}: unknown role {role!r} (use one of {', '.join(ROLES)})")
         return {email.strip().lower(): role for email, role in value.items()}
 
+    @field_validator("tax_rates")
+    @classmethod
+    def _tax_rates(cls, value: list[TaxRateSetting]) -> list[TaxRateSetting]:
+        """Each rate and the set of them pass the tax rules' own checks (known line kinds, codes given once)."""
+        TaxPolicy(rates=tuple(rate.to_rule() for rate in value))
+        return value
+
+    @field_validator("gst_registration_number")
+    @classmethod
+    def _registration_number(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        problem = registration_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return normalise_registration_number(value)
+
     @model_validator(mode="after")
     def _hours(self) -> Settings:
         if self.close_time <= self.open_time:
@@ -281,6 +321,13 @@ class Settings(BaseSettings):
             refund_bands=tuple(RefundBand(h, p) for h, p in self.refund_bands),
             refund_policy_version=self.refund_policy_version,
             discount_bands=tuple(sorted((d, p) for d, p in self.discount_bands)),
+        )
+
+    def tax_policy(self) -> TaxPolicy:
+        """The pure-rule view of the tax settings (the rates new sales would be taxed at)."""
+        return TaxPolicy(
+            rates=tuple(rate.to_rule() for rate in self.tax_rates),
+            registration_number=self.gst_registration_number,
         )
 
 
