@@ -44,7 +44,7 @@ from services.booking.amend import Change, ChangePlan, describe, plan_change
 from services.booking.claims import busy_span, calendar_busy, claim_slot, is_overlap_error, release_claims
 from services.booking.events import delete_batch, event_body, insert_event, record_event_created
 from services.booking.lease import lease
-from services.booking.refunds import paid_total, record_refund, refund_payment
+from services.booking.refunds import paid_total, refund_payment
 from services.booking.store import booking_legs, derive_status, load_booking, resolve_now, set_leg_state
 from services.core import audit
 from services.core.context import Services
@@ -792,52 +792,21 @@ def _fail_change(svc: Services, amendment_id: int, actor: str, now: datetime, de
             s, "booking.change.gate2_failed", actor=actor, at=now, booking=booking, change=number, detail=detail
         )
     messages = [f"The change could not be made: {detail}"]
-    errors: list[str] = []
     refunded = True
     if pi_id and net > 0:
-        try:
-            refund = svc.payments.refund(
-                pi_id,
-                amount_cents=net,
-                reason=f"Change {number} could not be made",
-                idempotency_key=f"roomdesk-{reference}-change-{number}-auto-refund",
-                metadata={
-                    "booking_id": reference,
-                    "origin": "auto_gate2",
-                    "idempotency_key": f"roomdesk-{reference}-change-{number}-auto-refund",
-                },
-            )
-        except (GatewayError, InvalidState) as exc:
-            refunded = False
-            errors.append(exc.message)
-        else:
-            with svc.session() as s:
-                record_refund(
-                    s,
-                    load_booking(s, a.booking_id),
-                    refund,
-                    origin="auto_gate2",
-                    reason=f"Change {number} could not be made",
-                    actor=actor,
-                    now=now,
-                    policy_quote=net,
-                    payment_intent_id=pi_id,
-                    idempotency_key=f"roomdesk-{reference}-change-{number}-auto-refund",
-                )
+        refunded = refund_payment(
+            svc,
+            a.booking_id,
+            net,
+            origin="auto_gate2",
+            reason=f"Change {number} could not be made",
+            actor=actor,
+            now=now,
+            key=f"roomdesk-{reference}-change-{number}-auto-refund",
+            policy_quote=net,
+            payment_intent=pi_id,
+        )
     if not refunded:
-        with svc.session() as s:
-            audit.record(
-                s,
-                "booking.refund.failed",
-                actor=actor,
-                at=now,
-                booking=load_booking(s, a.booking_id),
-                amount_cents=net,
-                payment_intent=pi_id,
-                error="; ".join(errors),
-                origin="auto_gate2",
-                message="Refund of a change that could not be made failed",
-            )
         return ChangeResult(
             a.booking_id, reference, number, "refund_failed", [*messages, "Automatic refund failed: it is retried"]
         )

@@ -88,13 +88,18 @@ def refund_payment(
     policy_quote: int | None,
     leg_ids: Sequence[int] = (),
     errors: list[str] | None = None,
+    payment_intent: str | None = None,
 ) -> bool:
     """Refund through the gateway (idempotent key) and record it; False (audited) if the gateway failed. A booking
     paid by more than one PaymentIntent (a change that cost more) is refunded on its own payment first, then on the
-    changes' (refund_parts), one Stripe refund per payment."""
+    changes' (refund_parts), one Stripe refund per payment — or, with `payment_intent`, all of it on that one payment
+    under `key` (a change that could not be made gives back exactly what its own payment took)."""
     with svc.session() as s:
         booking = load_booking(s, booking_id)
-        parts = refund_parts(s, booking, amount_cents, key) if amount_cents > 0 else []
+        if payment_intent is not None:
+            parts = [(payment_intent, amount_cents, key)] if amount_cents > 0 else []
+        else:
+            parts = refund_parts(s, booking, amount_cents, key) if amount_cents > 0 else []
         done = {
             r.idempotency_key
             for r in s.exec(select(RefundRecord).where(RefundRecord.booking_id == booking_id))
