@@ -173,10 +173,15 @@ ROOM_COLUMNS = {
     "min_hours": st.column_config.NumberColumn("Min hours", step=0.25, format="%g", required=True),
     "discount_eligible": st.column_config.CheckboxColumn("Discount", default=False, help="Multi-day discount applies"),
     "bookable": st.column_config.CheckboxColumn("Bookable", default=True, help="Untick to stop selling the room"),
+    # Calendar id and description are long: medium columns keep the table inside 1366 px (click a cell to read it
+    # whole while editing).
     "calendar_id": st.column_config.TextColumn(
-        "Calendar id", required=True, help="The room's Google Calendar (share it with the service account)"
+        "Calendar id",
+        required=True,
+        width="medium",
+        help="The room's Google Calendar (share it with the service account)",
     ),
-    "description": st.column_config.TextColumn("Description", width="large"),
+    "description": st.column_config.TextColumn("Description", width="medium"),
     "was": None,  # the room a row started as (hidden): new rows have none
 }
 
