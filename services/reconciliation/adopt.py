@@ -117,6 +117,8 @@ def adopt_payment(
             existing = s.exec(select(Booking.id).where(Booking.payment_intent_id == pay.id)).first()
             if existing is not None:
                 return existing
+            seed_policy = svc.settings.policy()
+            seed_room = next((r for r in svc.seed_catalogue.rooms if r.slug == legacy.room.slug), legacy.room)
             booking = Booking(
                 reference=bk.new_reference(s),
                 room_slug=legacy.room.slug,
@@ -132,13 +134,19 @@ def adopt_payment(
                 amount_cents=pay.received,
                 currency=pay.currency,
                 # What was charged is the price the customer agreed to; today's catalogue may differ.
+                # The rate, discount and policy are the old system's: the price list Room Desk started from (the
+                # rooms file and the environment), not a version saved on Settings since — so a later change to the
+                # adopted booking re-prices its hours as the old system sold them.
                 pricing_snapshot={
                     "room": legacy.room.slug,
                     "source": "adopted",
                     "total_cents": pay.received,
                     "legs": {w.day.isoformat(): c for w, c in zip(windows, shares, strict=True)},
+                    "hourly_cents": seed_room.hourly_price_cents,
+                    "discount_eligible": seed_room.discount_eligible,
+                    "discount_bands": [list(band) for band in seed_policy.discount_bands],
                 },
-                policy_snapshot=policy_snapshot(svc.policy),
+                policy_snapshot=policy_snapshot(seed_policy),
                 payment_intent_id=pay.id,
                 confirmed_at=now if state in ACTIVE_LEG_STATES else None,
                 created_by=ctx.actor,

@@ -318,3 +318,23 @@ def test_raising_a_price_on_settings_does_not_flag_the_old_systems_payments(svc:
     after = {f.payment_intent for f in run(svc).get("amount_mismatch", [])}
     assert after == set(before)
     assert GOOD_FRIDAY not in after and HOLY_THURSDAY not in after  # Boardroom payments at the old $45.00/h
+
+
+def test_an_adopted_old_booking_keeps_the_old_systems_rate_after_prices_rise(svc: Any) -> None:
+    """A fix adopts an old payment into a booking; its snapshot carries the rate the old system sold at (the price
+    list Room Desk started from), so a later change re-prices its hours at that rate, not at a price raised since."""
+    from services.core.venue import save_venue_config
+    from services.core.venue_state import VenueEdit
+
+    loaded(svc)
+    rows = [r.model_dump(mode="json") for r in svc.venue.stored.rooms]
+    for row in rows:
+        if row["slug"] == "sonic-studio":
+            row["hourly_price_cents"] = 9900
+    save_venue_config(svc, VenueEdit(svc.venue.version, rooms=tuple(rows)), actor=ACTOR, note="new prices")
+    fix_clears(
+        svc, "missing_extras", SONIC_BARE, "fill_extras", extras={"show_name": "X", "set_choice": "Band rehearsal"}
+    )
+    b, _ = adopted(svc, SONIC_BARE)
+    assert b.pricing_snapshot["hourly_cents"] == svc.seed_catalogue.room("sonic-studio").hourly_price_cents == 5500
+    assert svc.catalogue.room("sonic-studio").hourly_price_cents == 9900
