@@ -111,6 +111,50 @@ class PaymentsGateway(Protocol):
         [created_gte, created_lt)."""
         ...
 
+    # -- saved cards and deposit holds (issue 15) ------------------------------------------------------------------
+
+    def create_customer(
+        self, *, email: str, name: str, idempotency_key: str, metadata: dict[str, str] | None = None
+    ) -> Json:
+        """Create a Customer (`cus_…`) a card can be saved to. The same key returns the same Customer."""
+        ...
+
+    def create_setup_intent(
+        self, *, customer: str, idempotency_key: str, metadata: dict[str, str] | None = None
+    ) -> Json:
+        """A SetupIntent (`seti_…`, usage `off_session`, card only, status `requires_payment_method`) that saves the
+        customer's card for charging later without them. The same key returns the same SetupIntent."""
+        ...
+
+    def confirm_setup_intent(self, setup_intent_id: str, *, payment_method: str = "pm_card_visa") -> Json:
+        """Confirm with a card (a test payment method in the sandbox and tests): status `succeeded` and
+        `payment_method` the saved card's id (`pm_…`), to pass to `create_deposit_hold`. Confirming again returns it
+        unchanged. A card refused when saving raises PaymentDeclined."""
+        ...
+
+    def create_deposit_hold(
+        self,
+        *,
+        customer: str,
+        payment_method: str,
+        amount: int,
+        currency: str,
+        idempotency_key: str,
+        metadata: dict[str, str] | None = None,
+    ) -> Json:
+        """Authorise `amount` cents on the saved card without the customer (manual-capture PaymentIntent, confirmed
+        off session): status `requires_capture`, `amount_capturable` = amount. A declined card raises
+        PaymentDeclined. The same key returns the same PaymentIntent. Release it with `cancel_payment_intent`."""
+        ...
+
+    def capture_payment_intent(
+        self, payment_intent_id: str, *, amount_to_capture: int | None = None, idempotency_key: str
+    ) -> Json:
+        """Take all (None) or part of a hold: status `succeeded`, `amount_received` = what was taken, the rest
+        released. More than the hold raises InvalidState. As on Stripe, the same key returns the captured
+        PaymentIntent again; capturing an already captured (or released) hold under another key raises InvalidState."""
+        ...
+
 
 @runtime_checkable
 class CalendarGateway(Protocol):

@@ -43,6 +43,21 @@ class ReadOnlyPayments:
     def submit_dispute_evidence(self, dispute_id: str, evidence: dict[str, str], submit: bool) -> Json:
         raise _refuse("Stripe")
 
+    def create_customer(self, **_: Any) -> Json:
+        raise _refuse("Stripe")
+
+    def create_setup_intent(self, **_: Any) -> Json:
+        raise _refuse("Stripe")
+
+    def confirm_setup_intent(self, setup_intent_id: str, **_: Any) -> Json:
+        raise _refuse("Stripe")
+
+    def create_deposit_hold(self, **_: Any) -> Json:
+        raise _refuse("Stripe")
+
+    def capture_payment_intent(self, payment_intent_id: str, **_: Any) -> Json:
+        raise _refuse("Stripe")
+
 
 class ReadOnlyCalendar:
     def __init__(self, inner: CalendarGateway) -> None:

@@ -42,6 +42,9 @@ _DECLINES = {
     "pm_card_chargeDeclinedExpiredCard": ("expired_card", "expired_card", "The card has expired"),
 }
 _KINDS = ("payment_intent", "charge", "refund", "dispute", "event")
+# Saving this card succeeds; charging it is declined (Stripe's 4000 0000 0000 0341). The other declines fail at setup.
+_DECLINED_ONLY_WHEN_CHARGED = frozenset({"pm_card_chargeCustomerFail"})
+_TEST_CARD_FIELD = "sandbox_test_card"  # on stored PaymentMethods only; never returned
 _PREFIXES = {"payment_intent": "pi_", "charge": "ch_", "refund": "re_", "dispute": "dp_", "event": "evt_"}
 _URLS = {
     "payment_intent": "/v1/payment_intents",
@@ -56,6 +59,9 @@ _LABELS = {
     "refund": "refund",
     "dispute": "dispute",
     "event": "event",
+    "customer": "customer",
+    "setup_intent": "card setup",
+    "payment_method": "payment method",
 }
 
 
@@ -150,7 +156,7 @@ class SandboxPayments:
             if pi["status"] == "canceled":
                 raise InvalidState(f"Payment {payment_intent_id} was cancelled and can no longer be paid")
             now = self._now()
-            if pi["status"] == "succeeded":
+            if pi["status"] in ("succeeded", "requires_capture"):
                 pass  # Stripe answers a repeated confirm with the PaymentIntent as it is
             elif payment_method in _DECLINES:
                 code, decline_code, declined = _DECLINES[payment_method]
@@ -242,7 +248,10 @@ class SandboxPayments:
                         f"Payment {payment_intent_id} has already been paid; refund it instead of cancelling"
                     )
                 if result["status"] != "canceled":
-                    result.update(status="canceled", canceled_at=self._now(), cancellation_reason=None)
+                    # A hold (`requires_capture`) is released: nothing is left to capture.
+                    result.update(
+                        status="canceled", canceled_at=self._now(), cancellation_reason=None, amount_capturable=0
+                    )
                     tx.put("payment_intent", payment_intent_id, result)
                     self._record_event(tx, "payment_intent.canceled", result)
                 tx.remember_key(
@@ -340,6 +349,191 @@ class SandboxPayments:
             where=None if type is None else (lambda e: e.get("type") == type),
         )
         self.faults.after(op, PROVIDER, limit=limit, starting_after=starting_after)
+        return result
+
+    # -- saved cards and deposit holds -----------------------------------------------------------------------------
+
+    def create_customer(
+        self, *, email: str, name: str, idempotency_key: str, metadata: dict[str, str] | None = None
+    ) -> Json:
+        """Create a Customer; the same idempotency key replays the first response."""
+        op = "create_customer"
+        self.faults.before(op, PROVIDER, email=email, idempotency_key=idempotency_key)
+        metadata = dict(metadata or {})
+        _check_metadata(metadata)
+        fingerprint = _fingerprint(op, email, name, metadata)
+        with self.store.transaction() as tx:
+            result = _replay(tx, idempotency_key, fingerprint)
+            if result is None:
+                customer_id = random_id("cus_")
+                result = {
+                    "id": customer_id,
+                    "object": "customer",
+                    "created": self._now(),
+                    "email": email,
+                    "name": name,
+                    "invoice_settings": {"default_payment_method": None},
+                    "livemode": False,
+                    "metadata": metadata,
+                }
+                tx.put("customer", customer_id, result)
+                self._record_event(tx, "customer.created", result)
+                tx.remember_key(
+                    _IDEMPOTENCY_SCOPE,
+                    idempotency_key,
+                    "customer",
+                    customer_id,
+                    fingerprint=fingerprint,
+                    response=result,
+                )
+        self.faults.after(op, PROVIDER, email=email, idempotency_key=idempotency_key)
+        return result
+
+    def create_setup_intent(
+        self, *, customer: str, idempotency_key: str, metadata: dict[str, str] | None = None
+    ) -> Json:
+        """Create an off-session card SetupIntent for `customer`; the same idempotency key replays the first one."""
+        op = "create_setup_intent"
+        self.faults.before(op, PROVIDER, customer=customer, idempotency_key=idempotency_key)
+        metadata = dict(metadata or {})
+        _check_metadata(metadata)
+        fingerprint = _fingerprint(op, customer, metadata)
+        with self.store.transaction() as tx:
+            result = _replay(tx, idempotency_key, fingerprint)
+            if result is None:
+                _get(tx, "customer", customer)
+                seti_id = random_id("seti_")
+                result = {
+                    "id": seti_id,
+                    "object": "setup_intent",
+                    "client_secret": f"{seti_id}_secret_{random_id('', 25)}",
+                    "created": self._now(),
+                    "customer": customer,
+                    "last_setup_error": None,
+                    "livemode": False,
+                    "metadata": metadata,
+                    "next_action": None,
+                    "payment_method": None,
+                    "payment_method_types": ["card"],
+                    "status": "requires_payment_method",
+                    "usage": "off_session",
+                }
+                tx.put("setup_intent", seti_id, result)
+                self._record_event(tx, "setup_intent.created", result)
+                tx.remember_key(
+                    _IDEMPOTENCY_SCOPE,
+                    idempotency_key,
+                    "setup_intent",
+                    seti_id,
+                    fingerprint=fingerprint,
+                    response=result,
+                )
+        self.faults.after(op, PROVIDER, customer=customer, idempotency_key=idempotency_key)
+        return result
+
+    def confirm_setup_intent(self, setup_intent_id: str, *, payment_method: str = "pm_card_visa") -> Json:
+        """Save a test card: a new PaymentMethod attached to the SetupIntent's customer (as Stripe turns
+        `pm_card_visa` into a `pm_…` of its own). Cards Stripe refuses at setup raise PaymentDeclined;
+        `pm_card_chargeCustomerFail` saves and is declined only when charged, as on Stripe."""
+        op = "confirm_setup_intent"
+        self.faults.before(op, PROVIDER, setup_intent_id=setup_intent_id, payment_method=payment_method)
+        _check_test_card(payment_method)
+        declined: str | None = None
+        with self.store.transaction() as tx:
+            seti = _get(tx, "setup_intent", setup_intent_id)
+            if seti["status"] == "canceled":
+                raise InvalidState(f"Card setup {setup_intent_id} was cancelled")
+            if seti["status"] != "succeeded":
+                if payment_method in _DECLINES and payment_method not in _DECLINED_ONLY_WHEN_CHARGED:
+                    code, decline_code, declined = _DECLINES[payment_method]
+                    seti.update(
+                        last_setup_error={
+                            "type": "card_error",
+                            "code": code,
+                            "decline_code": decline_code,
+                            "message": declined,
+                        },
+                        payment_method=None,
+                        status="requires_payment_method",
+                    )
+                    tx.put("setup_intent", setup_intent_id, seti)
+                    self._record_event(tx, "setup_intent.setup_failed", seti)
+                else:
+                    pm = self._save_card(tx, payment_method, seti.get("customer"))
+                    seti.update(last_setup_error=None, payment_method=pm["id"], status="succeeded")
+                    tx.put("setup_intent", setup_intent_id, seti)
+                    self._record_event(tx, "setup_intent.succeeded", seti)
+        if declined is not None:
+            raise PaymentDeclined(declined)
+        self.faults.after(op, PROVIDER, setup_intent_id=setup_intent_id, payment_method=payment_method)
+        return seti
+
+    def create_deposit_hold(
+        self,
+        *,
+        customer: str,
+        payment_method: str,
+        amount: int,
+        currency: str,
+        idempotency_key: str,
+        metadata: dict[str, str] | None = None,
+    ) -> Json:
+        """Authorise `amount` on the customer's saved card off session (manual capture → `requires_capture`).
+
+        A decline leaves the PaymentIntent in `requires_payment_method` with `last_payment_error` and raises
+        PaymentDeclined; the same key then raises it again (Stripe saves the declined attempt's response)."""
+        op = "create_deposit_hold"
+        ctx: dict[str, Any] = {"customer": customer, "amount": amount, "idempotency_key": idempotency_key}
+        self.faults.before(op, PROVIDER, **ctx)
+        _check_amount(amount)
+        currency = _check_currency(currency)
+        metadata = dict(metadata or {})
+        _check_metadata(metadata)
+        fingerprint = _fingerprint(op, customer, payment_method, amount, currency, metadata)
+        with self.store.transaction() as tx:
+            result = _replay(tx, idempotency_key, fingerprint)
+            if result is None:
+                result = self._place_hold(tx, customer, payment_method, amount, currency, metadata)
+                tx.remember_key(
+                    _IDEMPOTENCY_SCOPE,
+                    idempotency_key,
+                    "payment_intent",
+                    result["id"],
+                    fingerprint=fingerprint,
+                    response=result,
+                )
+        error = result.get("last_payment_error")
+        if result["status"] == "requires_payment_method" and error:
+            raise PaymentDeclined(str(error.get("message") or "The card was declined"))
+        self.faults.after(op, PROVIDER, **ctx)
+        return result
+
+    def capture_payment_intent(
+        self, payment_intent_id: str, *, amount_to_capture: int | None = None, idempotency_key: str
+    ) -> Json:
+        """Capture all or part of a hold; the rest is released. The same key replays the captured PaymentIntent;
+        another key on a captured or released hold raises InvalidState (Stripe: payment_intent_unexpected_state)."""
+        op = "capture_payment_intent"
+        ctx: dict[str, Any] = {
+            "payment_intent_id": payment_intent_id,
+            "amount_to_capture": amount_to_capture,
+            "idempotency_key": idempotency_key,
+        }
+        self.faults.before(op, PROVIDER, **ctx)
+        fingerprint = _fingerprint(op, payment_intent_id, amount_to_capture)
+        with self.store.transaction() as tx:
+            result = _replay(tx, idempotency_key, fingerprint)
+            if result is None:
+                result = self._capture(tx, payment_intent_id, amount_to_capture)
+                tx.remember_key(
+                    _IDEMPOTENCY_SCOPE,
+                    idempotency_key,
+                    "payment_intent",
+                    payment_intent_id,
+                    fingerprint=fingerprint,
+                    response=result,
+                )
+        self.faults.after(op, PROVIDER, **ctx)
         return result
 
     # -- sandbox only ----------------------------------------------------------------------------------------------
@@ -554,6 +748,132 @@ class SandboxPayments:
         self._record_event(tx, "charge.refunded", charge)
         return refund
 
+    def _save_card(self, tx: StoreTx, test_card: str, customer: str | None) -> Json:
+        pm_id = random_id("pm_")
+        brand, last4 = _CARD_DETAILS.get(test_card, ("visa", "0341"))
+        pm = {
+            "id": pm_id,
+            "object": "payment_method",
+            "card": {"brand": brand, "last4": last4},
+            "created": self._now(),
+            "customer": customer,
+            "livemode": False,
+            "metadata": {},
+            "type": "card",
+        }
+        # The test card it stands for, so a later charge succeeds or declines as that card would (sandbox only).
+        tx.put("payment_method", pm_id, {**pm, _TEST_CARD_FIELD: test_card})
+        return pm
+
+    def _card_for_hold(self, tx: StoreTx, customer: str, payment_method: str) -> str:
+        """The test card behind `payment_method`: a saved card of this customer, or a test id used directly."""
+        if payment_method in _CARD_DETAILS or payment_method in _DECLINES:
+            return payment_method
+        pm = _get(tx, "payment_method", payment_method)
+        if pm.get("customer") != customer:
+            raise _bad_request(f"The payment method {payment_method} does not belong to customer {customer}")
+        return str(pm[_TEST_CARD_FIELD])
+
+    def _place_hold(
+        self, tx: StoreTx, customer: str, payment_method: str, amount: int, currency: str, metadata: dict[str, str]
+    ) -> Json:
+        _get(tx, "customer", customer)
+        test_card = self._card_for_hold(tx, customer, payment_method)
+        pi_id = random_id("pi_")
+        now = self._now()
+        pi = {
+            "id": pi_id,
+            "object": "payment_intent",
+            "amount": amount,
+            "amount_capturable": 0,
+            "amount_received": 0,
+            "capture_method": "manual",
+            "currency": currency,
+            "customer": customer,
+            "status": "requires_payment_method",
+            "metadata": metadata,
+            "client_secret": f"{pi_id}_secret_{random_id('', 25)}",
+            "created": now,
+            "canceled_at": None,
+            "cancellation_reason": None,
+            "last_payment_error": None,
+            "latest_charge": None,
+            "livemode": False,
+            "next_action": None,
+            "payment_method": payment_method,
+            "payment_method_types": ["card"],
+        }
+        if test_card in _DECLINES:
+            code, decline_code, message = _DECLINES[test_card]
+            pi.update(
+                payment_method=None,
+                last_payment_error={
+                    "type": "card_error",
+                    "code": code,
+                    "decline_code": decline_code,
+                    "message": message,
+                    "payment_method": {"id": payment_method, "object": "payment_method", "type": "card"},
+                },
+            )
+            tx.put("payment_intent", pi_id, pi)
+            self._record_event(tx, "payment_intent.payment_failed", pi)
+            return pi
+        brand, last4 = _CARD_DETAILS[test_card]
+        charge_id = random_id("ch_")
+        charge = {
+            "id": charge_id,
+            "object": "charge",
+            "amount": amount,
+            "amount_captured": 0,
+            "amount_refunded": 0,
+            "balance_transaction": None,  # money moves (and Stripe writes a balance transaction) only on capture
+            "billing_details": {"address": None, "email": None, "name": None, "phone": None},
+            "captured": False,
+            "created": now,
+            "currency": currency,
+            "customer": customer,
+            "disputed": False,
+            "livemode": False,
+            "metadata": dict(metadata),
+            "paid": True,
+            "payment_intent": pi_id,
+            "payment_method": payment_method,
+            "payment_method_details": {"type": "card", "card": {"brand": brand, "last4": last4}},
+            "refunded": False,
+            "status": "succeeded",
+        }
+        pi.update(status="requires_capture", amount_capturable=amount, latest_charge=charge_id)
+        tx.put("charge", charge_id, charge)
+        tx.put("payment_intent", pi_id, pi)
+        self._record_event(tx, "charge.succeeded", charge)
+        self._record_event(tx, "payment_intent.amount_capturable_updated", pi)
+        return pi
+
+    def _capture(self, tx: StoreTx, payment_intent_id: str, amount_to_capture: int | None) -> Json:
+        pi = _get(tx, "payment_intent", payment_intent_id)
+        if pi["status"] == "succeeded":
+            raise InvalidState(f"Payment {payment_intent_id} has already been captured")
+        if pi["status"] == "canceled":
+            raise InvalidState(f"The hold {payment_intent_id} was released and can no longer be captured")
+        if pi["status"] != "requires_capture":
+            raise InvalidState(f"Payment {payment_intent_id} is {pi['status']}; only a hold can be captured")
+        capturable = int(pi["amount_capturable"])
+        amount = capturable if amount_to_capture is None else amount_to_capture
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+            raise _bad_request(f"The amount to capture must be a positive whole number of cents, not {amount!r}")
+        if amount > capturable:
+            raise InvalidState(
+                f"Capturing {amount} cents exceeds the {capturable} cents held on payment {payment_intent_id}"
+            )
+        charge = _get(tx, "charge", pi["latest_charge"])
+        charge.update(captured=True, amount_captured=amount, balance_transaction=random_id("txn_"))
+        pi.update(status="succeeded", amount_capturable=0, amount_received=amount)
+        tx.put("charge", charge["id"], charge)
+        tx.put("payment_intent", payment_intent_id, pi)
+        self._record_event(tx, "charge.captured", charge)
+        self._record_event(tx, "payment_intent.succeeded", pi)
+        return pi
+
     @staticmethod
     def _has_open_chargeback(tx: StoreTx, charge_id: str) -> bool:
         # Inquiries (`warning_*`) and won disputes still allow refunds; a running or lost chargeback does not.
@@ -668,6 +988,12 @@ def _replay(tx: StoreTx, idempotency_key: str, fingerprint: str) -> Json | None:
 
 def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _check_test_card(payment_method: str) -> None:
+    if payment_method not in _CARD_DETAILS and payment_method not in _DECLINES:
+        known = ", ".join(sorted([*_CARD_DETAILS, *_DECLINES]))
+        raise NotFound(f"No such payment method {payment_method!r} in the sandbox (known: {known})")
 
 
 def _check_amount(amount_cents: int) -> None:

@@ -28,13 +28,16 @@ import stripe
 from stripe.params import (
     BalanceTransactionListParams,
     ChargeListParams,
+    CustomerCreateParams,
     DisputeListParams,
     DisputeUpdateParams,
     EventListParams,
+    PaymentIntentCaptureParams,
     PaymentIntentCreateParams,
     PaymentIntentListParams,
     RefundCreateParams,
     RefundListParams,
+    SetupIntentCreateParams,
 )
 
 from services.core.errors import (
@@ -271,6 +274,146 @@ class StripePayments:
             params["type"] = type
         return self._list("list events", lambda: self._v1.events.list(params=params), starting_after)
 
+    # -- saved cards and deposit holds -----------------------------------------------------------------------------
+
+    def create_customer(
+        self, *, email: str, name: str, idempotency_key: str, metadata: dict[str, str] | None = None
+    ) -> Json:
+        """Create a Customer a card can be saved to; Stripe replays the first response for a key it has seen."""
+        key = _checked_key(idempotency_key)
+        params: CustomerCreateParams = {"email": email, "name": name, "metadata": dict(metadata or {})}
+        customer = self._call(
+            "create the customer",
+            lambda: self._v1.customers.create(params=params, options={"idempotency_key": key}),
+        )
+        return _normalise(customer)
+
+    def create_setup_intent(
+        self, *, customer: str, idempotency_key: str, metadata: dict[str, str] | None = None
+    ) -> Json:
+        """A card SetupIntent with usage `off_session`, so the saved card can be held later without the customer."""
+        key = _checked_key(idempotency_key)
+        params: SetupIntentCreateParams = {
+            "customer": customer,
+            "usage": "off_session",
+            # As for PaymentIntents: `payment_method_types` is refused since API 2026-09-30.endive.
+            "allowed_payment_method_types": ["card"],
+            "metadata": dict(metadata or {}),
+        }
+        seti = self._call(
+            "set up the card",
+            lambda: self._v1.setup_intents.create(params=params, options={"idempotency_key": key}),
+            missing=f"No such customer: {customer}",
+        )
+        return _normalise(seti)
+
+    def confirm_setup_intent(self, setup_intent_id: str, *, payment_method: str = "pm_card_visa") -> Json:
+        """Confirm the SetupIntent with `payment_method`; returns it with the saved card's id in `payment_method`.
+
+        Already succeeded: returned unchanged (a second confirm would save nothing new). The key derives from the
+        SetupIntent and the card, so a network retry replays the same attempt."""
+        current = self._call(
+            f"look up card setup {setup_intent_id}",
+            lambda: self._v1.setup_intents.retrieve(setup_intent_id),
+            missing=f"No such card setup: {setup_intent_id}",
+        )
+        if current.get("status") == "succeeded":
+            return _normalise(current)
+        if current.get("status") == "canceled":
+            raise InvalidState(f"Card setup {setup_intent_id} was cancelled")
+        key = f"roomdesk-setup-{setup_intent_id}-{payment_method}"
+        seti = self._call(
+            f"save the card on card setup {setup_intent_id}",
+            lambda: self._v1.setup_intents.confirm(
+                setup_intent_id, params={"payment_method": payment_method}, options={"idempotency_key": key}
+            ),
+            missing=f"No such card setup or payment method: {setup_intent_id}, {payment_method}",
+        )
+        return _normalise(seti)
+
+    def create_deposit_hold(
+        self,
+        *,
+        customer: str,
+        payment_method: str,
+        amount: int,
+        currency: str,
+        idempotency_key: str,
+        metadata: dict[str, str] | None = None,
+    ) -> Json:
+        """Authorise `amount` on the saved card without the customer: a manual-capture PaymentIntent created and
+        confirmed off session in one call (status `requires_capture`). A decline raises PaymentDeclined."""
+        key = _checked_key(idempotency_key)
+        params: PaymentIntentCreateParams = {
+            "amount": amount,
+            "currency": currency.lower(),
+            "customer": customer,
+            "payment_method": payment_method,
+            "capture_method": "manual",
+            "confirm": True,
+            "off_session": True,
+            "metadata": dict(metadata or {}),
+            "allowed_payment_method_types": ["card"],
+        }
+        pi = self._call(
+            "place the deposit hold",
+            lambda: self._v1.payment_intents.create(params=params, options={"idempotency_key": key}),
+            missing=f"No such customer or saved card: {customer}, {payment_method}",
+        )
+        return _normalise(pi)
+
+    def capture_payment_intent(
+        self, payment_intent_id: str, *, amount_to_capture: int | None = None, idempotency_key: str
+    ) -> Json:
+        """Capture all or part of a hold (the rest is released). A released hold, or an amount above the hold, is
+        refused before asking Stripe (InvalidState). Stripe replays the same key; under another key it refuses a
+        captured hold (payment_intent_unexpected_state), which is re-read here to say so in words."""
+        key = _checked_key(idempotency_key)
+        if amount_to_capture is not None and (
+            isinstance(amount_to_capture, bool) or not isinstance(amount_to_capture, int) or amount_to_capture <= 0
+        ):
+            raise GatewayError(
+                f"The amount to capture must be a positive whole number of cents, not {amount_to_capture!r}",
+                transient=False,
+                provider=PROVIDER,
+                status=400,
+            )
+        held = self._retrieve(payment_intent_id, expand=False)
+        if held.get("status") == "canceled":
+            # A released hold was never captured, so no earlier capture can be replayed (localstripe would capture it).
+            raise self._capture_refused(payment_intent_id)
+        capturable = int(held.get("amount_capturable") or 0)
+        if held.get("status") == "requires_capture" and (amount_to_capture or 0) > capturable:
+            raise InvalidState(
+                f"Capturing {amount_to_capture} cents exceeds the {capturable} cents held "
+                f"on payment {payment_intent_id}"
+            )
+        params: PaymentIntentCaptureParams = {}
+        if amount_to_capture is not None:
+            params["amount_to_capture"] = amount_to_capture
+        try:
+            pi = self._call(
+                f"capture payment {payment_intent_id}",
+                lambda: self._v1.payment_intents.capture(
+                    payment_intent_id, params=params, options={"idempotency_key": key}
+                ),
+                missing=f"No such payment: {payment_intent_id}",
+            )
+        except (GatewayError, InvalidState) as exc:
+            if isinstance(exc, GatewayError) and exc.status != 400:
+                raise
+            raise self._capture_refused(payment_intent_id) from None
+        return _normalise(pi)
+
+    def _capture_refused(self, payment_intent_id: str) -> DomainError:
+        """Why Stripe refused a capture, in words: already captured, released, or not a hold."""
+        status = self._retrieve(payment_intent_id, expand=False).get("status")
+        if status == "succeeded":
+            return InvalidState(f"Payment {payment_intent_id} has already been captured")
+        if status == "canceled":
+            return InvalidState(f"The hold {payment_intent_id} was released and can no longer be captured")
+        return InvalidState(f"Payment {payment_intent_id} is {status}; only a hold can be captured")
+
     # -- finance (not in the Protocol yet) -------------------------------------------------------------------------
 
     def submit_dispute_evidence(self, dispute_id: str, evidence: dict[str, str], submit: bool) -> Json:
@@ -447,9 +590,14 @@ def _normalise(obj: Json, *, expanded: bool = False) -> Json:
     kind = obj.get("object")
     if kind == "payment_intent":
         charge = obj.get("latest_charge")
+        succeeded = obj.get("status") == "succeeded"
+        received = obj.get("amount") if succeeded else 0
+        if succeeded and isinstance(charge, dict) and "amount_captured" in charge:
+            received = charge["amount_captured"]  # a partly captured hold received less than its amount
         if isinstance(charge, dict):
             obj["latest_charge"] = _normalise(charge) if expanded else charge.get("id")
-        obj.setdefault("amount_received", obj.get("amount") if obj.get("status") == "succeeded" else 0)
+        obj.setdefault("amount_received", received)
+        obj.setdefault("amount_capturable", obj.get("amount") if obj.get("status") == "requires_capture" else 0)
     elif kind == "charge":
         obj.setdefault("amount_captured", obj.get("amount") if obj.get("captured") else 0)
     elif kind == "event":

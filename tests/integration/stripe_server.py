@@ -12,7 +12,12 @@ The SDK talks to a shim on 127.0.0.1 that forwards to localstripe and:
   * serves lists newest first with `starting_after` paging, as Stripe documents (localstripe: oldest first);
   * serves `/v1/disputes` from Stripe-shaped objects a test seeds (localstripe has no disputes);
   * when a test turns on `confirm_after_decline`, lets a PaymentIntent whose card was declined be confirmed again with
-    another card, as Stripe does (localstripe keeps the failed charge and answers 400).
+    another card, as Stripe does (localstripe keeps the failed charge and answers 400);
+  * after a capture through it, gives the captured charge `amount_captured` and its PaymentIntent `amount_received`
+    (the amount actually captured, as Stripe documents; localstripe has neither field);
+  * when a test turns on `replay_idempotency_keys`, replays the first answer to a POST whose Idempotency-Key it has
+    seen with the same path and form, and refuses the key with other parameters (`idempotency_error`), as Stripe
+    documents; localstripe ignores keys.
 Everything else (PaymentIntents, charges, refunds, events, balance transactions, errors) is localstripe's own answer.
 """
 
@@ -41,6 +46,10 @@ PICKLE = Path("/tmp/localstripe.pickle")  # hard-coded in localstripe/resources.
 _LIST_PATHS = re.compile(r"^/v1/(payment_intents|charges|refunds|events|balance_transactions)$")
 _DISPUTE = re.compile(r"^/v1/disputes(?:/(?P<id>[^/]+))?$")
 _CONFIRM = re.compile(r"^/v1/payment_intents/(?P<id>pi_\w+)/confirm$")
+_CAPTURE = re.compile(r"^/v1/payment_intents/(?P<id>pi_\w+)/capture$")
+# Create paths where stripe 16 sends `allowed_payment_method_types` (API 2026-09-30.endive) and localstripe wants the
+# older `payment_method_types`.
+_ALLOWED_TYPES_PATHS = frozenset({"/v1/payment_intents", "/v1/setup_intents"})
 _MUTED_EVENT = "roomdesk.muted"  # an event type localstripe never sends: a webhook filtered on it receives nothing
 _STARTUP_SECONDS = 30.0
 
@@ -72,6 +81,12 @@ class LocalStripe:
     # Off by default: only tests that pay again after a decline need it (see `_clear_declined_charge`).
     confirm_after_decline: bool = False
     webhook_ids: set[str] = field(default_factory=set)
+    # Off by default (existing tests show what the adapter sends with localstripe's own behaviour).
+    replay_idempotency_keys: bool = False
+    # Idempotency-Key -> (path, form, status, content type, body) of the first answer, while replaying is on.
+    answers: dict[str, tuple[str, list[tuple[str, str]], int, str, bytes]] = field(default_factory=dict)
+    # Charge id -> amount captured through the shim (localstripe does not report it).
+    captured: dict[str, int] = field(default_factory=dict)
 
     def reset(self) -> None:
         """Drop every localstripe object, recorded request and seeded dispute, and mute the webhooks registered here
@@ -84,6 +99,9 @@ class LocalStripe:
             self.sent.clear()
             self.disputes.clear()
             self.confirm_after_decline = False
+            self.replay_idempotency_keys = False
+            self.answers.clear()
+            self.captured.clear()
 
     def register_webhook(self, url: str, secret: str, *, webhook_id: str = "roomdesk") -> None:
         """Have localstripe POST its events to `url`, signed with `secret` (Stripe's scheme, `t` = the event's
@@ -289,8 +307,14 @@ def _handler_for(server: LocalStripe) -> type[BaseHTTPRequestHandler]:
                     return
                 if method == "GET" and _LIST_PATHS.match(path):
                     status, ctype, out = _newest_first(server, path, query, self._auth())
-                    self._reply(status, ctype, out)
+                    self._reply(status, ctype, _fill_captured(server, status, out))
                     return
+                key = self.headers.get("Idempotency-Key")
+                if method == "POST" and key and server.replay_idempotency_keys:
+                    replayed = _replayed(server, key, path, form)
+                    if replayed is not None:
+                        self._reply(*replayed)
+                        return
                 if method == "POST":
                     body = urlencode(_translate_form(path, form)).encode()
                     confirm = _CONFIRM.match(path)
@@ -298,6 +322,12 @@ def _handler_for(server: LocalStripe) -> type[BaseHTTPRequestHandler]:
                         _clear_declined_charge(server, confirm.group("id"), self._auth())
                 target = path + (f"?{split.query}" if split.query else "")
                 status, ctype, out = _forward(server.upstream, method, target, body, self._auth())
+                if method == "POST" and status == 200 and _CAPTURE.match(path):
+                    _note_capture(server, dict(form), out)
+                out = _fill_captured(server, status, out)
+                if method == "POST" and key and server.replay_idempotency_keys and status in (200, 402):
+                    with server.lock:  # Stripe saves an answer once the endpoint ran, a card decline included
+                        server.answers.setdefault(key, (path, form, status, ctype, out))
                 self._reply(status, ctype, out)
             except Exception as exc:  # a shim bug must show as a 500 with its cause, not a hung test
                 self._reply(
@@ -321,8 +351,63 @@ def _handler_for(server: LocalStripe) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def _replayed(server: LocalStripe, key: str, path: str, form: list[tuple[str, str]]) -> tuple[int, str, bytes] | None:
+    """Stripe's idempotency: the first answer again for the same request, a 400 for the key reused differently."""
+    with server.lock:
+        seen = server.answers.get(key)
+    if seen is None:
+        return None
+    first_path, first_form, status, ctype, out = seen
+    if (first_path, sorted(first_form)) == (path, sorted(form)):
+        return status, ctype, out
+    error = {
+        "error": {
+            "type": "idempotency_error",
+            "message": "Keys for idempotent requests can only be used with the same parameters they were first used "
+            f"with. Try using a key other than '{key}' if you meant to execute a different request.",
+        }
+    }
+    return 400, "application/json", json.dumps(error).encode()
+
+
+def _note_capture(server: LocalStripe, form: dict[str, str], out: bytes) -> None:
+    pi = json.loads(out)
+    charge = pi.get("latest_charge")
+    charge_id = charge.get("id") if isinstance(charge, dict) else charge
+    if isinstance(charge_id, str):
+        with server.lock:
+            server.captured[charge_id] = int(form.get("amount_to_capture") or pi["amount"])
+
+
+def _fill_captured(server: LocalStripe, status: int, out: bytes) -> bytes:
+    """Add `amount_captured` to charges captured through the shim and `amount_received` to their PaymentIntents,
+    wherever they appear in an answer (objects, lists, embedded `latest_charge`)."""
+    with server.lock:
+        captured = dict(server.captured)
+    if status != 200 or not captured:
+        return out
+    payload = json.loads(out)
+
+    def fill(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                fill(item)
+        elif isinstance(node, dict):
+            if node.get("object") == "charge" and node.get("id") in captured:
+                node.setdefault("amount_captured", captured[node["id"]])
+            charge = node.get("latest_charge")
+            charge_id = charge.get("id") if isinstance(charge, dict) else charge
+            if node.get("object") == "payment_intent" and charge_id in captured:
+                node.setdefault("amount_received", captured[charge_id])
+            for value in node.values():
+                fill(value)
+
+    fill(payload)
+    return json.dumps(payload).encode()
+
+
 def _translate_form(path: str, form: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    if path == "/v1/payment_intents":
+    if path in _ALLOWED_TYPES_PATHS:
         return [(k.replace("allowed_payment_method_types", "payment_method_types", 1), v) for k, v in form]
     if path == "/v1/refunds":
         return [(k, v) for k, v in form if k != "reason"]

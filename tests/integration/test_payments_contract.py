@@ -14,6 +14,7 @@ import pytest
 from services.core.errors import GatewayError, InvalidState, NotFound, PaymentDeclined
 from services.core.settings import Settings
 from services.gateways.base import Json, PaymentsGateway
+from services.gateways.readonly import ReadOnlyPayments
 from services.gateways.sandbox_payments import SandboxPayments
 from services.gateways.stripe_adapter import StripePayments
 from tests.integration import stripe_server
@@ -235,3 +236,182 @@ def test_unknown_objects(backend: Backend) -> None:
         backend.pay.list_payment_intents(starting_after="pi_doesnotexist")
     with pytest.raises(GatewayError, match="between 1 and 100"):
         backend.pay.list_charges(limit=0)
+
+
+# --------------------------------------------------------------------------------------------- deposits (issue 15)
+# A damage deposit: the card is saved with a SetupIntent at booking, held shortly before the day (manual capture,
+# off session), then released, or captured in full or in part after a claim. On localstripe the shim replays
+# Idempotency-Keys as Stripe documents (`replay_idempotency_keys`), so "same key → one object" is Stripe's behaviour on
+# both backends; the adapter's part is sending the caller's key verbatim, which is asserted too.
+
+DEPOSIT_META = {"booking_id": "RD-4K7M", "purpose": "deposit"}
+
+
+@pytest.fixture
+def deposits(backend: Backend, request: pytest.FixtureRequest) -> Backend:
+    """The backend, with Stripe's idempotency replay turned on in the localstripe shim."""
+    if backend.name == "stripe":
+        request.getfixturevalue("localstripe").replay_idempotency_keys = True
+    return backend
+
+
+def saved_card(pay: PaymentsGateway, card: str = "pm_card_visa", ref: str = "RD-4K7M") -> tuple[str, str]:
+    """A customer with a saved card: (customer id, payment method id)."""
+    customer = pay.create_customer(
+        email="ava@example.org", name="Ava Singh", idempotency_key=f"roomdesk-{ref}-customer", metadata=DEPOSIT_META
+    )
+    seti = pay.create_setup_intent(customer=customer["id"], idempotency_key=f"roomdesk-{ref}-setup")
+    confirmed = pay.confirm_setup_intent(seti["id"], payment_method=card)
+    return str(customer["id"]), str(confirmed["payment_method"])
+
+
+def hold(
+    pay: PaymentsGateway, customer: str, card: str, amount: int = 20000, key: str = "roomdesk-RD-4K7M-deposit"
+) -> Json:
+    return pay.create_deposit_hold(
+        customer=customer,
+        payment_method=card,
+        amount=amount,
+        currency="CAD",
+        idempotency_key=key,
+        metadata=DEPOSIT_META,
+    )
+
+
+def test_a_card_is_saved_for_later(deposits: Backend) -> None:
+    pay = deposits.pay
+    customer = pay.create_customer(email="ava@example.org", name="Ava Singh", idempotency_key="roomdesk-RD-1-customer")
+    assert customer["id"].startswith("cus_") and customer["object"] == "customer"
+    assert (customer["email"], customer["name"]) == ("ava@example.org", "Ava Singh")
+    seti = pay.create_setup_intent(
+        customer=customer["id"], idempotency_key="roomdesk-RD-1-setup", metadata=DEPOSIT_META
+    )
+    assert seti["id"].startswith("seti_") and seti["object"] == "setup_intent"
+    assert (seti["status"], seti["usage"], seti["customer"]) == (
+        "requires_payment_method",
+        "off_session",
+        customer["id"],
+    )
+    assert seti["payment_method_types"] == ["card"] and seti["metadata"] == DEPOSIT_META
+    confirmed = pay.confirm_setup_intent(seti["id"], payment_method="pm_card_visa")
+    assert confirmed["status"] == "succeeded" and confirmed["id"] == seti["id"]
+    # Stripe turns the test token into a PaymentMethod of its own: that id is what a hold is placed on.
+    assert confirmed["payment_method"].startswith("pm_") and confirmed["payment_method"] != "pm_card_visa"
+    assert pay.confirm_setup_intent(seti["id"])["payment_method"] == confirmed["payment_method"]
+
+
+def test_a_hold_authorises_without_taking(deposits: Backend) -> None:
+    pay = deposits.pay
+    customer, card = saved_card(pay)
+    pi = hold(pay, customer, card)
+    assert (pi["status"], pi["capture_method"], pi["amount"], pi["currency"]) == (
+        "requires_capture",
+        "manual",
+        20000,
+        "cad",
+    )
+    assert (pi["amount_capturable"], pi["amount_received"]) == (20000, 0)
+    assert pi["customer"] == customer and pi["metadata"] == DEPOSIT_META
+    got = pay.retrieve_payment_intent(pi["id"])
+    assert (got["status"], got["amount_capturable"], got["amount_received"]) == ("requires_capture", 20000, 0)
+    charge = got["latest_charge"]
+    assert (charge["captured"], charge["amount_captured"]) == (False, 0)
+
+
+def test_a_partial_capture_takes_part_and_releases_the_rest(deposits: Backend) -> None:
+    pay = deposits.pay
+    customer, card = saved_card(pay)
+    pi = hold(pay, customer, card)
+    with pytest.raises(InvalidState, match="exceeds the 20000 cents held"):
+        pay.capture_payment_intent(pi["id"], amount_to_capture=20001, idempotency_key="roomdesk-RD-4K7M-claim-too-much")
+    assert pay.retrieve_payment_intent(pi["id"])["status"] == "requires_capture"  # nothing taken
+    captured = pay.capture_payment_intent(pi["id"], amount_to_capture=7500, idempotency_key="roomdesk-RD-4K7M-claim-1")
+    assert (captured["status"], captured["amount_received"], captured["amount_capturable"]) == ("succeeded", 7500, 0)
+    got = pay.retrieve_payment_intent(pi["id"])
+    assert (got["status"], got["amount_received"], got["amount_capturable"]) == ("succeeded", 7500, 0)
+    assert (got["latest_charge"]["captured"], got["latest_charge"]["amount_captured"]) == (True, 7500)
+
+
+def test_capturing_twice(deposits: Backend) -> None:
+    pay = deposits.pay
+    customer, card = saved_card(pay)
+    pi = hold(pay, customer, card)
+    first = pay.capture_payment_intent(pi["id"], idempotency_key="roomdesk-RD-4K7M-claim-1")
+    assert (first["status"], first["amount_received"]) == ("succeeded", 20000)
+    # Stripe: the same key replays the captured PaymentIntent; another key is refused (payment_intent_unexpected_state).
+    again = pay.capture_payment_intent(pi["id"], idempotency_key="roomdesk-RD-4K7M-claim-1")
+    assert (again["id"], again["status"], again["amount_received"]) == (pi["id"], "succeeded", 20000)
+    with pytest.raises(InvalidState, match="already been captured"):
+        pay.capture_payment_intent(pi["id"], idempotency_key="roomdesk-RD-4K7M-claim-2")
+    assert pay.retrieve_payment_intent(pi["id"])["amount_received"] == 20000
+
+
+def test_releasing_a_hold_cancels_it(deposits: Backend) -> None:
+    pay = deposits.pay
+    customer, card = saved_card(pay)
+    pi = hold(pay, customer, card)
+    released = pay.cancel_payment_intent(pi["id"], idempotency_key="roomdesk-RD-4K7M-deposit-release")
+    assert (released["status"], released["amount_capturable"], released["amount_received"]) == ("canceled", 0, 0)
+    assert (
+        pay.cancel_payment_intent(pi["id"], idempotency_key="roomdesk-RD-4K7M-deposit-release-2")["status"]
+        == "canceled"
+    )
+    with pytest.raises(InvalidState, match="released"):
+        pay.capture_payment_intent(pi["id"], idempotency_key="roomdesk-RD-4K7M-claim-1")
+    assert pay.retrieve_payment_intent(pi["id"])["latest_charge"]["amount_captured"] == 0
+
+
+def test_a_card_declined_when_held(deposits: Backend) -> None:
+    # Stripe's 4000 0000 0000 0341: saving succeeds, charging (or authorising) later is declined.
+    customer, card = saved_card(deposits.pay, card="pm_card_chargeCustomerFail")
+    with pytest.raises(PaymentDeclined, match=r"^The card was declined"):
+        hold(deposits.pay, customer, card)
+
+
+def test_a_card_refused_when_saved(deposits: Backend) -> None:
+    pay = deposits.pay
+    customer = pay.create_customer(email="ava@example.org", name="Ava Singh", idempotency_key="roomdesk-RD-1-customer")
+    seti = pay.create_setup_intent(customer=customer["id"], idempotency_key="roomdesk-RD-1-setup")
+    with pytest.raises(PaymentDeclined):
+        pay.confirm_setup_intent(seti["id"], payment_method="pm_card_visa_chargeDeclined")
+
+
+def test_the_same_keys_make_one_customer_setup_and_hold(deposits: Backend) -> None:
+    pay = deposits.pay
+    customer, card = saved_card(pay)
+    again = pay.create_customer(
+        email="ava@example.org", name="Ava Singh", idempotency_key="roomdesk-RD-4K7M-customer", metadata=DEPOSIT_META
+    )
+    assert again["id"] == customer
+    seti = pay.create_setup_intent(customer=customer, idempotency_key="roomdesk-RD-4K7M-setup")
+    assert pay.create_setup_intent(customer=customer, idempotency_key="roomdesk-RD-4K7M-setup")["id"] == seti["id"]
+    first = hold(pay, customer, card)
+    second = hold(pay, customer, card)
+    assert second["id"] == first["id"]
+    holds = [p for p in pay.list_payment_intents()["data"] if p.get("capture_method") == "manual"]
+    assert [p["id"] for p in holds] == [first["id"]]
+    with pytest.raises(GatewayError, match=r"(?i)idempotency key|idempotent"):
+        hold(pay, customer, card, amount=30000)  # the key reused for a different hold
+    if deposits.create_keys_sent is not None:  # the adapter sends the caller's key verbatim
+        assert deposits.create_keys_sent().count("roomdesk-RD-4K7M-deposit") == 3
+
+
+def test_audit_mode_refuses_every_deposit_write(tmp_path: Path) -> None:
+    inner = SandboxPayments(tmp_path)
+    customer, card = saved_card(inner)
+    held = hold(inner, customer, card)
+    audit = ReadOnlyPayments(inner)
+    writes: list[Callable[[], Json]] = [
+        lambda: audit.create_customer(email="a@example.org", name="A", idempotency_key="k1"),
+        lambda: audit.create_setup_intent(customer=customer, idempotency_key="k2"),
+        lambda: audit.confirm_setup_intent("seti_x"),
+        lambda: audit.create_deposit_hold(
+            customer=customer, payment_method=card, amount=100, currency="cad", idempotency_key="k3"
+        ),
+        lambda: audit.capture_payment_intent(held["id"], idempotency_key="k4"),
+        lambda: audit.cancel_payment_intent(held["id"], idempotency_key="k5"),
+    ]
+    for write in writes:
+        with pytest.raises(GatewayError, match="Audit mode"):
+            write()
+    assert audit.retrieve_payment_intent(held["id"])["status"] == "requires_capture"  # reads still go through
