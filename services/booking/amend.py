@@ -96,11 +96,18 @@ def plan_change(svc: Services, booking_id: int, change: Change, *, now: datetime
     snapshot = booking.pricing_snapshot
     same_rate = room_to == room_from and int(snapshot.get("hourly_cents", 0)) > 0
     hourly = int(snapshot["hourly_cents"]) if same_rate else room_to.hourly_price_cents
+    # A booking made before snapshots carried its eligibility and bands was sold under the rooms file and the
+    # environment (the seed), not under what Settings may say today.
+    seed_room = next((r for r in svc.seed_catalogue.rooms if r.slug == room_to.slug), room_to)
     eligible = (
-        bool(snapshot.get("discount_eligible", room_to.discount_eligible)) if same_rate else room_to.discount_eligible
+        bool(snapshot.get("discount_eligible", seed_room.discount_eligible)) if same_rate else room_to.discount_eligible
     )
     sold_bands = snapshot.get("discount_bands")
-    bands = tuple((int(d), int(p)) for d, p in sold_bands) if isinstance(sold_bands, list) else None
+    bands = (
+        tuple((int(d), int(p)) for d, p in sold_bands)
+        if isinstance(sold_bands, list)
+        else tuple(svc.settings.policy().discount_bands)
+    )
     used = sum(1 for leg in legs if leg.state in (LegState.IN_PROGRESS, LegState.COMPLETED))
     prices = price_days(
         shapes, hourly_cents=hourly, discount_eligible=eligible, policy=svc.policy, bands=bands, other_days=used

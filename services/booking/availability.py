@@ -5,6 +5,7 @@ times with the helpers below (the closed-days rule is services.rules.availabilit
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -145,3 +146,15 @@ def availability(svc: Services, room: str, first: date, last: date, *, now: date
                 )
             )
     return AvailabilityOut(room=room, timezone=str(tz), days=days)
+
+
+def events_between(svc: Services, calendar_id: str, lo: datetime, hi: datetime) -> list[dict[str, Any]]:
+    """Every event on a calendar between two instants, all pages of the listing (a busy week runs past one)."""
+    items: list[dict[str, Any]] = []
+    page: str | None = None
+    while True:
+        listing = svc.calendar.list_events(calendar_id, time_min=lo, time_max=hi, page_token=page)
+        items.extend(listing.get("items") or [])
+        page = listing.get("nextPageToken")
+        if not page:
+            return items

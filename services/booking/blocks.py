@@ -14,7 +14,9 @@ its claims stop and its events are deleted; the row stays for the audit trail.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -23,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from models.tables import BlockKind, BlockState, Booking, ClaimKind, RoomBlock, SlotClaim
+from services.booking.availability import events_between
 from services.booking.block_queries import (
     BlockPlan,
     BlockRequest,
@@ -37,9 +40,19 @@ from services.booking.events import delete_batch
 from services.booking.store import resolve_now
 from services.core import audit
 from services.core.context import Services
-from services.core.errors import EventExists, GatewayError, NotAvailable, NotFound, SlotTaken, ValidationError
+from services.core.errors import (
+    ConfigError,
+    EventExists,
+    GatewayError,
+    NotAvailable,
+    NotFound,
+    SlotTaken,
+    ValidationError,
+)
 from services.rules.availability import closed_reasons, time_form_problems
 from services.rules.fmt import day_label, days_label, hhmm, plural
+
+log = logging.getLogger("roomdesk.blocks")
 
 MAX_DAYS = 366
 REASON_MIN, REASON_MAX = 3, 500
@@ -69,6 +82,12 @@ def check_block(svc: Services, req: BlockRequest, *, now: datetime) -> list[str]
         problems.append(
             "A closure closes the whole venue for whole days: choose All rooms and Whole opening day "
             "(for part of the venue or part of a day, use Maintenance or Internal use)"
+        )
+    if req.kind == BlockKind.CLOSURE and req.first_day <= today:
+        # A closed day counts as closed all day long (quotes, and reconciliation's holiday check, which would offer
+        # full refunds for bookings already served that morning): the rest of today is a Maintenance block.
+        problems.append(
+            "A closure starts tomorrow at the earliest: for the rest of today, block All rooms with Maintenance"
         )
     return problems
 
@@ -235,7 +254,7 @@ def _calendar_clashes(svc: Services, slots: Sequence[BlockSlot]) -> tuple[list[C
         room = svc.catalogue.room(room_slug)
         lo, hi = min(x.starts_at for x in room_slots), max(x.ends_at for x in room_slots)
         try:
-            listed = _list_events(svc, room.calendar_id, lo, hi)
+            listed = events_between(svc, room.calendar_id, lo, hi)
         except GatewayError as exc:
             problems.append(
                 f"The {room.name}'s calendar could not be read ({exc.message}): events added by hand there "
@@ -272,17 +291,6 @@ def _calendar_clashes(svc: Services, slots: Sequence[BlockSlot]) -> tuple[list[C
                 Clash("event", room.slug, room.name, slot.day, starts, ends, text, customer=title, blocking=False)
             )
     return out, problems
-
-
-def _list_events(svc: Services, calendar_id: str, lo: datetime, hi: datetime) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    page: str | None = None
-    while True:
-        listing = svc.calendar.list_events(calendar_id, time_min=lo, time_max=hi, page_token=page)
-        items.extend(listing.get("items") or [])
-        page = listing.get("nextPageToken")
-        if not page:
-            return items
 
 
 def _event_span(ev: dict[str, Any], tz: Any) -> tuple[datetime, datetime] | None:
@@ -338,8 +346,9 @@ def create_block(svc: Services, req: BlockRequest, *, actor: str, now: datetime 
             block = RoomBlock(
                 kind=req.kind,
                 rooms=list(req.rooms),
-                first_day=req.first_day,
-                last_day=req.last_day,
+                # The days it claims, not the range asked for: a closure's days are what the closed-days map shows.
+                first_day=min(plan.days, default=req.first_day),
+                last_day=max(plan.days, default=req.last_day),
                 start_time=None if req.whole_day else f"{req.start:%H:%M}",
                 end_time=None if req.whole_day else f"{req.end:%H:%M}",
                 reason=req.reason.strip(),
@@ -534,7 +543,9 @@ def _store_events(
     with svc.session() as s:
         block = s.get(RoomBlock, block_id)
         assert block is not None
-        block.events = [*block.events, *add] if keep is None else list(keep)
+        # One entry per room and day: a worker round and create_block putting the same events at once both add them.
+        merged = {(e["room"], e["day"]): e for e in ([*block.events, *add] if keep is None else keep)}
+        block.events = list(merged.values())
         block.updated_at = now
         audit.record(
             s,
@@ -673,11 +684,24 @@ def repair_block_events(svc: Services, *, actor: str = "worker", now: datetime |
         upcoming = {
             b.id
             for b in active
-            if claims.get(b.id, 0) > sum(1 for e in b.events if datetime.fromisoformat(e["ends_at"]) > now)
+            if claims.get(b.id, 0)
+            > len({(e["room"], e["day"]) for e in b.events if datetime.fromisoformat(e["ends_at"]) > now})
         }
         released = [b.id for b in s.exec(select(RoomBlock).where(RoomBlock.state == BlockState.RELEASED)) if b.events]
     for block_id in sorted(i for i in upcoming if i is not None):
-        put_block_events(svc, block_id, actor=actor, now=now)
+        with _one_block(block_id):
+            put_block_events(svc, block_id, actor=actor, now=now)
     for block_id in sorted(i for i in released if i is not None):
-        delete_block_events(svc, block_id, actor=actor, now=now)
+        with _one_block(block_id):
+            delete_block_events(svc, block_id, actor=actor, now=now)
     return len(upcoming) + len(released)
+
+
+@contextmanager
+def _one_block(block_id: int) -> Iterator[None]:
+    """One block that cannot be put right (its room gone from the catalogue) never stops the worker's round: the
+    reminders, the outbox and the sync after it still run."""
+    try:
+        yield
+    except ConfigError as exc:
+        log.error("Block #%s: its calendar events could not be put right: %s", block_id, exc.message)

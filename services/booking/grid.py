@@ -17,7 +17,7 @@ from typing import Any
 from sqlmodel import col, select
 
 from models.tables import BlockKind, Booking, ClaimKind, RoomBlock, SlotClaim
-from services.booking.availability import closed_reasons
+from services.booking.availability import closed_reasons, events_between
 from services.core.catalogue import Room
 from services.core.context import Services
 from services.core.errors import GatewayError
@@ -239,11 +239,11 @@ def _calendar_events(
     errors: list[str] = []
     for room in rooms:
         try:
-            listing = svc.calendar.list_events(room.calendar_id, time_min=lo, time_max=hi)
+            listed = events_between(svc, room.calendar_id, lo, hi)
         except GatewayError as exc:
             errors.append(f"{room.name}: {exc.message}")
             continue
-        for ev in listing.get("items", []):
+        for ev in listed:
             if ev.get("status") == "cancelled" or ev.get("transparency") == "transparent":
                 continue  # neither blocks a booking
             private = (ev.get("extendedProperties") or {}).get("private") or {}

@@ -66,7 +66,9 @@ def _check_again(s: Session, state: VenueState, draft: Draft, now: datetime) -> 
     newest = s.exec(select(sa.func.max(VenueConfig.version))).one()
     if int(newest or 0) != state.version:
         raise InvalidState("The settings were saved by someone else meanwhile: look at them again")
-    problems = booking_problems(s, state.stored, draft.catalogue, now, state.settings.tz)
+    problems = booking_problems(
+        s, state.stored, draft.catalogue, now, state.settings.tz, (state.settings, draft.settings)
+    )
     if problems:
         raise ValidationError(problems)
 

@@ -45,7 +45,9 @@ def preview(svc: Services, edit: VenueEdit, *, now: datetime | None = None) -> P
     found = changes(state, draft)
     if found:
         with svc.session() as s:
-            problems += booking_problems(s, state.stored, draft.catalogue, now, state.settings.tz)
+            problems += booking_problems(
+                s, state.stored, draft.catalogue, now, state.settings.tz, (state.settings, draft.settings)
+            )
     return Preview(found, problems)
 
 

@@ -34,7 +34,7 @@ from pydantic import ValidationError as PydanticError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from models.tables import Booking, SlotClaim
+from models.tables import BlockState, Booking, RoomBlock, SlotClaim
 from services.core.catalogue import FIELD_LABELS, Catalogue, Closure, ExtraField, Room, catalogue_problems
 from services.core.errors import ConfigError, ValidationError
 from services.core.roles import ROLES
@@ -417,11 +417,49 @@ def _role_changes(old: Mapping[str, str], new: Mapping[str, str]) -> list[FieldC
 # --------------------------------------------------------------------------------------------- rooms in use
 
 
-def booking_problems(session: Session, old: Catalogue, new: Catalogue, now: datetime, tz: ZoneInfo) -> list[str]:
+def booking_problems(
+    session: Session,
+    old: Catalogue,
+    new: Catalogue,
+    now: datetime,
+    tz: ZoneInfo,
+    rules: tuple[Settings, Settings] | None = None,
+) -> list[str]:
     """What the bookings forbid: a room that has bookings cannot leave the catalogue (its bookings name it; make it
     not bookable instead); a room's calendar cannot change while days are booked or held on it to come (their
-    events are on the old calendar); a day with bookings cannot become a closure (closing it would cancel nothing)."""
-    return _room_problems(session, old, new, now, tz) + _closure_problems(session, old, new, tz)
+    events are on the old calendar); a day with bookings cannot become a closure (closing it would cancel nothing);
+    and (with the rules before and after) opening longer or on more days while whole-day blocks lie ahead: they
+    claimed the old opening hours, so the new hours of a room under renovation would be on sale."""
+    found = _room_problems(session, old, new, now, tz) + _closure_problems(session, old, new, tz)
+    if rules is not None:
+        found += _whole_day_block_problems(session, *rules, now.astimezone(tz).date())
+    return found
+
+
+def _whole_day_block_problems(session: Session, before: Settings, after: Settings, today: date) -> list[str]:
+    wider = (
+        after.open_time < before.open_time
+        or after.close_time > before.close_time
+        or bool(set(after.open_weekdays) - set(before.open_weekdays))
+    )
+    if not wider:
+        return []
+    ahead = session.exec(
+        select(RoomBlock.id, RoomBlock.reason)
+        .where(
+            RoomBlock.state == BlockState.ACTIVE,
+            col(RoomBlock.start_time).is_(None),
+            col(RoomBlock.last_day) >= today,
+        )
+        .order_by(col(RoomBlock.id))
+    ).all()
+    if not ahead:
+        return []
+    names = ", ".join(f"#{i} ({reason})" for i, reason in ahead)
+    return [
+        f"Longer opening hours or more open days would leave the whole-day blocks ahead ({names}) covering the old "
+        "hours only: release them on Blocks & closures, save, then block again"
+    ]
 
 
 def _room_problems(session: Session, old: Catalogue, new: Catalogue, now: datetime, tz: ZoneInfo) -> list[str]:
@@ -433,6 +471,17 @@ def _room_problems(session: Session, old: Catalogue, new: Catalogue, now: dateti
             if n:
                 problems.append(
                     f"{room.name} has {plural(int(n), 'booking')}: it cannot be removed — untick Bookable instead"
+                )
+                continue
+            # A block (its claims, its events the worker still puts or deletes) names the room too.
+            blocked = session.exec(
+                select(sa.func.count())
+                .select_from(SlotClaim)
+                .where(SlotClaim.room_slug == room.slug, col(SlotClaim.block_id).is_not(None))
+            ).one()
+            if blocked:
+                problems.append(
+                    f"{room.name} has been blocked on Blocks & closures: it cannot be removed — untick Bookable instead"
                 )
         elif after[room.slug].calendar_id != room.calendar_id:
             claims = session.exec(

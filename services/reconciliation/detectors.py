@@ -155,6 +155,9 @@ class Snapshot:
         self.svc, self.data, self.now = svc, data, now
         self.tz = svc.settings.tz
         self.policy: Policy = svc.policy
+        # The old system's payments are judged by the rules Room Desk started from (the environment), not by a
+        # version saved on Settings since: their customers were sold under those.
+        self.seed_policy: Policy = svc.settings.policy()
         self.rooms = {r.slug: r for r in svc.catalogue.rooms}
         self.bookable = {r.calendar_id: r for r in svc.catalogue.rooms if r.bookable}
         self.price_memo: dict[tuple[Any, ...], int] = {}
@@ -209,7 +212,9 @@ class Snapshot:
             return _NO_DAYS
         shares = dict(zip(p.dates, day_shares(p.received, len(p.dates)), strict=True))
         days = sorted(missing)
-        quotes = policy_quotes(days, p.start, [shares[d] for d in days], self.policy.refund_bands, max(times), self.tz)
+        quotes = policy_quotes(
+            days, p.start, [shares[d] for d in days], self.seed_policy.refund_bands, max(times), self.tz
+        )
         return frozenset(days) if within(p.refunded, sum(q.refund_cents for q in quotes), len(days)) else _NO_DAYS
 
     def shares(self, c: PaymentCase) -> dict[date, int]:
@@ -601,7 +606,7 @@ def _legacy_refunds_off_policy(snap: Snapshot, c: PaymentCase) -> Iterator[Detec
     for refund in snap.data.refunds.get(p.id, []):
         if refund.created is None or refund.amount <= 0 or refund.amount >= p.received:
             continue
-        quotes = policy_quotes(p.dates, p.start, shares, snap.policy.refund_bands, refund.created, snap.tz)
+        quotes = policy_quotes(p.dates, p.start, shares, snap.seed_policy.refund_bands, refund.created, snap.tz)
         cents = [q.refund_cents for q in quotes]
         if matches_some_days(refund.amount, cents):
             continue

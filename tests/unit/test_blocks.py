@@ -211,6 +211,11 @@ def test_a_booking_that_takes_a_slot_after_the_check_ends_in_a_clean_refusal(
         ({"kind": BlockKind.CLOSURE}, "A closure closes the whole venue for whole days"),
         ({"kind": BlockKind.CLOSURE, "rooms": ALL_ROOMS, "start": time(8), "end": time(12)}, "whole days"),
         ({"first_day": SAT, "last_day": SUN}, "Nothing to block from Sat 7 Mar to Sun 8 Mar"),
+        # Today (Mon 2 Mar): its morning's bookings were served; a closure would call them "booked on a closed day".
+        (
+            {"kind": BlockKind.CLOSURE, "rooms": ALL_ROOMS, "first_day": MON, "last_day": WED},
+            "A closure starts tomorrow at the earliest",
+        ),
     ],
 )
 def test_a_malformed_request_is_refused_with_a_sentence(svc: Any, change: dict[str, Any], problem: str) -> None:
@@ -362,3 +367,50 @@ def test_a_blocks_claims_are_utc_and_add_no_buffer_of_their_own(svc: Any) -> Non
     with svc.session() as s:
         [claim] = s.exec(select(SlotClaim).where(SlotClaim.block_id == made.block_id)).all()
     assert claim.starts_at == datetime(2026, 3, 4, 17, 0, tzinfo=UTC) and claim.block_until == claim.ends_at
+
+
+def test_a_closure_records_the_days_it_closes_not_the_weekend_it_was_asked_from(svc: Any) -> None:
+    made = bk.create_block(
+        svc,
+        block_request(kind=BlockKind.CLOSURE, rooms=ALL_ROOMS, first_day=SAT, last_day=NEXT_MON, reason="Move-out"),
+        actor="m",
+    )
+    with svc.session() as s:
+        block = s.get(RoomBlock, made.block_id)
+        assert block is not None and (block.first_day, block.last_day) == (NEXT_MON, NEXT_MON)
+    closures = svc.catalogue.closure_map
+    assert closures.get(NEXT_MON) == "Move-out" and SAT not in closures and SUN not in closures
+
+
+def test_a_blocked_room_cannot_be_removed_on_settings(svc: Any) -> None:
+    """The worker puts and deletes a block's events on its room's calendar: removing the room would leave it nothing
+    to put them on (and stop its rounds)."""
+    from services.core.errors import ValidationError as Invalid
+    from services.core.venue import save_venue_config
+    from services.core.venue_state import VenueEdit
+
+    bk.create_block(svc, block_request(rooms=("quiet-room",), reason="Carpet"), actor="m")
+    rows = tuple(r.model_dump(mode="json") for r in svc.venue.stored.rooms if r.slug != "quiet-room")
+    with pytest.raises(Invalid) as refused:
+        save_venue_config(svc, VenueEdit(svc.venue.version, rooms=rows), actor="admin@venue.example")
+    assert any("Quiet Room has been blocked" in p for p in refused.value.problems), refused.value.problems
+    assert svc.catalogue.room("quiet-room").name == "Quiet Room"
+
+
+def test_opening_longer_is_refused_while_a_whole_day_block_lies_ahead(svc: Any, booking_request: Any) -> None:
+    """A whole-day block claimed 08:00–17:00; opening until 21:00 would put 17:00–21:00 of a room under renovation
+    on sale. Settings refuses until the block is released (and made again)."""
+    from services.core.errors import ValidationError as Invalid
+    from services.core.venue import save_venue_config
+    from services.core.venue_state import VenueEdit
+
+    made = bk.create_block(svc, block_request(reason="Renovation"), actor="m")
+    later = VenueEdit(svc.venue.version, rules={"close_time": "21:00"})
+    with pytest.raises(Invalid) as refused:
+        save_venue_config(svc, later, actor="admin@venue.example")
+    assert any(f"#{made.block_id} (Renovation)" in p for p in refused.value.problems), refused.value.problems
+    assert not bk.quote(svc, booking_request(dates=[WED], start=time(18), end=time(20))).available
+
+    bk.release_block(svc, made.block_id, actor="m", reason="Renovation moved")
+    save_venue_config(svc, VenueEdit(svc.venue.version, rules={"close_time": "21:00"}), actor="admin@venue.example")
+    assert str(svc.policy.close_time) == "21:00:00"

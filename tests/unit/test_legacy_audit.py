@@ -338,3 +338,20 @@ def test_an_adopted_old_booking_keeps_the_old_systems_rate_after_prices_rise(svc
     b, _ = adopted(svc, SONIC_BARE)
     assert b.pricing_snapshot["hourly_cents"] == svc.seed_catalogue.room("sonic-studio").hourly_price_cents == 5500
     assert svc.catalogue.room("sonic-studio").hourly_price_cents == 9900
+
+
+def test_new_refund_bands_on_settings_do_not_rejudge_the_old_systems_refunds(svc: Any) -> None:
+    """An old payment cancelled correctly under the 50 % band stays clean after an admin saves stricter bands: its
+    customer was sold under the rules Room Desk started from."""
+    from services.core.venue import save_venue_config
+    from services.core.venue_state import VenueEdit
+
+    before = loaded(svc)
+    assert all(PART_POLICY not in by_pi for by_pi in before.values())
+    save_venue_config(
+        svc, VenueEdit(svc.venue.version, rules={"refund_bands": [[72, 100], [0, 0]]}), actor=ACTOR, note="stricter"
+    )
+    assert [(b.hours_before, b.percent) for b in svc.policy.refund_bands] == [(72, 100), (0, 0)]
+    after = run(svc)
+    assert all(PART_POLICY not in {f.payment_intent for f in fs} for fs in after.values())
+    assert {f.payment_intent for f in after.get("refund_policy_mismatch", [])} == set(before["refund_policy_mismatch"])
