@@ -8,10 +8,10 @@ message is safe to show staff.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypedDict, runtime_checkable
 
 from services.core.errors import GatewayError
 
@@ -29,6 +29,73 @@ def all_pages(fetch: Callable[[str | None], Json]) -> list[Json]:
         if not page.get("has_more") or not data:
             return out
         after = data[-1]["id"]
+
+
+class InvoiceLine(TypedDict):
+    """One line of an invoice: becomes one Stripe invoice item."""
+
+    description: str
+    amount_cents: int
+    tax_rate_ids: list[str]
+
+
+# Stripe's limits on an invoice's custom fields (API reference: up to 4; name ≤ 30, value ≤ 140 characters).
+INVOICE_CUSTOM_FIELDS_MAX = 4
+INVOICE_CUSTOM_FIELD_NAME_MAX = 30
+INVOICE_CUSTOM_FIELD_VALUE_MAX = 140
+
+
+def check_invoice_request(
+    lines: Sequence[InvoiceLine], days_until_due: int, custom_fields: Sequence[tuple[str, str]]
+) -> list[dict[str, str]]:
+    """Refuse, before anything is sent, what Stripe would refuse half way through building an invoice (or silently
+    cut on the printed invoice); returns the custom fields as Stripe's `[{name, value}]`."""
+    if not lines:
+        raise _invoice_error("An invoice needs at least one line")
+    for line in lines:
+        amount = line.get("amount_cents")
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+            raise _invoice_error(f"An invoice line's amount must be a positive whole number of cents, not {amount!r}")
+        if not str(line.get("description") or "").strip():
+            raise _invoice_error("Every invoice line needs a description")
+    if isinstance(days_until_due, bool) or not isinstance(days_until_due, int) or not 1 <= days_until_due <= 365:
+        raise _invoice_error(f"Days until due must be a whole number from 1 to 365, not {days_until_due!r}")
+    if len(custom_fields) > INVOICE_CUSTOM_FIELDS_MAX:
+        raise _invoice_error(
+            f"An invoice can carry at most {INVOICE_CUSTOM_FIELDS_MAX} custom fields, not {len(custom_fields)}"
+        )
+    out: list[dict[str, str]] = []
+    for name, value in custom_fields:
+        if not name.strip() or len(name) > INVOICE_CUSTOM_FIELD_NAME_MAX:
+            raise _invoice_error(f"Invoice field name {name!r} must be 1 to {INVOICE_CUSTOM_FIELD_NAME_MAX} characters")
+        if not value.strip() or len(value) > INVOICE_CUSTOM_FIELD_VALUE_MAX:
+            raise _invoice_error(
+                f"Invoice field {name!r} must have a value of 1 to {INVOICE_CUSTOM_FIELD_VALUE_MAX} characters"
+            )
+        out.append({"name": name, "value": value})
+    return out
+
+
+def check_tax_rate_bps(rate_bps: int) -> int:
+    """A tax rate in basis points (500 = 5 %), 0 to 100 %, as Stripe's `percentage` allows."""
+    if isinstance(rate_bps, bool) or not isinstance(rate_bps, int) or not 0 <= rate_bps <= 10_000:
+        raise _invoice_error(f"A tax rate must be 0 to 10000 basis points, not {rate_bps!r}")
+    return rate_bps
+
+
+def line_tax(amount_cents: int, rate_bps: int) -> int:
+    """Tax on one invoice line with an exclusive rate: amount × rate, rounded to the cent half up, per line and per
+    rate (Stripe computes tax rates' amounts on each line item; localstripe rounds the same way)."""
+    return (amount_cents * rate_bps + 5_000) // 10_000
+
+
+def invoice_tax(invoice: Json) -> int:
+    """The invoice's tax in cents: the sum of `total_taxes` (API 2025-03-31 and later have no `tax` field)."""
+    return sum(int(t.get("amount") or 0) for t in invoice.get("total_taxes") or [])
+
+
+def _invoice_error(message: str) -> GatewayError:
+    return GatewayError(message, transient=False, provider="payments", status=400)
 
 
 @runtime_checkable
@@ -153,6 +220,56 @@ class PaymentsGateway(Protocol):
         """Take all (None) or part of a hold: status `succeeded`, `amount_received` = what was taken, the rest
         released. More than the hold raises InvalidState. As on Stripe, the same key returns the captured
         PaymentIntent again; capturing an already captured (or released) hold under another key raises InvalidState."""
+        ...
+
+    # -- pay by invoice (issue 15) -----------------------------------------------------------------------------------
+
+    def create_tax_rate(
+        self, *, display_name: str, rate_bps: int, jurisdiction: str, idempotency_key: str, inclusive: bool = False
+    ) -> Json:
+        """A TaxRate (`txr_…`): `percentage` = rate_bps / 100 (500 → 5 %), exclusive unless `inclusive`. The same
+        key returns the same TaxRate."""
+        ...
+
+    def create_invoice(
+        self,
+        *,
+        customer: str,
+        lines: Sequence[InvoiceLine],
+        days_until_due: int,
+        idempotency_key: str,
+        metadata: dict[str, str] | None = None,
+        custom_fields: Sequence[tuple[str, str]] = (),
+        footer: str | None = None,
+    ) -> Json:
+        """A draft Invoice (`in_…`, collection_method `send_invoice`) in the gateway's currency with one invoice item
+        per line; `subtotal`, per-line `taxes`, `total_taxes` and `total` in cents (tax per line, see `line_tax`).
+        `custom_fields` (name, value) pairs are printed on the invoice (PO number, GST number): at most 4, names up to
+        30 and values up to 140 characters, else GatewayError 400 before anything is sent. The same key returns the
+        same Invoice."""
+        ...
+
+    def finalize_invoice(self, invoice_id: str, *, idempotency_key: str) -> Json:
+        """Draft → `open`: it gets a `number`, a `hosted_invoice_url` (where the customer pays) and `amount_due`.
+        An invoice no longer a draft is returned as it is."""
+        ...
+
+    def send_invoice(self, invoice_id: str, *, idempotency_key: str) -> Json:
+        """Have Stripe email the invoice to the customer (open: to pay; paid: as a copy). A draft or void invoice
+        raises InvalidState."""
+        ...
+
+    def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> Json:
+        """Open → `void`: it can no longer be paid. Voiding twice returns it unchanged; a paid invoice, or a draft
+        (delete it instead, as Stripe says), raises InvalidState."""
+        ...
+
+    def retrieve_invoice(self, invoice_id: str) -> Json:
+        """The Invoice with its `lines`. NotFound if absent."""
+        ...
+
+    def list_invoices(self, *, limit: int = 100, starting_after: str | None = None) -> Json:
+        """A Stripe list object of Invoices, newest first."""
         ...
 
 

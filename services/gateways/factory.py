@@ -37,7 +37,7 @@ def build_gateways(
             raise ConfigError("PAYMENTS=stripe needs STRIPE_SECRET_KEY (see .streamlit/secrets.example.toml)")
         payments = _real("services.gateways.stripe_adapter", "StripePayments")(settings)
     else:
-        payments = SandboxPayments(store, clock=clock)
+        payments = SandboxPayments(store, clock=clock, currency=settings.currency)
     if settings.calendar == "google":
         if settings.google_service_account_file is None:
             raise ConfigError("CALENDAR=google needs GOOGLE_SERVICE_ACCOUNT_FILE (a service-account key file)")

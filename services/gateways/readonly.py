@@ -58,6 +58,21 @@ class ReadOnlyPayments:
     def capture_payment_intent(self, payment_intent_id: str, **_: Any) -> Json:
         raise _refuse("Stripe")
 
+    def create_tax_rate(self, **_: Any) -> Json:
+        raise _refuse("Stripe")
+
+    def create_invoice(self, **_: Any) -> Json:
+        raise _refuse("Stripe")
+
+    def finalize_invoice(self, invoice_id: str, **_: Any) -> Json:
+        raise _refuse("Stripe")
+
+    def send_invoice(self, invoice_id: str, **_: Any) -> Json:
+        raise _refuse("Stripe")
+
+    def void_invoice(self, invoice_id: str, **_: Any) -> Json:
+        raise _refuse("Stripe")
+
 
 class ReadOnlyCalendar:
     def __init__(self, inner: CalendarGateway) -> None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from services.core.errors import GatewayError, InvalidState, NotFound, PaymentDeclined
-from services.gateways.base import Json
+from services.gateways.base import InvoiceLine, Json, check_invoice_request, check_tax_rate_bps, line_tax
 from services.gateways.faults import Faults
 from services.gateways.sandbox_store import SandboxStore, StoreTx, checked_now, random_id, utc_now
 
@@ -41,7 +41,7 @@ _DECLINES = {
     ),
     "pm_card_chargeDeclinedExpiredCard": ("expired_card", "expired_card", "The card has expired"),
 }
-_KINDS = ("payment_intent", "charge", "refund", "dispute", "event")
+_KINDS = ("payment_intent", "charge", "refund", "dispute", "event", "invoice", "tax_rate")
 # Saving this card succeeds; charging it is declined (Stripe's 4000 0000 0000 0341). The other declines fail at setup.
 _DECLINED_ONLY_WHEN_CHARGED = frozenset({"pm_card_chargeCustomerFail"})
 _TEST_CARD_FIELD = "sandbox_test_card"  # on stored PaymentMethods only; never returned
@@ -52,6 +52,7 @@ _URLS = {
     "refund": "/v1/refunds",
     "dispute": "/v1/disputes",
     "event": "/v1/events",
+    "invoice": "/v1/invoices",
 }
 _LABELS = {
     "payment_intent": "payment",
@@ -62,6 +63,8 @@ _LABELS = {
     "customer": "customer",
     "setup_intent": "card setup",
     "payment_method": "payment method",
+    "invoice": "invoice",
+    "tax_rate": "tax rate",
 }
 
 
@@ -71,9 +74,15 @@ class SandboxPayments:
     mode = "sandbox"
 
     def __init__(
-        self, store_dir: Path, *, clock: Callable[[], datetime] | None = None, faults: Faults | None = None
+        self,
+        store_dir: Path,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        faults: Faults | None = None,
+        currency: str = "cad",
     ) -> None:
         self.store = SandboxStore(Path(store_dir) / "stripe.sqlite3")
+        self.currency = _check_currency(currency)  # invoices are in the venue's currency (settings.currency)
         self.clock: Callable[[], datetime] = clock or utc_now
         self.faults = faults if faults is not None else Faults()
 
@@ -536,6 +545,148 @@ class SandboxPayments:
         self.faults.after(op, PROVIDER, **ctx)
         return result
 
+    # -- pay by invoice ----------------------------------------------------------------------------------------------
+
+    def create_tax_rate(
+        self, *, display_name: str, rate_bps: int, jurisdiction: str, idempotency_key: str, inclusive: bool = False
+    ) -> Json:
+        """A TaxRate with `percentage` = rate_bps / 100; the same idempotency key replays the first one."""
+        op = "create_tax_rate"
+        ctx: dict[str, Any] = {"display_name": display_name, "rate_bps": rate_bps, "idempotency_key": idempotency_key}
+        self.faults.before(op, PROVIDER, **ctx)
+        check_tax_rate_bps(rate_bps)
+        fingerprint = _fingerprint(op, display_name, rate_bps, jurisdiction, inclusive)
+        with self.store.transaction() as tx:
+            result = _replay(tx, idempotency_key, fingerprint)
+            if result is None:
+                rate_id = random_id("txr_")
+                result = {
+                    "id": rate_id,
+                    "object": "tax_rate",
+                    "active": True,
+                    "created": self._now(),
+                    "display_name": display_name,
+                    "inclusive": bool(inclusive),
+                    "jurisdiction": jurisdiction,
+                    "livemode": False,
+                    "metadata": {},
+                    "percentage": rate_bps / 100,  # a JSON number, as Stripe returns it
+                }
+                tx.put("tax_rate", rate_id, result)
+                tx.remember_key(
+                    _IDEMPOTENCY_SCOPE, idempotency_key, "tax_rate", rate_id, fingerprint=fingerprint, response=result
+                )
+        self.faults.after(op, PROVIDER, **ctx)
+        return result
+
+    def create_invoice(
+        self,
+        *,
+        customer: str,
+        lines: Sequence[InvoiceLine],
+        days_until_due: int,
+        idempotency_key: str,
+        metadata: dict[str, str] | None = None,
+        custom_fields: Sequence[tuple[str, str]] = (),
+        footer: str | None = None,
+    ) -> Json:
+        """A draft send_invoice Invoice with one item per line, tax per line; the same key replays the first one."""
+        op = "create_invoice"
+        ctx: dict[str, Any] = {"customer": customer, "idempotency_key": idempotency_key}
+        self.faults.before(op, PROVIDER, **ctx)
+        fields = check_invoice_request(lines, days_until_due, custom_fields)
+        metadata = dict(metadata or {})
+        _check_metadata(metadata)
+        plain_lines = [
+            {
+                "description": ln["description"],
+                "amount_cents": ln["amount_cents"],
+                "tax_rate_ids": list(ln["tax_rate_ids"]),
+            }
+            for ln in lines
+        ]
+        fingerprint = _fingerprint(op, customer, plain_lines, days_until_due, metadata, fields, footer)
+        with self.store.transaction() as tx:
+            result = _replay(tx, idempotency_key, fingerprint)
+            if result is None:
+                result = self._draft_invoice(tx, customer, lines, days_until_due, metadata, fields, footer)
+                tx.remember_key(
+                    _IDEMPOTENCY_SCOPE,
+                    idempotency_key,
+                    "invoice",
+                    result["id"],
+                    fingerprint=fingerprint,
+                    response=result,
+                )
+        self.faults.after(op, PROVIDER, **ctx)
+        return result
+
+    def finalize_invoice(self, invoice_id: str, *, idempotency_key: str) -> Json:
+        """Draft → open with a number, a hosted URL (`sandbox://invoice/<id>`) and `amount_due`."""
+
+        def finalize(tx: StoreTx, inv: Json) -> Json:
+            if inv["status"] != "draft":
+                return inv  # Stripe refuses a second finalize; the Protocol returns the invoice as it is
+            now = self._now()
+            number = sum(1 for other in tx.list("invoice") if other.get("number")) + 1
+            inv.update(
+                status="open",
+                number=f"SBX-{number:04d}",
+                hosted_invoice_url=f"sandbox://invoice/{invoice_id}",
+                invoice_pdf=f"sandbox://invoice/{invoice_id}/pdf",
+                amount_remaining=inv["amount_due"],
+                due_date=now + int(inv["days_until_due"]) * 86_400,
+                effective_at=now,
+            )
+            inv["status_transitions"]["finalized_at"] = now
+            self._record_event(tx, "invoice.finalized", inv)
+            return inv
+
+        return self._invoice_step("finalize_invoice", invoice_id, idempotency_key, finalize)
+
+    def send_invoice(self, invoice_id: str, *, idempotency_key: str) -> Json:
+        """Record that the open invoice was emailed (`invoice.sent`); the sandbox sends no mail itself."""
+
+        def send(tx: StoreTx, inv: Json) -> Json:
+            if inv["status"] in ("draft", "void", "uncollectible"):
+                raise InvalidState(f"Invoice {invoice_id} is {inv['status']}; only an open or paid invoice can be sent")
+            self._record_event(tx, "invoice.sent", inv)
+            return inv
+
+        return self._invoice_step("send_invoice", invoice_id, idempotency_key, send)
+
+    def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> Json:
+        """Open → void (no longer payable); void again → unchanged; paid or draft → InvalidState."""
+
+        def void(tx: StoreTx, inv: Json) -> Json:
+            if inv["status"] == "void":
+                return inv
+            if inv["status"] != "open":
+                raise InvalidState(f"Invoice {invoice_id} is {inv['status']}; only an open invoice can be voided")
+            inv.update(status="void", amount_remaining=0)
+            inv["status_transitions"]["voided_at"] = self._now()
+            self._record_event(tx, "invoice.voided", inv)
+            return inv
+
+        return self._invoice_step("void_invoice", invoice_id, idempotency_key, void)
+
+    def retrieve_invoice(self, invoice_id: str) -> Json:
+        """The Invoice with its lines."""
+        op = "retrieve_invoice"
+        self.faults.before(op, PROVIDER, invoice_id=invoice_id)
+        with self.store.read() as tx:
+            inv = _get(tx, "invoice", invoice_id)
+        self.faults.after(op, PROVIDER, invoice_id=invoice_id)
+        return inv
+
+    def list_invoices(self, *, limit: int = 100, starting_after: str | None = None) -> Json:
+        """Invoices as a Stripe list object, newest first."""
+        op = "list_invoices"
+        self.faults.before(op, PROVIDER, limit=limit, starting_after=starting_after)
+        result = self._list("invoice", limit=limit, starting_after=starting_after)
+        self.faults.after(op, PROVIDER, limit=limit, starting_after=starting_after)
+        return result
+
     # -- sandbox only ----------------------------------------------------------------------------------------------
 
     def open_dispute(
@@ -582,6 +733,24 @@ class SandboxPayments:
             tx.put("dispute", dispute_id, dispute)
             self._record_event(tx, "charge.dispute.created", dispute)
         return dispute
+
+    def pay_invoice(self, invoice_id: str) -> Json:
+        """The customer pays the open invoice on its hosted page: status `paid`, `amount_paid` = `amount_due`;
+        records `invoice.paid` and `invoice.payment_succeeded` with the invoice, as Stripe sends them. Paying a paid
+        invoice returns it; a draft or void one raises InvalidState. Sandbox only."""
+        with self.store.transaction() as tx:
+            inv = _get(tx, "invoice", invoice_id)
+            if inv["status"] == "paid":
+                return inv
+            if inv["status"] != "open":
+                raise InvalidState(f"Invoice {invoice_id} is {inv['status']}; only an open invoice can be paid")
+            now = self._now()
+            inv.update(status="paid", amount_paid=inv["amount_due"], amount_remaining=0, attempted=True)
+            inv["status_transitions"]["paid_at"] = now
+            tx.put("invoice", invoice_id, inv)
+            self._record_event(tx, "invoice.paid", inv)
+            self._record_event(tx, "invoice.payment_succeeded", inv)
+        return inv
 
     def close_dispute(self, dispute_id: str, *, won: bool) -> Json:
         """The bank decides the dispute (`won` or `lost`); records `charge.dispute.closed`. Sandbox only."""
@@ -874,6 +1043,103 @@ class SandboxPayments:
         self._record_event(tx, "payment_intent.succeeded", pi)
         return pi
 
+    def _invoice_step(
+        self, op: str, invoice_id: str, idempotency_key: str, step: Callable[[StoreTx, Json], Json]
+    ) -> Json:
+        """Run one invoice transition under Stripe's idempotency rules: the same key replays the first answer."""
+        ctx: dict[str, Any] = {"invoice_id": invoice_id, "idempotency_key": idempotency_key}
+        self.faults.before(op, PROVIDER, **ctx)
+        fingerprint = _fingerprint(op, invoice_id)
+        with self.store.transaction() as tx:
+            result = _replay(tx, idempotency_key, fingerprint)
+            if result is None:
+                result = step(tx, _get(tx, "invoice", invoice_id))
+                tx.put("invoice", invoice_id, result)
+                tx.remember_key(
+                    _IDEMPOTENCY_SCOPE, idempotency_key, "invoice", invoice_id, fingerprint=fingerprint, response=result
+                )
+        self.faults.after(op, PROVIDER, **ctx)
+        return result
+
+    def _draft_invoice(
+        self,
+        tx: StoreTx,
+        customer: str,
+        lines: Sequence[InvoiceLine],
+        days_until_due: int,
+        metadata: dict[str, str],
+        custom_fields: list[dict[str, str]],
+        footer: str | None,
+    ) -> Json:
+        cus = _get(tx, "customer", customer)
+        invoice_id = random_id("in_")
+        now = self._now()
+        items: list[Json] = []
+        for line in lines:
+            rates = [_get(tx, "tax_rate", rate_id) for rate_id in line["tax_rate_ids"]]
+            amount = int(line["amount_cents"])
+            taxes = [_line_tax_entry(amount, rate) for rate in rates]
+            items.append(
+                {
+                    "id": random_id("il_"),
+                    "object": "line_item",
+                    "amount": amount,
+                    "currency": self.currency,
+                    "description": line["description"],
+                    "invoice": invoice_id,
+                    "livemode": False,
+                    "metadata": {},
+                    "quantity": 1,
+                    "subtotal": amount,
+                    "taxes": taxes,
+                }
+            )
+        subtotal = sum(int(item["amount"]) for item in items)
+        total_taxes = [tax for item in items for tax in item["taxes"]]
+        all_tax = sum(int(tax["amount"]) for tax in total_taxes)
+        total = subtotal + sum(int(t["amount"]) for t in total_taxes if t["tax_behavior"] == "exclusive")
+        invoice = {
+            "id": invoice_id,
+            "object": "invoice",
+            "amount_due": total,
+            "amount_paid": 0,
+            "amount_remaining": total,
+            "attempted": False,
+            "auto_advance": False,
+            "collection_method": "send_invoice",
+            "created": now,
+            "currency": self.currency,
+            "custom_fields": custom_fields or None,
+            "customer": customer,
+            "customer_email": cus.get("email"),
+            "customer_name": cus.get("name"),
+            "days_until_due": days_until_due,
+            "due_date": None,
+            "effective_at": None,
+            "footer": footer,
+            "hosted_invoice_url": None,
+            "invoice_pdf": None,
+            "lines": {"object": "list", "data": items, "has_more": False, "url": f"/v1/invoices/{invoice_id}/lines"},
+            "livemode": False,
+            "metadata": metadata,
+            "number": None,
+            "status": "draft",
+            "status_transitions": {
+                "finalized_at": None,
+                "marked_uncollectible_at": None,
+                "paid_at": None,
+                "voided_at": None,
+            },
+            "subtotal": subtotal,
+            "subtotal_excluding_tax": subtotal - (all_tax - (total - subtotal)),
+            "total": total,
+            "total_excluding_tax": total - all_tax,
+            "total_taxes": total_taxes,
+        }
+        tx.put("invoice", invoice_id, invoice)
+        self._record_event(tx, "invoice.created", invoice)
+        return invoice
+
     @staticmethod
     def _has_open_chargeback(tx: StoreTx, charge_id: str) -> bool:
         # Inquiries (`warning_*`) and won disputes still allow refunds; a running or lost chargeback does not.
@@ -988,6 +1254,22 @@ def _replay(tx: StoreTx, idempotency_key: str, fingerprint: str) -> Json | None:
 
 def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _line_tax_entry(amount: int, rate: Json) -> Json:
+    """A line's tax under one exclusive rate, shaped as API 2026 reports it (`taxes` / `total_taxes` entries)."""
+    rate_bps = round(float(rate["percentage"]) * 100)
+    inclusive = bool(rate.get("inclusive"))
+    # An inclusive rate's tax is inside the amount: taxable = amount / (1 + rate), rounded half up.
+    taxable = (amount * 20_000 + 10_000 + rate_bps) // (2 * (10_000 + rate_bps)) if inclusive else amount
+    return {
+        "amount": amount - taxable if inclusive else line_tax(amount, rate_bps),
+        "tax_behavior": "inclusive" if inclusive else "exclusive",
+        "tax_rate_details": {"tax_rate": rate["id"]},
+        "taxability_reason": "standard_rated",
+        "taxable_amount": taxable,
+        "type": "tax_rate_details",
+    }
 
 
 def _check_test_card(payment_method: str) -> None:

@@ -18,8 +18,9 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -32,12 +33,16 @@ from stripe.params import (
     DisputeListParams,
     DisputeUpdateParams,
     EventListParams,
+    InvoiceCreateParams,
+    InvoiceItemCreateParams,
+    InvoiceListParams,
     PaymentIntentCaptureParams,
     PaymentIntentCreateParams,
     PaymentIntentListParams,
     RefundCreateParams,
     RefundListParams,
     SetupIntentCreateParams,
+    TaxRateCreateParams,
 )
 
 from services.core.errors import (
@@ -50,7 +55,7 @@ from services.core.errors import (
     TimeoutFault,
 )
 from services.core.settings import Settings
-from services.gateways.base import Json
+from services.gateways.base import InvoiceLine, Json, check_invoice_request, check_tax_rate_bps
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,8 @@ _STATE_CODES = frozenset(
         "charge_disputed",
         "amount_too_large",  # refund larger than what remains on the charge
         "charge_exceeds_source_limit",
+        "invoice_not_editable",
+        "invoice_unexpected_state",  # hypothetical future code; Stripe mostly answers a plain 400 (re-read below)
     }
 )
 _KEY_LIKE = re.compile(r"\b(?:sk|rk)_(?:live|test)_[0-9A-Za-z_]{4,}")
@@ -83,6 +90,7 @@ class StripePayments:
         if not secret:
             raise ConfigError("PAYMENTS=stripe needs STRIPE_SECRET_KEY (a secret key from the Stripe dashboard)")
         self._secret = settings.stripe_secret_key  # a SecretStr: its repr is masked
+        self.currency = settings.currency.lower()  # invoices are in the venue's currency
         self.api_base = settings.stripe_api_base.rstrip("/") if settings.stripe_api_base else None
         self._client = stripe.StripeClient(
             secret,
@@ -414,6 +422,148 @@ class StripePayments:
             return InvalidState(f"The hold {payment_intent_id} was released and can no longer be captured")
         return InvalidState(f"Payment {payment_intent_id} is {status}; only a hold can be captured")
 
+    # -- pay by invoice ----------------------------------------------------------------------------------------------
+
+    def create_tax_rate(
+        self, *, display_name: str, rate_bps: int, jurisdiction: str, idempotency_key: str, inclusive: bool = False
+    ) -> Json:
+        """A TaxRate; `percentage` goes as an exact decimal string (500 bps → "5.00"), never a binary float."""
+        key = _checked_key(idempotency_key)
+        check_tax_rate_bps(rate_bps)
+        params = cast(
+            TaxRateCreateParams,
+            {
+                "display_name": display_name,
+                "percentage": f"{rate_bps // 100}.{rate_bps % 100:02d}",
+                "inclusive": bool(inclusive),
+                "jurisdiction": jurisdiction,
+            },
+        )
+        rate = self._call(
+            "create the tax rate",
+            lambda: self._v1.tax_rates.create(params=params, options={"idempotency_key": key}),
+        )
+        return _normalise(rate)
+
+    def create_invoice(
+        self,
+        *,
+        customer: str,
+        lines: Sequence[InvoiceLine],
+        days_until_due: int,
+        idempotency_key: str,
+        metadata: dict[str, str] | None = None,
+        custom_fields: Sequence[tuple[str, str]] = (),
+        footer: str | None = None,
+    ) -> Json:
+        """A draft send_invoice Invoice, then one invoice item per line attached to it (Stripe's recommended order:
+        `pending_invoice_items_behavior=exclude` keeps a customer's stray pending items off this invoice). Each step
+        has its own key derived from the caller's, so a retry after a failure half way replays what was made and
+        adds only what is missing. Returns the invoice re-read with its lines and totals."""
+        key = _checked_key(idempotency_key)
+        fields = check_invoice_request(lines, days_until_due, custom_fields)
+        params: InvoiceCreateParams = {
+            "customer": customer,
+            "collection_method": "send_invoice",
+            "days_until_due": days_until_due,
+            "currency": self.currency,
+            "auto_advance": False,  # Room Desk finalizes and sends it itself, when the booking is held
+            "pending_invoice_items_behavior": "exclude",
+            "metadata": dict(metadata or {}),
+        }
+        if fields:
+            params["custom_fields"] = cast(Any, fields)
+        if footer:
+            params["footer"] = footer
+        invoice = self._call(
+            "create the invoice",
+            lambda: self._v1.invoices.create(params=params, options={"idempotency_key": key}),
+            missing=f"No such customer: {customer}",
+        )
+        invoice_id = str(invoice["id"])
+        for n, line in enumerate(lines, start=1):
+            item: InvoiceItemCreateParams = {
+                "customer": customer,
+                "invoice": invoice_id,
+                "amount": line["amount_cents"],
+                "currency": self.currency,
+                "description": line["description"],
+                "tax_rates": list(line["tax_rate_ids"]),
+            }
+            self._call(
+                f"add line {n} to invoice {invoice_id}",
+                partial(self._v1.invoice_items.create, params=item, options={"idempotency_key": f"{key}-line-{n}"}),
+                missing=f"No such tax rate on line {n}: {', '.join(line['tax_rate_ids'])}",
+            )
+        return self.retrieve_invoice(invoice_id)
+
+    def finalize_invoice(self, invoice_id: str, *, idempotency_key: str) -> Json:
+        """Draft → open (number, hosted_invoice_url, amount_due); already finalized → returned as it is."""
+        key = _checked_key(idempotency_key)
+        current = self.retrieve_invoice(invoice_id)
+        if current.get("status") != "draft":
+            return current
+        return self._invoice_call(
+            invoice_id,
+            "finalize",
+            lambda: self._v1.invoices.finalize_invoice(
+                invoice_id, params={"auto_advance": False}, options={"idempotency_key": key}
+            ),
+        )
+
+    def send_invoice(self, invoice_id: str, *, idempotency_key: str) -> Json:
+        """Have Stripe email the open invoice to the customer."""
+        key = _checked_key(idempotency_key)
+        return self._invoice_call(
+            invoice_id,
+            "send",
+            lambda: self._v1.invoices.send_invoice(invoice_id, options={"idempotency_key": key}),
+        )
+
+    def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> Json:
+        """Open → void; already void → returned as it is; paid or draft → InvalidState (Stripe refuses both)."""
+        key = _checked_key(idempotency_key)
+        current = self.retrieve_invoice(invoice_id)
+        if current.get("status") == "void":
+            return current
+        if current.get("status") != "open":
+            raise _invoice_refused(invoice_id, "void", current.get("status"))
+        return self._invoice_call(
+            invoice_id,
+            "void",
+            lambda: self._v1.invoices.void_invoice(invoice_id, options={"idempotency_key": key}),
+        )
+
+    def retrieve_invoice(self, invoice_id: str) -> Json:
+        """The Invoice with its lines (Stripe includes the first page of `lines`; ours have a handful)."""
+        return _normalise(
+            self._call(
+                f"look up invoice {invoice_id}",
+                lambda: self._v1.invoices.retrieve(invoice_id),
+                missing=f"No such invoice: {invoice_id}",
+            )
+        )
+
+    def list_invoices(self, *, limit: int = 100, starting_after: str | None = None) -> Json:
+        """Invoices as a Stripe list object, newest first."""
+        params: InvoiceListParams = {"limit": _checked_limit(limit)}
+        if starting_after:
+            params["starting_after"] = starting_after
+        return self._list("list invoices", lambda: self._v1.invoices.list(params=params), starting_after)
+
+    def _invoice_call(self, invoice_id: str, verb: str, fetch: Callable[[], stripe.StripeObject]) -> Json:
+        """One invoice transition; Stripe's plain 400 for a transition its state forbids is re-read and said in
+        words (InvalidState)."""
+        try:
+            return _normalise(
+                self._call(f"{verb} invoice {invoice_id}", fetch, missing=f"No such invoice: {invoice_id}")
+            )
+        except (GatewayError, InvalidState) as exc:
+            if isinstance(exc, GatewayError) and exc.status != 400:
+                raise
+            status = self.retrieve_invoice(invoice_id).get("status")
+            raise _invoice_refused(invoice_id, verb, status) from None
+
     # -- finance (not in the Protocol yet) -------------------------------------------------------------------------
 
     def submit_dispute_evidence(self, dispute_id: str, evidence: dict[str, str], submit: bool) -> Json:
@@ -605,6 +755,16 @@ def _normalise(obj: Json, *, expanded: bool = False) -> Json:
         if isinstance(inner, dict):
             obj["data"]["object"] = _normalise(inner)
     return obj
+
+
+def _invoice_refused(invoice_id: str, verb: str, status: Any) -> InvalidState:
+    """The sandbox's words for a transition the invoice's state forbids."""
+    needed, done = {
+        "finalize": ("a draft", "finalized"),
+        "send": ("an open or paid", "sent"),
+        "void": ("an open", "voided"),
+    }[verb]
+    return InvalidState(f"Invoice {invoice_id} is {status}; only {needed} invoice can be {done}")
 
 
 def _checked_key(key: str) -> str:

@@ -15,10 +15,14 @@ The SDK talks to a shim on 127.0.0.1 that forwards to localstripe and:
     another card, as Stripe does (localstripe keeps the failed charge and answers 400);
   * after a capture through it, gives the captured charge `amount_captured` and its PaymentIntent `amount_received`
     (the amount actually captured, as Stripe documents; localstripe has neither field);
+  * serves `/v1/invoices*` and `/v1/invoiceitems` itself (stripe_invoices.py: localstripe's Invoice is the legacy
+    model, without send_invoice collection, finalize, send, custom fields or `total_taxes`), on localstripe's
+    customers and tax rates;
   * when a test turns on `replay_idempotency_keys`, replays the first answer to a POST whose Idempotency-Key it has
     seen with the same path and form, and refuses the key with other parameters (`idempotency_error`), as Stripe
     documents; localstripe ignores keys.
-Everything else (PaymentIntents, charges, refunds, events, balance transactions, errors) is localstripe's own answer.
+Everything else (PaymentIntents, charges, refunds, events, balance transactions, customers, tax rates, errors) is
+localstripe's own answer.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 
+from tests.integration import stripe_invoices
+from tests.integration.stripe_invoices import Invoicing
+
 TEST_KEY = "sk_test_roomdesk_localstripe_DO_NOT_LEAK_4242"
 PICKLE = Path("/tmp/localstripe.pickle")  # hard-coded in localstripe/resources.py
 _LIST_PATHS = re.compile(r"^/v1/(payment_intents|charges|refunds|events|balance_transactions)$")
@@ -50,6 +57,7 @@ _CAPTURE = re.compile(r"^/v1/payment_intents/(?P<id>pi_\w+)/capture$")
 # Create paths where stripe 16 sends `allowed_payment_method_types` (API 2026-09-30.endive) and localstripe wants the
 # older `payment_method_types`.
 _ALLOWED_TYPES_PATHS = frozenset({"/v1/payment_intents", "/v1/setup_intents"})
+_INVOICING = stripe_invoices.PATHS
 _MUTED_EVENT = "roomdesk.muted"  # an event type localstripe never sends: a webhook filtered on it receives nothing
 _STARTUP_SECONDS = 30.0
 
@@ -87,6 +95,8 @@ class LocalStripe:
     answers: dict[str, tuple[str, list[tuple[str, str]], int, str, bytes]] = field(default_factory=dict)
     # Charge id -> amount captured through the shim (localstripe does not report it).
     captured: dict[str, int] = field(default_factory=dict)
+    # Invoices and invoice items, served by the shim (see stripe_invoices.py); tax rates and customers stay upstream.
+    invoicing: Invoicing = field(default_factory=Invoicing)
 
     def reset(self) -> None:
         """Drop every localstripe object, recorded request and seeded dispute, and mute the webhooks registered here
@@ -102,6 +112,7 @@ class LocalStripe:
             self.replay_idempotency_keys = False
             self.answers.clear()
             self.captured.clear()
+        self.invoicing.clear()
 
     def register_webhook(self, url: str, secret: str, *, webhook_id: str = "roomdesk") -> None:
         """Have localstripe POST its events to `url`, signed with `secret` (Stripe's scheme, `t` = the event's
@@ -214,6 +225,7 @@ def _start(workdir: Path) -> LocalStripe:
     _shim = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(server))
     _shim.daemon_threads = True
     server.url = f"http://127.0.0.1:{_shim.server_address[1]}"
+    server.invoicing.hosted_base = server.url
     threading.Thread(target=_shim.serve_forever, name="localstripe-shim", daemon=True).start()
     return server
 
@@ -315,6 +327,14 @@ def _handler_for(server: LocalStripe) -> type[BaseHTTPRequestHandler]:
                     if replayed is not None:
                         self._reply(*replayed)
                         return
+                if _INVOICING.match(path):
+                    status, payload = server.invoicing.handle(method, path, query, form, self._lookup)
+                    out = json.dumps(payload).encode()
+                    if method == "POST" and key and server.replay_idempotency_keys and status == 200:
+                        with server.lock:
+                            server.answers.setdefault(key, (path, form, status, "application/json", out))
+                    self._reply(status, "application/json", out)
+                    return
                 if method == "POST":
                     body = urlencode(_translate_form(path, form)).encode()
                     confirm = _CONFIRM.match(path)
@@ -333,6 +353,11 @@ def _handler_for(server: LocalStripe) -> type[BaseHTTPRequestHandler]:
                 self._reply(
                     500, "application/json", json.dumps({"error": {"type": "api_error", "message": repr(exc)}}).encode()
                 )
+
+        def _lookup(self, path: str) -> tuple[int, Any]:
+            """GET one localstripe object (a customer, a tax rate) for the invoice emulation."""
+            status, _, out = _forward(server.upstream, "GET", path, b"", self._auth())
+            return status, json.loads(out)
 
         def _auth(self) -> dict[str, str]:
             headers = {"Content-Type": "application/x-www-form-urlencoded"}

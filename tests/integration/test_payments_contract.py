@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import stripe
 
 from services.core.errors import GatewayError, InvalidState, NotFound, PaymentDeclined
 from services.core.settings import Settings
-from services.gateways.base import Json, PaymentsGateway
+from services.gateways.base import InvoiceLine, Json, PaymentsGateway, invoice_tax
 from services.gateways.readonly import ReadOnlyPayments
 from services.gateways.sandbox_payments import SandboxPayments
 from services.gateways.stripe_adapter import StripePayments
@@ -415,3 +416,227 @@ def test_audit_mode_refuses_every_deposit_write(tmp_path: Path) -> None:
         with pytest.raises(GatewayError, match="Audit mode"):
             write()
     assert audit.retrieve_payment_intent(held["id"])["status"] == "requires_capture"  # reads still go through
+
+
+# --------------------------------------------------------------------------------------------- invoices (issue 15)
+# Pay by invoice: a draft with one item per line (GST on every line, PST on equipment), finalized to an open invoice
+# with a hosted page, sent, then paid by the customer or voided. On localstripe the shim serves invoices (its own
+# Invoice is the legacy model, see tests/README.md) over localstripe's customers and tax rates, and replays keys.
+
+INVOICE_META = {"booking_id": "RD-9Q2W", "purpose": "invoice"}
+PO = ("PO number", "PO-2026-0042")
+GST_NO = ("GST/HST registration", "123456789RT0001")
+
+
+@dataclass
+class Invoicing:
+    pay: PaymentsGateway
+    # The customer paying an open invoice on its hosted page: the sandbox's pay_invoice, or POST /v1/invoices/<id>/pay
+    # (paid out of band) through the SDK on localstripe's shim. A refusal raises InvalidState on both.
+    customer_pays: Callable[[str], Json]
+    invoice_keys_sent: Callable[[], list[str | None]] | None
+
+
+@pytest.fixture
+def invoicing(backend: Backend, request: pytest.FixtureRequest) -> Invoicing:
+    pay = backend.pay
+    if isinstance(pay, SandboxPayments):
+        return Invoicing(pay, pay.pay_invoice, None)
+    peer: LocalStripe = request.getfixturevalue("localstripe")
+    peer.replay_idempotency_keys = True
+    client = stripe.StripeClient(TEST_KEY, base_addresses={"api": peer.url}, max_network_retries=0)
+
+    def customer_pays(invoice_id: str) -> Json:
+        try:
+            paid = client.v1.invoices.pay(invoice_id, params={"paid_out_of_band": True})
+        except stripe.InvalidRequestError as exc:
+            raise InvalidState(str(exc.user_message)) from None
+        return paid.to_dict(recursive=True)
+
+    return Invoicing(pay, customer_pays, lambda: [w.idempotency_key for w in peer.writes(r"/v1/invoices")])
+
+
+def tax_rates(pay: PaymentsGateway) -> tuple[str, str]:
+    gst = pay.create_tax_rate(display_name="GST", rate_bps=500, jurisdiction="CA", idempotency_key="roomdesk-tax-gst")
+    pst = pay.create_tax_rate(
+        display_name="PST", rate_bps=700, jurisdiction="CA-BC", idempotency_key="roomdesk-tax-pst-bc"
+    )
+    return str(gst["id"]), str(pst["id"])
+
+
+def invoice_lines(gst: str, pst: str) -> list[InvoiceLine]:
+    # 12,345 × 5 % = 617.25 → 617; 1,010 × 5 % = 50.5 → 51 and × 7 % = 70.7 → 71 (per line, per rate, half up).
+    return [
+        {"description": "Workshop Room, 3 days", "amount_cents": 12_345, "tax_rate_ids": [gst]},
+        {"description": "Projector", "amount_cents": 1_010, "tax_rate_ids": [gst, pst]},
+    ]
+
+
+def draft(inv: Invoicing, key: str = "roomdesk-RD-9Q2W-invoice", **overrides: Any) -> Json:
+    gst, pst = tax_rates(inv.pay)
+    customer = inv.pay.create_customer(
+        email="accounts@example.org", name="Harbour Arts Society", idempotency_key="roomdesk-org-harbour"
+    )
+    params: dict[str, Any] = {
+        "customer": customer["id"],
+        "lines": invoice_lines(gst, pst),
+        "days_until_due": 14,
+        "idempotency_key": key,
+        "metadata": INVOICE_META,
+        "custom_fields": (PO, GST_NO),
+        "footer": "Net 14. Room Desk, Vancouver BC.",
+        **overrides,
+    }
+    return inv.pay.create_invoice(**params)
+
+
+def test_a_tax_rate_is_created_once(invoicing: Invoicing) -> None:
+    pay = invoicing.pay
+    gst = pay.create_tax_rate(display_name="GST", rate_bps=500, jurisdiction="CA", idempotency_key="roomdesk-tax-gst")
+    assert gst["id"].startswith("txr_") and gst["object"] == "tax_rate"
+    assert (gst["display_name"], float(gst["percentage"]), gst["inclusive"], gst["jurisdiction"]) == (
+        "GST",
+        5.0,
+        False,
+        "CA",
+    )
+    again = pay.create_tax_rate(display_name="GST", rate_bps=500, jurisdiction="CA", idempotency_key="roomdesk-tax-gst")
+    assert again["id"] == gst["id"]
+    pst = pay.create_tax_rate(display_name="PST", rate_bps=700, jurisdiction="CA-BC", idempotency_key="roomdesk-pst")
+    assert float(pst["percentage"]) == 7.0 and pst["id"] != gst["id"]
+
+
+def test_a_draft_invoice_carries_lines_tax_po_and_gst_number(invoicing: Invoicing) -> None:
+    inv = draft(invoicing)
+    assert inv["id"].startswith("in_") and inv["object"] == "invoice"
+    assert (inv["status"], inv["collection_method"], inv["currency"]) == ("draft", "send_invoice", "cad")
+    lines = inv["lines"]["data"]
+    assert [(ln["description"], ln["amount"]) for ln in lines] == [
+        ("Workshop Room, 3 days", 12_345),
+        ("Projector", 1_010),
+    ]
+    assert [[t["amount"] for t in ln["taxes"]] for ln in lines] == [[617], [51, 71]]
+    assert (inv["subtotal"], invoice_tax(inv), inv["total"]) == (13_355, 739, 14_094)
+    assert inv["total_excluding_tax"] == 13_355
+    assert {t["tax_behavior"] for t in inv["total_taxes"]} == {"exclusive"}
+    assert [(f["name"], f["value"]) for f in inv["custom_fields"]] == [PO, GST_NO]
+    assert inv["metadata"] == INVOICE_META and inv["footer"] == "Net 14. Room Desk, Vancouver BC."
+    assert inv["number"] is None and inv["hosted_invoice_url"] is None  # a draft has neither
+    assert invoicing.pay.retrieve_invoice(inv["id"])["total"] == 14_094
+
+
+def test_finalize_opens_the_invoice_with_a_hosted_page_then_it_is_paid(invoicing: Invoicing) -> None:
+    pay = invoicing.pay
+    inv = draft(invoicing)
+    opened = pay.finalize_invoice(inv["id"], idempotency_key="roomdesk-RD-9Q2W-invoice-finalize")
+    assert (opened["status"], opened["amount_due"], opened["amount_paid"]) == ("open", 14_094, 0)
+    assert opened["number"] and opened["hosted_invoice_url"]
+    if isinstance(pay, SandboxPayments):
+        assert opened["hosted_invoice_url"] == f"sandbox://invoice/{inv['id']}"
+    again = pay.finalize_invoice(inv["id"], idempotency_key="roomdesk-RD-9Q2W-invoice-finalize-2")
+    assert (again["status"], again["number"]) == ("open", opened["number"])  # finalized once
+    sent = pay.send_invoice(inv["id"], idempotency_key="roomdesk-RD-9Q2W-invoice-send")
+    assert sent["status"] == "open"
+    paid = invoicing.customer_pays(inv["id"])
+    assert paid["status"] == "paid"
+    got = pay.retrieve_invoice(inv["id"])
+    assert (got["status"], got["amount_paid"], got["amount_remaining"]) == ("paid", 14_094, 0)
+    with pytest.raises(InvalidState, match="only an open invoice can be voided"):
+        pay.void_invoice(inv["id"], idempotency_key="roomdesk-RD-9Q2W-invoice-void")
+
+
+def test_a_void_invoice_cannot_be_paid(invoicing: Invoicing) -> None:
+    pay = invoicing.pay
+    inv = draft(invoicing)
+    with pytest.raises(InvalidState, match="only an open or paid invoice can be sent"):
+        pay.send_invoice(inv["id"], idempotency_key="roomdesk-RD-9Q2W-invoice-send")  # still a draft
+    pay.finalize_invoice(inv["id"], idempotency_key="roomdesk-RD-9Q2W-invoice-finalize")
+    voided = pay.void_invoice(inv["id"], idempotency_key="roomdesk-RD-9Q2W-invoice-void")
+    assert voided["status"] == "void"
+    assert pay.void_invoice(inv["id"], idempotency_key="roomdesk-RD-9Q2W-invoice-void-2")["status"] == "void"
+    with pytest.raises(InvalidState):
+        invoicing.customer_pays(inv["id"])
+    with pytest.raises(InvalidState, match="only an open or paid invoice can be sent"):
+        pay.send_invoice(inv["id"], idempotency_key="roomdesk-RD-9Q2W-invoice-send-2")
+    got = pay.retrieve_invoice(inv["id"])
+    assert (got["status"], got["amount_paid"]) == ("void", 0)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ((PO, GST_NO, ("Contact", "Jo"), ("Dept", "Arts"), ("Extra", "x")), "at most 4 custom fields"),
+        ((("P" * 31, "PO-1"),), "1 to 30 characters"),
+        ((("PO number", "9" * 141),), "1 to 140 characters"),
+    ],
+)
+def test_custom_fields_beyond_stripes_limits_are_refused(
+    invoicing: Invoicing, fields: tuple[tuple[str, str], ...], message: str
+) -> None:
+    with pytest.raises(GatewayError, match=message) as refused:
+        draft(invoicing, custom_fields=fields)
+    assert refused.value.status == 400
+    assert invoicing.pay.list_invoices()["data"] == []  # nothing was made
+
+
+def test_the_same_key_makes_one_invoice(invoicing: Invoicing) -> None:
+    first = draft(invoicing)
+    second = draft(invoicing)
+    assert second["id"] == first["id"] and second["total"] == 14_094
+    assert len(second["lines"]["data"]) == 2  # its lines were not added twice
+    assert [i["id"] for i in invoicing.pay.list_invoices()["data"]] == [first["id"]]
+    with pytest.raises(GatewayError, match=r"(?i)idempotency key|idempotent"):
+        draft(invoicing, days_until_due=30)  # the key reused for a different invoice
+    if invoicing.invoice_keys_sent is not None:  # the adapter sends the caller's key verbatim
+        assert invoicing.invoice_keys_sent().count("roomdesk-RD-9Q2W-invoice") == 3
+
+
+def test_invoices_are_listed_newest_first_and_retrieved(invoicing: Invoicing) -> None:
+    made = [draft(invoicing, key=f"roomdesk-RD-{n}-invoice")["id"] for n in range(3)]
+    page = invoicing.pay.list_invoices(limit=2)
+    assert [i["id"] for i in page["data"]] == [made[2], made[1]] and page["has_more"] is True
+    rest = invoicing.pay.list_invoices(limit=2, starting_after=made[1])
+    assert [i["id"] for i in rest["data"]] == [made[0]] and rest["has_more"] is False
+    assert invoicing.pay.retrieve_invoice(made[0])["lines"]["data"][0]["amount"] == 12_345
+    with pytest.raises(NotFound):
+        invoicing.pay.retrieve_invoice("in_doesnotexist")
+
+
+def test_the_sandbox_records_invoice_events_when_paid(tmp_path: Path) -> None:
+    pay = SandboxPayments(tmp_path)
+    inv = draft(Invoicing(pay, pay.pay_invoice, None))
+    pay.finalize_invoice(inv["id"], idempotency_key="k-finalize")
+    pay.pay_invoice(inv["id"])
+    assert pay.pay_invoice(inv["id"])["status"] == "paid"  # paying twice records nothing more
+    events = [e for e in pay.list_events()["data"] if e["type"].startswith("invoice.")]
+    assert [e["type"] for e in events] == [
+        "invoice.payment_succeeded",
+        "invoice.paid",
+        "invoice.finalized",
+        "invoice.created",
+    ]
+    paid = events[0]["data"]["object"]
+    assert (paid["id"], paid["status"], paid["amount_paid"], paid["metadata"]) == (
+        inv["id"],
+        "paid",
+        14_094,
+        INVOICE_META,
+    )
+
+
+def test_audit_mode_refuses_every_invoice_write(tmp_path: Path) -> None:
+    inner = SandboxPayments(tmp_path)
+    inv = draft(Invoicing(inner, inner.pay_invoice, None))
+    audit = ReadOnlyPayments(inner)
+    writes: list[Callable[[], Json]] = [
+        lambda: audit.create_tax_rate(display_name="GST", rate_bps=500, jurisdiction="CA", idempotency_key="k1"),
+        lambda: audit.create_invoice(customer="cus_x", lines=[], days_until_due=7, idempotency_key="k2"),
+        lambda: audit.finalize_invoice(inv["id"], idempotency_key="k3"),
+        lambda: audit.send_invoice(inv["id"], idempotency_key="k4"),
+        lambda: audit.void_invoice(inv["id"], idempotency_key="k5"),
+    ]
+    for write in writes:
+        with pytest.raises(GatewayError, match="Audit mode"):
+            write()
+    assert audit.retrieve_invoice(inv["id"])["status"] == "draft"  # reads still go through
+    assert [i["id"] for i in audit.list_invoices()["data"]] == [inv["id"]]
