@@ -43,6 +43,7 @@ CHROMIUM_ARGS = (
     "--disable-quic",
 )
 VIEWPORT: Any = {"width": 1400, "height": 900}  # playwright ViewportSize
+LAPTOP: Any = {"width": 1366, "height": 768}  # a front-desk laptop: every outcome must fit without scrolling
 
 # Streamlit marks the app root with the script state; "notRunning" means the last rerun has finished.
 IDLE_SELECTOR = '[data-testid="stApp"][data-test-script-state="notRunning"]'
@@ -300,6 +301,20 @@ def wait_text(page: Page, text: str, timeout: float = 30.0) -> None:
     """Wait until `text` is visible somewhere on the page. Hidden copies (a data grid's accessible cells carry their
     text off-screen) are skipped: `.first` alone could settle on one and never become visible."""
     page.get_by_text(text).filter(visible=True).first.wait_for(state="visible", timeout=timeout * 1000)
+
+
+def in_view(locator: Any, what: str = "the element") -> dict[str, float]:
+    """The element is on screen as it is, without scrolling: its box lies inside the laptop's 768-pixel height (the
+    outcome must be where the person is looking). Returns the box."""
+    box = locator.bounding_box()
+    assert box is not None, f"{what} is not on the page"
+    assert box["y"] >= 0 and box["y"] + box["height"] <= LAPTOP["height"], (what, box)
+    return dict(box)
+
+
+def text_in_view(page: Page, text: str) -> dict[str, float]:
+    """`text` (its first visible copy) is on screen without scrolling; see in_view."""
+    return in_view(page.get_by_text(text).filter(visible=True).first, repr(text))
 
 
 def open_page(page: Page, server: StreamlitServer, path: str = "/", *, timeout: float = 60.0) -> None:

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from .harness import ApiServer, app_env, free_port, open_page, screenshot, wait_idle, wait_text
+from .harness import LAPTOP, ApiServer, app_env, free_port, open_page, screenshot, text_in_view, wait_idle, wait_text
+from .seeding import demo_venue
 
 NO_WATCHER = ["--server.fileWatcherType", "none"]  # the code as it was at start, whatever is edited meanwhile
-LAPTOP = {"width": 1366, "height": 768}
 
 
 @pytest.fixture
@@ -31,18 +31,10 @@ def venue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Pat
     """A DATA_DIR with a few demo bookings and a paid Boardroom booking: (the folder, the services over it, the
     booking, its day, a day the Boardroom is entirely free)."""
     from services.booking import BlockRequest, BookingRequest, plan_block, quote, sandbox_pay, start_booking
-    from services.core.context import build_services
     from services.core.errors import ValidationError
-    from services.core.settings import get_settings
-    from services.ops import demo
 
     data_dir = tmp_path / "data"
-    for key, value in app_env(data_dir).items():
-        monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    svc = build_services()
-    try:
-        demo.seed_demo(svc, count=8)
+    with demo_venue(data_dir, monkeypatch, count=8) as svc:
         ask = BookingRequest(
             "boardroom", (), time(10), time(12), "Bea Booked", "bea.booked@example.org", channel="phone"
         )
@@ -59,15 +51,6 @@ def venue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Pat
         started = start_booking(svc, replace(ask, dates=(free[0],)), actor="frontdesk@sandbox")
         assert sandbox_pay(svc, started.booking_id, actor="frontdesk@sandbox").outcome == "confirmed"
         yield data_dir, svc, started, free[0], free[1]
-    finally:
-        svc.engine.dispose()
-        get_settings.cache_clear()
-
-
-def _in_view(page: Any, text: str) -> None:
-    """`text` is on screen as it is, without scrolling (the outcome must be seen where the person is)."""
-    box = page.get_by_text(text).filter(visible=True).first.bounding_box()
-    assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= LAPTOP["height"], box
 
 
 def _days(page: Any, day: date) -> None:
@@ -128,7 +111,7 @@ def test_a_manager_blocks_the_boardroom_and_a_customer_can_no_longer_book_it(
     page.locator("[role=gridcell]", has_text=booked.reference).first.wait_for(state="attached")
     page.locator("[role=gridcell]", has_text="Bea Booked").first.wait_for(state="attached")
     assert page.get_by_role("button", name="Block", exact=True).is_disabled()
-    _in_view(page, "1 booking in the way.")
+    text_in_view(page, "1 booking in the way.")
     page.mouse.move(1000, 700)  # no tooltip over the form in the picture
     page.wait_for_timeout(500)
     screenshot(page, "blocks/e2e_clash", full_page=False)
@@ -143,7 +126,7 @@ def test_a_manager_blocks_the_boardroom_and_a_customer_can_no_longer_book_it(
     outcome = f"Blocked Boardroom on {day_label(free_day)}, whole opening day"
     wait_text(page, outcome)
     wait_idle(page)
-    _in_view(page, outcome)
+    text_in_view(page, outcome)
     screenshot(page, "blocks/e2e_outcome", full_page=False)
     page.get_by_role("tab", name=re.compile(r"^Current blocks \(\d+\)$")).click()
     page.locator("[role=gridcell]", has_text="Boiler repair").first.wait_for(state="attached")

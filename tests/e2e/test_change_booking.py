@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from .harness import app_env, open_page, screenshot, wait_idle, wait_text
+from .harness import LAPTOP, open_page, screenshot, text_in_view, wait_idle, wait_text
+from .seeding import demo_venue
 
 NO_WATCHER = ["--server.fileWatcherType", "none"]  # the code as it was at start, whatever is edited meanwhile
-LAPTOP = {"width": 1366, "height": 768}
 
 
 @pytest.fixture
@@ -28,17 +28,9 @@ def booked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Pa
     """A DATA_DIR with a few demo bookings and one paid phone booking of the Boardroom, 10:00–12:00 on one day:
     (the folder, the services over it, the booking, its day, a free day to move it to)."""
     from services.booking import BookingRequest, quote, sandbox_pay, start_booking
-    from services.core.context import build_services
-    from services.core.settings import get_settings
-    from services.ops import demo
 
     data_dir = tmp_path / "data"
-    for key, value in app_env(data_dir).items():
-        monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    svc = build_services()
-    try:
-        demo.seed_demo(svc, count=8)
+    with demo_venue(data_dir, monkeypatch, count=8) as svc:
         ask = BookingRequest("boardroom", (), time(10), time(13), "Morgan Mover", "morgan.mover@example.org")
         day = svc.now().astimezone(svc.settings.tz).date() + timedelta(days=3)
         free: list[date] = []
@@ -51,21 +43,12 @@ def booked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Pa
         )
         assert sandbox_pay(svc, started.booking_id, actor="frontdesk@sandbox").outcome == "confirmed"
         yield data_dir, svc, started, free[0], free[1]
-    finally:
-        svc.engine.dispose()
-        get_settings.cache_clear()
 
 
 def _label(d: date) -> str:
     from services.rules.fmt import day_label
 
     return day_label(d)
-
-
-def _in_view(page: Any, text: str) -> None:
-    """`text` is on screen as it is, without scrolling (the outcome must be seen where the person is)."""
-    box = page.get_by_text(text).filter(visible=True).first.bounding_box()
-    assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= LAPTOP["height"], box
 
 
 def test_front_desk_moves_a_day_then_lengthens_it_and_takes_the_payment(
@@ -96,7 +79,7 @@ def test_front_desk_moves_a_day_then_lengthens_it_and_takes_the_payment(
     wait_text(page, "Change 1 made.")
     wait_idle(page)
     assert page.get_by_role("dialog").count() == 0
-    _in_view(page, "Change 1 made.")
+    text_in_view(page, "Change 1 made.")
     page.locator("[role=gridcell]", has_text=_label(other)).first.wait_for(state="attached")  # the Days table
     screenshot(page, "change/e2e_moved", full_page=False)
     page.get_by_role("button", name="Dismiss").click()
@@ -122,7 +105,7 @@ def test_front_desk_moves_a_day_then_lengthens_it_and_takes_the_payment(
 
     wait_text(page, "Change 2 waits for payment: $45.00.")
     wait_idle(page)
-    _in_view(page, "Change 2 waits for payment: $45.00.")
+    text_in_view(page, "Change 2 waits for payment: $45.00.")
     wait_text(page, f"/manage/{started.reference}/change/2?k=")
     assert page.get_by_role("button", name="Change booking").count() == 0  # one change at a time
     screenshot(page, "change/e2e_waiting", full_page=False)
@@ -130,7 +113,7 @@ def test_front_desk_moves_a_day_then_lengthens_it_and_takes_the_payment(
     page.get_by_role("button", name="Record payment (sandbox)").click()
     wait_text(page, "Payment of $45.00 recorded; change 2 made.")
     wait_idle(page)
-    _in_view(page, "Payment of $45.00 recorded; change 2 made.")
+    text_in_view(page, "Payment of $45.00 recorded; change 2 made.")
     assert page.get_by_text("waits for payment").count() == 0
     page.locator("[role=gridcell]", has_text="10:00–13:00").first.wait_for(state="attached")
     screenshot(page, "change/e2e_paid", full_page=False)

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from .harness import app_env, open_page, screenshot, wait_idle, wait_text
+from .harness import open_page, screenshot, wait_idle, wait_text
+from .seeding import demo_venue
 
 # Streamlit reloads a changed module on the next rerun; with SQLModel tables that breaks the app until a restart. The
 # test runs the code as it was at start, whatever else is being edited in the checkout meanwhile.
@@ -23,24 +24,13 @@ NO_WATCHER = ["--server.fileWatcherType", "none"]
 @pytest.fixture
 def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Any]]:
     """A DATA_DIR with demo bookings, synced and reconciled: (the folder, the services over it)."""
-    from services.core.context import build_services
-    from services.core.settings import get_settings
-    from services.ops import demo
     from services.reconciliation import reconcile, sync
 
     data_dir = tmp_path / "data"
-    for key, value in app_env(data_dir).items():
-        monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    svc = build_services()
-    try:
-        demo.seed_demo(svc, count=30)
+    with demo_venue(data_dir, monkeypatch, count=30) as svc:
         sync.sync(svc, actor="test")
         reconcile.reconcile(svc, actor="test")
         yield data_dir, svc
-    finally:
-        svc.engine.dispose()
-        get_settings.cache_clear()
 
 
 def test_manager_resends_a_missing_confirmation_and_sees_it_resolved(

@@ -19,10 +19,10 @@ import pytest
 
 from services.rules.fmt import day_label
 
-from .harness import app_env, open_page, screenshot, wait_idle, wait_text
+from .harness import LAPTOP, in_view, open_page, screenshot, wait_idle, wait_text
+from .seeding import demo_venue
 
 NO_WATCHER = ["--server.fileWatcherType", "none"]  # the code as it was at start, whatever is edited meanwhile
-LAPTOP = {"width": 1366, "height": 768}
 
 
 @pytest.fixture
@@ -30,32 +30,15 @@ def free_day(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[
     """A DATA_DIR with a few demo bookings, and a day at least three days ahead when the Boardroom is free
     14:00–16:00."""
     from services.booking import BookingRequest, quote
-    from services.core.context import build_services
-    from services.core.settings import get_settings
-    from services.ops import demo
 
     data_dir = tmp_path / "data"
-    for key, value in app_env(data_dir).items():
-        monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    svc = build_services()
-    try:
-        demo.seed_demo(svc, count=8)
+    with demo_venue(data_dir, monkeypatch, count=8) as svc:
         day = svc.now().astimezone(svc.settings.tz).date() + timedelta(days=3)
         ask = BookingRequest("boardroom", (day,), time(14), time(16), "x", "x@example.org")
         while not quote(svc, ask).available:
             day += timedelta(days=1)
             ask = BookingRequest("boardroom", (day,), time(14), time(16), "x", "x@example.org")
         yield data_dir, day
-    finally:
-        svc.engine.dispose()
-        get_settings.cache_clear()
-
-
-def _in_view(locator: Any) -> None:
-    """On screen as it is, without scrolling: the outcome must be where the person is looking."""
-    box = locator.bounding_box()
-    assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= LAPTOP["height"], box
 
 
 def _settle(page: Any) -> None:
@@ -88,7 +71,7 @@ def test_a_free_cell_becomes_a_booking_with_every_outcome_in_view(
     # 14:00 is the seventh column from 08:00 (a link with a tooltip is drawn twice, one copy hidden).
     cell = page.locator('[class*="st-key-rg_cal_free_boardroom_6"] a').filter(visible=True).first
     cell.wait_for()
-    _in_view(cell)
+    in_view(cell)
     assert cell.inner_text().strip().endswith("Free")
     screenshot(page, "grid/e2e_room_calendar", full_page=False)
 
@@ -106,7 +89,7 @@ def test_a_free_cell_becomes_a_booking_with_every_outcome_in_view(
     page.get_by_role("button", name="Quote").click()
     quoted = page.get_by_text("Available — $90.00")
     quoted.wait_for()
-    _in_view(quoted)
+    in_view(quoted)
     screenshot(page, "grid/e2e_phone_quoted", full_page=False)
 
     # A front-desk mistake: Book without the email. Book is below the fold; the error is beside the form, in view.
@@ -115,7 +98,7 @@ def test_a_free_cell_becomes_a_booking_with_every_outcome_in_view(
     error = page.get_by_text("A valid customer email is required")
     error.wait_for()
     _settle(page)
-    _in_view(error)
+    in_view(error)
     screenshot(page, "grid/e2e_phone_error", full_page=False)
 
     _type(page, "Email", "grace.gridcell@example.org")
@@ -123,8 +106,8 @@ def test_a_free_cell_becomes_a_booking_with_every_outcome_in_view(
     reference = page.get_by_role("heading", name=re.compile(r"^RD[A-Z0-9]{6,}$"))
     reference.wait_for()
     _settle(page)
-    _in_view(reference)
-    _in_view(page.get_by_role("button", name="Customer paid"))
+    in_view(reference)
+    in_view(page.get_by_role("button", name="Customer paid"))
     screenshot(page, "grid/e2e_phone_booked", full_page=False)
 
     # The grid beside the form shows the new hold where the free cells were.
@@ -135,5 +118,5 @@ def test_a_free_cell_becomes_a_booking_with_every_outcome_in_view(
     page.get_by_role("button", name="Customer paid").click()
     wait_text(page, "Confirmation email sent")
     _settle(page)
-    _in_view(page.get_by_text(re.compile(r"^Confirmed$|Confirmed — RD")).first)
+    in_view(page.get_by_text(re.compile(r"^Confirmed$|Confirmed — RD")).first)
     assert reference.count() == 1

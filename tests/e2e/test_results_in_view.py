@@ -12,22 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from . import test_mismatch
-from .harness import open_page, screenshot, wait_idle, wait_text
+from .harness import LAPTOP, open_page, screenshot, wait_idle, wait_text
+from .harness import text_in_view as in_view
 
 NO_WATCHER = test_mismatch.NO_WATCHER
 seeded = test_mismatch.seeded  # the fixture: a DATA_DIR with demo bookings, synced and reconciled
 
-LAPTOP = {"width": 1366, "height": 768}
 HEADER_ROW = 35  # the grid's header and each row are 35 px high; the row's checkbox is the first column
 ROW = 35
-
-
-def in_view(page: Any, text: str) -> dict[str, float]:
-    """`text` is on screen as it is, without scrolling: its box lies inside the 768-pixel-high viewport."""
-    box = page.get_by_text(text).filter(visible=True).first.bounding_box()
-    assert box is not None, f"{text!r} is not on the page"
-    assert box["y"] >= 0 and box["y"] + box["height"] <= LAPTOP["height"], (text, box)
-    return box
 
 
 def pick_row(page: Any, row: int) -> None:
