@@ -4,7 +4,7 @@ times with the helpers below (the closed-days rule is services.rules.availabilit
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 from pydantic import BaseModel
@@ -146,6 +146,22 @@ def availability(svc: Services, room: str, first: date, last: date, *, now: date
                 )
             )
     return AvailabilityOut(room=room, timezone=str(tz), days=days)
+
+
+def event_span(ev: dict[str, Any], tz: tzinfo) -> tuple[datetime, datetime] | None:
+    """A calendar event's start and end in venue time (`tz`); an all-day event covers its days from midnight. None
+    for an event that cannot be read or ends before it starts."""
+    try:
+        parts = []
+        for key in ("start", "end"):
+            moment = ev[key]
+            if moment.get("dateTime"):
+                parts.append(datetime.fromisoformat(moment["dateTime"]).astimezone(tz))
+            else:
+                parts.append(datetime.combine(date.fromisoformat(moment["date"]), time(0), tzinfo=tz))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return (parts[0], parts[1]) if parts[1] > parts[0] else None
 
 
 def events_between(svc: Services, calendar_id: str, lo: datetime, hi: datetime) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ import hashlib
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from models.tables import BlockKind, BlockState, Booking, ClaimKind, RoomBlock, SlotClaim
-from services.booking.availability import events_between
+from services.booking.availability import event_span, events_between
 from services.booking.block_queries import (
     BlockPlan,
     BlockRequest,
@@ -262,12 +262,13 @@ def _calendar_clashes(svc: Services, slots: Sequence[BlockSlot]) -> tuple[list[C
             )
             continue
         for ev in listed:
-            span = _event_span(ev, tz)
+            span = event_span(ev, tz)
             if span is None or ev.get("status") == "cancelled" or ev.get("transparency") == "transparent":
                 continue
+            starts, ends = span[0].astimezone(UTC), span[1].astimezone(UTC)  # a Clash's times are UTC
             for slot in room_slots:
-                if span[0] < slot.ends_at and slot.starts_at < span[1]:
-                    events.append((slot, ev, *span))
+                if starts < slot.ends_at and slot.starts_at < ends:
+                    events.append((slot, ev, starts, ends))
                     break
     refs = {_private(ev).get("booking_id") for _, ev, _, _ in events} - {None, ""}
     with svc.session() as s:
@@ -291,23 +292,6 @@ def _calendar_clashes(svc: Services, slots: Sequence[BlockSlot]) -> tuple[list[C
                 Clash("event", room.slug, room.name, slot.day, starts, ends, text, customer=title, blocking=False)
             )
     return out, problems
-
-
-def _event_span(ev: dict[str, Any], tz: Any) -> tuple[datetime, datetime] | None:
-    """An event's start and end (UTC); an all-day event spans its days, midnight to midnight venue time."""
-    try:
-        start, end = ev["start"], ev["end"]
-        if "dateTime" in start:
-            return datetime.fromisoformat(start["dateTime"]).astimezone(UTC), datetime.fromisoformat(
-                end["dateTime"]
-            ).astimezone(UTC)
-        first, after = date.fromisoformat(start["date"]), date.fromisoformat(end["date"])
-        return (
-            datetime.combine(first, time(0), tzinfo=tz).astimezone(UTC),
-            datetime.combine(after, time(0), tzinfo=tz).astimezone(UTC),
-        )
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def _private(ev: dict[str, Any]) -> dict[str, str]:

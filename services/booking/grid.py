@@ -12,12 +12,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
-from typing import Any
 
 from sqlmodel import col, select
 
 from models.tables import BlockKind, Booking, ClaimKind, RoomBlock, SlotClaim
-from services.booking.availability import closed_reasons, events_between
+from services.booking.availability import closed_reasons, event_span, events_between
 from services.core.catalogue import Room
 from services.core.context import Services
 from services.core.errors import GatewayError
@@ -247,7 +246,7 @@ def _calendar_events(
             if ev.get("status") == "cancelled" or ev.get("transparency") == "transparent":
                 continue  # neither blocks a booking
             private = (ev.get("extendedProperties") or {}).get("private") or {}
-            span = _event_span(ev, tz)
+            span = event_span(ev, tz)
             if span is None:
                 continue
             start, end = span
@@ -259,21 +258,6 @@ def _calendar_events(
             title = str(ev.get("summary") or "(no title)")
             out.append(Occupant(room.slug, start, end, CellState.EVENT, title, ref))
     return out, errors
-
-
-def _event_span(ev: dict[str, Any], tz: Any) -> tuple[datetime, datetime] | None:
-    """An event's start and end in venue time; an all-day event covers its days from midnight."""
-    try:
-        parts = []
-        for key in ("start", "end"):
-            moment = ev[key]
-            if moment.get("dateTime"):
-                parts.append(datetime.fromisoformat(moment["dateTime"]).astimezone(tz))
-            else:
-                parts.append(datetime.combine(date.fromisoformat(moment["date"]), time(0), tzinfo=tz))
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return None
-    return (parts[0], parts[1]) if parts[1] > parts[0] else None
 
 
 # ------------------------------------------------------------------------------------------------ deciding
