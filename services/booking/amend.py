@@ -98,7 +98,7 @@ def plan_change(svc: Services, booking_id: int, change: Change, *, now: datetime
     hourly = int(snapshot["hourly_cents"]) if same_rate else room_to.hourly_price_cents
     # A booking made before snapshots carried its eligibility and bands was sold under the rooms file and the
     # environment (the seed), not under what Settings may say today.
-    seed_room = next((r for r in svc.seed_catalogue.rooms if r.slug == room_to.slug), room_to)
+    seed_room = svc.seed_room(room_to.slug)
     eligible = (
         bool(snapshot.get("discount_eligible", seed_room.discount_eligible)) if same_rate else room_to.discount_eligible
     )

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from models.db import make_engine, session_scope, upgrade
-from services.core.catalogue import Catalogue, load_catalogue
+from services.core.catalogue import Catalogue, Room, load_catalogue
 from services.core.settings import Settings, get_settings
 from services.core.venue_state import VenueCache, VenueState
 from services.gateways.base import CalendarGateway, MailGateway, PaymentsGateway
@@ -70,6 +70,11 @@ class Services:
     def staff_roles(self) -> dict[str, str]:
         """Signed-in email → role: saved on Settings, or STAFF_ROLES until a version is saved."""
         return dict(self.venue.staff_roles)
+
+    def seed_room(self, slug: str) -> Room:
+        """The room as the rooms file has it: the price list the old system's payments and the bookings made before
+        Settings were sold at. The room in force when the file does not have it (added on Settings)."""
+        return next((r for r in self.seed_catalogue.rooms if r.slug == slug), None) or self.catalogue.room(slug)
 
     def reload_venue(self) -> None:
         """Look for a new configuration at the next read (this process just saved one, or closed the venue)."""

@@ -118,7 +118,7 @@ def adopt_payment(
             if existing is not None:
                 return existing
             seed_policy = svc.settings.policy()
-            seed_room = next((r for r in svc.seed_catalogue.rooms if r.slug == legacy.room.slug), legacy.room)
+            seed_room = svc.seed_room(legacy.room.slug)
             booking = Booking(
                 reference=bk.new_reference(s),
                 room_slug=legacy.room.slug,

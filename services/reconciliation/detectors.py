@@ -839,9 +839,7 @@ def _expected_amount(snap: Snapshot, p: CachedPayment, booking: Booking | None) 
     # A payment the old system took: the price list Room Desk started from (the rooms file, and the discount bands of
     # the environment) is the best record of the prices it used — not a price an admin set on Settings since, which
     # would flag every old payment the day prices rise.
-    seed = snap.svc.seed_catalogue
-    slug = p.room or ""
-    room = seed.room(slug) if any(r.slug == slug for r in seed.rooms) else snap.svc.catalogue.room(slug)
+    room = snap.svc.seed_room(p.room or "")
     minutes = (p.end.hour * 60 + p.end.minute) - (p.start.hour * 60 + p.start.minute)
     memo[key] = price(
         room_slug=room.slug,
