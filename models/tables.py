@@ -190,9 +190,12 @@ class Booking(SQLModel, table=True):
     party_size: int | None = None
     notes: str = Field(default="", max_length=2000)
     extras: dict[str, Any] = _json({})
-    amount_cents: int = 0
+    amount_cents: int = 0  # what its first PaymentIntent charges, tax included
     discount_cents: int = 0
+    tax_cents: int = 0  # the tax inside amount_cents
     currency: str = Field(default="CAD", max_length=3)
+    # The tax rates it was sold at (services.rules.tax.TaxPolicy.snapshot); {} = sold without tax.
+    tax_snapshot: dict[str, Any] = _json({})
     pricing_snapshot: dict[str, Any] = _json({})
     policy_snapshot: dict[str, Any] = _json({})
     payment_intent_id: str | None = Field(default=None, max_length=64, unique=True, index=True)
@@ -236,6 +239,7 @@ class Amendment(SQLModel, table=True):
     charge_cents: int = 0  # what the days added or made dearer cost
     refund_cents: int = 0  # what the days dropped, shortened or made cheaper give back (policy applied)
     net_cents: int = 0  # charge − refund: > 0 paid with payment_intent_id, < 0 refunded on the booking's payments
+    tax_cents: int = 0  # the tax inside net_cents when it is charged (> 0)
     payment_intent_id: str | None = Field(default=None, max_length=64, unique=True, index=True)
     paid_at: datetime | None = _ts(nullable=True)
     hold_expires_at: datetime | None = _ts(nullable=True, index=True)
@@ -260,11 +264,50 @@ class BookingLeg(SQLModel, table=True):
     starts_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
     ends_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     state: LegState = _state(LegState, LegState.DRAFT, 24, index=True)
-    price_cents: int = 0
+    price_cents: int = 0  # what the day costs, tax included
+    tax_cents: int = 0  # the tax inside price_cents
     refunded_cents: int = 0
     calendar_id: str = Field(max_length=255)
     event_id: str | None = Field(default=None, max_length=1024)
     event_attempt: int = 0  # bumps when an event must be re-created: Google refuses a deleted event's id
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class InvoiceState(StrEnum):
+    """A booking's invoice as Stripe has it: being made (draft), sent and payable (open), paid, or void."""
+
+    DRAFT = "draft"
+    OPEN = "open"
+    PAID = "paid"
+    VOID = "void"
+
+
+class BookingInvoice(SQLModel, table=True):
+    """A booking an organisation pays by invoice on terms (Stripe Invoicing, send_invoice): its days are held, with
+    no expiry, until the invoice is paid (invoice.paid confirms the booking as a card payment would), voided (the
+    booking is cancelled) or staff release it. Past `due_at` the billing contact is reminded once; past the grace
+    period staff get an invoice_overdue finding to extend or release."""
+
+    __tablename__ = "booking_invoice"
+
+    id: int | None = Field(default=None, primary_key=True)
+    booking_id: int = Field(foreign_key="booking.id", unique=True, index=True)
+    state: InvoiceState = _state(InvoiceState, InvoiceState.DRAFT, 16, index=True)
+    invoice_id: str | None = Field(default=None, max_length=64, unique=True, index=True)
+    number: str | None = Field(default=None, max_length=64)
+    hosted_url: str | None = Field(default=None, max_length=1000)
+    organisation: str = Field(max_length=200)
+    contact_name: str = Field(max_length=200)
+    billing_email: str = Field(max_length=254)
+    po_number: str = Field(default="", max_length=60)
+    terms_days: int
+    due_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    reminded_at: datetime | None = _ts(nullable=True)
+    payment_intent_id: str | None = Field(default=None, max_length=64, index=True)
+    paid_at: datetime | None = _ts(nullable=True)
+    voided_at: datetime | None = _ts(nullable=True)
+    actor: str = Field(max_length=254)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
@@ -367,6 +410,7 @@ class RefundRecord(SQLModel, table=True):
     # The Stripe idempotency key it was made with (ours only): a retry finds the parts of a split refund already made.
     idempotency_key: str | None = Field(default=None, max_length=200)
     amount_cents: int
+    tax_cents: int = 0  # the tax this refund gives back (its share of the payment's tax; tax.refund_split)
     currency: str = Field(default="CAD", max_length=3)
     origin: str = Field(max_length=24, index=True)  # auto_gate2 | cancellation | remediation | stripe_dashboard
     reason: str = Field(default="", max_length=500)
@@ -733,3 +777,95 @@ class DailyCloseItem(SQLModel, table=True):
     ledger_cents: int = 0
     difference_cents: int = 0
     note: str = Field(default="", max_length=500)
+
+
+class DepositState(StrEnum):
+    """A damage deposit (services/finance/deposits.py): card_needed (the customer's card is asked for) → card_saved (a
+    hold is placed shortly before the first day) → held (re-held before a card authorisation lapses) → released after
+    the claim window, or captured by an approved claim. hold_failed: the card was declined, or none was saved in time
+    (staff see it; a hold placed earlier may still stand). cancelled: closed before anything was held."""
+
+    CARD_NEEDED = "card_needed"
+    CARD_SAVED = "card_saved"
+    HELD = "held"
+    HOLD_FAILED = "hold_failed"
+    CAPTURED = "captured"
+    RELEASED = "released"
+    CANCELLED = "cancelled"
+
+
+class ClaimStatus(StrEnum):
+    """A claim against a deposit: pending → approved (both signatures, capturing) → captured or failed; or rejected,
+    withdrawn (the hold is then released when the claim window ends)."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    CAPTURED = "captured"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    WITHDRAWN = "withdrawn"
+
+
+class DamageDeposit(SQLModel, table=True):
+    """A booking's damage deposit: the terms its room asked when it was booked, the customer's saved card (a Stripe
+    Customer and an off-session SetupIntent), and the card holds placed on it (manual-capture PaymentIntents, each
+    also an ExternalRef of kind `deposit_hold`). `payment_intent_id` is the hold standing (or the last one); `holds`
+    lists every hold with when it was placed and released, so one a crash left standing is released later."""
+
+    __tablename__ = "damage_deposit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    booking_id: int = Field(foreign_key="booking.id", unique=True, index=True)
+    state: DepositState = _state(DepositState, DepositState.CARD_NEEDED, 16, index=True)
+    amount_cents: int
+    currency: str = Field(default="CAD", max_length=3)
+    hold_hours_before: int = 48
+    claim_window_hours: int = 72
+    customer_id: str | None = Field(default=None, max_length=64)
+    # The SetupIntent the customer saves a card with; a new one (setup_attempt + 1) after a card is declined.
+    setup_intent_id: str | None = Field(default=None, max_length=64, index=True)
+    setup_client_secret: str | None = Field(default=None, max_length=200)
+    setup_attempt: int = 1
+    payment_method: str | None = Field(default=None, max_length=64)
+    card_saved_at: datetime | None = _ts(nullable=True)
+    payment_intent_id: str | None = Field(default=None, max_length=64, unique=True, index=True)
+    held_at: datetime | None = _ts(nullable=True)  # when the standing hold was placed (it lapses 7 days later)
+    hold_attempt: int = 1  # part of the next hold's idempotency key: a declined attempt's key is spent
+    # Every hold: {"payment_intent", "placed_at", "released_at", "captured_cents"}.
+    holds: list[Any] = _json([])
+    captured_cents: int = 0
+    captured_at: datetime | None = _ts(nullable=True)
+    closed_at: datetime | None = _ts(nullable=True)
+    failed_at: datetime | None = _ts(nullable=True)
+    last_error: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class DepositClaim(SQLModel, table=True):
+    """A claim against a damage deposit (notes and the photos' file names as evidence), captured from the hold only
+    once one manager and one finance person (two different people) have approved it — the same two signatures as a
+    refund above the policy (services.finance.overrides)."""
+
+    __tablename__ = "deposit_claim"
+
+    id: int | None = Field(default=None, primary_key=True)
+    deposit_id: int = Field(foreign_key="damage_deposit.id", index=True)
+    booking_id: int = Field(foreign_key="booking.id", index=True)
+    amount_cents: int
+    currency: str = Field(default="CAD", max_length=3)
+    notes: str = Field(max_length=2000)
+    photos: list[Any] = _json([])  # file names
+    status: ClaimStatus = _state(ClaimStatus, ClaimStatus.PENDING, 12, index=True)
+    requested_by: str = Field(max_length=254)
+    requested_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    manager_approved_by: str | None = Field(default=None, max_length=254)
+    manager_approved_at: datetime | None = _ts(nullable=True)
+    finance_approved_by: str | None = Field(default=None, max_length=254)
+    finance_approved_at: datetime | None = _ts(nullable=True)
+    decided_by: str | None = Field(default=None, max_length=254)
+    decided_at: datetime | None = _ts(nullable=True)
+    decision_note: str | None = Field(default=None, max_length=500)
+    captured_cents: int | None = None
+    captured_at: datetime | None = _ts(nullable=True)
+    error: str | None = Field(default=None, max_length=500)

@@ -11,20 +11,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from services import booking
+from services.booking import invoices
 from services.booking.amend import Change, ChangePlan
 from services.booking.change import ChangeResult
 from services.booking.details import Keep
-from services.booking.requests import BookingRequest, CancelResult, ConfirmResult, CustomerUpdate, StartResult
+from services.booking.requests import (
+    BookingRequest,
+    CancelResult,
+    ConfirmResult,
+    CustomerUpdate,
+    InvoiceStart,
+    InvoiceTerms,
+    StartResult,
+)
 from services.core import venue
 from services.core.context import Progress, Services
 from services.core.errors import NotAllowed
 from services.core.roles import ROLES
 from services.core.venue_state import VenueEdit
-from services.finance import close, disputes, overrides
+from services.finance import close, deposits, disputes, overrides
 from services.finance.close_queries import CloseResult
 from services.notify import outbox
 from services.notify.queries import OutboxEmail
@@ -68,6 +77,13 @@ ACTIONS: dict[str, frozenset[str]] = {
     "settings.edit": frozenset({"admin"}),
     "block.create": _MANAGE,
     "block.release": _MANAGE,
+    "deposit.hold": _MONEY,
+    "deposit.release": _MONEY,
+    "deposit.claim": _EVERYONE,
+    "deposit.approve": _MONEY,
+    "deposit.reject": _MONEY,
+    "deposit.retry": _MONEY,
+    "deposit.withdraw": _EVERYONE,
 }
 
 ACTION_WORDS = {
@@ -97,6 +113,13 @@ ACTION_WORDS = {
     "settings.edit": "change the venue's settings",
     "block.create": "block a room or close the venue",
     "block.release": "release a room block or closure",
+    "deposit.hold": "place a damage deposit hold",
+    "deposit.release": "release a damage deposit",
+    "deposit.claim": "file a damage claim",
+    "deposit.approve": "approve a damage claim",
+    "deposit.reject": "reject a damage claim",
+    "deposit.retry": "retry a damage claim",
+    "deposit.withdraw": "withdraw a damage claim",
 }
 
 
@@ -151,10 +174,29 @@ class Desk:
         actor = self._as("booking.create")
         return booking.start_booking(self.svc, req, actor=actor)
 
+    def book_on_invoice(self, req: BookingRequest, terms: InvoiceTerms) -> InvoiceStart:
+        """An organisation books on terms: the days held, the invoice made and sent by Stripe."""
+        actor = self._as("booking.create")
+        return invoices.book_on_invoice(self.svc, req, terms, actor=actor)
+
+    def release_invoice(self, booking_id: int, *, reason: str) -> str:
+        """Void the unpaid invoice and cancel its booking (its days are freed)."""
+        actor = self._as("hold.release")
+        return invoices.release_invoice(self.svc, booking_id, actor=actor, reason=reason)
+
+    def extend_invoice(self, booking_id: int, *, days: int, reason: str) -> datetime:
+        """Hold an unpaid invoice's days longer; returns the new due date."""
+        actor = self._as("hold.release")
+        return invoices.extend_invoice(self.svc, booking_id, days=days, actor=actor, reason=reason)
+
     def record_payment(self, booking_id: int) -> ConfirmResult:
         """Sandbox: the customer paid (a test card), then what the webhook would do."""
         actor = self._as("booking.record_payment")
-        return booking.sandbox_pay(self.svc, booking_id, actor=actor)
+        if invoices.invoice_for(self.svc, booking_id) is not None:  # held on invoice: the invoice is paid
+            return invoices.sandbox_pay_invoice(self.svc, booking_id, actor=actor)
+        done = booking.sandbox_pay(self.svc, booking_id, actor=actor)
+        deposits.sandbox_deposit_card(self.svc, booking_id, actor=actor)  # a deposit room: the card saved for it too
+        return done
 
     def send_pay_link(self, booking_id: int) -> tuple[str, bool]:
         actor = self._as("booking.send_pay_link")
@@ -255,6 +297,40 @@ class Desk:
         actor = self._as("override.withdraw")
         return overrides.withdraw(self.svc, override_id, actor=actor)
 
+    # -- damage deposits (issue 15 §3) ---------------------------------------------------------------------------------
+
+    def place_deposit_hold(self, booking_id: int) -> deposits.DepositOutcome:
+        actor = self._as("deposit.hold")
+        return deposits.place_hold_now(self.svc, booking_id, actor=actor)
+
+    def release_deposit(self, booking_id: int, *, reason: str) -> deposits.DepositOutcome:
+        actor = self._as("deposit.release")
+        return deposits.release_deposit(self.svc, booking_id, actor=actor, reason=reason)
+
+    def file_deposit_claim(
+        self, booking_id: int, *, amount_cents: int, notes: str, photos: Sequence[str] = ()
+    ) -> deposits.ClaimOutcome:
+        actor = self._as("deposit.claim")
+        return deposits.file_claim(
+            self.svc, booking_id, amount_cents=amount_cents, notes=notes, photos=photos, actor=actor
+        )
+
+    def approve_deposit_claim(self, claim_id: int, *, slot: str | None = None) -> deposits.ClaimOutcome:
+        staff = require(self.staff, "deposit.approve")
+        return deposits.approve_claim(self.svc, claim_id, actor=staff.email, role=staff.role, slot=slot)
+
+    def reject_deposit_claim(self, claim_id: int, *, note: str) -> deposits.ClaimOutcome:
+        staff = require(self.staff, "deposit.reject")
+        return deposits.reject_claim(self.svc, claim_id, actor=staff.email, role=staff.role, note=note)
+
+    def retry_deposit_claim(self, claim_id: int) -> deposits.ClaimOutcome:
+        staff = require(self.staff, "deposit.retry")
+        return deposits.retry_claim(self.svc, claim_id, actor=staff.email, role=staff.role)
+
+    def withdraw_deposit_claim(self, claim_id: int) -> deposits.ClaimOutcome:
+        actor = self._as("deposit.withdraw")
+        return deposits.withdraw_claim(self.svc, claim_id, actor=actor)
+
     # -- mismatches --------------------------------------------------------------------------------------------------
 
     def describe_fix(self, finding_id: int, action: str) -> str:
@@ -340,6 +416,9 @@ class Desk:
 # Desk method → the action it checks (for the tests that try every action with every role).
 DESK_ACTIONS: dict[str, tuple[str, ...]] = {
     "start_booking": ("booking.create",),
+    "book_on_invoice": ("booking.create",),
+    "release_invoice": ("hold.release",),
+    "extend_invoice": ("hold.release",),
     "record_payment": ("booking.record_payment",),
     "send_pay_link": ("booking.send_pay_link",),
     "cancel_booking": ("booking.cancel",),
@@ -372,4 +451,12 @@ DESK_ACTIONS: dict[str, tuple[str, ...]] = {
     "release_block": ("block.release",),
     # settings edited in the dashboard (issue 14 §6)
     "save_venue_config": ("settings.edit",),
+    # damage deposits (issue 15 §3)
+    "place_deposit_hold": ("deposit.hold",),
+    "release_deposit": ("deposit.release",),
+    "file_deposit_claim": ("deposit.claim",),
+    "approve_deposit_claim": ("deposit.approve",),
+    "reject_deposit_claim": ("deposit.reject",),
+    "retry_deposit_claim": ("deposit.retry",),
+    "withdraw_deposit_claim": ("deposit.withdraw",),
 }

@@ -171,10 +171,17 @@ ROOM_COLUMNS = {
     "price": st.column_config.NumberColumn("Price / h", format="$%.2f", step=0.01, required=True),
     "capacity": st.column_config.NumberColumn("Capacity", step=1, format="%d", required=True),
     "min_hours": st.column_config.NumberColumn("Min hours", step=0.25, format="%g", required=True),
+    "deposit": st.column_config.NumberColumn(
+        "Deposit",
+        format="$%.2f",
+        step=0.01,
+        min_value=0,
+        help="Damage deposit held on the customer's card (0: none). When it is held and released: rooms.toml",
+    ),
     "discount_eligible": st.column_config.CheckboxColumn("Discount", default=False, help="Multi-day discount applies"),
     "bookable": st.column_config.CheckboxColumn("Bookable", default=True, help="Untick to stop selling the room"),
-    # Calendar id and description are long: medium columns keep the table inside 1366 px (click a cell to read it
-    # whole while editing).
+    # Calendar id and description are long: medium columns keep most of the table inside 1366 px (the description
+    # scrolls into view; click a cell to read it whole while editing).
     "calendar_id": st.column_config.TextColumn(
         "Calendar id",
         required=True,
@@ -195,6 +202,7 @@ def _room_frame(rooms: tuple[Room, ...]) -> pd.DataFrame:
                 "price": r.hourly_price_cents / 100,
                 "capacity": r.capacity,
                 "min_hours": r.min_hours,
+                "deposit": r.deposit_cents / 100,
                 "discount_eligible": r.discount_eligible,
                 "bookable": r.bookable,
                 "calendar_id": r.calendar_id,
@@ -208,13 +216,15 @@ def _room_frame(rooms: tuple[Room, ...]) -> pd.DataFrame:
 
 def _rooms_from(frame: pd.DataFrame, rooms: tuple[Room, ...]) -> tuple[dict[str, Any], ...]:
     """The edited table as rooms.toml rows: each existing room keeps what the table does not show (its extras, its
-    agreement); an emptied cell stays empty, so the check says the field is required."""
+    agreement, its deposit's hold and claim hours); an emptied cell stays empty, so the check says the field is
+    required (an emptied deposit is none)."""
     by_slug = {r.slug: r for r in rooms}
     out = []
     for row in _records(frame):
         was = by_slug.get(str(row.pop("was") or ""))
         merged: dict[str, Any] = was.model_dump(mode="json") if was else {}
         row["hourly_price_cents"] = _cents(row.pop("price"))
+        row["deposit_cents"] = _cents(row.pop("deposit"))
         for key, value in row.items():
             if value is None or (value == "" and key != "description"):
                 merged.pop(key, None)

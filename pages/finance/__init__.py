@@ -1,1 +1,1 @@
-"""Finance screens: Refunds report, Revenue & occupancy, Refund approvals, Disputes, Daily close."""
+"""Finance screens: Refunds report, Revenue & occupancy, Approvals, Deposits, Disputes, Daily close."""

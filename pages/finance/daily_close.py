@@ -1,9 +1,10 @@
 """Daily close (finance, admin): a business day's Stripe balance transactions against our ledger (runbook 003 §11).
 
 Pick a day (yesterday by default, venue time) and run the close: the result (passed / failed against the tolerance),
-Stripe and ledger totals per category, and each differing item with its booking. Every run is kept: the history
-lists them all, the newest run of a day being the day's result; select one to open it, rerun a day after fixing
-its items, download any run as CSV. The comparison itself is services/finance/close.py (run through the Desk);
+Stripe and ledger totals per category (gross, tax included: Stripe knows nothing of our tax), the day's tax from our
+ledger (collected, given back, net, and net sales), and each differing item with its booking. Every run is kept:
+the history lists them all, the newest run of a day being the day's result; select one to open it, rerun a day after
+fixing its items, download any run as CSV. The comparison itself is services/finance/close.py (run through the Desk);
 the runs are read back through services/finance/close_queries.py.
 """
 
@@ -167,10 +168,12 @@ def show_close(result: CloseResult, *, newest: bool) -> None:
             border=True,
             help=f"Our ledger expects {labels.money(svc, int(t.get('net', {}).get('ledger', 0)))}",
         )
+        show_tax(result)  # in the first screenful, under the headline figures
         st.markdown("**Stripe against our ledger**")
         st.table(totals_table(c))
         st.caption(
-            f"Fees are expected from the schedule: {t.get('fee_schedule', cq.fee_schedule_label(svc.settings))}."
+            f"Amounts include tax. Fees are expected from the schedule: "
+            f"{t.get('fee_schedule', cq.fee_schedule_label(svc.settings))}."
         )
         st.markdown(f"**Differing items** ({len(items)})")
         if not items:
@@ -192,6 +195,22 @@ def show_close(result: CloseResult, *, newest: bool) -> None:
             if len(items) > EXPLAINED:
                 lines.append(f"- … and {len(items) - EXPLAINED} more: every item is explained in the CSV.")
             st.markdown("\n".join(lines))
+
+
+def show_tax(result: CloseResult) -> None:
+    """The day's tax from our ledger: Stripe has no tax split, so these are ours alone."""
+    st.markdown("**Tax** (from our ledger)")
+    if result.tax is None:
+        st.caption("This run is from before the close kept tax figures: rerun the day to see them.")
+        return
+    helps = {
+        "on_payments": "The tax inside the day's payments (bookings and changes paid)",
+        "on_refunds": "The tax the day's refunds gave back: each one's share of its payment's tax",
+        "net": "Collected − given back: what the day adds to the GST owed",
+        "net_sales": "Payments − refunds − net tax: the day's sales net of tax",
+    }
+    for holder, (key, cents) in zip(st.columns(len(cq.TAX_LABELS)), result.tax.items(), strict=True):
+        holder.metric(cq.TAX_LABELS[key], labels.money(svc, cents), help=helps[key])
 
 
 def history_table(runs: list[DailyClose]) -> pd.DataFrame:

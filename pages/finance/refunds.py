@@ -35,7 +35,7 @@ def export_bytes(rows: pd.DataFrame, first: date, last: date, currency: str, ven
 st.title("Refunds report")
 st.caption(
     f"Every refund in Stripe exactly once, with why it was made. Dates are {labels.tz_label(svc)}; the range includes "
-    "both days."
+    "both days. Amounts include tax; each refund gives back its proportional share of its payment's tax."
 )
 
 f1, f2, f3, f4 = st.columns([1.55, 1.5, 1.5, 1.7])
@@ -58,9 +58,15 @@ except DomainError as exc:
 period = range_label(first, last)
 
 # ---- the numbers and the downloads, in the first screenful ---------------------------------------------------------
-m1, m2, m3, downloads = st.columns([1, 1, 1, 1.25], vertical_alignment="center")
+m1, m2, m_tax, m3, downloads = st.columns([0.8, 1, 1, 1, 1.2], vertical_alignment="center")
 m1.metric("Refunds", report.count, border=True)
-m2.metric("Total refunded", labels.money(svc, report.total_cents), border=True)
+m2.metric("Total refunded", labels.money(svc, report.total_cents), border=True, help="Tax included")
+m_tax.metric(
+    "Tax given back",
+    labels.money(svc, report.tax_cents),
+    border=True,
+    help=f"The tax inside the refunds; net of tax they gave back {labels.money(svc, report.net_cents)}",
+)
 m3.metric(
     "Not in our ledger",
     report.not_in_ledger,
@@ -131,6 +137,8 @@ table = pd.DataFrame(
         "Customer": rows["customer"],
         "Origin": rows["origin_label"],
         "Amount": rows["amount_cents"] / 100,
+        "Tax": rows["tax_cents"] / 100,
+        "Net of tax": rows["net_cents"] / 100,
         # Text, so a refund without a quote reads "—" rather than "None".
         "Policy quote": [labels.money(svc, None if pd.isna(c) else int(c)) for c in rows["policy_quote_cents"]],
         "Reason": rows["reason"],
@@ -147,19 +155,24 @@ chosen = widgets.selectable_table(
     rows=len(rows),
     height=widgets.fit_height(len(table), 460),
     # Widths that fit 1366 px with the sidebar open, no sideways scrolling. Who made each refund and the Stripe ids
-    # are in the exports and on the booking a row opens; "Check" shows only when a refund needs one.
+    # are in the exports and on the booking a row opens; "Check" shows only when a refund needs one, and then takes
+    # the policy quote's place (that is in the exports too).
     column_config={
-        "Refunded": st.column_config.TextColumn(width=122, help=labels.tz_label(svc)),
-        "Booking": st.column_config.TextColumn(width=86),
-        "Room": st.column_config.TextColumn(width=88),
-        "Customer": st.column_config.TextColumn(width=100),
-        "Origin": st.column_config.TextColumn(width=150 if checked else 175),
-        "Amount": st.column_config.NumberColumn(format=dollars, width=70),
-        "Policy quote": st.column_config.TextColumn(
-            width=80, help="What the cancellation policy gave, where the refund followed a quote"
+        "Refunded": st.column_config.TextColumn(width=112, help=labels.tz_label(svc)),
+        "Booking": st.column_config.TextColumn(width=80),
+        "Room": st.column_config.TextColumn(width=86),
+        "Customer": st.column_config.TextColumn(width=96),
+        "Origin": st.column_config.TextColumn(width=160 if checked else 180),
+        "Amount": st.column_config.NumberColumn(format=dollars, width=76, help="Tax included"),
+        "Tax": st.column_config.NumberColumn(format=dollars, width=56, help="The tax this refund gave back"),
+        "Net of tax": st.column_config.NumberColumn(format=dollars, width=72),
+        "Policy quote": None
+        if checked
+        else st.column_config.TextColumn(
+            width=78, help="What the cancellation policy gave, where the refund followed a quote"
         ),
-        "Reason": st.column_config.TextColumn(width=140 if checked else 230, help="Hover a cell to read it all"),
-        "Check": st.column_config.TextColumn(width=120, help="Empty when our ledger and Stripe agree")
+        "Reason": st.column_config.TextColumn(width=108 if checked else 124, help="Hover a cell to read it all"),
+        "Check": st.column_config.TextColumn(width=110, help="Empty when our ledger and Stripe agree")
         if checked
         else None,
         "By": None,
@@ -184,6 +197,7 @@ def totals_table(frame: pd.DataFrame, what: str) -> None:
             what: frame["label"],
             "Refunds": frame["refunds"],
             "Amount": [labels.money(svc, int(c)) for c in frame["amount_cents"]],
+            "Tax": [labels.money(svc, int(c)) for c in frame["tax_cents"]],
         }
     )
     st.table(shown, hide_index=True, border="horizontal")

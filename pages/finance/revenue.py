@@ -1,5 +1,5 @@
-"""Revenue & occupancy: payments taken, refunds and net revenue by month and by room, and how full each room was
-(booked hours ÷ opening hours) as a heat map, over a range of venue dates.
+"""Revenue & occupancy: payments taken, refunds, the tax collected and net revenue (net of tax) by month and by room,
+and how full each room was (booked hours ÷ opening hours) as a heat map, over a range of venue dates.
 
 The numbers come from services.finance.reports in integer cents; this page turns them into dollars for the axes and
 draws them with altair.
@@ -18,8 +18,9 @@ from services.finance import reports
 svc = boot.services()
 session.require_role("revenue")
 today = reports.venue_today(svc)
-SERIES = ["Payments", "Refunds", "Net"]
-SERIES_COLORS = ["#0f766e", "#dc2626", "#334155"]
+SERIES = ["Payments", "Refunds", "Tax", "Net"]
+SERIES_COLORS = ["#0f766e", "#dc2626", "#d97706", "#334155"]
+SERIES_COLUMNS = ["payments_cents", "refunds_cents", "tax_cents", "net_cents"]
 PERIODS: dict[str, widgets.Period] = {
     "This month": reports.this_month,
     "Last month": reports.last_month,
@@ -29,16 +30,10 @@ PERIODS: dict[str, widgets.Period] = {
 
 
 def money_frame(frame: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Payments, refunds and net in long form for a grouped bar chart: dollars for the axis, words for the tooltip."""
-    long = frame.melt(
-        id_vars=[by],
-        value_vars=["payments_cents", "refunds_cents", "net_cents"],
-        var_name="series",
-        value_name="cents",
-    )
-    long["series"] = long["series"].map(
-        dict(zip(["payments_cents", "refunds_cents", "net_cents"], SERIES, strict=True))
-    )
+    """Payments, refunds, tax and net in long form for a grouped bar chart: dollars for the axis, words for the
+    tooltip."""
+    long = frame.melt(id_vars=[by], value_vars=SERIES_COLUMNS, var_name="series", value_name="cents")
+    long["series"] = long["series"].map(dict(zip(SERIES_COLUMNS, SERIES, strict=True)))
     long["dollars"] = long["cents"] / 100
     long["amount"] = [labels.money(svc, int(c)) for c in long["cents"]]
     return long
@@ -66,7 +61,7 @@ def grouped_bars(long: pd.DataFrame, by: str, title: str, *, horizontal: bool) -
             x=alt.X("dollars:Q", axis=money_axis),
             color=color,
             tooltip=tooltip,
-        ).properties(height=max(len(order), 1) * 48 + 40)
+        ).properties(height=max(len(order), 1) * 60 + 40)
     else:
         # One or two months would stretch into very wide bars: pad the sides (Vega-Lite allows at most one step).
         padding = alt.Scale(paddingInner=0.2, paddingOuter=min(1.0, max(0.0, (4 - len(order)) * 0.5)))
@@ -120,9 +115,10 @@ def heat_map(frame: pd.DataFrame, column_title: str) -> alt.LayerChart:
 
 st.title("Revenue & occupancy")
 st.caption(
-    f"Payments are Stripe charges that succeeded, as of the last sync; refunds are those of the Refunds report; net = "
-    f"payments − refunds. Money is counted on the {labels.tz_label(svc)} day it moved. Occupancy is booked hours ÷ "
-    "opening hours, on the days the venue is open."
+    f"Payments are Stripe charges that succeeded, as of the last sync, and refunds those of the Refunds report, both "
+    "tax included. Tax is the tax collected: on payments, less what refunds gave back (the GST owed). **Net revenue "
+    f"is net of tax**: payments − refunds − tax. Money is counted on the {labels.tz_label(svc)} day it moved. "
+    "Occupancy is booked hours ÷ opening hours, on the days the venue is open."
 )
 
 f1, f2, _ = st.columns([2.8, 1.5, 1.2])  # the four periods on one line at 1366 px
@@ -139,10 +135,18 @@ except DomainError as exc:
     st.stop()
 
 booked, open_hours = weekly["booked_hours"].sum(), weekly["open_hours"].sum()
-m1, m2, m3, m4 = st.columns(4)
-m1.metric("Payments", labels.money(svc, money.payments_cents), border=True)
-m2.metric("Refunds", labels.money(svc, money.refunds_cents), border=True)
-m3.metric("Net revenue", labels.money(svc, money.net_cents), border=True)
+# Payments and net revenue are the longest figures; occupancy is a few characters.
+m1, m2, m_tax, m3, m4 = st.columns([1.3, 1.1, 1.1, 1.3, 0.8])
+m1.metric("Payments", labels.money(svc, money.payments_cents), border=True, help="Tax included")
+m2.metric("Refunds", labels.money(svc, money.refunds_cents), border=True, help="Tax included")
+m_tax.metric(
+    "Tax collected",
+    labels.money(svc, money.tax_cents),
+    border=True,
+    help=f"Tax on payments {labels.money(svc, money.payments_tax_cents)} − tax given back on refunds "
+    f"{labels.money(svc, money.refunds_tax_cents)}: the GST owed for this range",
+)
+m3.metric("Net revenue", labels.money(svc, money.net_cents), border=True, help="Net of tax: payments − refunds − tax")
 m4.metric(
     "Occupancy",
     f"{booked / open_hours:.0%}" if open_hours else "—",
@@ -165,17 +169,20 @@ with right:
     st.markdown("**By room**")
     st.altair_chart(grouped_bars(money_frame(money.by_room, "room"), "room", "Room", horizontal=True), width="stretch")
 
-with st.expander("The numbers"):
-    n1, n2 = st.columns(2, gap="large")
-    for holder, frame, what in ((n1, money.by_month, "label"), (n2, money.by_room, "room")):
-        holder.dataframe(
+NUMBERS = {
+    "Payments": "payments_cents",
+    "Refunds": "refunds_cents",
+    "Tax on payments": "payments_tax_cents",
+    "Tax given back": "refunds_tax_cents",
+    "Tax collected": "tax_cents",
+    "Net revenue": "net_cents",
+}
+with st.expander("The numbers (tax by month, for the GST return)"):
+    for frame, what, title in ((money.by_month, "label", "Month"), (money.by_room, "room", "Room")):
+        st.dataframe(
             pd.DataFrame(
-                {
-                    "Month" if what == "label" else "Room": frame[what],
-                    "Payments": [labels.money(svc, int(c)) for c in frame["payments_cents"]],
-                    "Refunds": [labels.money(svc, int(c)) for c in frame["refunds_cents"]],
-                    "Net": [labels.money(svc, int(c)) for c in frame["net_cents"]],
-                }
+                {title: frame[what]}
+                | {header: [labels.money(svc, int(c)) for c in frame[column]] for header, column in NUMBERS.items()}
             ),
             hide_index=True,
             width="stretch",

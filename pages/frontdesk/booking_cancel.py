@@ -145,7 +145,7 @@ def _override_form(
     st.caption(
         f"The policy gives {labels.money(svc, policy_cents)}"
         + (f"; this asks {labels.money(svc, extra)} more." if extra > 0 else ".")
-        + " It then waits on **Refund approvals** for a manager and a finance approval; the second approval cancels "
+        + " It then waits on **Approvals** for a manager and a finance approval; the second approval cancels "
         "the days and refunds at once."
     )
     c1, c2 = st.columns(2)

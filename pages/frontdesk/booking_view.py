@@ -12,9 +12,10 @@ import streamlit as st
 
 from models.tables import LegState
 from pages.ui import actions, history, labels, nav, session
-from services.booking.queries import CALENDAR_STATES
+from services.booking.queries import CALENDAR_STATES, invoice_of
 from services.finance import override_queries, receipts
 from services.reconciliation.findings import last_sync
+from services.rules.bill import sold_bill, sold_with_tax, tax_words, taxes_inside
 from services.rules.fmt import day_label, days_label
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ def days_line(detail: BookingDetail) -> str:
 
 def days(svc: Services, detail: BookingDetail) -> None:
     st.markdown("#### Days")
+    taxed = sold_with_tax(detail.booking.tax_snapshot)
     st.dataframe(
         pd.DataFrame(
             [
@@ -47,6 +49,8 @@ def days(svc: Services, detail: BookingDetail) -> None:
                     f"{labels.venue(svc, leg.ends_at, with_day=False)}",
                     "State": leg.state.replace("_", " ").capitalize(),
                     "Price": labels.money(svc, leg.price_cents),
+                    # The tax inside the day's price, rounded on the day (a refunded day gives back exactly this).
+                    **({"Tax in price": labels.money(svc, leg.tax_cents)} if taxed else {}),
                     "Refunded": labels.money(svc, leg.refunded_cents),
                     "Calendar event": CALENDAR_STATES[detail.calendar_state(leg)],
                     "Event id": leg.event_id or "—",
@@ -57,6 +61,7 @@ def days(svc: Services, detail: BookingDetail) -> None:
         hide_index=True,
         width="stretch",
     )
+    _sold_at(svc, detail)
     _changes(svc, detail)
     for problem in detail.event_errors:
         st.warning(f"Calendar could not be checked — {problem}")
@@ -66,6 +71,15 @@ def days(svc: Services, detail: BookingDetail) -> None:
             "missing for a booked day, or still there for a day that is not booked.",
             icon=":material/event_busy:",
         )
+
+
+def _sold_at(svc: Services, detail: BookingDetail) -> None:
+    """What the booking's own payment charged, in parts (its stored amounts, at the rates it was sold at)."""
+    b = detail.booking
+    bill = sold_bill(b)
+    parts = " · ".join(f"{label} {amount}" for label, amount in bill.rows(svc.settings.currency))
+    sold = "sold without tax" if not bill.taxed else "tax included"
+    st.caption(labels.no_formula(f"Booked for: {parts} ({sold})."))
 
 
 CHANGE_STATES = {
@@ -106,6 +120,73 @@ def _changes(svc: Services, detail: BookingDetail) -> None:
         ),
         hide_index=True,
         width="stretch",
+    )
+
+
+def _invoice_act(svc: Services, booking_id: int, what: str, reason: str) -> None:
+    """on_click of the invoice's Extend / Release: through the Desk, the outcome kept for this booking."""
+    desk = actions.desk()
+
+    def extend() -> str:
+        due = desk.extend_invoice(booking_id, days=7, reason=reason)
+        return f"The days stay held until {labels.venue(svc, due)}; the invoice stays payable on its page."
+
+    if what == "extend":
+        actions.perform("bk_invoice", extend, tag=booking_id)
+    else:
+        actions.perform("bk_invoice", lambda: desk.release_invoice(booking_id, reason=reason), tag=booking_id)
+
+
+def invoice(svc: Services, detail: BookingDetail) -> None:
+    """An organisation paying on terms: the invoice Stripe sent, when it falls due, and (while unpaid) Extend and
+    Void & release, each with a reason."""
+    b = detail.booking
+    assert b.id is not None
+    inv = invoice_of(svc, b.id)
+    if inv is None:
+        return
+    st.markdown("#### Invoice")
+    states = {"draft": "Being made", "open": "Sent, unpaid", "paid": "Paid", "void": "Void"}
+    overdue = inv.state == "open" and inv.due_at < svc.now()
+    st.markdown(
+        f"**{labels.literal(inv.organisation)}** · {labels.literal(inv.contact_name)} "
+        f"<{labels.literal(inv.billing_email)}>"
+        + (f" · PO {labels.literal(inv.po_number)}" if inv.po_number else "")
+        + f"  \n{inv.number or 'no number yet'} · net {inv.terms_days} · "
+        + ("**:red[overdue since]** " if overdue else "due ")
+        + f"{labels.venue(svc, inv.due_at)} · **{states.get(inv.state.value, inv.state.value)}**"
+        + (f" {labels.venue(svc, inv.paid_at)}" if inv.paid_at else "")
+    )
+    if inv.hosted_url:
+        st.caption(f"The organisation pays it on Stripe's page: {inv.hosted_url}")
+    if (said := actions.outcome("bk_invoice", tag=b.id, doing="Not done")) is not None:
+        st.success(said, icon=":material/receipt_long:")
+    if inv.state != "open" or not session.may("hold.release"):
+        return
+    reason = st.text_input(
+        "Reason", key=f"bk_inv_reason_{b.id}", placeholder="What the organisation said (kept in the audit trail)"
+    )
+    ext, rel = st.columns(2)
+    ext.button(
+        "Hold 7 more days",
+        key="bk_inv_extend",
+        icon=":material/more_time:",
+        disabled=len(reason.strip()) < 3,
+        on_click=_invoice_act,
+        args=(svc, b.id, "extend", reason),
+        width="stretch",
+        help="The invoice stays payable on its page; the days stay held to the new date.",
+    )
+    rel.button(
+        "Void invoice and free the days",
+        key="bk_inv_release",
+        icon=":material/event_busy:",
+        disabled=len(reason.strip()) < 3,
+        on_click=_invoice_act,
+        args=(svc, b.id, "release", reason),
+        width="stretch",
+        help="Voids it at Stripe (it can no longer be paid) and cancels the booking. An invoice paid a moment ago "
+        "is never voided.",
     )
 
 
@@ -159,6 +240,12 @@ def refunds(svc: Services, detail: BookingDetail) -> None:
                     {
                         "When": labels.venue(svc, r.created_at),
                         "Amount": labels.money(svc, r.amount_cents),
+                        # Its share of the tax of the payment it went back on (RefundRecord.tax_cents).
+                        **(
+                            {"Tax in it": tax_words(taxes_inside(r.tax_cents, b.tax_snapshot), b.currency)}
+                            if sold_with_tax(b.tax_snapshot)
+                            else {}
+                        ),
                         "Why": r.origin.replace("_", " "),
                         "Reason": r.reason,
                         "By": r.actor,
@@ -177,6 +264,10 @@ def refunds(svc: Services, detail: BookingDetail) -> None:
     # Receipts (PDF), made when the button is clicked (a callable: nothing is rendered on every rerun).
     assert b.id is not None
     booking_id = b.id
+    # What CRA asks of this receipt that the venue lacks (e.g. the registration number from $100): said before the
+    # receipt is handed over, never left out silently.
+    for problem in receipts.booking_receipt_check(svc, booking_id).problems:
+        st.warning(labels.no_formula(problem), icon=":material/receipt_long:")
     r1, *rcols = st.columns(min(len(detail.refunds), 4) + 2)
     r1.download_button(
         "Receipt (PDF)",
@@ -237,7 +328,7 @@ def overrides(svc: Services, detail: BookingDetail, role: str) -> None:
         width="stretch",
     )
     if nav.may_open(role, "approvals") and any(o.row.status in override_queries.OPEN for o in found):
-        st.caption("Approve or reject them on [Refund approvals](/approvals).")
+        st.caption("Approve or reject them on [Approvals](/approvals).")
     me = session.actor()
     for o in found:
         if override_queries.can_withdraw(o.row, me):

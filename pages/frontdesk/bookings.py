@@ -19,7 +19,7 @@ import streamlit as st
 from models.tables import BookingStatus
 from pages.frontdesk import booking_cancel, booking_change, booking_edit, booking_view
 from pages.ui import actions, boot, labels, session, widgets
-from services.booking.queries import BookingDetail, booking_detail, find_booking_id, search_bookings
+from services.booking.queries import BookingDetail, booking_detail, find_booking_id, invoice_of, search_bookings
 from services.core.errors import NotFound
 from services.rules.fmt import day_label, days_label
 
@@ -268,17 +268,20 @@ def buttons(detail: BookingDetail) -> None:
             args=(b.id,),
         )
     booking_change.change_button(a2, svc, detail)  # a paid booking (never awaiting payment: a2 is free)
+    on_invoice = detail.awaiting_payment and invoice_of(svc, booking_id) is not None  # paid on Stripe's invoice page
     if svc.settings.is_sandbox and session.may("booking.record_payment") and detail.awaiting_payment:
         a2.button(
-            "Customer paid",
+            "Organisation paid" if on_invoice else "Customer paid",
             icon=":material/credit_score:",
             key="bk_pay",
             on_click=actions.perform,
             args=("bk_pay_result", lambda: actions.desk().record_payment(booking_id)),
             kwargs={"tag": b.id},
-            help="Sandbox: pay with a test card and confirm the booking.",
+            help="Sandbox: pay the invoice with a test card and confirm the booking."
+            if on_invoice
+            else "Sandbox: pay with a test card and confirm the booking.",
         )
-    if session.may("booking.send_pay_link") and detail.awaiting_payment:
+    if session.may("booking.send_pay_link") and detail.awaiting_payment and not on_invoice:
         a3.button(
             "Email pay link",
             icon=":material/forward_to_inbox:",
@@ -305,6 +308,7 @@ def show_booking(booking_id: int) -> None:
     editing = customer(detail)
     facts(detail, editing)
     buttons(detail)
+    booking_view.invoice(svc, detail)  # an unpaid invoice is what staff act on first
     booking_view.days(svc, detail)
     booking_view.payment(svc, detail)
     booking_view.refunds(svc, detail)

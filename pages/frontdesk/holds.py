@@ -16,10 +16,14 @@ from services.rules.fmt import days_label, duration_label, plural
 
 OUTCOME = "holds_outcome"
 CHANNELS = {"web": "Web", "phone": "Phone"}
+KINDS = {"change": " change", "invoice": " · invoice"}
 
 
 def expires_in(svc: Services, hold: ActiveHold) -> str:
     minutes = int((hold.expires_at - svc.now()).total_seconds() // 60)
+    if hold.kind == "invoice":  # held until the invoice is paid: its due date, not an expiry
+        due = labels.venue(svc, hold.expires_at)
+        return f"invoice due {due}" if minutes >= 0 else f"invoice overdue since {due}"
     return "under a minute" if minutes < 1 else duration_label(minutes) if minutes >= 60 else f"{minutes} min"
 
 
@@ -32,7 +36,8 @@ def release(hold: ActiveHold) -> None:
         st.session_state[OUTCOME] = ("error", f"Could not release {what}{hold.reference}: {exc.message}")
     else:
         if done in ("released", "withdrawn"):
-            text = f"Released the hold on {what}{hold.reference}: the room is free again and its payment was cancelled."
+            paid_by = "its invoice was voided" if hold.kind == "invoice" else "its payment was cancelled"
+            text = f"Released the hold on {what}{hold.reference}: the room is free again and {paid_by}."
             st.session_state[OUTCOME] = ("success", text)
         elif "confirmed" in done:
             text = f"{hold.reference} was paid meanwhile, so it was confirmed instead of released."
@@ -52,7 +57,8 @@ st.caption(
     f"{settings.web_hold_start_minutes} min until the customer reaches payment, then {settings.hold_minutes} min; "
     f"a phone hold {duration_label(settings.phone_hold_minutes)}. One email may hold "
     f"{plural(settings.hold_limit_per_email, 'booking')} at a time, one connection "
-    f"{settings.hold_limit_per_client}; phone holds are not limited."
+    f"{settings.hold_limit_per_client}; phone holds are not limited. A booking on invoice is held until its invoice is "
+    "paid; releasing it voids the invoice."
 )
 if kept := st.session_state.pop(OUTCOME, None):
     widgets.show_outcome(*kept)
@@ -71,7 +77,8 @@ table = pd.DataFrame(
         {
             "Reference": h.reference,
             "Expires in": expires_in(svc, h),
-            "Channel": CHANNELS.get(h.channel, h.channel) + (" change" if h.kind == "change" else ""),
+            "Channel": CHANNELS.get(h.channel, h.channel)
+            + {"change": " change", "invoice": " · invoice"}.get(h.kind, ""),
             "Room": rooms.get(h.room, h.room),
             "Days": days_label(h.days, limit=3),
             "Time": h.time,

@@ -180,17 +180,52 @@ def fill_in(locked: bool) -> None:
         placeholder="Anything staff should know (set-up, access, who to ask for)",
     )
 
+    # ---- how it is paid ---------------------------------------------------------------------------------------------
+    on_invoice = (
+        st.radio(
+            "Pay by",
+            ["card", "invoice"],
+            key="pb_pay_by",
+            horizontal=True,
+            disabled=locked,
+            format_func={"card": "Card (pay link)", "invoice": "Invoice (an organisation on terms)"}.get,
+        )
+        == "invoice"
+    )
+    if on_invoice:
+        o1, o2 = st.columns([1.4, 1])
+        o1.text_input("Organisation", key="pb_inv_org", disabled=locked, placeholder="Who the invoice is made out to")
+        o2.text_input("PO number", key="pb_inv_po", disabled=locked, placeholder="Optional")
+        c1, c2, c3 = st.columns([1, 1.4, 0.8])
+        c1.text_input("Billing contact", key="pb_inv_contact", disabled=locked)
+        c2.text_input("Billing email", key="pb_inv_email", disabled=locked, placeholder="accounts@example.org")
+        c3.selectbox(
+            "Terms",
+            settings.invoice_terms_days,
+            key="pb_inv_terms",
+            disabled=locked,
+            format_func=lambda d: f"net {d}",
+        )
+        st.caption(
+            "Stripe emails the invoice (with the GST and PO number) to the billing email; the days stay held until it "
+            f"is paid, due at the latest {settings.invoice_due_lead_hours} h before the first day."
+        )
+
     # ---- book ----------------------------------------------------------------------------------------------------
     st.button(
-        "Book",
+        "Book on invoice" if on_invoice else "Book",
         type="primary",
         icon=":material/event_available:",
         disabled=locked,
         key="pb_book",
         on_click=phone_form.book,
         args=(svc, ROOMS),
-        help=f"Holds the room for {duration_label(settings.phone_hold_minutes)} while the customer pays. "
-        "The reference shows on the right.",
+        help=(
+            "Holds the room until the invoice is paid, and has Stripe send the invoice."
+            if on_invoice
+            else f"Holds the room for {duration_label(settings.phone_hold_minutes)} while the customer pays."
+        )
+        + " The reference shows on the right.",
     )
     if phone_form.panel_state(svc, ROOMS) != st.session_state.get("pb_panel_drawn"):
         st.rerun(scope="app")

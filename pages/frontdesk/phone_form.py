@@ -14,8 +14,9 @@ import streamlit as st
 from pages.ui import actions, labels, nav, widgets
 from services.booking.availability import next_open_day, open_days_from
 from services.booking.quotes import quote
-from services.booking.requests import BookingRequest, QuoteResult
+from services.booking.requests import BookingRequest, InvoiceStart, InvoiceTerms, QuoteResult
 from services.core.errors import DomainError
+from services.rules.bill import quote_bill, tax_words
 from services.rules.fmt import day_label, days_label, duration_label, hhmm
 
 if TYPE_CHECKING:
@@ -31,8 +32,12 @@ LINK_KEYS = ("room", "day", "start", "end")
 FORM_KEYS = (
     "pb_room", "pb_separate", "pb_dates", "pb_first_day", "pb_ndays", "pb_start", "pb_end", "pb_party",
     "pb_name", "pb_email", "pb_phone", "pb_notes",
+    "pb_pay_by", "pb_inv_org", "pb_inv_contact", "pb_inv_email", "pb_inv_po", "pb_inv_terms",
 )  # fmt: skip
-CUSTOMER_KEYS = ("pb_name", "pb_email", "pb_phone", "pb_notes", "pb_party")
+CUSTOMER_KEYS = (
+    "pb_name", "pb_email", "pb_phone", "pb_notes", "pb_party", "pb_inv_org", "pb_inv_contact", "pb_inv_email",
+    "pb_inv_po",
+)  # fmt: skip
 
 
 def chosen_dates(svc: Services) -> list[date]:
@@ -185,7 +190,18 @@ def book(svc: Services, rooms: dict[str, Room]) -> None:
         return
     ss = st.session_state
     ss.pop("pb_error", None)
-    actions.perform("pb_booked", lambda: actions.desk().start_booking(request_from_state(svc, rooms)))
+    if ss.get("pb_pay_by") == "invoice":  # an organisation on terms: the days held until Stripe's invoice is paid
+        terms = InvoiceTerms(
+            organisation=ss.get("pb_inv_org") or "",
+            contact_name=ss.get("pb_inv_contact") or "",
+            billing_email=ss.get("pb_inv_email") or "",
+            terms_days=int(ss.get("pb_inv_terms") or svc.settings.invoice_terms_days[0]),
+            po_number=ss.get("pb_inv_po") or "",
+        )
+        req = request_from_state(svc, rooms)
+        actions.perform("pb_booked", lambda: actions.desk().book_on_invoice(req, terms))
+    else:
+        actions.perform("pb_booked", lambda: actions.desk().start_booking(request_from_state(svc, rooms)))
     _, result = ss.pop("pb_booked")
     if isinstance(result, DomainError):
         ss["pb_error"] = result
@@ -195,7 +211,7 @@ def book(svc: Services, rooms: dict[str, Room]) -> None:
 
 
 def paid() -> None:
-    created: StartResult | None = st.session_state.get("pb_created")
+    created: StartResult | InvoiceStart | None = st.session_state.get("pb_created")
     if created is None or actions.kept("pb_paid") is not None:
         return
     actions.perform("pb_paid", lambda: actions.desk().record_payment(created.booking_id))
@@ -225,11 +241,14 @@ def new_booking() -> None:
 def show_outcome(svc: Services, req: BookingRequest, room: Room, note: str | None) -> None:
     """The last action's outcome, at the top of the panel beside the form: the held booking (its reference to read
     out), why Book failed, or the quote. One at a time, newest first; it stays until the next action."""
-    created: StartResult | None = st.session_state.get("pb_created")
+    created: StartResult | InvoiceStart | None = st.session_state.get("pb_created")
     if created is not None:
         if note:
             st.info(note, icon=":material/touch_app:")
-        show_created(svc, created, req, room)
+        if isinstance(created, InvoiceStart):
+            show_invoiced(svc, created, req, room)
+        else:
+            show_created(svc, created, req, room)
         return
     if note:
         st.info(note, icon=":material/touch_app:")
@@ -257,9 +276,11 @@ def _show_quote(svc: Services, result: QuoteResult, room: Room) -> None:
         st.error("**This can't be booked:**\n\n" + "\n".join(f"- {r}" for r in result.reasons), icon=":material/block:")
         return
     q = result.quote
+    bill = quote_bill(q)
+    tax = tax_words(bill.taxes, svc.settings.currency)
     st.success(
-        f"Available — **{labels.money(svc, q.total_cents)}** for {len(q.legs)} day(s) in the {room.name}. "
-        "Next: the customer's details, then **Book**.",
+        f"Available — **{labels.money(svc, q.total_cents)}**{f' (including {tax})' if tax else ''} for "
+        f"{len(q.legs)} day(s) in the {room.name}. Next: the customer's details, then **Book**.",
         icon=":material/check_circle:",
     )
     st.dataframe(
@@ -270,6 +291,7 @@ def _show_quote(svc: Services, result: QuoteResult, room: Room) -> None:
                     "Hours": duration_label(q.minutes_per_day),
                     "Price": labels.money(svc, leg.base_cents),
                     "Discount": labels.money(svc, -leg.discount_cents),
+                    **({"Tax": labels.money(svc, leg.tax_cents)} if bill.taxes else {}),
                     "Day total": labels.money(svc, leg.total_cents),
                 }
                 for leg in q.legs
@@ -279,13 +301,8 @@ def _show_quote(svc: Services, result: QuoteResult, room: Room) -> None:
         width="stretch",
         height=widgets.fit_height(len(q.legs), 180),
     )
-    if q.discount_percent:
-        st.caption(
-            labels.no_formula(
-                f"Multi-day discount {q.discount_percent} %: {labels.money(svc, q.discount_cents)} off "
-                f"{labels.money(svc, q.subtotal_cents)}."
-            )
-        )
+    # The parts the customer will see on the pay page and the receipt: subtotal, discount, each tax, total.
+    st.caption(labels.no_formula(" · ".join(f"{label} {amount}" for label, amount in bill.rows(svc.settings.currency))))
 
 
 def show_created(svc: Services, created: StartResult, req: BookingRequest, room: Room) -> None:
@@ -346,6 +363,51 @@ def show_created(svc: Services, created: StartResult, req: BookingRequest, room:
         label=f"Open booking {created.reference}",
         icon=":material/open_in_new:",
         query_params={"ref": created.reference},
+    )
+    again.button("New booking", icon=":material/add:", key="pb_new", on_click=new_booking, width="stretch")
+
+
+def show_invoiced(svc: Services, made: InvoiceStart, req: BookingRequest, room: Room) -> None:
+    """A booking held on invoice: its reference to read out, the invoice Stripe sent and when it falls due."""
+    paid_now = actions.kept("pb_paid")
+    if paid_now is None:
+        st.success(
+            f"Booking **{made.reference}** is held on invoice **{labels.literal(made.number)}**: "
+            f"**{labels.money(svc, made.amount_cents)}** due **{labels.venue(svc, made.due_at)}** "
+            f"({labels.tz_label(svc)}). Stripe emailed it to **{labels.literal(made.billing_email)}**. "
+            "Read the reference to the caller.",
+            icon=":material/receipt_long:",
+        )
+    st.markdown(f"## {made.reference}")
+    st.caption(
+        f"{room.name} · {days_label(list(req.dates))} · {hhmm(req.start)}–{hhmm(req.end)} · "
+        f"{labels.literal(made.organisation)} · Stripe invoice `{made.invoice_id}`. The days stay held until "
+        "it is paid; an overdue invoice shows on Mismatches. The form is locked to what was booked."
+    )
+    if made.hosted_url:
+        st.code(made.hosted_url, language=None)
+    if svc.settings.is_sandbox:
+        st.button(
+            "Organisation paid",
+            icon=":material/credit_score:",
+            key="pb_pay",
+            disabled=paid_now is not None,
+            on_click=paid,
+            help="Sandbox: pays the invoice with a test card, then runs what Stripe's invoice.paid webhook would.",
+        )
+    actions.outcome("pb_paid", doing="Payment not recorded")
+    if paid_now is not None:
+        body = "\n".join(f"- {m}" for m in paid_now.messages)
+        if paid_now.outcome in ("confirmed", "already_done"):
+            st.success(f"**Invoice paid; confirmed** — {made.reference}\n\n{body}", icon=":material/task_alt:")
+        else:
+            st.warning(f"**Needs attention ({paid_now.outcome.replace('_', ' ')})** — {made.reference}\n\n{body}")
+    open_it, again = st.columns(2)
+    open_it.page_link(
+        nav.script("bookings"),
+        label=f"Open booking {made.reference}",
+        icon=":material/open_in_new:",
+        query_params={"ref": made.reference},
     )
     again.button("New booking", icon=":material/add:", key="pb_new", on_click=new_booking, width="stretch")
 

@@ -35,18 +35,26 @@ def open_bulk() -> None:
     widgets.open_flag("mm_bulk", wanted, forget=("mm_bulk_result",))
 
 
+NOTE_HINTS = {
+    "acknowledge": "Why this is fine as it is",
+    "extend_invoice": "What the organisation said (e.g. cheque posted on Monday)",
+    "release_invoice": "Why the days are released (e.g. no answer to two reminders)",
+}
+
+
 def action_inputs(
     svc: Services, action: str, code: str, room_slug: str | None, key: str
 ) -> tuple[dict[str, Any], list[str]]:
     """The inputs an action needs, drawn in the dialog: (keyword arguments for the fix, what is still missing)."""
     kwargs: dict[str, Any] = {}
     missing: list[str] = []
-    if action in ("acknowledge", "delete_hand_added") or (action == "delete_events" and code == "manual_event"):
+    noted = ("acknowledge", "delete_hand_added", "extend_invoice", "release_invoice")
+    if action in noted or (action == "delete_events" and code == "manual_event"):
         note = st.text_area(
             "Note",
             key=f"{key}_note",
             height=80,
-            placeholder="Why this is fine as it is" if action == "acknowledge" else "Why the event can go",
+            placeholder=NOTE_HINTS.get(action, "Why the event can go"),
             help="Kept with the finding and in the audit trail.",
         )
         kwargs["note"] = note

@@ -12,7 +12,7 @@ from services import authz
 from services.core.roles import ROLES
 
 # Session-state key prefixes of the pages' widgets and results, cleared when someone signs out or switches role.
-PAGE_STATE_PREFIXES = ("pb_", "bk_", "ov_", "mm_", "ob_", "ap_", "rf_", "rv_", "dc_", "ds_", "se_", "bl_")
+PAGE_STATE_PREFIXES = ("pb_", "bk_", "ov_", "mm_", "ob_", "ap_", "rf_", "rv_", "dc_", "ds_", "se_", "bl_", "dp_")
 
 # The browser tests and scripts/shoot.py start the app with this variable to skip the sandbox role picker
 # (tests/e2e/harness.py ROLE_ENV). Honoured in sandbox mode only.

@@ -57,7 +57,14 @@ from services.booking.holds import advance_legs, expire_holds, release_hold
 from services.booking.lease import lease
 from services.booking.queries import find_booking_id
 from services.booking.quotes import cancellation_quote, quote
-from services.booking.refunds import booking_payments, cancel_refund_key, paid_total, record_refund, refund_payment
+from services.booking.refunds import (
+    booking_payments,
+    cancel_refund_key,
+    paid_total,
+    record_refund,
+    refund_payment,
+    refund_tax_for,
+)
 from services.booking.requests import (
     BookingRequest,
     CancelResult,
@@ -146,6 +153,7 @@ __all__ = [
     "record_event_created",
     "record_refund",
     "refund_payment",
+    "refund_tax_for",
     "release_block",
     "release_claims",
     "release_hold",

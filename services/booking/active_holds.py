@@ -8,7 +8,18 @@ from datetime import date, datetime
 
 from sqlmodel import col, select
 
-from models.tables import Amendment, AmendmentState, Booking, BookingLeg, BookingStatus, ClaimKind, SlotClaim
+from models.tables import (
+    Amendment,
+    AmendmentState,
+    Booking,
+    BookingInvoice,
+    BookingLeg,
+    BookingStatus,
+    ClaimKind,
+    InvoiceState,
+    LegState,
+    SlotClaim,
+)
 from services.booking.change import withdraw_change
 from services.booking.holds import release_hold
 from services.booking.lease import lease
@@ -23,7 +34,7 @@ RELEASED = "booking.hold.released"
 class ActiveHold:
     booking_id: int
     reference: str
-    kind: str  # booking | change
+    kind: str  # booking | change | invoice (held until an organisation's invoice is paid; expires_at: its due date)
     room: str  # the room's slug
     days: tuple[date, ...]
     time: str
@@ -94,6 +105,30 @@ def active_holds(svc: Services, *, now: datetime | None = None) -> list[ActiveHo
                     b.channel.value,
                     a.created_at,
                     a.hold_expires_at,
+                    b.client_key,
+                )
+            )
+        on_invoice = s.exec(
+            select(BookingInvoice, Booking)
+            .join(Booking, col(Booking.id) == col(BookingInvoice.booking_id))
+            .where(BookingInvoice.state == InvoiceState.OPEN, Booking.status == BookingStatus.AWAITING_PAYMENT)
+        ).all()
+        for inv, b in on_invoice:
+            assert b.id is not None
+            legs = s.exec(select(BookingLeg).where(BookingLeg.booking_id == b.id).order_by(col(BookingLeg.day))).all()
+            out.append(
+                ActiveHold(
+                    b.id,
+                    b.reference,
+                    "invoice",
+                    b.room_slug,
+                    tuple(leg.day for leg in legs if leg.state == LegState.AWAITING_PAYMENT),
+                    f"{b.start_time}–{b.end_time}",
+                    f"{inv.organisation} ({b.customer_name})",
+                    inv.billing_email,
+                    b.channel.value,
+                    b.created_at,
+                    inv.due_at,
                     b.client_key,
                 )
             )

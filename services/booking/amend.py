@@ -20,10 +20,11 @@ from services.booking.store import booking_legs, load_booking, resolve_now, room
 from services.core.catalogue import Room
 from services.core.context import Services
 from services.core.errors import ConfigError, InvalidState, ValidationError
-from services.rules.amendments import DayShape, PaidDay, Settlement, price_days, resulting_days, settle
+from services.rules.amendments import DayShape, PaidDay, Settlement, resulting_days, settle, taxed_days
 from services.rules.availability import LegWindow, SlotRequest, check_conflicts, check_request
 from services.rules.fmt import day_label, hhmm
 from services.rules.refunds import bands_from_snapshot
+from services.rules.tax import policy_from
 
 # A booking can be changed while it is paid and not over; days that have started or finished stay as they are.
 CHANGEABLE_STATUSES = frozenset({BookingStatus.CONFIRMED, BookingStatus.PARTLY_CANCELLED})
@@ -109,10 +110,24 @@ def plan_change(svc: Services, booking_id: int, change: Change, *, now: datetime
         else tuple(svc.settings.policy().discount_bands)
     )
     used = sum(1 for leg in legs if leg.state in (LegState.IN_PROGRESS, LegState.COMPLETED))
-    prices = price_days(
-        shapes, hourly_cents=hourly, discount_eligible=eligible, policy=svc.policy, bands=bands, other_days=used
+    # Taxed at the rates the booking was sold at, as its refunds are.
+    taxed = taxed_days(
+        shapes,
+        hourly_cents=hourly,
+        discount_eligible=eligible,
+        policy=svc.policy,
+        bands=bands,
+        other_days=used,
+        tax=policy_from(booking.tax_snapshot),
     )
-    settlement = settle(current, target, prices, bands=bands_from_snapshot(booking.policy_snapshot), now=now)
+    settlement = settle(
+        current,
+        target,
+        {day: gross for day, (gross, _tax) in taxed.items()},
+        bands=bands_from_snapshot(booking.policy_snapshot),
+        now=now,
+        taxes={day: tax for day, (_gross, tax) in taxed.items()},
+    )
     changed = [new for _, new in target if new is not None and new not in {d.shape for d in current}]
     if room_to != room_from:
         changed = shapes  # every day takes a new room

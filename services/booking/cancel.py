@@ -15,7 +15,7 @@ from services.booking.events import delete_events
 from services.booking.holds import release_hold
 from services.booking.lease import lease
 from services.booking.quotes import cancellation_quote
-from services.booking.refunds import cancel_refund_key, refund_payment
+from services.booking.refunds import cancel_refund_key, refund_payment, refund_tax_for
 from services.booking.requests import CancelResult
 from services.booking.store import booking_legs, derive_status, load_booking, resolve_now, set_leg_state
 from services.core import audit
@@ -158,7 +158,10 @@ def cancel_under_lease(
             # An override's record says what the policy gave; an ordinary cancellation refunds exactly that.
             policy_refund_cents=None if refund_cents is None else policy_total,
         )
-        mail = emails.cancellation(svc.catalogue, svc.settings, booking, cancelled, total)
+        refund_tax = (
+            refund_tax_for(s, booking_id, refund_key or cancel_refund_key(booking.reference, ids)) if total else 0
+        )
+        mail = emails.cancellation(svc.catalogue, svc.settings, booking, cancelled, total, refund_tax_cents=refund_tax)
         row = outbox.queue(
             s,
             booking,

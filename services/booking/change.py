@@ -44,7 +44,7 @@ from services.booking.amend import Change, ChangePlan, describe, plan_change
 from services.booking.claims import busy_span, calendar_busy, claim_slot, is_overlap_error, release_claims
 from services.booking.events import delete_batch, event_body, insert_event, record_event_created
 from services.booking.lease import lease
-from services.booking.refunds import paid_total, refund_payment
+from services.booking.refunds import paid_total, refund_payment, refund_tax_for
 from services.booking.store import booking_legs, derive_status, load_booking, resolve_now, set_leg_state
 from services.core import audit
 from services.core.context import Services
@@ -61,6 +61,7 @@ from services.core.errors import (
 from services.notify import emails, outbox
 from services.rules.availability import LegWindow, check_conflicts
 from services.rules.fmt import money
+from services.rules.tax import policy_from, tax_in_gross
 
 log = logging.getLogger("roomdesk.booking")
 
@@ -110,6 +111,7 @@ def _rows(plan: ChangePlan, legs: dict[int, BookingLeg]) -> list[dict[str, Any]]
                 "old": old,
                 "new": _shape(d.new.day, d.new.start, d.new.end) if d.new is not None else None,
                 "price_cents": d.new_price_cents,
+                "tax_cents": d.new_tax_cents,
                 "charge_cents": d.charge_cents,
                 "refund_cents": d.refund_cents,
                 "band": d.band,
@@ -127,11 +129,15 @@ def _window(svc: Services, shape: dict[str, str]) -> tuple[datetime, datetime]:
 
 
 def _note(session: Session, booking: Booking, a: Amendment) -> emails.ChangeNote:
+    assert booking.id is not None
+    refund_key = f"roomdesk-{booking.reference}-change-{a.number}-refund"
     return emails.ChangeNote(
         number=a.number,
         lines=tuple(a.summary),
         charge_cents=max(a.net_cents, 0),
         refund_cents=max(-a.net_cents, 0),
+        charge_tax_cents=a.tax_cents if a.net_cents > 0 else None,
+        refund_tax_cents=refund_tax_for(session, booking.id, refund_key) if a.net_cents < 0 else None,
         paid_total_cents=paid_total(session, booking) - _refunded(session, booking),
         removed_days=emails.removed_days(a),
     )
@@ -233,6 +239,9 @@ def _new_amendment(
         charge_cents=plan.settlement.charge_cents,
         refund_cents=plan.settlement.refund_cents,
         net_cents=plan.settlement.net_cents,
+        # The tax inside what the change charges, at the rates the booking was sold at (a refund's is worked out
+        # when it is made, from the payments it goes back on).
+        tax_cents=tax_in_gross(plan.settlement.net_cents, policy_from(booking.tax_snapshot)),
         state=state,
         hold_expires_at=hold_expires_at,
         reason=reason,
@@ -306,6 +315,7 @@ def _apply_shape(svc: Services, s: Session, booking: Booking, a: Amendment, acto
         leg.day = date.fromisoformat(new["day"])
         leg.starts_at, leg.ends_at = _window(svc, new)
         leg.price_cents = int(row["price_cents"])
+        leg.tax_cents = int(row.get("tax_cents", 0))
         leg.calendar_id = room.calendar_id
         leg.updated_at = now
         claim = s.exec(select(SlotClaim).where(SlotClaim.leg_id == leg.id)).first()
@@ -328,6 +338,7 @@ def _apply_shape(svc: Services, s: Session, booking: Booking, a: Amendment, acto
             ends_at=ends,
             state=LegState.CONFIRMED,
             price_cents=int(row["price_cents"]),
+            tax_cents=int(row.get("tax_cents", 0)),
             calendar_id=room.calendar_id,
             updated_at=now,
         )

@@ -12,9 +12,11 @@ from models.tables import (
     Booking,
     BookingLeg,
     BookingStatus,
+    InvoiceState,
     LegState,
 )
 from services.booking.claims import release_claims
+from services.booking.invoices import invoice_for, mark_voided, on_invoice_paid
 from services.booking.lease import lease
 from services.booking.saga import confirm_under_lease
 from services.booking.store import booking_legs, derive_status, load_booking, resolve_now, set_leg_state
@@ -41,6 +43,16 @@ def release_hold(
     with svc.session() as s:
         booking = load_booking(s, booking_id)
         pi_id = booking.payment_intent_id
+    held = invoice_for(svc, booking_id)
+    if held is not None and held.state == InvoiceState.OPEN and held.invoice_id:
+        # Held on invoice: void it first (re-checked: one paid meanwhile confirms the booking instead).
+        live = svc.payments.retrieve_invoice(held.invoice_id)
+        if live.get("status") == "paid":
+            on_invoice_paid(svc, live, actor, now)
+            return "confirmed"
+        if live.get("status") == "open":
+            svc.payments.void_invoice(held.invoice_id, idempotency_key=f"roomdesk-{booking.reference}-invoice-void")
+        mark_voided(svc, booking_id, now)
     if pi_id:
         pi = svc.payments.retrieve_payment_intent(pi_id)
         if pi.get("status") == "succeeded":

@@ -16,6 +16,7 @@ from models.tables import (
     AmendmentState,
     AuditLog,
     Booking,
+    BookingInvoice,
     BookingLeg,
     BookingStatus,
     EmailOutbox,
@@ -463,3 +464,9 @@ def _iso(value: Any) -> datetime | None:
         return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC) if value else None
     except ValueError:
         return None
+
+
+def invoice_of(svc: Services, booking_id: int) -> BookingInvoice | None:
+    """The booking's invoice (an organisation paying on terms), or None for a booking paid by card."""
+    with svc.session() as s:
+        return s.exec(select(BookingInvoice).where(BookingInvoice.booking_id == booking_id)).first()

@@ -33,6 +33,7 @@ def quote(
         minutes_per_day=req.minutes_per_day,
         policy=policy,
         currency=svc.settings.currency,
+        tax=svc.tax,
     )
     if check_calendar and not reasons and req.dates:
         legs = leg_windows(slot, policy)

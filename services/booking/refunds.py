@@ -21,6 +21,7 @@ from services.core.errors import (
     GatewayError,
     InvalidState,
 )
+from services.rules.tax import refund_split
 
 
 def booking_payments(session: Session, booking: Booking) -> list[tuple[str, int]]:
@@ -36,6 +37,51 @@ def booking_payments(session: Session, booking: Booking) -> list[tuple[str, int]
     )
     out.extend((a.payment_intent_id, a.net_cents) for a in paid if a.payment_intent_id)
     return out
+
+
+def payment_tax(session: Session, booking: Booking) -> dict[str, tuple[int, int]]:
+    """Per PaymentIntent of the booking: (what it took, the tax inside it)."""
+    out: dict[str, tuple[int, int]] = {}
+    if booking.payment_intent_id:
+        out[booking.payment_intent_id] = (booking.amount_cents, booking.tax_cents)
+    paid = session.exec(
+        select(Amendment).where(Amendment.booking_id == booking.id, col(Amendment.paid_at).is_not(None))
+    )
+    out.update({a.payment_intent_id: (a.net_cents, a.tax_cents) for a in paid if a.payment_intent_id})
+    return out
+
+
+def refund_tax(session: Session, booking: Booking, payment_intent_id: str | None, amount_cents: int) -> int:
+    """The tax a refund of `amount_cents` on this payment gives back: its proportional share of the payment's tax,
+    counted with the refunds already made on it (tax.refund_split), so refunds in parts add up to exactly the tax."""
+    pi = payment_intent_id or booking.payment_intent_id or ""
+    gross, tax = payment_tax(session, booking).get(pi, (0, 0))
+    if tax <= 0 or amount_cents <= 0:
+        return 0
+    before = [
+        r
+        for r in session.exec(select(RefundRecord).where(RefundRecord.booking_id == booking.id))
+        if (r.payment_intent_id or booking.payment_intent_id) == pi
+    ]
+    already = sum(r.amount_cents for r in before)
+    already_tax = sum(r.tax_cents for r in before)
+    try:
+        _net, share = refund_split(
+            amount_cents, gross, tax, already_refunded_cents=already, already_refunded_tax_cents=already_tax
+        )
+    except ValueError:  # more refunded than the payment took (only a broken ledger does that): what tax is left
+        return max(min(tax - already_tax, amount_cents), 0)
+    return share
+
+
+def refund_tax_for(session: Session, booking_id: int, key: str) -> int:
+    """The tax given back by the refund made under idempotency key `key`: all its parts (`key`, and `key-<pi_…>` for
+    the parts on a change's payment; refund_parts), for the email that tells the customer about it."""
+    return sum(
+        r.tax_cents
+        for r in session.exec(select(RefundRecord).where(RefundRecord.booking_id == booking_id))
+        if r.idempotency_key == key or (r.idempotency_key or "").startswith(f"{key}-pi_")
+    )
 
 
 def paid_total(session: Session, booking: Booking) -> int:
@@ -174,13 +220,16 @@ def record_refund(
     if session.exec(select(RefundRecord.id).where(RefundRecord.refund_id == refund["id"])).first() is not None:
         return False
     assert booking.id is not None
+    paid_with = payment_intent_id or _pi_of(refund) or booking.payment_intent_id
+    tax_cents = refund_tax(session, booking, paid_with, int(refund["amount"]))
     session.add(
         RefundRecord(
             booking_id=booking.id,
             refund_id=refund["id"],
-            payment_intent_id=payment_intent_id or _pi_of(refund) or booking.payment_intent_id,
+            payment_intent_id=paid_with,
             idempotency_key=idempotency_key,
             amount_cents=int(refund["amount"]),
+            tax_cents=tax_cents,
             currency=str(refund.get("currency") or booking.currency).upper(),
             origin=origin,
             reason=reason,
@@ -210,6 +259,7 @@ def record_refund(
         booking=booking,
         refund_id=refund["id"],
         amount_cents=int(refund["amount"]),
+        tax_cents=tax_cents,
         reason=reason,
         **extra,
     )

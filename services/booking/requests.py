@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Any
 
+from services.core.errors import ValidationError
 from services.rules.availability import (
     SlotRequest,
 )
+from services.rules.contact import validate_email
 from services.rules.pricing import Quote
 
 
@@ -59,7 +61,7 @@ class StartResult:
     payment_intent: str
     client_secret: str
     amount_cents: int
-    hold_expires_at: datetime
+    hold_expires_at: datetime | None  # None: held until an invoice is paid or voided
     pay_token: str = ""
 
     @property
@@ -102,3 +104,62 @@ class CustomerUpdate:
     @property
     def changed(self) -> bool:
         return bool(self.changes)
+
+
+ORGANISATION_MAX = 200
+PO_MAX = 60
+
+
+@dataclass(frozen=True)
+class InvoiceTerms:
+    """Who pays and how: the organisation, the person invoices go to, an optional PO number, and net days."""
+
+    organisation: str
+    contact_name: str
+    billing_email: str
+    terms_days: int
+    po_number: str = ""
+
+    def cleaned(self, offered: list[int]) -> InvoiceTerms:
+        """The terms trimmed and checked; ValidationError naming every field that is wrong."""
+        problems: list[str] = []
+        organisation = " ".join(self.organisation.split())
+        contact = " ".join(self.contact_name.split())
+        po = self.po_number.strip()
+        if not organisation:
+            problems.append("Organisation: give the name the invoice is made out to")
+        elif len(organisation) > ORGANISATION_MAX:
+            problems.append(f"Organisation: at most {ORGANISATION_MAX} characters")
+        if not contact:
+            problems.append("Billing contact: give the name of the person who pays invoices")
+        elif len(contact) > ORGANISATION_MAX:
+            problems.append(f"Billing contact: at most {ORGANISATION_MAX} characters")
+        email = self.billing_email
+        try:
+            email = validate_email(self.billing_email)
+        except ValueError as exc:
+            problems.append(f"Billing email: {exc}")
+        if len(po) > PO_MAX:
+            problems.append(f"PO number: at most {PO_MAX} characters")
+        if any(ord(ch) < 32 for ch in organisation + contact + po):
+            problems.append("Organisation, contact and PO number cannot hold control characters")
+        if self.terms_days not in offered:
+            problems.append(f"Terms: net {', '.join(str(d) for d in offered)} days (not {self.terms_days})")
+        if problems:
+            raise ValidationError(problems)
+        return InvoiceTerms(organisation, contact, email, self.terms_days, po)
+
+
+@dataclass(frozen=True)
+class InvoiceStart:
+    """A booking made on invoice: its reference, the invoice's number and page, what it asks, and when it is due."""
+
+    booking_id: int
+    reference: str
+    invoice_id: str
+    number: str
+    hosted_url: str
+    amount_cents: int
+    due_at: datetime
+    organisation: str = ""
+    billing_email: str = ""

@@ -87,9 +87,12 @@ class _Refused(Exception):
     """Leaves the hold's transaction (rolled back) when a web hold limit refuses it."""
 
 
-def start_booking(svc: Services, req: BookingRequest, *, actor: str, now: datetime | None = None) -> StartResult:
+def start_booking(
+    svc: Services, req: BookingRequest, *, actor: str, now: datetime | None = None, on_invoice: bool = False
+) -> StartResult:
     """Gate 1 → hold → PaymentIntent. Raises ValidationError, NotAvailable, TooManyHolds (web), SlotTaken or
-    GatewayError."""
+    GatewayError. `on_invoice`: an organisation pays by invoice (services.booking.invoices makes and sends it): the
+    hold has no expiry (it lasts until the invoice is paid, voided or staff release it) and no PaymentIntent is made."""
     now = resolve_now(svc, now)
     room = svc.catalogue.room(req.room)
     details, problems = check_request(req, room)
@@ -104,7 +107,7 @@ def start_booking(svc: Services, req: BookingRequest, *, actor: str, now: dateti
     web = req.channel == "web"
     # A web hold stays short until the customer reaches payment (reach_payment): a bot that never pays blocks little.
     hold_minutes = svc.settings.web_hold_start_minutes if web else svc.settings.phone_hold_minutes
-    expires = now + timedelta(minutes=hold_minutes)
+    expires: datetime | None = None if on_invoice else now + timedelta(minutes=hold_minutes)
     buffer = timedelta(minutes=policy.buffer_minutes)
 
     refused: tuple[str, str, int] | None = None
@@ -130,6 +133,8 @@ def start_booking(svc: Services, req: BookingRequest, *, actor: str, now: dateti
                 extras=details.extras,
                 amount_cents=result.quote.total_cents,
                 discount_cents=result.quote.discount_cents,
+                tax_cents=result.quote.tax_cents,
+                tax_snapshot=result.quote.tax_snapshot,
                 currency=svc.settings.currency,
                 # With the discount bands and eligibility it was sold under: a later change re-prices by them.
                 pricing_snapshot={
@@ -152,7 +157,7 @@ def start_booking(svc: Services, req: BookingRequest, *, actor: str, now: dateti
             s.add(booking)
             s.flush()
             assert booking.id is not None
-            prices = {leg.day: leg.total_cents for leg in result.quote.legs}
+            prices = {leg.day: leg for leg in result.quote.legs}
             for window in leg_windows(req.slot(), policy):
                 leg = BookingLeg(
                     booking_id=booking.id,
@@ -160,7 +165,8 @@ def start_booking(svc: Services, req: BookingRequest, *, actor: str, now: dateti
                     starts_at=window.starts_at,
                     ends_at=window.ends_at,
                     state=LegState.AWAITING_PAYMENT,
-                    price_cents=prices[window.day],
+                    price_cents=prices[window.day].total_cents,
+                    tax_cents=prices[window.day].tax_cents,
                     calendar_id=room.calendar_id,
                     updated_at=now,
                 )
@@ -209,6 +215,8 @@ def start_booking(svc: Services, req: BookingRequest, *, actor: str, now: dateti
             raise SlotTaken() from None
         raise
 
+    if on_invoice:
+        return StartResult(booking_id, reference, "", "", result.quote.total_cents, expires, pay_token)
     metadata = {
         "room": room.slug,
         "booking_dates": ",".join(d.isoformat() for d in sorted(req.dates)),

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from services.core.errors import ConfigError
+from services.rules.deposits import DepositTerms
 
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 
@@ -54,6 +55,11 @@ class Room(BaseModel):
     agreement_required: bool = False
     description: str = ""
     extras: tuple[ExtraField, ...] = ()
+    # A damage deposit held on the customer's card (0: none): the hold is placed `deposit_hold_hours` before the
+    # first day and released `deposit_claim_hours` after the last, unless a claim is filed (services.rules.deposits).
+    deposit_cents: int = Field(default=0, ge=0, le=10_000_00)
+    deposit_hold_hours: int = 48
+    deposit_claim_hours: int = 72
 
     @field_validator("slug")
     @classmethod
@@ -69,9 +75,22 @@ class Room(BaseModel):
             raise ValueError("extras: each key must be unique")
         return self
 
+    @model_validator(mode="after")
+    def _deposit(self) -> Room:
+        if self.deposit_terms is not None and (problems := self.deposit_terms.problems()):
+            raise ValueError("deposit: " + "; ".join(problems))
+        return self
+
     @property
     def min_minutes(self) -> int:
         return round(self.min_hours * 60)
+
+    @property
+    def deposit_terms(self) -> DepositTerms | None:
+        """What the room's damage deposit asks, or None when it asks none."""
+        if not self.deposit_cents:
+            return None
+        return DepositTerms(self.deposit_cents, self.deposit_hold_hours, self.deposit_claim_hours)
 
     def validate_extras(self, values: dict[str, object] | None) -> tuple[dict[str, object], list[str]]:
         """Clean the extras a customer gave; returns (clean values, problems a person can fix)."""
@@ -158,6 +177,8 @@ class Catalogue(BaseModel):
         return {c.date: c.reason for c in self.closures}
 
 
+DEPOSIT_FIELDS = ("deposit_cents", "deposit_hold_hours", "deposit_claim_hours")
+
 # How Settings names a room's fields in a sentence (the TOML keys stay the names in rooms.toml's own errors).
 FIELD_LABELS = {
     "slug": "slug",
@@ -171,6 +192,9 @@ FIELD_LABELS = {
     "agreement_required": "agreement required",
     "description": "description",
     "extras": "extras questions",
+    "deposit_cents": "damage deposit",
+    "deposit_hold_hours": "deposit hold (hours before)",
+    "deposit_claim_hours": "deposit claim window (hours)",
     "date": "date",
     "reason": "reason",
 }
@@ -223,6 +247,8 @@ def _friendly_line(err: ErrorDetails, rooms: list[object]) -> str:
         field = f"extras question #{int(keys[1]) + 1}" + (f" {FIELD_LABELS.get(keys[2], keys[2])}" if keys[2:] else "")
     if keys[:1] == ["hourly_price_cents"] and err["type"] in ("greater_than", "less_than_equal"):
         msg = "must be more than 0 and at most 10,000.00 an hour"
+    if keys[:1] == ["deposit_cents"] and err["type"] in ("greater_than_equal", "less_than_equal"):
+        msg = "must be 0 (none) to 10,000.00"
     return f"{who}, {field}: {msg}" if field else f"{who}: {msg}"
 
 
@@ -258,7 +284,9 @@ def catalogue_toml(catalogue: Catalogue, *, header: str = "") -> str:
     for closure in catalogue.closures:
         out += ["", "[[closures]]", *_pairs(closure.model_dump())]
     for room in catalogue.rooms:
-        out += ["", "[[rooms]]", *_pairs(room.model_dump(exclude={"extras"}))]
+        # A room without a deposit is written without its (unused) deposit fields, as a person would.
+        left_out = {"extras"} | (set() if room.deposit_cents else set(DEPOSIT_FIELDS))
+        out += ["", "[[rooms]]", *_pairs(room.model_dump(exclude=left_out))]
         for extra in room.extras:
             out += ["", "  [[rooms.extras]]", *("  " + p for p in _pairs(extra.model_dump()))]
     return "\n".join(out).lstrip("\n") + "\n"

@@ -21,6 +21,7 @@ from services.core.settings import Settings, get_settings
 from services.core.venue_state import VenueCache, VenueState
 from services.gateways.base import CalendarGateway, MailGateway, PaymentsGateway
 from services.rules.policy import Policy
+from services.rules.tax import TaxPolicy
 
 
 def system_clock() -> datetime:
@@ -65,6 +66,12 @@ class Services:
     def policy(self) -> Policy:
         """The venue rules in force: opening hours, buffer, booking window, refund and discount bands."""
         return self.venue.policy
+
+    @property
+    def tax(self) -> TaxPolicy:
+        """The tax rates new sales are taxed at and the venue's GST/HST registration number (a booking keeps the
+        rates it was sold at in its tax snapshot)."""
+        return self.settings.tax_policy()
 
     @property
     def staff_roles(self) -> dict[str, str]:

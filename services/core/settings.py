@@ -93,7 +93,16 @@ class Settings(BaseSettings):
     card_fee_bps: int = Field(default=290, ge=0, le=10_000, description="Card fee per charge: percent part (2.9 %)")
     card_fee_fixed_cents: int = Field(default=30, ge=0, description="Card fee per charge: fixed part")
     dispute_fee_cents: int = Field(default=1500, ge=0, description="Stripe's fee per dispute, returned if it is won")
-    # Sales tax (issue 15; not applied to bookings yet): GST-only defaults, PST on extras/equipment if the accountant
+    # Pay by invoice (issue 15): the terms staff may offer, when an invoice falls due at the latest, and how long past
+    # its due date staff are asked to extend or release the held days.
+    invoice_terms_days: list[int] = Field(default=[7, 14, 30], description="Payment terms offered (net days)")
+    invoice_due_lead_hours: int = Field(
+        default=48, ge=0, le=24 * 60, description="An invoice falls due at the latest this long before the first day"
+    )
+    invoice_overdue_grace_hours: int = Field(
+        default=72, ge=0, le=24 * 60, description="Past the due date: reminder at once, a finding after this long"
+    )
+    # Sales tax (issue 15): GST-only defaults, PST on extras/equipment if the accountant
     # says so (e.g. {"code": "PST", "label": "PST 7 %", "rate_bps": 700, "applies_to": ["extras", "equipment"]}).
     tax_rates: list[TaxRateSetting] = Field(
         default=[TaxRateSetting(code="GST", label="GST 5 %", rate_bps=500, applies_to=["room", "extras", "equipment"])],
@@ -226,6 +235,15 @@ class Settings(BaseSettings):
             email, role = next(iter(bad.items()))
             raise ValueError(f"{email}: unknown role {role!r} (use one of {', '.join(ROLES)})")
         return {email.strip().lower(): role for email, role in value.items()}
+
+    @field_validator("invoice_terms_days")
+    @classmethod
+    def _invoice_terms(cls, value: list[int]) -> list[int]:
+        """Net days Stripe accepts as days_until_due (1 to 365), each once, in order."""
+        bad = [days for days in value if not 1 <= days <= 365]
+        if bad or not value:
+            raise ValueError(f"payment terms are 1 to 365 days (net 7, 14, 30), not {bad or 'none'}")
+        return sorted(set(value))
 
     @field_validator("tax_rates")
     @classmethod

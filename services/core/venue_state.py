@@ -298,6 +298,9 @@ ROOM_FIELDS = (
     "agreement_required",
     "description",
     "extras",
+    "deposit_cents",
+    "deposit_hold_hours",
+    "deposit_claim_hours",
 )
 
 
@@ -328,6 +331,10 @@ def _room_value(room: Room, key: str, currency: str) -> str:
     value = getattr(room, key)
     if key == "hourly_price_cents":
         return money(value, currency)
+    if key == "deposit_cents":
+        return money(value, currency) if value else "none"
+    if key in ("deposit_hold_hours", "deposit_claim_hours"):
+        return f"{value} h"
     if key == "min_hours":
         return f"{value:g} h"
     if isinstance(value, bool):

@@ -37,6 +37,13 @@ looked up in Stripe: found on another day it belongs to that day's close; not fo
 Problems: `missing_in_ledger`, `missing_in_stripe`, `amount_differs`. Amounts are magnitudes (a 25.00 refund is
 2500) and `difference = Stripe − ledger`.
 
+**Tax**: Stripe knows nothing of our tax split, so the comparison above is of gross amounts, tax included. From our
+ledger alone the close also reports, for the entries that take part in the day's close (`totals["tax"]`): the tax
+collected on payments (`Booking.tax_cents`; a paid change's `Amendment.tax_cents`), the tax given back on refunds
+(`RefundRecord.tax_cents`, each refund's proportional share, services/rules/tax.py), the net tax (collected − given
+back: what the day adds to the GST owed) and net sales (payments − refunds − net tax: the day's sales net of tax).
+Disputes and fees are not sales and stay out of these figures. A close run before this was added has no `tax` entry.
+
 **Variance**: Σ |difference| over the items, in basis points of the day's gross Stripe volume — Σ |amount| of the
 day's balance transactions (charges, refunds, disputes, reversals; fees are not volume):
 `variance_bps = round(10000 × Σ|difference| / gross)`. A day on which only our ledger moved money is measured
@@ -67,6 +74,7 @@ from models.tables import (
     CloseStatus,
     DailyClose,
     DailyCloseItem,
+    DamageDeposit,
     DisputeCase,
     RefundRecord,
     StripeObjectCache,
@@ -110,6 +118,7 @@ class _Entry:
     booking_status: str | None = None  # for a Stripe entry we lack: what our booking says instead
     payment_intent: str | None = None  # a refund's payment (a booking changed at a cost has more than one)
     change: int | None = None  # the number of the change to the booking this payment paid for
+    tax: int = 0  # ours only: the tax inside a payment or a refund
 
 
 @dataclass
@@ -345,6 +354,7 @@ def _ledger_payments(s: Session, pis: set[str], start: datetime, end: datetime) 
     )
     wanted = sorted(pis | {pi for pi in dated if pi})
     out: dict[str, _Entry] = _ledger_change_payments(s, pis, start, end)
+    out.update(_ledger_deposit_captures(s, pis, start, end))
     if not wanted:
         return out
     first: dict[str, datetime] = {}
@@ -365,8 +375,38 @@ def _ledger_payments(s: Session, pis: set[str], start: datetime, end: datetime) 
             booking_id=b.id,
             reference=b.reference,
             source=f"booking {b.reference}",
+            tax=b.tax_cents,
         )
     return out
+
+
+def _ledger_deposit_captures(s: Session, pis: set[str], start: datetime, end: datetime) -> dict[str, _Entry]:
+    """Damage claims taken from a deposit hold (services.finance.deposits): for the given PaymentIntents whenever
+    captured, and any captured in the window. A hold that was released moved no money and is in no close."""
+    rows = s.exec(
+        select(DamageDeposit, Booking)
+        .join(Booking, col(Booking.id) == col(DamageDeposit.booking_id))
+        .where(
+            col(DamageDeposit.captured_at).is_not(None),
+            or_(
+                col(DamageDeposit.payment_intent_id).in_(sorted(pis)),
+                and_(col(DamageDeposit.captured_at) >= start, col(DamageDeposit.captured_at) < end),
+            ),
+        )
+    )
+    return {
+        dep.payment_intent_id: _Entry(
+            "charge",
+            dep.payment_intent_id,
+            dep.captured_cents,
+            at=dep.captured_at,
+            booking_id=b.id,
+            reference=b.reference,
+            source=f"damage deposit of booking {b.reference}",
+        )
+        for dep, b in rows
+        if dep.payment_intent_id
+    }
 
 
 def _ledger_change_payments(s: Session, pis: set[str], start: datetime, end: datetime) -> dict[str, _Entry]:
@@ -396,6 +436,7 @@ def _ledger_change_payments(s: Session, pis: set[str], start: datetime, end: dat
             reference=b.reference,
             source=f"change {a.number} of booking {b.reference}",
             change=a.number,
+            tax=a.tax_cents,
         )
     return out
 
@@ -418,6 +459,7 @@ def _ledger_refunds(s: Session, ids: set[str], start: datetime, end: datetime) -
             booking_id=r.booking_id,
             source="refund record",
             payment_intent=r.payment_intent_id,
+            tax=r.tax_cents,
         )
         for r in rows
     }
@@ -750,4 +792,21 @@ def _totals(settings: Settings, stripe: list[_Entry], ledger: list[_Entry]) -> d
         return sum(e.amount if e.category == "other" else SIGN[e.category] * e.amount for e in entries) - fees
 
     totals["net"] = {"stripe": net(stripe, stripe_fee), "ledger": net(ledger, ledger_fee)}
+    totals["tax"] = _tax_totals(ledger)
     return totals
+
+
+def _tax_totals(ledger: Iterable[_Entry]) -> dict[str, int]:
+    """The day's tax from our ledger: collected on payments, given back on refunds, net, and net sales."""
+    entries = list(ledger)
+    paid = sum(e.amount for e in entries if e.category == "charge")
+    refunded = sum(e.amount for e in entries if e.category == "refund")
+    on_payments = sum(e.tax for e in entries if e.category == "charge")
+    on_refunds = sum(e.tax for e in entries if e.category == "refund")
+    net_tax = on_payments - on_refunds
+    return {
+        "on_payments": on_payments,
+        "on_refunds": on_refunds,
+        "net": net_tax,
+        "net_sales": paid - refunded - net_tax,
+    }

@@ -27,6 +27,13 @@ CATEGORY_LABELS = {
     "fee": "Fees",
     "net": "Net payout",
 }
+# The day's tax from our ledger (services.finance.close stores them in DailyClose.totals["tax"]), in this order.
+TAX_LABELS = {
+    "on_payments": "Tax collected on payments",
+    "on_refunds": "Tax given back on refunds",
+    "net": "Net tax",
+    "net_sales": "Net sales (net of tax)",
+}
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,13 @@ class CloseResult:
     @property
     def passed(self) -> bool:
         return self.close.status == "passed"
+
+    @property
+    def tax(self) -> dict[str, int] | None:
+        """The day's tax figures from our ledger (TAX_LABELS' keys), or None for a run from before they were kept
+        (or one that could not run)."""
+        figures = (self.close.totals or {}).get("tax")
+        return {k: int(figures.get(k, 0)) for k in TAX_LABELS} if isinstance(figures, dict) else None
 
     @property
     def day_over(self) -> bool:
@@ -121,7 +135,8 @@ def _decimal(cents: int) -> str:
 
 def close_csv(svc: Services, close_id: int) -> bytes:
     """One close as CSV (UTF-8 with a BOM, for spreadsheets): a `close` row (gross volumes, variance), a `total`
-    row per category, then an `item` row per difference. Amounts in currency units, e.g. 120.00."""
+    row per category, a `tax` row per tax figure (our ledger's only: Stripe knows nothing of tax), then an `item`
+    row per difference. Amounts in currency units, e.g. 120.00."""
     result = get_close(svc, close_id)
     c = result.close
     out = io.StringIO()
@@ -156,6 +171,8 @@ def close_csv(svc: Services, close_id: int) -> bytes:
                 "note": CATEGORY_LABELS[category],
             }
         )
+    for key, cents in (result.tax or {}).items():
+        writer.writerow({**base, "record": "tax", "category": key, "ledger": _decimal(cents), "note": TAX_LABELS[key]})
     for i in result.items:
         writer.writerow(
             {

@@ -1,6 +1,7 @@
 """Read models of the refunds above the policy (services.finance.overrides writes them): the queue and the history,
-each override's state in words, and the signing rules — who may sign which slot now — that the writer enforces and
-the page uses to disable a button that would be refused. No writes here."""
+each override's state in words, and the signing rules — who may sign which slot now, the two-signature rules shared
+with damage claims (services.finance.two_signatures) in an override's words — that the writer enforces and the page
+uses to disable a button that would be refused. No writes here."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from sqlmodel import col, select
 
 from models.tables import Booking, BookingLeg, RefundOverride
 from services.core.context import Services
-from services.core.errors import DomainError, InvalidState, NotAllowed
+from services.core.errors import DomainError
+from services.finance import two_signatures as ts
+from services.finance.two_signatures import APPROVER_ROLES, ROLE_WORDS, SLOTS, person, same_person, signer
 
-SLOTS = ("manager", "finance")
-APPROVER_ROLES = frozenset({"manager", "finance", "admin"})
-ROLE_WORDS = {"frontdesk": "Front desk", "manager": "A manager", "finance": "Finance", "admin": "An admin"}
+__all__ = ["APPROVER_ROLES", "ROLE_WORDS", "SLOTS", "person", "same_person", "signer"]
 # Still needs someone: waiting for signatures, executing, or failed (an approver retries or rejects it).
 OPEN = ("pending", "approved", "failed")
 DONE = ("executed", "rejected", "withdrawn")
@@ -47,27 +48,12 @@ class OverrideView:
 
     def completes(self, slot: str) -> bool:
         """Signing `slot` would be the second signature, which executes the override at once."""
-        return all(self.signer(s) for s in SLOTS if s != slot)
-
-
-def person(actor: str) -> str:
-    """The signed-in person taking an override step; NotAllowed without one."""
-    who = actor.strip()
-    if not who:
-        raise NotAllowed("Sign in first: every override step is recorded under the name of the person taking it")
-    return who
-
-
-def same_person(a: str | None, b: str | None) -> bool:
-    """The same email, whatever the case and spacing."""
-    return bool(a and b and a.strip().lower() == b.strip().lower())
+        return ts.completes(self.row, slot)
 
 
 def check_approver(role: str, doing: str) -> None:
     """NotAllowed unless the role may decide on overrides (a manager, finance or an admin)."""
-    if role not in APPROVER_ROLES:
-        who = ROLE_WORDS.get(role, f"The role {role!r}")
-        raise NotAllowed(f"{who} cannot {doing} a refund above the policy: that is for a manager or finance")
+    ts.check_approver(role, f"{doing} a refund above the policy")
 
 
 def status_sentence(row: RefundOverride) -> str:
@@ -95,47 +81,26 @@ def signing_problem(row: RefundOverride, *, actor: str, role: str, slot: str | N
 
 def open_slots(row: RefundOverride, role: str) -> list[str]:
     """The unsigned slots this role may sign: its own, or either for an admin."""
-    mine = [role] if role in SLOTS else list(SLOTS) if role == "admin" else []
-    return [s for s in mine if signer(row, s) is None]
-
-
-def signer(row: RefundOverride, slot: str) -> str | None:
-    """Who signed the manager or the finance slot, if anyone."""
-    return row.manager_approved_by if slot == "manager" else row.finance_approved_by
+    return ts.open_slots(row, role)
 
 
 def slot_for(row: RefundOverride, actor: str, role: str, slot: str | None) -> str:
     """The slot this person signs now; NotAllowed or InvalidState saying why they cannot."""
-    actor = person(actor)
-    check_approver(role, "approve")
-    if role in SLOTS and slot not in (None, role):
-        raise NotAllowed(f"{ROLE_WORDS[role]} signs the {role} approval, not the {slot} one")
-    if row.status != "pending":
-        raise InvalidState(status_sentence(row))
-    for s in SLOTS:
-        if same_person(signer(row, s), actor):
-            raise NotAllowed(
-                f"You already approved override #{row.id} (as {s}): the other approval must come from someone else"
-            )
-    wanted = [slot] if slot else [role] if role in SLOTS else list(SLOTS)
-    free = [s for s in wanted if signer(row, s) is None]
-    if not free:
-        taken = wanted[0]
-        other = next(s for s in SLOTS if s != taken)
-        raise InvalidState(
-            f"The {taken} approval of override #{row.id} is already given (by {signer(row, taken)}); "
-            f"it waits for the {other} approval"
-        )
-    return free[0]
+    return ts.slot_for(
+        row,
+        actor,
+        role,
+        slot,
+        what=f"override #{row.id}",
+        doing="approve a refund above the policy",
+        closed=status_sentence(row),
+    )
 
 
 def status_text(row: RefundOverride) -> str:
     """The override's state in plain words, for tables."""
     if row.status == "pending":
-        signed = [s for s in SLOTS if signer(row, s)]
-        if not signed:
-            return "Waiting for manager and finance"
-        return f"Waiting for {next(s for s in SLOTS if s not in signed)} ({signed[0]} approved)"
+        return ts.waiting_text(row)
     return {
         "approved": "Approved, executing",
         "executed": "Executed",

@@ -10,8 +10,10 @@ service with the override's amount (a Stripe refund whose idempotency key names 
 leaves the override `failed` with its error, for an approver to retry or reject. Every state change is audited on the
 booking as `booking.override.*`.
 
-Signing is a compare-and-set on the slot, so two people clicking at once can neither both take one slot nor, being
-the same person in two tabs, take both. The queue, the states in words and the signing rules are
+Signing is a compare-and-set on the slot (`sign_slot`, then `seal` once both are given), so two people clicking at once
+can neither both take one slot nor, being the same person in two tabs, take both. A claim against a damage deposit
+(services.finance.deposits) is signed through the same two functions, under the same rules
+(services.finance.two_signatures). The queue, the states in words and the signing rules are
 services.finance.override_queries.
 """
 
@@ -24,12 +26,13 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from models.tables import BookingLeg, LegState, OverrideStatus, RefundOverride, RefundRecord
+from models.tables import BookingLeg, DepositClaim, LegState, OverrideStatus, RefundOverride, RefundRecord
 from services import booking as bk
 from services.core import audit
 from services.core.context import Services
 from services.core.errors import BookingBusy, DomainError, InvalidState, NotAllowed, NotFound, ValidationError
 from services.finance import override_queries as oq
+from services.finance.two_signatures import SLOTS
 from services.rules.fmt import day_label, days_label, money
 
 
@@ -196,17 +199,8 @@ def approve(
     with svc.session() as s:
         row = _get(s, override_id)
         chosen = oq.slot_for(row, actor, role, slot)
-        other = next(x for x in oq.SLOTS if x != chosen)
-        mine, theirs = getattr(RefundOverride, f"{chosen}_approved_by"), getattr(RefundOverride, f"{other}_approved_by")
-        # Compare-and-set: the slot still empty, the other one not this same person (two tabs, one person).
-        signed = s.execute(
-            sa.update(RefundOverride)
-            .where(col(RefundOverride.id) == override_id, col(RefundOverride.status) == "pending")
-            .where(col(mine).is_(None))
-            .where(sa.or_(col(theirs).is_(None), sa.func.lower(col(theirs)) != actor.lower()))
-            .values({f"{chosen}_approved_by": actor, f"{chosen}_approved_at": now})
-        ).rowcount  # type: ignore[attr-defined]
-        if not signed:
+        other = next(x for x in SLOTS if x != chosen)
+        if not sign_slot(s, RefundOverride, override_id, slot=chosen, actor=actor, now=now):
             raise InvalidState(f"Override #{override_id} changed while you looked at it; reload and check it again")
         booking = bk.load_booking(s, row.booking_id)
         audit.record(
@@ -220,13 +214,7 @@ def approve(
             role=role,
             message=f"Override #{override_id} approved ({chosen})",
         )
-        both = s.execute(
-            sa.update(RefundOverride)
-            .where(col(RefundOverride.id) == override_id, col(RefundOverride.status) == "pending")
-            .where(col(RefundOverride.manager_approved_by).is_not(None))
-            .where(col(RefundOverride.finance_approved_by).is_not(None))
-            .values(status="approved")
-        ).rowcount  # type: ignore[attr-defined]
+        both = seal(s, RefundOverride, override_id)
         if both:
             s.refresh(row)
             audit.record(
@@ -243,6 +231,40 @@ def approve(
     if both:
         return _execute(svc, override_id, actor=actor, now=now)
     return OverrideOutcome(override_id, "pending", f"Approved as {chosen}. It now waits for the {other} approval.")
+
+
+# The rows that wait for two signatures: a refund above the policy, a claim against a damage deposit. Both carry
+# status, manager_approved_by/at and finance_approved_by/at.
+Signed = type[RefundOverride] | type[DepositClaim]
+
+
+def sign_slot(s: Session, table: Signed, row_id: int, *, slot: str, actor: str, now: datetime) -> bool:
+    """Record `actor`'s signature in `slot` if the row is still pending, the slot still empty and the other slot not
+    signed by this same person (two tabs, one person): a compare-and-set, so two clicks at once cannot both sign.
+    False when the row changed meanwhile (the caller says so; nothing is recorded)."""
+    other = next(x for x in SLOTS if x != slot)
+    mine, theirs = getattr(table, f"{slot}_approved_by"), getattr(table, f"{other}_approved_by")
+    signed = s.execute(
+        sa.update(table)
+        .where(col(table.id) == row_id, col(table.status) == "pending")
+        .where(col(mine).is_(None))
+        .where(sa.or_(col(theirs).is_(None), sa.func.lower(col(theirs)) != actor.lower()))
+        .values({f"{slot}_approved_by": actor, f"{slot}_approved_at": now})
+    ).rowcount  # type: ignore[attr-defined]
+    return bool(signed)
+
+
+def seal(s: Session, table: Signed, row_id: int) -> bool:
+    """pending → approved once both slots are signed; True for the one call that makes the change (the caller then
+    acts on it), False otherwise."""
+    done = s.execute(
+        sa.update(table)
+        .where(col(table.id) == row_id, col(table.status) == "pending")
+        .where(col(table.manager_approved_by).is_not(None))
+        .where(col(table.finance_approved_by).is_not(None))
+        .values(status="approved")
+    ).rowcount  # type: ignore[attr-defined]
+    return bool(done)
 
 
 def retry(svc: Services, override_id: int, *, actor: str, role: str, now: datetime | None = None) -> OverrideOutcome:

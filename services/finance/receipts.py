@@ -8,6 +8,19 @@ every payment with its date; the total paid is their sum, the net what is left a
 Built from our own rows; Stripe is asked only for the card (brand and last four digits of the PaymentIntent's
 latest charge), and a receipt still prints, saying "Card", when Stripe cannot be reached. Money is integer cents
 formatted with `money`; dates and times are venue time.
+
+Tax (services/rules/tax.py, services/rules/bill.py): amounts are the stored ones, named by the rates the booking was
+sold at (its tax snapshot), never worked out again at today's rates. Every receipt of a taxed booking shows each tax
+with its rate and amount (GST 5 %  $4.50); a booking sold without tax shows no tax line at all. What else it shows
+follows CRA's thresholds on the total paid, tax included (receipt_requirements): from $100 the venue's GST/HST
+registration number; from $500 also a description of the supply (room, days, times) and the payment terms ("Paid in
+full by card on …") — the buyer's name is on every receipt.
+
+A registration number CRA requires but the venue has not set is never left out silently: the receipt prints the
+line with "Not on file" (the customer sees that one is owed and can ask), and `receipt_check` reports the problem in
+staff's words, which the booking view shows beside the receipt button, so staff set the number before handing the
+receipt over. The same goes for a missing buyer's name from $500. A refund receipt shows the tax the refund gave back
+(RefundRecord.tax_cents) and, on the same terms, the registration number.
 """
 
 from __future__ import annotations
@@ -22,11 +35,13 @@ from sqlmodel import col, select
 
 from models.tables import Amendment, AmendmentState, Booking, BookingLeg, LegState, RefundRecord
 from services.booking.queries import BookingDetail, booking_detail
-from services.booking.refunds import booking_payments
+from services.booking.refunds import booking_payments, payment_tax
 from services.core.context import Services
 from services.core.errors import DomainError, InvalidState, NotFound
 from services.finance.pdf import Document, Letterhead
+from services.rules.bill import registration_to_show, sold_bill, tax_words, taxes_inside
 from services.rules.fmt import day_label, money
+from services.rules.tax import ReceiptRequirements, receipt_requirements
 
 log = logging.getLogger("roomdesk.finance.receipts")
 
@@ -48,6 +63,7 @@ LEG_WORDS = {
     LegState.REFUNDED: "Cancelled, refunded",
     LegState.FAILED: "Not confirmed",
 }
+NOT_ON_FILE = "Not on file: ask us for it (required on receipts of $100 or more)"
 CARD_BRANDS = {"visa": "Visa", "mastercard": "Mastercard", "amex": "American Express", "interac": "Interac"}
 
 
@@ -190,11 +206,89 @@ def _paid_detail(svc: Services, booking_id: int) -> tuple[BookingDetail, Payment
 
 
 def list_prices(booking: Booking, legs: Sequence[BookingLeg]) -> list[int]:
-    """Each day's price before the multi-day discount: the discount was taken off every day alike."""
+    """Each day's price before the multi-day discount and before tax: the discount was taken off every day alike,
+    and the tax added to each day's net after it."""
     if not legs:
         return []
     share, left = divmod(booking.discount_cents, len(legs))
-    return [leg.price_cents + share + (1 if i < left else 0) for i, leg in enumerate(legs)]
+    return [leg.price_cents - leg.tax_cents + share + (1 if i < left else 0) for i, leg in enumerate(legs)]
+
+
+@dataclass(frozen=True)
+class ReceiptCheck:
+    """What CRA asks of a booking's receipt at its total paid (tax included), and what is missing, for staff."""
+
+    total_cents: int
+    taxed: bool  # sold with tax (a non-empty tax snapshot)
+    needs: ReceiptRequirements
+    registration_number: str | None  # the one recorded at the sale, else the one configured now
+    problems: tuple[str, ...]  # staff's words: what to put right before the receipt is handed over
+
+    @property
+    def shows_number(self) -> bool:
+        """The receipt has a registration number line (the number, or 'Not on file')."""
+        return self.taxed and self.needs.registration_number
+
+
+def receipt_check(svc: Services, booking: Booking, total_cents: int) -> ReceiptCheck:
+    """CRA's items for a receipt of `total_cents` (tax included) of this booking, and what the venue lacks for them."""
+    needs = receipt_requirements(total_cents)
+    bill = sold_bill(booking)
+    number = registration_to_show(bill, svc.tax.registration_number)
+    problems: list[str] = []
+    if bill.taxed and needs.registration_number and not number:
+        problems.append(
+            f"This receipt is {money(total_cents, booking.currency)} (tax included): from $100 CRA requires the "
+            "venue's GST/HST registration number on it, and none is set. Set GST_REGISTRATION_NUMBER before handing "
+            "it over; until then the receipt says the number is not on file."
+        )
+    if needs.buyer_name and not booking.customer_name.strip():
+        problems.append(
+            f"This receipt is {money(total_cents, booking.currency)} (tax included): from $500 CRA requires the "
+            "buyer's name on it, and the booking has none. Add it with Edit details."
+        )
+    return ReceiptCheck(total_cents, bill.taxed, needs, number, tuple(problems))
+
+
+def booking_receipt_check(svc: Services, booking_id: int) -> ReceiptCheck:
+    """receipt_check on what the booking has been paid in all, from our own records (no Stripe call)."""
+    with svc.session() as s:
+        booking = s.get(Booking, booking_id)
+        if booking is None:
+            raise NotFound(f"No booking #{booking_id}")
+        total = sum(amount for _, amount in booking_payments(s, booking))
+        return receipt_check(svc, booking, total)
+
+
+def supply_text(svc: Services, room_name: str, legs: Sequence[BookingLeg]) -> str:
+    """'Hire of the Boardroom at Labour Temple, 2 days: Mon 9 Mar 2026 10:00–12:00; Tue 10 Mar 2026 10:00–12:00'."""
+    days = "; ".join(f"{full_date(leg.day)} {leg_times(svc, leg)}" for leg in legs)
+    count = f"{len(legs)} day{'s' if len(legs) != 1 else ''}"
+    return f"Hire of the {room_name} at {svc.catalogue.venue.name}, {count}: {days}"
+
+
+def terms_text(svc: Services, paid: Sequence[Payment]) -> str:
+    """'Paid in full by card on Mon 2 Mar 2026' (and the dates of the changes paid for since)."""
+    dates: list[str] = []
+    for p in paid:
+        when = full_date(p.paid_at.astimezone(svc.settings.tz).date()) if p.paid_at else "—"
+        if when not in dates:
+            dates.append(when)
+    return "Paid in full by card on " + " and ".join(dates)
+
+
+def _cra_fields(
+    svc: Services, check: ReceiptCheck, room_name: str, legs: Sequence[BookingLeg], paid: Sequence[Payment]
+) -> list[tuple[str, str]]:
+    """The label/value lines CRA's thresholds add to a receipt."""
+    out: list[tuple[str, str]] = []
+    if check.shows_number:
+        out.append(("GST/HST registration no.", check.registration_number or NOT_ON_FILE))
+    if check.needs.description:
+        out.append(("Supply", supply_text(svc, room_name, legs)))
+    if check.needs.payment_terms:
+        out.append(("Payment terms", terms_text(svc, paid)))
+    return out
 
 
 def _days_table(
@@ -215,6 +309,12 @@ def booking_receipt_pdf(svc: Services, booking_id: int) -> tuple[str, bytes]:
     detail, payment = _paid_detail(svc, booking_id)
     b, cur = detail.booking, detail.booking.currency
     now = svc.now()
+    changed, _ = _changes(svc, b)
+    paid = payments_of(svc, b, payment) if changed else [PaidBy(paid_words(svc, payment), "", payment)]
+    with svc.session() as s:
+        taxes_paid = payment_tax(s, b)
+        total_paid = sum(amount for _, amount in booking_payments(s, b))
+    check = receipt_check(svc, b, total_paid)
     doc = Document(
         "Receipt",
         letterhead=letterhead(svc),
@@ -229,36 +329,40 @@ def booking_receipt_pdf(svc: Services, booking_id: int) -> tuple[str, bytes]:
             ("Customer", "\n".join(p for p in (b.customer_name, b.customer_email, b.customer_phone) if p)),
             ("Room", f"{detail.room_name}, {svc.catalogue.venue.name}"),
             ("Booked", venue_time(svc, b.created_at)),
+            *_cra_fields(svc, check, detail.room_name, detail.legs, [p.payment for p in paid]),
         ]
     )
     doc.heading("Days booked")
-    changed, _ = _changes(svc, b)
     lines: list[list[object]] = []
     if changed:
-        # Changed since the sale: each day at its price now (any discount is in it), then every payment.
+        # Changed since the sale: each day at its price now (any discount and its tax are in it), then every payment.
         _days_table(svc, doc, b, detail.legs, [leg.price_cents for leg in detail.legs], "Price")
-        paid = payments_of(svc, b, payment)
         lines += [[p.label, money(p.payment.received_cents, cur)] for p in paid]
         total = sum(p.payment.received_cents for p in paid)
         lines.append(["Total paid", money(total, cur)])
+        tax_paid = sum(taxes_paid.get(p.payment_intent_id, (0, 0))[1] for p in paid)
+        lines += [[f"{t.label} included", money(t.cents, cur)] for t in taxes_inside(tax_paid, b.tax_snapshot)]
     else:
-        _days_table(svc, doc, b, detail.legs, list_prices(b, detail.legs), "Price")
-        if b.discount_cents:
-            pct = b.pricing_snapshot.get("discount_percent")
-            lines.append(["Subtotal", money(b.amount_cents + b.discount_cents, cur)])
-            lines.append([f"Multi-day discount{f' ({pct} %)' if pct else ''}", money(-b.discount_cents, cur)])
-        lines.append(["Total", money(b.amount_cents, cur)])
+        bill = sold_bill(b)
+        heading = "Price before tax" if bill.taxes else "Price"
+        _days_table(svc, doc, b, detail.legs, list_prices(b, detail.legs), heading)
+        lines += [[label, amount] for label, amount in bill.rows(cur)]
         lines.append([paid_words(svc, payment), money(payment.received_cents, cur)])
-        total = payment.received_cents
+        total, tax_paid = payment.received_cents, b.tax_cents
     for r in detail.refunds:
         words = f"Refunded {venue_time(svc, r.created_at)}: {origin_words(r.origin)}"
+        if tax := tax_words(taxes_inside(r.tax_cents, b.tax_snapshot), cur):
+            words += f" (including {tax})"
         lines.append([words, money(-r.amount_cents, cur)])
-    lines.append(["Net paid", money(total - detail.refunded_cents, cur)])
+    net_tax = tax_words(taxes_inside(tax_paid - sum(r.tax_cents for r in detail.refunds), b.tax_snapshot), cur)
+    net_words = f"Net paid (including {net_tax})" if net_tax else "Net paid"
+    lines.append([net_words, money(total - detail.refunded_cents, cur)])
     doc.heading("Payment")
     doc.table(["", "Amount"], lines, (82, 18), align=("LEFT", "RIGHT"), emphasise_last=True)
     doc.note(
-        f"Times are {tz_words(svc)}. Amounts in {cur}. "
-        "Refunds go back to the card paid with and take 5–10 business days to appear on the statement."
+        f"Times are {tz_words(svc)}. Amounts in {cur}"
+        + ("; totals, payments and refunds include tax" if check.taxed else "")
+        + ". Refunds go back to the card paid with and take 5–10 business days to appear on the statement."
     )
     return f"receipt-{b.reference}.pdf", doc.output()
 
@@ -278,6 +382,8 @@ def refund_receipt_pdf(svc: Services, refund_record_id: int) -> tuple[str, bytes
     # The refund went back to the card of the payment it was made on (a changed booking may have more than one).
     refunded_to = next((p for p in paid if p.payment_intent_id == refund.payment_intent_id), paid[0])
     so_far = sum(r.amount_cents for r in detail.refunds if (r.created_at, r.id or 0) <= (refund.created_at, refund.id))
+    check = booking_receipt_check(svc, booking_id)
+    tax_back = tax_words(taxes_inside(refund.tax_cents, b.tax_snapshot), cur)
     doc = Document(
         "Refund receipt",
         letterhead=letterhead(svc),
@@ -289,6 +395,7 @@ def refund_receipt_pdf(svc: Services, refund_record_id: int) -> tuple[str, bytes
             ("Refund receipt number", number),
             ("Refund date", venue_time(svc, refund.created_at)),
             ("Amount refunded", money(refund.amount_cents, cur)),
+            *([("Tax refunded", f"{tax_back} (included in the amount refunded)")] if tax_back else []),
             ("Refunded to", refunded_to.payment.method),
             ("Why", origin_words(refund.origin)),
             ("Reason given", refund.reason or "—"),
@@ -296,6 +403,7 @@ def refund_receipt_pdf(svc: Services, refund_record_id: int) -> tuple[str, bytes
             ("Customer", "\n".join(p for p in (b.customer_name, b.customer_email) if p)),
             ("Room", f"{detail.room_name}, {svc.catalogue.venue.name}"),
             ("Stripe refund", refund.refund_id),
+            *([("GST/HST registration no.", check.registration_number or NOT_ON_FILE)] if check.shows_number else []),
         ]
     )
     doc.heading("Days this refund covers")

@@ -7,6 +7,14 @@ cross-checked against every Stripe refund we know, from the sync cache or (`live
 refund we hold no record of still appears, once, flagged "not in our ledger"; a ledger row never appears twice. Each
 refund is dated by Stripe's own time when Stripe is known to have it (the money left then), else by our record's,
 and every date is a venue-local date: a refund at 23:30 in Vancouver on the 31st belongs to the 31st.
+
+Tax: prices are net of tax and tax is added per day (services/rules/tax.py holds THE rounding rule: per line and per
+rate, half up). A refund gives back its proportional share of its payment's tax, worked out once when it is recorded
+(`RefundRecord.tax_cents`, tax.refund_split: refunds in parts add up to exactly the payment's tax); the report shows
+that figure and the refund's net (amount − tax). A refund recorded before tax was charged shows 0. A Stripe refund
+not in our ledger shows the share recording it now would give it (services.booking.refunds.refund_tax), 0 on a
+payment that is not ours. Revenue is net of tax: payments − refunds − the tax collected (the GST owed: tax on the
+payments, from `Booking.tax_cents` and a paid change's `Amendment.tax_cents`, less the tax the refunds gave back).
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from models.tables import (
     SyncState,
 )
 from services.booking.availability import open_days
+from services.booking.refunds import refund_tax
 from services.core.context import Services
 from services.core.errors import ValidationError
 
@@ -70,7 +79,9 @@ ROW_COLUMNS = [
     "origin",  # code
     "origin_label",  # in words
     "reason",
-    "amount_cents",
+    "amount_cents",  # what went back, tax included
+    "tax_cents",  # the tax inside it
+    "net_cents",  # amount − tax
     "currency",
     "policy_quote_cents",  # nullable
     "actor",
@@ -79,7 +90,7 @@ ROW_COLUMNS = [
     "in_stripe",
     "check",  # "" when the ledger and Stripe agree, else what to look at
 ]
-TOTAL_COLUMNS = ["key", "label", "currency", "refunds", "amount_cents"]
+TOTAL_COLUMNS = ["key", "label", "currency", "refunds", "amount_cents", "tax_cents"]
 
 
 # --------------------------------------------------------------------------------------------- dates
@@ -265,6 +276,16 @@ class RefundReport:
         return int(self.rows["amount_cents"].sum()) if len(self.rows) else 0
 
     @property
+    def tax_cents(self) -> int:
+        """The tax the refunds gave back."""
+        return int(self.rows["tax_cents"].sum()) if len(self.rows) else 0
+
+    @property
+    def net_cents(self) -> int:
+        """What the refunds gave back net of tax."""
+        return self.total_cents - self.tax_cents
+
+    @property
     def not_in_ledger(self) -> int:
         return int((~self.rows["in_ledger"]).sum()) if len(self.rows) else 0
 
@@ -297,10 +318,11 @@ def refund_report(
             ledger.update({r.refund_id: r for r in late})
         bookings = _bookings(s, ledger.values(), stripe.values())
         payments = _cached_payment_intents(s, [r.payment_intent for r in stripe.values() if r.payment_intent])
+        unrecorded_tax = _unrecorded_tax(s, [r for rid, r in stripe.items() if rid not in ledger], bookings)
 
     out = []
     for rid in sorted(set(ledger) | set(stripe)):
-        row = _row(svc, ledger.get(rid), stripe.get(rid), bookings, payments, as_of, live)
+        row = _row(svc, ledger.get(rid), stripe.get(rid), bookings, payments, as_of, live, unrecorded_tax)
         if row is not None and lo <= row["_utc"] < hi:
             out.append(row)
     rows = pd.DataFrame(out, columns=[*ROW_COLUMNS, "_utc"])
@@ -354,6 +376,19 @@ def _bookings_of_changes(session: Any, pis: Sequence[str]) -> dict[str, Booking]
     return out
 
 
+def _unrecorded_tax(
+    session: Any, refunds: Iterable[StripeRefund], bookings: dict[int | str, Booking]
+) -> dict[str, int]:
+    """Refund id → the tax a Stripe refund our ledger lacks would give back if it were recorded now, for refunds of
+    our bookings' payments (the old system's payments carried no tax of ours)."""
+    out: dict[str, int] = {}
+    for r in refunds:
+        booking = bookings.get(r.payment_intent) if r.payment_intent else None
+        if booking is not None and r.status in MONEY_RETURNED:
+            out[r.id] = refund_tax(session, booking, r.payment_intent, r.amount_cents)
+    return out
+
+
 def _cached_payment_intents(session: Any, pis: Sequence[str]) -> dict[str, StripeObjectCache]:
     """PaymentIntents from the cache: who paid and for which room, for refunds of payments no booking of ours has
     (the old booking system's)."""
@@ -374,6 +409,7 @@ def _row(
     payments: dict[str, StripeObjectCache],
     as_of: datetime | None,
     live: bool,
+    unrecorded_tax: dict[str, int],
 ) -> dict[str, Any] | None:
     if rec is None and (refund is None or refund.status not in MONEY_RETURNED):
         return None  # a failed or canceled Stripe refund that we never counted: no money moved
@@ -385,7 +421,7 @@ def _row(
 
     if rec is not None:
         origin, reason, actor = rec.origin, rec.reason, rec.actor
-        amount, currency = rec.amount_cents, rec.currency.upper()
+        amount, currency, tax = rec.amount_cents, rec.currency.upper(), rec.tax_cents
     else:
         assert refund is not None
         # Our own refund whose record was lost keeps the origin we wrote into its metadata; any other refund was
@@ -394,6 +430,7 @@ def _row(
         origin = meta_origin if refund.metadata.get("booking_id") and meta_origin in ORIGINS else "stripe_dashboard"
         reason, actor = STRIPE_REASONS.get(refund.reason, refund.reason), "Stripe"
         amount, currency = refund.amount_cents, refund.currency or svc.settings.currency
+        tax = unrecorded_tax.get(refund.id, 0)
     when = refund.created if refund is not None and refund.created is not None else rec.created_at if rec else None
     if when is None:
         return None
@@ -415,6 +452,8 @@ def _row(
         "origin_label": ORIGINS.get(origin, origin),
         "reason": reason,
         "amount_cents": int(amount),
+        "tax_cents": int(tax),
+        "net_cents": int(amount) - int(tax),
         "currency": currency,
         "policy_quote_cents": rec.policy_quote_cents if rec is not None else None,
         "actor": actor,
@@ -459,7 +498,8 @@ def _typed(rows: pd.DataFrame, tz: ZoneInfo) -> pd.DataFrame:
     rows["refunded_at"] = pd.to_datetime(rows["refunded_at"], utc=True).dt.tz_convert(tz)
     rows["booking_id"] = rows["booking_id"].astype("Int64")
     rows["policy_quote_cents"] = rows["policy_quote_cents"].astype("Int64")
-    rows["amount_cents"] = rows["amount_cents"].astype("int64")
+    for money_column in ("amount_cents", "tax_cents", "net_cents"):
+        rows[money_column] = rows[money_column].astype("int64")
     rows["in_ledger"] = rows["in_ledger"].astype(bool)
     rows["in_stripe"] = rows["in_stripe"].astype(bool)
     return rows
@@ -485,23 +525,25 @@ def summarise(
 
 
 def _totals(rows: pd.DataFrame, key: str, currency: str, every: dict[str, str]) -> pd.DataFrame:
-    """Count and cents per key and currency; keys in `every` appear (in that order) even with nothing."""
+    """Count, cents and tax per key and currency; keys in `every` appear (in that order) even with nothing."""
     grouped = rows.groupby([key, "currency"], as_index=False).agg(
-        refunds=("refund_id", "size"), amount_cents=("amount_cents", "sum")
+        refunds=("refund_id", "size"), amount_cents=("amount_cents", "sum"), tax_cents=("tax_cents", "sum")
     )
     seen = {(str(k), str(c)) for k, c in zip(grouped[key], grouped["currency"], strict=True)}
     extra = [
-        {key: k, "currency": currency, "refunds": 0, "amount_cents": 0} for k in every if (k, currency) not in seen
+        {key: k, "currency": currency, "refunds": 0, "amount_cents": 0, "tax_cents": 0}
+        for k in every
+        if (k, currency) not in seen
     ]
-    out = pd.concat([grouped, pd.DataFrame(extra, columns=[key, "currency", "refunds", "amount_cents"])]).rename(
-        columns={key: "key"}
-    )
+    columns = [key, "currency", "refunds", "amount_cents", "tax_cents"]
+    out = pd.concat([grouped, pd.DataFrame(extra, columns=columns)]).rename(columns={key: "key"})
     order = {k: i for i, k in enumerate(every)}
     out["rank"] = [order.get(str(k), len(order)) for k in out["key"]]
     out = out.sort_values(["rank", "key", "currency"], ignore_index=True)
     out["label"] = [every.get(str(k), str(k)) for k in out["key"]]
     out["refunds"] = out["refunds"].astype("int64")
     out["amount_cents"] = out["amount_cents"].astype("int64")
+    out["tax_cents"] = out["tax_cents"].astype("int64")
     return out[TOTAL_COLUMNS]
 
 
@@ -531,10 +573,18 @@ def _columns(report: RefundReport, *, for_csv: bool) -> list[_Col]:
         if for_csv
         else [_Col("refunded_at", f"Refunded ({place} time)", "when", 20)]
     )
-    amount = [_Col("amount_cents", "Amount", "money", 12)]
+    amount = [
+        _Col("amount_cents", "Amount", "money", 12),
+        _Col("tax_cents", "Tax", "money", 10),
+        _Col("net_cents", "Net of tax", "money", 12),
+    ]
     quote = [_Col("policy_quote_cents", "Policy quote", "money", 13)]
     if for_csv:
-        amount.append(_Col("amount_cents", "Amount (cents)", "cents"))
+        amount += [
+            _Col("amount_cents", "Amount (cents)", "cents"),
+            _Col("tax_cents", "Tax (cents)", "cents"),
+            _Col("net_cents", "Net of tax (cents)", "cents"),
+        ]
         quote.append(_Col("policy_quote_cents", "Policy quote (cents)", "cents"))
     return [
         *when,
@@ -666,15 +716,16 @@ def _totals_sheet(ws: Any, report: RefundReport, bold: Any, head_fill: Any) -> N
     row = 3
     ws.cell(row=row, column=1, value="All refunds").font = bold
     ws.cell(row=row, column=3, value=report.count).font = bold
-    total = ws.cell(row=row, column=4, value=report.total_cents / 100)
-    total.font, total.number_format = bold, money_fmt
+    for column, cents in ((4, report.total_cents), (5, report.tax_cents), (6, report.net_cents)):
+        total = ws.cell(row=row, column=column, value=cents / 100)
+        total.font, total.number_format = bold, money_fmt
     row += 2
     for title, frame, is_month in (
         ("By origin", report.by_origin, False),
         ("By room", report.by_room, False),
         ("By month", report.by_month, True),
     ):
-        for j, header in enumerate((title, "Currency", "Refunds", "Amount"), start=1):
+        for j, header in enumerate((title, "Currency", "Refunds", "Amount", "Tax", "Net of tax"), start=1):
             cell = ws.cell(row=row, column=j, value=header)
             cell.font, cell.fill = bold, head_fill
         row += 1
@@ -687,12 +738,12 @@ def _totals_sheet(ws: Any, report: RefundReport, bold: Any, head_fill: Any) -> N
                 _text_cell(ws, row, 1, rec["label"])
             ws.cell(row=row, column=2, value=rec["currency"])
             ws.cell(row=row, column=3, value=int(rec["refunds"]))
-            ws.cell(row=row, column=4, value=int(rec["amount_cents"]) / 100).number_format = currency_format(
-                str(rec["currency"])
-            )
+            amount, tax = int(rec["amount_cents"]), int(rec["tax_cents"])
+            for column, cents in ((4, amount), (5, tax), (6, amount - tax)):
+                ws.cell(row=row, column=column, value=cents / 100).number_format = currency_format(str(rec["currency"]))
             row += 1
         row += 1
-    for letter, width in zip("ABCD", (32, 10, 10, 14), strict=True):
+    for letter, width in zip("ABCDEF", (32, 10, 10, 14, 12, 14), strict=True):
         ws.column_dimensions[letter].width = width
 
 
@@ -701,22 +752,35 @@ def _totals_sheet(ws: Any, report: RefundReport, bold: Any, head_fill: Any) -> N
 
 @dataclass(frozen=True)
 class Revenue:
-    """Money in and out over a date range. Payments: Stripe charges that succeeded (from the cache), by the day they
-    were paid; refunds: the refunds report's rows, by refund day; net = payments − refunds. Integer cents."""
+    """Money in and out over a date range, net of tax. Payments: Stripe charges that succeeded (from the cache), by
+    the day they were paid, with the tax our ledger says is inside each; refunds: the refunds report's rows, by refund
+    day, with theirs. Tax collected (the GST owed) = tax on payments − tax on refunds; net revenue = payments − refunds
+    − tax collected. Integer cents."""
 
-    by_month: pd.DataFrame  # month ('2026-03'), label ('Mar 2026'), payments_cents, refunds_cents, net_cents
-    by_room: pd.DataFrame  # room_slug, room, payments_cents, refunds_cents, net_cents (largest payments first)
-    payments_cents: int
-    refunds_cents: int
+    # month ('2026-03'), label ('Mar 2026') / room_slug, room (largest payments first), then payments_cents,
+    # refunds_cents (tax included), payments_tax_cents, refunds_tax_cents, tax_cents (collected), net_cents
+    by_month: pd.DataFrame
+    by_room: pd.DataFrame
+    payments_cents: int  # tax included
+    refunds_cents: int  # tax included
+    payments_tax_cents: int
+    refunds_tax_cents: int
     currency: str
 
     @property
+    def tax_cents(self) -> int:
+        """The tax collected: on the payments, less what the refunds gave back (what is owed to the tax office)."""
+        return self.payments_tax_cents - self.refunds_tax_cents
+
+    @property
     def net_cents(self) -> int:
-        return self.payments_cents - self.refunds_cents
+        """Revenue net of tax: payments − refunds − the tax collected."""
+        return self.payments_cents - self.refunds_cents - self.tax_cents
 
 
 def payments_frame(svc: Services, date_from: date, date_to: date) -> pd.DataFrame:
-    """Payments taken between two venue dates: one row per succeeded Stripe charge in the cache, with its room."""
+    """Payments taken between two venue dates: one row per succeeded Stripe charge in the cache, with its room and
+    the tax inside it (0 for a payment that is not ours)."""
     tz = svc.settings.tz
     lo, hi = _utc_window(date_from, date_to, tz)
     with svc.session() as s:
@@ -736,8 +800,10 @@ def payments_frame(svc: Services, date_from: date, date_to: date) -> pd.DataFram
         for chunk in _chunks(pis, 500):
             for b in s.exec(select(Booking).where(col(Booking.payment_intent_id).in_(chunk))):
                 bookings[str(b.payment_intent_id)] = b
+        taxes = {pi: b.tax_cents for pi, b in bookings.items()}
         # A change that cost more is paid by a PaymentIntent of its own: revenue of its booking's (current) room.
         bookings.update(_bookings_of_changes(s, [p for p in pis if p not in bookings]))
+        taxes.update(_change_taxes(s, [p for p in pis if p not in taxes]))
     out = []
     for c in charges:
         assert c.created is not None
@@ -746,6 +812,7 @@ def payments_frame(svc: Services, date_from: date, date_to: date) -> pd.DataFram
         booking = bookings.get(pi)
         pi_row = cached.get(pi)
         slug = booking.room_slug if booking else (pi_row.room if pi_row is not None else None) or ""
+        amount = int(c.amount_received if c.amount_received is not None else c.amount or 0)
         out.append(
             {
                 "paid_at": local,
@@ -754,43 +821,72 @@ def payments_frame(svc: Services, date_from: date, date_to: date) -> pd.DataFram
                 "room": _room_name(svc, slug),
                 "payment_intent": pi,
                 "booking_ref": booking.reference if booking else "",
-                "amount_cents": int(c.amount_received if c.amount_received is not None else c.amount or 0),
+                "amount_cents": amount,
+                "tax_cents": min(taxes.get(pi, 0), amount),
                 "currency": (c.currency or svc.settings.currency).upper(),
             }
         )
-    columns = ["paid_at", "month", "room_slug", "room", "payment_intent", "booking_ref", "amount_cents", "currency"]
+    columns = [
+        "paid_at",
+        "month",
+        "room_slug",
+        "room",
+        "payment_intent",
+        "booking_ref",
+        "amount_cents",
+        "tax_cents",
+        "currency",
+    ]
     frame = pd.DataFrame(out, columns=columns)
     frame["amount_cents"] = frame["amount_cents"].astype("int64")
+    frame["tax_cents"] = frame["tax_cents"].astype("int64")
     return frame.sort_values("paid_at", ignore_index=True)
 
 
+def _change_taxes(session: Any, pis: Sequence[str]) -> dict[str, int]:
+    """PaymentIntent → the tax inside the change to a booking it paid for."""
+    out: dict[str, int] = {}
+    for chunk in _chunks(sorted(set(pis)), 500):
+        q = select(Amendment.payment_intent_id, Amendment.tax_cents).where(col(Amendment.payment_intent_id).in_(chunk))
+        out.update({str(pi): int(tax) for pi, tax in session.exec(q) if pi})
+    return out
+
+
 def revenue(svc: Services, date_from: date, date_to: date, *, report: RefundReport | None = None) -> Revenue:
-    """Payments, refunds and net by month and by room (pass the range's refunds report if it is already built)."""
+    """Payments, refunds, tax collected and net revenue (net of tax) by month and by room (pass the range's refunds
+    report if it is already built)."""
     paid = payments_frame(svc, date_from, date_to)
     refunds = (report or refund_report(svc, date_from, date_to)).rows
 
+    def sums(frame: pd.DataFrame, key: str) -> None:
+        for target, source, column in (
+            ("payments_cents", paid, "amount_cents"),
+            ("refunds_cents", refunds, "amount_cents"),
+            ("payments_tax_cents", paid, "tax_cents"),
+            ("refunds_tax_cents", refunds, "tax_cents"),
+        ):
+            frame[target] = frame[key].map(source.groupby(key)[column].sum()).fillna(0).astype("int64")
+        frame["tax_cents"] = frame["payments_tax_cents"] - frame["refunds_tax_cents"]
+        frame["net_cents"] = frame["payments_cents"] - frame["refunds_cents"] - frame["tax_cents"]
+
     months = months_between(date_from, date_to)
     by_month = pd.DataFrame({"month": months, "label": [_month_label(m) for m in months]})
-    by_month["payments_cents"] = by_month["month"].map(paid.groupby("month")["amount_cents"].sum()).fillna(0)
-    by_month["refunds_cents"] = by_month["month"].map(refunds.groupby("month")["amount_cents"].sum()).fillna(0)
+    sums(by_month, "month")
 
     names = {**dict(zip(paid["room_slug"], paid["room"], strict=True))}
     names.update(dict(zip(refunds["room_slug"], refunds["room"], strict=True)))
     known = [r.slug for r in svc.catalogue.bookable_rooms]
     slugs = known + sorted(set(names) - set(known))
     by_room = pd.DataFrame({"room_slug": slugs, "room": [names.get(s) or _room_name(svc, s) for s in slugs]})
-    by_room["payments_cents"] = by_room["room_slug"].map(paid.groupby("room_slug")["amount_cents"].sum()).fillna(0)
-    by_room["refunds_cents"] = by_room["room_slug"].map(refunds.groupby("room_slug")["amount_cents"].sum()).fillna(0)
-    for frame in (by_month, by_room):
-        frame["payments_cents"] = frame["payments_cents"].astype("int64")
-        frame["refunds_cents"] = frame["refunds_cents"].astype("int64")
-        frame["net_cents"] = frame["payments_cents"] - frame["refunds_cents"]
+    sums(by_room, "room_slug")
     by_room = by_room.sort_values(["payments_cents", "room"], ascending=[False, True], ignore_index=True)
     return Revenue(
         by_month,
         by_room,
         int(paid["amount_cents"].sum()),
         int(refunds["amount_cents"].sum()),
+        int(paid["tax_cents"].sum()),
+        int(refunds["tax_cents"].sum()),
         svc.settings.currency,
     )
 

@@ -94,6 +94,17 @@ def invoice_tax(invoice: Json) -> int:
     return sum(int(t.get("amount") or 0) for t in invoice.get("total_taxes") or [])
 
 
+def paid_invoice_payment_intent(payments: Sequence[Json]) -> str | None:
+    """From an invoice's invoice payments (Stripe lists the newest first): the PaymentIntent of the one that paid,
+    or None (none paid, or paid out of band). Since API 2025-03-31 an Invoice has no `payment_intent` field."""
+    for payment in payments:
+        target = payment.get("payment") or {}
+        if payment.get("status") == "paid" and target.get("type") == "payment_intent":
+            pi = target.get("payment_intent")
+            return str(pi["id"] if isinstance(pi, dict) else pi) if pi else None
+    return None
+
+
 def _invoice_error(message: str) -> GatewayError:
     return GatewayError(message, transient=False, provider="payments", status=400)
 
@@ -270,6 +281,11 @@ class PaymentsGateway(Protocol):
 
     def list_invoices(self, *, limit: int = 100, starting_after: str | None = None) -> Json:
         """A Stripe list object of Invoices, newest first."""
+        ...
+
+    def invoice_payment_intent(self, invoice_id: str) -> str | None:
+        """The PaymentIntent that paid the invoice (refunds go back on it), or None: not paid, or paid out of band.
+        NotFound for an unknown invoice."""
         ...
 
 

@@ -28,6 +28,9 @@ class ReadOnlyPayments:
             return getattr(self.inner, name)
         raise AttributeError(name)
 
+    def invoice_payment_intent(self, invoice_id: str) -> str | None:
+        return self.inner.invoice_payment_intent(invoice_id)
+
     def create_payment_intent(self, **_: Any) -> Json:
         raise _refuse("Stripe")
 

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from services.core.errors import GatewayError, InvalidState, NotFound, PaymentDeclined
-from services.gateways.base import InvoiceLine, Json, check_invoice_request, check_tax_rate_bps, line_tax
+from services.gateways.base import (
+    InvoiceLine,
+    Json,
+    check_invoice_request,
+    check_tax_rate_bps,
+    line_tax,
+    paid_invoice_payment_intent,
+)
 from services.gateways.faults import Faults
 from services.gateways.sandbox_store import SandboxStore, StoreTx, checked_now, random_id, utc_now
 
@@ -183,44 +190,50 @@ class SandboxPayments:
                 tx.put("payment_intent", payment_intent_id, pi)
                 self._record_event(tx, "payment_intent.payment_failed", pi)
             else:
-                brand, last4 = _CARD_DETAILS[payment_method]
-                charge_id = random_id("ch_")
-                charge = {
-                    "id": charge_id,
-                    "object": "charge",
-                    "amount": pi["amount"],
-                    "amount_captured": pi["amount"],
-                    "amount_refunded": 0,
-                    "balance_transaction": random_id("txn_"),
-                    "billing_details": {"address": None, "email": None, "name": None, "phone": None},
-                    "captured": True,
-                    "created": now,
-                    "currency": pi["currency"],
-                    "disputed": False,
-                    "livemode": False,
-                    "metadata": dict(pi.get("metadata") or {}),
-                    "paid": True,
-                    "payment_intent": payment_intent_id,
-                    "payment_method": payment_method,
-                    "payment_method_details": {"type": "card", "card": {"brand": brand, "last4": last4}},
-                    "refunded": False,
-                    "status": "succeeded",
-                }
-                pi.update(
-                    status="succeeded",
-                    amount_received=pi["amount"],
-                    latest_charge=charge_id,
-                    payment_method=payment_method,
-                    last_payment_error=None,
-                )
-                tx.put("charge", charge_id, charge)
-                tx.put("payment_intent", payment_intent_id, pi)
-                self._record_event(tx, "charge.succeeded", charge)
-                self._record_event(tx, "payment_intent.succeeded", pi)
+                self._charge(tx, pi, payment_method, now)
         if declined is not None:
             raise PaymentDeclined(declined)
         self.faults.after(op, PROVIDER, payment_intent_id=payment_intent_id, payment_method=payment_method)
         return pi
+
+    def _charge(self, tx: StoreTx, pi: Json, payment_method: str, now: int) -> Json:
+        """Charge the PaymentIntent in full with a test card that pays: its Charge (with a balance transaction),
+        status `succeeded`; records charge.succeeded and payment_intent.succeeded."""
+        brand, last4 = _CARD_DETAILS[payment_method]
+        charge_id = random_id("ch_")
+        charge = {
+            "id": charge_id,
+            "object": "charge",
+            "amount": pi["amount"],
+            "amount_captured": pi["amount"],
+            "amount_refunded": 0,
+            "balance_transaction": random_id("txn_"),
+            "billing_details": {"address": None, "email": None, "name": None, "phone": None},
+            "captured": True,
+            "created": now,
+            "currency": pi["currency"],
+            "disputed": False,
+            "livemode": False,
+            "metadata": dict(pi.get("metadata") or {}),
+            "paid": True,
+            "payment_intent": pi["id"],
+            "payment_method": payment_method,
+            "payment_method_details": {"type": "card", "card": {"brand": brand, "last4": last4}},
+            "refunded": False,
+            "status": "succeeded",
+        }
+        pi.update(
+            status="succeeded",
+            amount_received=pi["amount"],
+            latest_charge=charge_id,
+            payment_method=payment_method,
+            last_payment_error=None,
+        )
+        tx.put("charge", charge_id, charge)
+        tx.put("payment_intent", pi["id"], pi)
+        self._record_event(tx, "charge.succeeded", charge)
+        self._record_event(tx, "payment_intent.succeeded", pi)
+        return charge
 
     def retrieve_payment_intent(self, payment_intent_id: str) -> Json:
         """The PaymentIntent with `latest_charge` expanded to the Charge (or None)."""
@@ -734,10 +747,12 @@ class SandboxPayments:
             self._record_event(tx, "charge.dispute.created", dispute)
         return dispute
 
-    def pay_invoice(self, invoice_id: str) -> Json:
-        """The customer pays the open invoice on its hosted page: status `paid`, `amount_paid` = `amount_due`;
-        records `invoice.paid` and `invoice.payment_succeeded` with the invoice, as Stripe sends them. Paying a paid
-        invoice returns it; a draft or void one raises InvalidState. Sandbox only."""
+    def pay_invoice(self, invoice_id: str, *, payment_method: str = "pm_card_visa") -> Json:
+        """The customer pays the open invoice by card on its hosted page: a PaymentIntent for `amount_due` (the
+        invoice's metadata copied, as the sandbox's stand-in for Stripe linking them) is charged, an invoice payment
+        links the two (`invoice_payment_intent`), the invoice is `paid`; records payment_intent.succeeded,
+        invoice.paid and invoice.payment_succeeded as Stripe sends them. Paying a paid invoice returns it; a draft or
+        void one raises InvalidState. Sandbox only."""
         with self.store.transaction() as tx:
             inv = _get(tx, "invoice", invoice_id)
             if inv["status"] == "paid":
@@ -745,12 +760,68 @@ class SandboxPayments:
             if inv["status"] != "open":
                 raise InvalidState(f"Invoice {invoice_id} is {inv['status']}; only an open invoice can be paid")
             now = self._now()
+            pi_id = random_id("pi_")
+            pi: Json = {
+                "id": pi_id,
+                "object": "payment_intent",
+                "amount": inv["amount_due"],
+                "amount_capturable": 0,
+                "amount_received": 0,
+                "capture_method": "automatic",
+                "currency": inv["currency"],
+                "customer": inv["customer"],
+                "status": "requires_payment_method",
+                "metadata": dict(inv.get("metadata") or {}),
+                "client_secret": f"{pi_id}_secret_{random_id('', 25)}",
+                "created": now,
+                "canceled_at": None,
+                "cancellation_reason": None,
+                "last_payment_error": None,
+                "latest_charge": None,
+                "livemode": False,
+                "next_action": None,
+                "payment_method": None,
+                "payment_method_types": ["card"],
+            }
+            tx.put("payment_intent", pi_id, pi)
+            self._record_event(tx, "payment_intent.created", pi)
+            self._charge(tx, pi, payment_method, now)
+            payment_id = random_id("inpay_")
+            tx.put(
+                "invoice_payment",
+                payment_id,
+                {
+                    "id": payment_id,
+                    "object": "invoice_payment",
+                    "amount_paid": inv["amount_due"],
+                    "amount_requested": inv["amount_due"],
+                    "created": now,
+                    "currency": inv["currency"],
+                    "invoice": invoice_id,
+                    "is_default": True,
+                    "livemode": False,
+                    "payment": {"type": "payment_intent", "payment_intent": pi_id},
+                    "status": "paid",
+                    "status_transitions": {"canceled_at": None, "paid_at": now},
+                },
+            )
             inv.update(status="paid", amount_paid=inv["amount_due"], amount_remaining=0, attempted=True)
             inv["status_transitions"]["paid_at"] = now
             tx.put("invoice", invoice_id, inv)
             self._record_event(tx, "invoice.paid", inv)
             self._record_event(tx, "invoice.payment_succeeded", inv)
         return inv
+
+    def invoice_payment_intent(self, invoice_id: str) -> str | None:
+        """The PaymentIntent that paid the invoice (its paid invoice payment), or None (unpaid, or paid outside
+        Stripe). NotFound for an unknown invoice."""
+        op = "invoice_payment_intent"
+        self.faults.before(op, PROVIDER, invoice_id=invoice_id)
+        with self.store.read() as tx:
+            _get(tx, "invoice", invoice_id)
+            payments = [r.data for r in tx.records("invoice_payment") if r.data.get("invoice") == invoice_id]
+        self.faults.after(op, PROVIDER, invoice_id=invoice_id)
+        return paid_invoice_payment_intent(payments)
 
     def close_dispute(self, dispute_id: str, *, won: bool) -> Json:
         """The bank decides the dispute (`won` or `lost`); records `charge.dispute.closed`. Sandbox only."""

@@ -55,7 +55,13 @@ from services.core.errors import (
     TimeoutFault,
 )
 from services.core.settings import Settings
-from services.gateways.base import InvoiceLine, Json, check_invoice_request, check_tax_rate_bps
+from services.gateways.base import (
+    InvoiceLine,
+    Json,
+    check_invoice_request,
+    check_tax_rate_bps,
+    paid_invoice_payment_intent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -543,6 +549,18 @@ class StripePayments:
                 missing=f"No such invoice: {invoice_id}",
             )
         )
+
+    def invoice_payment_intent(self, invoice_id: str) -> str | None:
+        """The PaymentIntent that paid the invoice, from its invoice payments (GET /v1/invoice_payments?invoice=…,
+        newest first): since API 2025-03-31 the Invoice itself no longer names it."""
+        self.retrieve_invoice(invoice_id)  # NotFound for an unknown invoice, as the sandbox answers
+        page = _normalise(
+            self._call(
+                f"list the payments of invoice {invoice_id}",
+                lambda: self._v1.invoice_payments.list(params={"invoice": invoice_id, "limit": 10}),
+            )
+        )
+        return paid_invoice_payment_intent(page.get("data") or [])
 
     def list_invoices(self, *, limit: int = 100, starting_after: str | None = None) -> Json:
         """Invoices as a Stripe list object, newest first."""

@@ -19,6 +19,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from models.tables import Amendment, Booking, BookingLeg, BookingStatus
 from services.core.catalogue import Catalogue
 from services.core.settings import Settings
+from services.rules.bill import registration_to_show, sold_bill, sold_with_tax, tax_words, taxes_inside
 from services.rules.fmt import day_label, money
 from services.rules.refunds import bands_from_snapshot, describe_bands
 
@@ -59,6 +60,9 @@ class ChangeNote:
     lines: tuple[str, ...]
     charge_cents: int = 0  # the difference to pay (or paid)
     refund_cents: int = 0  # what goes back
+    # The tax inside them (Amendment.tax_cents; the change's RefundRecords' tax_cents); None: not known, not shown.
+    charge_tax_cents: int | None = None
+    refund_tax_cents: int | None = None
     paid_total_cents: int = 0  # what the booking has been paid in all, after the change
     removed_days: tuple[date, ...] = ()
 
@@ -102,6 +106,8 @@ def _context(booking: Booking, legs: Sequence[BookingLeg], catalogue: Catalogue,
     room = catalogue.room(booking.room_slug)
     labels = {f.key: f.label for f in room.extras}
     tz = settings.tz
+    # What the booking's payment charged, in parts, from its stored amounts and the rates it was sold at.
+    bill = sold_bill(booking)
     days = [
         {
             "label": day_label(leg.day),
@@ -121,6 +127,9 @@ def _context(booking: Booking, legs: Sequence[BookingLeg], catalogue: Catalogue,
         "time": f"{booking.start_time}–{booking.end_time}",
         "currency": booking.currency,
         "paid": money(booking.amount_cents, booking.currency),
+        "bill": bill,
+        "bill_rows": bill.rows(booking.currency),
+        "registration_number": registration_to_show(bill, settings.gst_registration_number),
         "extras": [(labels.get(k, k.replace("_", " ").capitalize()), v) for k, v in booking.extras.items()],
         "policy": policy_text(booking.policy_snapshot),
         "manage_url": manage_url(settings, booking) if booking.status in _STANDING else "",
@@ -142,8 +151,11 @@ def render(
     pay_url: str = "",
     change: ChangeNote | None = None,
     hold_until: str = "",
+    refund_tax_cents: int | None = None,
 ) -> RenderedEmail:
-    """Render one customer email. `legs` are the days the email is about (booked, cancelled or refunded ones)."""
+    """Render one customer email. `legs` are the days the email is about (booked, cancelled or refunded ones).
+    `refund_tax_cents`: the tax the refund gave back (its RefundRecords' tax_cents), said beside the refund of a taxed
+    booking; None when the caller does not know it (nothing is said about tax then)."""
     if kind not in KINDS:
         raise ValueError(f"unknown email kind {kind!r}")
     if kind.startswith("change") and change is None:
@@ -172,8 +184,11 @@ def render(
         subject = f"We could not make the change to your booking {booking.reference}: refunded"
     else:
         refund_cents = refund_cents or booking.amount_cents
+        if refund_cents == booking.amount_cents and refund_tax_cents is None:  # its whole payment: all of its tax
+            refund_tax_cents = booking.tax_cents
         subject = f"We could not confirm your booking {booking.reference}: refunded in full"
     ctx.update(refund=money(refund_cents, booking.currency), refund_cents=refund_cents, reason=reason)
+    ctx["refund_tax"] = _tax_inside(booking, refund_tax_cents)
     ctx["booking_stands"] = booking_stands
     ctx["pay_url"] = pay_url
     ctx["change"] = change
@@ -181,6 +196,8 @@ def render(
         ctx["paid"] = money(change.paid_total_cents, booking.currency)
         ctx["charge"] = money(change.charge_cents, booking.currency)
         ctx["refund"] = money(change.refund_cents, booking.currency)
+        ctx["charge_tax"] = _tax_inside(booking, change.charge_tax_cents)
+        ctx["refund_tax"] = _tax_inside(booking, change.refund_tax_cents)
     expires = booking.hold_expires_at
     ctx["hold_until"] = hold_until or (f"{expires.astimezone(settings.tz):%a %-d %b, %H:%M}" if expires else "")
     return RenderedEmail(
@@ -189,6 +206,14 @@ def render(
         html=_env.get_template(f"{kind}.html").render(ctx, subject=subject),
         attachments=attachments,
     )
+
+
+def _tax_inside(booking: Booking, tax_cents: int | None) -> str:
+    """'GST 5 % $3.86': the tax inside an amount of a taxed booking, named by the rates it was sold at; '' when the
+    booking was sold without tax or the amount's tax is not known."""
+    if tax_cents is None or not sold_with_tax(booking.tax_snapshot):
+        return ""
+    return tax_words(taxes_inside(tax_cents, booking.tax_snapshot), booking.currency)
 
 
 def calendar_attachment(
@@ -256,10 +281,23 @@ def confirmation(
 
 
 def cancellation(
-    catalogue: Catalogue, settings: Settings, booking: Booking, legs: Sequence[BookingLeg], refund_cents: int
+    catalogue: Catalogue,
+    settings: Settings,
+    booking: Booking,
+    legs: Sequence[BookingLeg],
+    refund_cents: int,
+    *,
+    refund_tax_cents: int | None = None,
 ) -> RenderedEmail:
+    """Days cancelled and what was refunded; `refund_tax_cents` the tax in that refund (its RefundRecords')."""
     return render(
-        "cancellation", booking=booking, legs=legs, catalogue=catalogue, settings=settings, refund_cents=refund_cents
+        "cancellation",
+        booking=booking,
+        legs=legs,
+        catalogue=catalogue,
+        settings=settings,
+        refund_cents=refund_cents,
+        refund_tax_cents=refund_tax_cents,
     )
 
 
@@ -349,8 +387,10 @@ def refund(
     refund_cents: int,
     *,
     booking_stands: bool,
+    refund_tax_cents: int | None = None,
 ) -> RenderedEmail:
-    """A refund made by staff (remediation or a Stripe-side refund the customer was never told about)."""
+    """A refund made by staff (remediation or a Stripe-side refund the customer was never told about);
+    `refund_tax_cents` the tax in it (its RefundRecords')."""
     return render(
         "refund",
         booking=booking,
@@ -359,4 +399,5 @@ def refund(
         settings=settings,
         refund_cents=refund_cents,
         booking_stands=booking_stands,
+        refund_tax_cents=refund_tax_cents,
     )

@@ -38,16 +38,24 @@ def backoff(attempts: int) -> timedelta:
 
 
 def queue(
-    session: Session, booking: Booking, *, kind: str, mail: emails.RenderedEmail, key: str, now: datetime
+    session: Session,
+    booking: Booking,
+    *,
+    kind: str,
+    mail: emails.RenderedEmail,
+    key: str,
+    now: datetime,
+    to: str | None = None,
 ) -> EmailOutbox:
-    """Add an email to the outbox once per idempotency key."""
+    """Add an email to the outbox once per idempotency key; to the booking's customer unless `to` says otherwise
+    (an invoice's billing contact)."""
     existing = session.exec(select(EmailOutbox).where(EmailOutbox.idempotency_key == key)).first()
     if existing:
         return existing
     row = EmailOutbox(
         booking_id=booking.id,
         kind=kind,
-        to=booking.customer_email,
+        to=to or booking.customer_email,
         subject=mail.subject,
         text=mail.text,
         html=mail.html,

@@ -189,7 +189,10 @@ def cmd_export_refunds(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    line = f"{report.count} refund(s), {money(report.total_cents, report.currency)} from {args.date_from} to "
+    line = f"{report.count} refund(s), {money(report.total_cents, report.currency)} "
+    if report.tax_cents:
+        line += f"(tax {money(report.tax_cents, report.currency)}) "
+    line += f"from {args.date_from} to "
     line += f"{args.date_to} → {args.out}"
     if report.not_in_ledger:
         line += f" ({report.not_in_ledger} made in Stripe and not in our ledger)"
@@ -216,6 +219,12 @@ def cmd_close(args: argparse.Namespace) -> int:
         f"Stripe {money(c.stripe_cents, c.currency)}, ledger {money(c.ledger_cents, c.currency)}, "
         f"{len(result.items)} differing item(s)"
     )
+    if (tax := result.tax) is not None:
+        print(
+            f"  tax: collected {money(tax['on_payments'], c.currency)}, "
+            f"given back {money(tax['on_refunds'], c.currency)}, net {money(tax['net'], c.currency)}; "
+            f"net sales {money(tax['net_sales'], c.currency)}"
+        )
     for item in result.items:
         print(
             f"  {item.category:<16} {item.problem:<18} {item.stripe_id or '-':<30} {item.booking_reference or '-':<10} "

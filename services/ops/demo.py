@@ -15,6 +15,7 @@ from sqlmodel import select
 
 from models.tables import BlockKind, Booking, LegState
 from services import booking as bk
+from services.booking import invoices
 from services.core.context import Services
 from services.core.errors import DomainError
 from services.gateways.faults import Faults
@@ -441,7 +442,37 @@ def seed_demo(
             actor="manager@demo",
         )
 
+        # 13. Organisations paying by invoice (issue 15): one on net 14 waiting for its payment, one paid (confirmed
+        #     by invoice.paid), and one whose net-7 invoice is well past due (an invoice_overdue finding).
+        for n, (room_slug, offset, terms, booked_ago, paid) in enumerate(
+            (("main-hall", 24, 14, 2, False), ("union-room", 26, 14, 6, True), ("gallery", 16, 7, 12, False))
+        ):
+            days, s, e = free_future(room_slug, hours=4, offset=offset)
+            clock.at = real_now - timedelta(days=booked_ago)
+            org = ORGS[n % len(ORGS)]
+            try:
+                on_terms = invoices.book_on_invoice(
+                    svc,
+                    request(room_slug, days, s, e, channel="phone"),
+                    invoices.InvoiceTerms(
+                        organisation=org,
+                        contact_name="Accounts payable",
+                        billing_email=f"ap{n}@{org.lower().replace(' ', '')[:20]}.example.org",
+                        terms_days=terms,
+                        po_number=f"PO-{2026_0100 + n}",
+                    ),
+                    actor="frontdesk@demo",
+                )
+            except DomainError as exc:  # a first day too close for terms: the demo goes on without it
+                log.info("Demo invoice booking skipped: %s", exc.message)
+                continue
+            if paid:
+                clock.at = real_now - timedelta(days=booked_ago - 3)
+                invoices.sandbox_pay_invoice(svc, on_terms.booking_id, actor="stripe-webhook")
+            report.incidents[f"invoice_{'paid' if paid else 'open'}_{n}"] = on_terms.reference
+
         clock.at = real_now
+        invoices.invoice_round(svc, actor="worker")  # the overdue one has had its reminder
         bk.advance_legs(svc, actor="system")
     progress(1.0, report.line())
     return report

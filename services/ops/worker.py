@@ -29,6 +29,8 @@ def run_round(svc: Services, *, actor: str = "worker") -> str:
     """One round of every periodic job; returns its summary line. Raises whatever stops the round."""
     from services.booking import advance_legs, expire_change_holds, expire_holds, repair_block_events
     from services.booking.holds import finish_paid
+    from services.booking.invoices import invoice_round
+    from services.finance.deposits import run_deposit_round
     from services.notify.outbox import deliver_due
     from services.notify.reminders import send_reminders
     from services.reconciliation.cycle import run_cycle
@@ -39,14 +41,19 @@ def run_round(svc: Services, *, actor: str = "worker") -> str:
     expired = expire_holds(svc, actor=actor)
     # Changes whose hold ran out unpaid lapse; changes an outage left half made are finished.
     changes = expire_change_holds(svc, actor=actor)
+    # Invoices paid or voided at Stripe whose webhook was missed are settled; those past due get their reminder.
+    invoices = invoice_round(svc, actor=actor)
     advance_legs(svc, actor=actor)
     # Room blocks whose calendar events an outage kept back (or outlived their release) are put right.
     blocks = repair_block_events(svc, actor=actor)
+    # Damage deposits: holds placed when due (and again before they lapse), released after the claim window.
+    deposits = run_deposit_round(svc, svc.now(), actor=actor)
     reminders = send_reminders(svc, now=svc.now(), actor=actor)
     # Before the sync: a mail outage that has ended clears its "no confirmation sent" finding this round.
     mail = deliver_due(svc, now=svc.now(), actor=actor)
-    line = f"paid {finished or '-'}; holds {expired or '-'}; changes {changes or '-'}; blocks {blocks or '-'}; "
-    line += f"{reminders.line()}; "
+    line = f"paid {finished or '-'}; holds {expired or '-'}; changes {changes or '-'}; invoices {invoices or '-'}; "
+    line += f"blocks {blocks or '-'}; "
+    line += f"{deposits.line()}; {reminders.line()}; "
     line += f"{mail.line()}; "
     try:
         line += run_cycle(svc, actor=actor).line()

@@ -15,9 +15,12 @@ from sqlmodel import Session, col, select
 from models.tables import (
     Amendment,
     Booking,
+    BookingInvoice,
     BookingLeg,
     CalendarEventCache,
+    DamageDeposit,
     EmailOutbox,
+    InvoiceState,
     RefundOverride,
     RefundRecord,
     RoomBlock,
@@ -25,6 +28,7 @@ from models.tables import (
 )
 from services.booking.blocks import BLOCK_PROPERTY
 from services.core.context import Services
+from services.finance.deposit_queries import failed_hold_rows
 
 # Table columns for the wide, read-only selects of a run (typed as SQL columns, not model attributes).
 _SO = StripeObjectCache.__table__.c  # type: ignore[attr-defined]
@@ -118,6 +122,10 @@ class CacheData:
     # are only there. Read for those few payments alone; every other payment is read from its narrow columns.
     legacy_meta: dict[str, dict[str, str]] = field(default_factory=dict)
     blocks: dict[str, str] = field(default_factory=dict)  # every room block: id → its state (active, released)
+    # Bookings held on an unpaid invoice, with the invoice (they have no PaymentIntent yet).
+    open_invoices: list[tuple[BookingInvoice, Booking]] = field(default_factory=list)
+    # Damage deposits whose card hold failed, with their booking (services.finance.deposits).
+    failed_deposits: list[tuple[DamageDeposit, Booking]] = field(default_factory=list)
 
 
 def load_cache(session: Session, svc: Services, now: datetime | None = None) -> CacheData:
@@ -300,6 +308,16 @@ def _load(session: Session, svc: Services, now: datetime) -> CacheData:
     return CacheData(
         legacy_meta=_legacy_metadata(session, svc, pis, bookings, changes, now),
         blocks={str(i): str(state) for i, state in session.execute(sa.select(_RB.id, _RB.state))},
+        open_invoices=[
+            (inv, b)
+            for inv, b in session.exec(
+                select(BookingInvoice, Booking)
+                .join(Booking, col(Booking.id) == col(BookingInvoice.booking_id))
+                .where(BookingInvoice.state == InvoiceState.OPEN)
+                .order_by(col(BookingInvoice.due_at))
+            )
+        ],
+        failed_deposits=failed_hold_rows(session),
         pis=pis,
         refunds=refunds,
         disputes=disputes,

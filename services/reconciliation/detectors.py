@@ -160,7 +160,7 @@ class Snapshot:
         self.seed_policy: Policy = svc.settings.policy()
         self.rooms = {r.slug: r for r in svc.catalogue.rooms}
         self.bookable = {r.calendar_id: r for r in svc.catalogue.rooms if r.bookable}
-        self.price_memo: dict[tuple[Any, ...], int] = {}
+        self.price_memo: dict[tuple[Any, ...], tuple[int, int]] = {}  # (without tax, with today's tax)
         self.closures = svc.catalogue.closure_map
         self._closed: dict[date, str | None] = {}
         self.unreadable: list[PaymentCase] = []  # metadata that is not a booking we can read
@@ -801,6 +801,56 @@ def unparseable(snap: Snapshot) -> Iterator[Detected]:
         )
 
 
+def invoice_overdue(snap: Snapshot) -> Iterator[Detected]:
+    """A booking held on invoice whose invoice is still unpaid past its due date and the grace period after it (the
+    billing contact was reminded at the due date): staff choose — extend the hold, or release the days."""
+    grace = timedelta(hours=snap.svc.settings.invoice_overdue_grace_hours)
+    rows = [(inv, b) for inv, b in snap.data.open_invoices if inv.due_at < snap.now - grace]
+    legs = {b.id: sorted(leg.day for leg in snap.data.legs.get(b.id or 0, [])) for _, b in rows}
+    for inv, b in rows:
+        days = legs.get(b.id, [])
+        due = day_label(inv.due_at.astimezone(snap.tz).date())
+        late = (snap.now - inv.due_at).days
+        yield Detected(
+            "invoice_overdue",
+            inv.invoice_id or f"booking-{b.id}",
+            f"{inv.organisation}: invoice {inv.number or b.reference} of {money(b.amount_cents, b.currency)} was due "
+            f"{due} ({late} days ago) and is unpaid; {days_label(days)} held for it",
+            booking_id=b.id,
+            booking_ref=b.reference,
+            room=b.room_slug,
+            dates=[d.isoformat() for d in days],
+            amount_cents=b.amount_cents,
+            details={
+                "invoice_id": inv.invoice_id,
+                "due_at": inv.due_at.isoformat(),
+                "billing_email": inv.billing_email,
+                "reminded": inv.reminded_at is not None,
+            },
+        )
+
+
+def deposit_hold_failed(snap: Snapshot) -> Iterator[Detected]:
+    """A damage deposit whose card hold failed (the card declined, or no card saved by the time the hold was due)
+    while its booking stands: staff ask the customer for another card, or place the hold again on Deposits. Resolved
+    once a hold stands (or the deposit is closed)."""
+    for dep, b in snap.data.failed_deposits:
+        room = snap.rooms.get(b.room_slug)
+        days = sorted(leg.day for leg in snap.data.legs.get(b.id or 0, []) if leg.state in ACTIVE_LEG_STATES)
+        yield Detected(
+            "deposit_hold_failed",
+            b.reference,
+            f"Damage deposit of {money(dep.amount_cents, dep.currency)} for {room.name if room else b.room_slug}, "
+            f"{_days(days)} not held: {dep.last_error or 'the hold failed'}",
+            booking_id=b.id,
+            booking_ref=b.reference,
+            room=b.room_slug,
+            dates=[d.isoformat() for d in days],
+            amount_cents=dep.amount_cents,
+            details={"error": dep.last_error, "failed_at": dep.failed_at.isoformat() if dep.failed_at else None},
+        )
+
+
 Detector = Callable[[Snapshot], Iterator[Detected]]
 
 # Finding code → its detector, in the order of findings.CODES (a run reports them in this order).
@@ -820,6 +870,8 @@ DETECTORS: dict[str, Detector] = {
     "missing_extras": missing_extras,
     "holiday_booking": holiday_booking,
     "unparseable": unparseable,
+    "invoice_overdue": invoice_overdue,
+    "deposit_hold_failed": deposit_hold_failed,
 }
 
 
@@ -834,22 +886,29 @@ def _expected_amount(snap: Snapshot, p: CachedPayment, booking: Booking | None) 
         return None
     key = (p.room, len(p.dates), p.start, p.end)
     memo = snap.price_memo
-    if key in memo:
-        return memo[key]
-    # A payment the old system took: the price list Room Desk started from (the rooms file, and the discount bands of
-    # the environment) is the best record of the prices it used — not a price an admin set on Settings since, which
-    # would flag every old payment the day prices rise.
-    room = snap.svc.seed_room(p.room or "")
-    minutes = (p.end.hour * 60 + p.end.minute) - (p.start.hour * 60 + p.start.minute)
-    memo[key] = price(
-        room_slug=room.slug,
-        hourly_cents=room.hourly_price_cents,
-        discount_eligible=room.discount_eligible,
-        dates=p.dates,
-        minutes_per_day=minutes,
-        policy=snap.svc.settings.policy(),
-    ).total_cents
-    return memo[key]
+    if key not in memo:
+        # A payment with no booking of ours: the old system's, or (in audit mode, or after a lost database) one Room
+        # Desk took. The price list Room Desk started from (the rooms file, and the discount bands of the environment)
+        # is the best record of the prices used — not a price an admin set on Settings since, which would flag every
+        # old payment the day prices rise. The old system charged no tax and Room Desk adds it: a payment of either
+        # amount is priced right.
+        room = snap.svc.seed_room(p.room or "")
+        minutes = (p.end.hour * 60 + p.end.minute) - (p.start.hour * 60 + p.start.minute)
+        priced = [
+            price(
+                room_slug=room.slug,
+                hourly_cents=room.hourly_price_cents,
+                discount_eligible=room.discount_eligible,
+                dates=p.dates,
+                minutes_per_day=minutes,
+                policy=snap.svc.settings.policy(),
+                tax=tax,
+            ).total_cents
+            for tax in (None, snap.svc.tax)
+        ]
+        memo[key] = (priced[0], priced[1])
+    untaxed, taxed = memo[key]
+    return taxed if p.received == taxed else untaxed
 
 
 def _policy_quote(

@@ -57,6 +57,16 @@ CODES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "missing_extras": ("low", "Sonic Studio booking without its extras", ("fill_extras", "acknowledge")),
     "holiday_booking": ("medium", "Booked on a statutory holiday or a closure", ("cancel_full_refund", "acknowledge")),
     "unparseable": ("low", "Payment metadata or an event we cannot read", ("acknowledge",)),
+    "invoice_overdue": (
+        "medium",
+        "Invoice unpaid past its due date: the days are still held",
+        ("extend_invoice", "release_invoice", "acknowledge"),
+    ),
+    "deposit_hold_failed": (
+        "medium",
+        "A damage deposit's card hold failed: ask for another card or place it again on Deposits",
+        ("acknowledge",),
+    ),
 }
 
 # The emails that tell a customer about a refund: one of them sent, a refund without an event needs no notice.
@@ -74,6 +84,8 @@ ACTION_LABELS = {
     "confirm_payment": "Process the payment now",
     "resend_confirmation": "Send the confirmation email",
     "fill_extras": "Fill in the extras",
+    "extend_invoice": "Hold the days 7 more days",
+    "release_invoice": "Void the invoice and free the days",
     "acknowledge": "Acknowledge with a note",
 }
 

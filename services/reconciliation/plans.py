@@ -20,10 +20,12 @@ from models.tables import (
     BookingLeg,
     BookingStatus,
     EmailOutbox,
+    InvoiceState,
     LegState,
     RoomBlock,
 )
 from services import booking as bk
+from services.booking import invoices
 from services.booking.blocks import BLOCK_PROPERTY
 from services.core import audit
 from services.core.context import Services
@@ -996,6 +998,57 @@ def _plan_acknowledge(ctx: FixContext) -> Plan:
     return Plan(text, apply)
 
 
+EXTEND_DAYS = 7
+
+
+def _plan_extend_invoice(ctx: FixContext) -> Plan:
+    """The organisation says the payment is on its way: hold the days longer (at most up to the first day's lead
+    time); the invoice stays payable on its page and the reminder may go again at the new date."""
+    booking = ctx.booking
+    if booking is None or booking.id is None:
+        raise Refusal("This finding has no booking to extend")
+    row = invoices.invoice_for(ctx.svc, booking.id)
+    if row is None or row.state != InvoiceState.OPEN:
+        raise Refusal(f"Nothing to extend: the invoice is {row.state.value if row else 'gone'}")
+    text = (
+        f"Hold {booking.reference}'s days {EXTEND_DAYS} more days for the unpaid invoice "
+        f"{row.number or ''} (due {day_label(row.due_at.astimezone(ctx.svc.settings.tz).date())}). The invoice stays "
+        "payable on its page; the billing contact is reminded again if the new date passes. Your note is kept."
+    )
+
+    def apply() -> FixResult:
+        assert booking.id is not None
+        due = invoices.extend_invoice(
+            ctx.svc, booking.id, days=EXTEND_DAYS, actor=ctx.actor, reason=ctx.opts.note, now=ctx.now
+        )
+        when = day_label(due.astimezone(ctx.svc.settings.tz).date())
+        return FixResult(ctx.finding.id or 0, "", True, f"The days stay held until {when}", changed=True)
+
+    return Plan(text, apply)
+
+
+def _plan_release_invoice(ctx: FixContext) -> Plan:
+    """Give up on an unpaid invoice: void it at Stripe (re-checked: one paid meanwhile is kept) and cancel the
+    booking, freeing its days."""
+    booking = ctx.booking
+    if booking is None or booking.id is None:
+        raise Refusal("This finding has no booking to release")
+    row = invoices.invoice_for(ctx.svc, booking.id)
+    if row is None or row.state != InvoiceState.OPEN:
+        raise Refusal(f"Nothing to release: the invoice is {row.state.value if row else 'gone'}")
+    text = (
+        f"Void invoice {row.number or ''} at Stripe (it can no longer be paid) and cancel {booking.reference}: its "
+        "days are free for others at once. If it was paid a moment ago, nothing is voided. Your note is kept."
+    )
+
+    def apply() -> FixResult:
+        assert booking.id is not None
+        said = invoices.release_invoice(ctx.svc, booking.id, actor=ctx.actor, reason=ctx.opts.note, now=ctx.now)
+        return FixResult(ctx.finding.id or 0, "", True, said, changed=True)
+
+    return Plan(text, apply)
+
+
 # Action (findings.ACTION_LABELS) → its planner.
 PLANNERS: dict[str, Callable[[FixContext], Plan]] = {
     "create_events": _plan_create_events,
@@ -1009,5 +1062,7 @@ PLANNERS: dict[str, Callable[[FixContext], Plan]] = {
     "confirm_payment": _plan_confirm_payment,
     "resend_confirmation": _plan_resend_confirmation,
     "fill_extras": _plan_fill_extras,
+    "extend_invoice": _plan_extend_invoice,
+    "release_invoice": _plan_release_invoice,
     "acknowledge": _plan_acknowledge,
 }

@@ -282,10 +282,21 @@ def refund_and_close(
             reason=reason,
             finding=ctx.finding.key,
         )
+        refund_tax = bk.refund_tax_for(s, booking_id, key)
         if email == "cancellation":
-            mail = emails.cancellation(svc.catalogue, svc.settings, booking, touched, amount)
+            mail = emails.cancellation(
+                svc.catalogue, svc.settings, booking, touched, amount, refund_tax_cents=refund_tax
+            )
         else:
-            mail = emails.refund(svc.catalogue, svc.settings, booking, touched or legs, amount, booking_stands=stands)
+            mail = emails.refund(
+                svc.catalogue,
+                svc.settings,
+                booking,
+                touched or legs,
+                amount,
+                booking_stands=stands,
+                refund_tax_cents=refund_tax,
+            )
         reference, to = booking.reference, booking.customer_email
         room_cal = svc.catalogue.room(booking.room_slug).calendar_id
         days = {leg.day for leg in touched}

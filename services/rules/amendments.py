@@ -16,12 +16,14 @@ Pure: no I/O, `now` is passed in.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time
 
 from services.rules.policy import Policy, RefundBand
-from services.rules.pricing import DiscountBands, discount_percent, round_half_up
+from services.rules.pricing import DiscountBands, discount_percent
 from services.rules.refunds import refund_for_leg
+from services.rules.rounding import round_half_up
+from services.rules.tax import TaxPolicy
 
 
 @dataclass(frozen=True, order=True)
@@ -62,6 +64,7 @@ class DayChange:
     old_left_cents: int
     new_price_cents: int
     charge_cents: int = 0
+    new_tax_cents: int = 0  # the tax inside new_price_cents
     refund_cents: int = 0
     band: str = ""  # the policy band applied to a cancelled part, e.g. '50 % (30 h before)'
 
@@ -113,18 +116,45 @@ def price_days(
     policy: Policy,
     bands: DiscountBands | None = None,
     other_days: int = 0,
+    tax: TaxPolicy | None = None,
 ) -> dict[date, int]:
-    """Each day's price: hourly rate × its own duration, less the discount band the booking's number of days reaches
-    — these days plus `other_days` (days of the booking that count but are not re-priced: begun or over) — from
-    `bands` (those the booking was sold with; the policy's when None). Rounded half up per day, as a new booking's
-    price is, so a day's refund is exact."""
+    """Each day's price, tax included (see taxed_days)."""
+    taxed = taxed_days(
+        shapes,
+        hourly_cents=hourly_cents,
+        discount_eligible=discount_eligible,
+        policy=policy,
+        bands=bands,
+        other_days=other_days,
+        tax=tax,
+    )
+    return {day: gross for day, (gross, _tax) in taxed.items()}
+
+
+def taxed_days(
+    shapes: Sequence[DayShape],
+    *,
+    hourly_cents: int,
+    discount_eligible: bool,
+    policy: Policy,
+    bands: DiscountBands | None = None,
+    other_days: int = 0,
+    tax: TaxPolicy | None = None,
+) -> dict[date, tuple[int, int]]:
+    """Each day's (price, tax inside it): hourly rate × its own duration, less the discount band the booking's number
+    of days reaches — these days plus `other_days` (days of the booking that count but are not re-priced: begun or
+    over) — from `bands` (those the booking was sold with; the policy's when None), plus the tax at `tax` (the rates
+    the booking was sold at; None: no tax). Rounded half up per day, as a new booking's price is, so a day's refund
+    is exact."""
     if hourly_cents < 0 or any(s.minutes <= 0 for s in shapes):
         raise ValueError("price and durations must be positive")
     pct = discount_percent(len({s.day for s in shapes}) + other_days, discount_eligible, policy, bands)
     prices = {}
     for shape in shapes:
         base = round_half_up(hourly_cents * shape.minutes, 60)
-        prices[shape.day] = base - round_half_up(base * pct, 100)
+        net = base - round_half_up(base * pct, 100)
+        day_tax = tax.total_tax_cents([("room", net)]) if tax is not None else 0
+        prices[shape.day] = (net + day_tax, day_tax)
     return prices
 
 
@@ -147,6 +177,7 @@ def settle(
     *,
     bands: tuple[RefundBand, ...],
     now: datetime,
+    taxes: dict[date, int] | None = None,
 ) -> Settlement:
     """The money for a change: `target` pairs each current day's leg id with its new shape (None: dropped) and adds
     (None, shape) for new days; `prices` are the new days' prices (price_days). Days of `current` not named in
@@ -157,7 +188,10 @@ def settle(
         old = by_leg[leg_id] if leg_id is not None else None
         if old is None and new is None:
             continue
-        out.append(_settle_day(old, new, prices, bands, now))
+        day = _settle_day(old, new, prices, bands, now)
+        if taxes and day.new is not None:
+            day = replace(day, new_tax_cents=taxes.get(day.new.day, 0))
+        out.append(day)
     return Settlement(tuple(sorted(out, key=lambda c: ((c.new or c.old) or DayShape(date.min, time(), time())).day)))
 
 

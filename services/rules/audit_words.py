@@ -28,6 +28,12 @@ EMAIL_KINDS = {
     "change_failed": "Change not made",
     "change_pay_link": "Change pay link",
     "change_request": "Change request",
+    "invoice_held": "Booking held on invoice",
+    "invoice_overdue": "Invoice overdue reminder",
+    "deposit_held": "Deposit held",
+    "deposit_claim": "Damage claim",
+    "deposit_captured": "Damage claim taken",
+    "deposit_released": "Deposit released",
 }
 # Why a refund was made (RefundRecord.origin), after "Refund of $40.00 made …".
 REFUND_ORIGINS = {
@@ -123,6 +129,29 @@ SENTENCES: dict[str, Callable[[Say], str]] = {
     ),
     "booking.payment_intent.created": lambda s: "Payment" + _opt("of", s.money("amount_cents")) + " requested",
     "booking.payment_intent.failed": lambda s: "Payment request could not be made",
+    "booking.invoice.planned": lambda s: (
+        "To be paid by invoice"
+        + _opt("by", s.text("organisation"))
+        + _opt("on net", s.text("terms_days"))
+        + (" days" if s.text("terms_days") else "")
+        + _opt(";", f"PO {s.text('po_number')}" if s.text("po_number") else "")
+    ),
+    "booking.invoice.sent": lambda s: (
+        "Invoice"
+        + _opt("", s.text("number"))
+        + _opt("of", s.money("amount_cents"))
+        + " sent"
+        + _opt("to", s.text("billing_email"))
+        + _opt(";", f"due {s.when('due_at')}" if s.when("due_at") else "")
+    ),
+    "booking.invoice.failed": lambda s: "The invoice could not be made; the hold was released",
+    "booking.invoice.paid": lambda s: "Invoice paid" + _opt("—", s.money("amount_cents")),
+    "booking.invoice.paid_out_of_band": lambda s: "Invoice marked paid outside Stripe: confirm the booking by hand",
+    "booking.invoice.voided": lambda s: "Invoice voided" + _opt(":", s.text("reason")),
+    "booking.invoice.extended": lambda s: (
+        "Invoice hold extended" + _opt("to", s.when("due_at")) + _opt("—", s.text("reason"))
+    ),
+    "booking.invoice.reminded": lambda s: "Overdue reminder sent" + _opt("to", s.text("billing_email")),
     "booking.payment.succeeded": lambda s: "Payment" + _opt("of", s.money("amount", "amount_cents")) + " received",
     "booking.payment.failed": lambda s: "Card payment failed" + _opt("—", s.text("decline_code").replace("_", " ")),
     "booking.payment.refunded_before_processing": lambda s: "Payment refunded before it was processed",
@@ -192,6 +221,30 @@ SENTENCES: dict[str, Callable[[Say], str]] = {
     "finance.close.error": lambda s: "Daily close failed",
     "webhook.failed": lambda s: "Stripe webhook could not be processed",
     "webhook.replayed": lambda s: "Stripe webhook processed again",
+    # Damage deposits (services/finance/deposits.py)
+    "booking.deposit.required": lambda s: "Damage deposit" + _opt("of", s.money("amount_cents")) + " required",
+    "booking.deposit.card_requested": lambda s: "Card asked for the damage deposit",
+    "booking.deposit.card_saved": lambda s: "Card saved for the damage deposit",
+    "booking.deposit.held": lambda s: "Damage deposit" + _opt("of", s.money("amount_cents")) + " held on the card",
+    "booking.deposit.reheld": lambda s: "Damage deposit held again before the earlier hold lapsed",
+    "booking.deposit.hold_released": lambda s: "Earlier damage deposit hold released",
+    "booking.deposit.hold_failed": lambda s: "Damage deposit hold failed" + _opt(":", s.text("error")),
+    "booking.deposit.step_failed": lambda s: "Damage deposit step failed" + _opt(":", s.text("step")) + "; retried",
+    "booking.deposit.released": lambda s: (
+        "Damage deposit" + _opt("of", s.money("amount_cents")) + " released" + _opt(":", s.text("why"))
+    ),
+    "booking.deposit.cancelled": lambda s: "No damage deposit held" + _opt(":", s.text("why")),
+    "booking.deposit.lapsed": lambda s: "Damage deposit hold cancelled at Stripe",
+    "booking.deposit.claim.filed": lambda s: "Damage claim" + _opt("of", s.money("amount_cents")) + " filed",
+    "booking.deposit.claim.signed": lambda s: "Damage claim signed" + _opt("by the", s.text("role")),
+    "booking.deposit.claim.approved": lambda s: "Damage claim approved by a manager and finance",
+    "booking.deposit.claim.captured": lambda s: (
+        "Damage claim" + _opt("of", s.money("amount_cents")) + " taken from the deposit"
+    ),
+    "booking.deposit.claim.failed": lambda s: "Damage claim could not be taken from the deposit",
+    "booking.deposit.claim.rejected": lambda s: "Damage claim rejected",
+    "booking.deposit.claim.withdrawn": lambda s: "Damage claim withdrawn",
+    "booking.deposit.claim.retried": lambda s: "Damage claim tried again",
 }
 
 

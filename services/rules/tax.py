@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from services.rules.pricing import round_half_up
+from services.rules.rounding import round_half_up
 
 LINE_KINDS: tuple[str, ...] = ("room", "extras", "equipment")
 BPS_PER_WHOLE = 10_000
@@ -158,6 +158,24 @@ def _rate_from_json(raw: object) -> TaxRate:
         raise ValueError(f"tax snapshot rate {raw!r}: rate_bps is not a whole number of basis points")
     kinds = frozenset(map(str, raw["applies_to"]))
     return TaxRate(str(raw.get("code", "")), str(raw.get("label", "")), rate_bps, kinds)
+
+
+def policy_from(snapshot: Mapping[str, object] | None) -> TaxPolicy | None:
+    """The rates a booking was sold at; None for a booking sold without tax (an empty snapshot: the old system's, or
+    one made before tax was charged)."""
+    if not snapshot:
+        return None
+    return TaxPolicy.from_snapshot(snapshot)
+
+
+def tax_in_gross(gross_cents: int, policy: TaxPolicy | None, kind: str = "room") -> int:
+    """The tax inside a tax-inclusive amount of one line kind (e.g. the difference a change to a booking charges):
+    gross − the net that, taxed at every rate for the kind, gives it, the net rounded half up."""
+    if policy is None or gross_cents <= 0:
+        return 0
+    combined = sum(rate.rate_bps for rate in policy.rates if kind in rate.applies_to)
+    net = round_half_up(gross_cents * BPS_PER_WHOLE, BPS_PER_WHOLE + combined)
+    return gross_cents - net
 
 
 def refund_split(

@@ -38,6 +38,7 @@ from services.core.errors import (
     TooManyHolds,
     ValidationError,
 )
+from services.rules.bill import Bill, quote_bill
 from services.rules.refunds import describe_bands
 from services.web import customer, customer_pages, guard, webhooks
 
@@ -153,21 +154,32 @@ class PaymentStartedOut(BaseModel):
     hold_expires_at: datetime
 
 
+class TaxLineOut(BaseModel):
+    code: str = Field(description='The tax\'s code, e.g. "GST"')
+    label: str = Field(description='As a receipt names it, e.g. "GST 5 %"')
+    cents: int
+
+
 class LegPriceOut(BaseModel):
     date: date
-    base_cents: int
+    base_cents: int = Field(description="The day's price before the discount and before tax")
     discount_cents: int
-    total_cents: int
+    net_cents: int = Field(description="Before tax, after the discount")
+    tax_cents: int = Field(description="The day's tax, rounded half up per rate on the day's net")
+    total_cents: int = Field(description="What the day costs, tax included")
 
 
 class QuoteOut(BaseModel):
     available: bool
     reasons: list[str]
     currency: str
-    subtotal_cents: int
+    subtotal_cents: int = Field(description="Before the discount and before tax")
     discount_percent: int
     discount_cents: int
-    total_cents: int
+    net_cents: int = Field(description="Before tax, after the discount")
+    tax_cents: int = Field(description="All the tax: the sum of the days' rounded taxes")
+    tax_lines: list[TaxLineOut] = Field(description="One line per tax; empty when no tax is charged")
+    total_cents: int = Field(description="What is charged, tax included")
     legs: list[LegPriceOut]
 
 
@@ -175,7 +187,10 @@ class BookingOut(BaseModel):
     booking_id: str = Field(description="The booking reference (RD…)")
     payment_intent: str
     client_secret: str
-    amount_cents: int
+    amount_cents: int = Field(description="What the payment charges, tax included")
+    net_cents: int = Field(description="Before tax, after any discount")
+    tax_cents: int = Field(description="The tax inside amount_cents")
+    tax_lines: list[TaxLineOut]
     hold_expires_at: datetime
     pay_url: str = Field(description="The customer's pay page for this booking (secret link)")
 
@@ -245,6 +260,10 @@ def _windowed_availability(svc: Services, room: str, first: date, last: date) ->
             break
         day += timedelta(days=1)
     return AvailabilityOut(room=inside.room, timezone=inside.timezone, days=days)
+
+
+def _tax_lines(bill: Bill) -> list[TaxLineOut]:
+    return [TaxLineOut(code=t.code, label=t.label, cents=t.cents) for t in bill.taxes]
 
 
 def _request(body: QuoteIn, client_key: str | None = None) -> BookingRequest:
@@ -392,19 +411,25 @@ def create_app(svc: Services, *, allowed_origins: Sequence[str] | None = None) -
         _check_room(svc, body)
         result = booking.quote(svc, _request(body))
         q = result.quote
+        bill = quote_bill(q)
         return QuoteOut(
             available=result.available,
             reasons=result.reasons,
             currency=q.currency,
-            subtotal_cents=q.subtotal_cents,
-            discount_percent=q.discount_percent,
-            discount_cents=q.discount_cents,
-            total_cents=q.total_cents,
+            subtotal_cents=bill.subtotal_cents,
+            discount_percent=bill.discount_percent,
+            discount_cents=bill.discount_cents,
+            net_cents=bill.net_cents,
+            tax_cents=bill.tax_cents,
+            tax_lines=_tax_lines(bill),
+            total_cents=bill.total_cents,
             legs=[
                 LegPriceOut(
                     date=leg.day,
                     base_cents=leg.base_cents,
                     discount_cents=leg.discount_cents,
+                    net_cents=leg.net_cents,
+                    tax_cents=leg.tax_cents,
                     total_cents=leg.total_cents,
                 )
                 for leg in q.legs
@@ -417,11 +442,15 @@ def create_app(svc: Services, *, allowed_origins: Sequence[str] | None = None) -
         _check_room(svc, body)
         guard.verify_challenge(svc.settings, body.challenge_token, public.address(request))
         started = booking.start_booking(svc, _request(body, public.client_key(request)), actor="api")
+        bill = customer.booking_bill(svc, started.booking_id)
         return BookingOut(
             booking_id=started.reference,
             payment_intent=started.payment_intent,
             client_secret=started.client_secret,
             amount_cents=started.amount_cents,
+            net_cents=bill.net_cents,
+            tax_cents=bill.tax_cents,
+            tax_lines=_tax_lines(bill),
             hold_expires_at=started.hold_expires_at,
             pay_url=f"{svc.settings.public_base_url.rstrip('/')}{started.pay_path}",
         )

@@ -12,6 +12,7 @@ checks the same. Acceptance is recorded on the booking (version and time) and in
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -24,9 +25,13 @@ from services.booking import ConfirmResult
 from services.core import audit
 from services.core.context import Services
 from services.core.errors import GatewayError, InvalidState, NotFound, ValidationError
+from services.finance import deposits
 from services.notify import emails, outbox
+from services.rules.bill import Bill, registration_to_show, sold_bill
 from services.rules.fmt import day_label, money
 from services.rules.refunds import describe_bands
+
+log = logging.getLogger("roomdesk.web")
 
 # What the pay page shows, by the booking's state.
 STAGE_PAY = "pay"  # waiting for payment (terms may still need accepting)
@@ -69,6 +74,9 @@ class PayView:
     total: str
     amount_cents: int
     discount: str | None
+    bill: Bill  # what the payment charges, in parts: subtotal, discount, each tax, total (tax included)
+    bill_rows: list[tuple[str, str]]  # the same, formatted
+    registration_number: str | None  # the venue's GST/HST number, shown with the tax (None: not taxed or not set)
     currency: str
     hold_expires_at: datetime | None
     hold_until: str | None
@@ -167,6 +175,7 @@ def view(svc: Services, reference: str, token: str | None, *, now: datetime | No
             for leg in shown_legs
         ]
         venue = svc.catalogue.venue
+        bill = sold_bill(b)
         return PayView(
             booking_id=b.id,
             reference=b.reference,
@@ -184,6 +193,9 @@ def view(svc: Services, reference: str, token: str | None, *, now: datetime | No
             total=money(b.amount_cents, b.currency),
             amount_cents=b.amount_cents,
             discount=money(b.discount_cents, b.currency) if b.discount_cents else None,
+            bill=bill,
+            bill_rows=bill.rows(b.currency),
+            registration_number=registration_to_show(bill, svc.settings.gst_registration_number),
             currency=b.currency,
             hold_expires_at=b.hold_expires_at,
             hold_until=f"{b.hold_expires_at.astimezone(tz):%a %-d %b, %H:%M}" if b.hold_expires_at else None,
@@ -197,6 +209,15 @@ def view(svc: Services, reference: str, token: str | None, *, now: datetime | No
             confirmation_sent=b.confirmation_sent_at is not None,
             sandbox=svc.payments.mode == "sandbox",
         )
+
+
+def booking_bill(svc: Services, booking_id: int) -> Bill:
+    """What a booking's own payment charges, in parts, from its stored amounts (the API's booking answer)."""
+    with svc.session() as s:
+        b = s.get(Booking, booking_id)
+        if b is None:
+            raise NotFound(f"No booking #{booking_id}")
+        return sold_bill(b)
 
 
 def _terms_ok(svc: Services, b: Booking) -> bool:
@@ -267,7 +288,20 @@ def pay_with_test_card(
     """Sandbox: the customer pays with a Stripe test card; then what the webhook would do runs (Gate 2, events, email).
     A declined card raises PaymentDeclined and the booking keeps its hold."""
     booking_id, _ = _payable(svc, reference, token, now or svc.now())
-    return booking.sandbox_pay(svc, booking_id, actor="customer", payment_method=card, now=now)
+    done = booking.sandbox_pay(svc, booking_id, actor="customer", payment_method=card, now=now)
+    # A room that asks a damage deposit: the same test card is saved for its hold (the worker places it when due).
+    deposits.sandbox_deposit_card(svc, booking_id, payment_method=card, actor="customer", now=now)
+    return done
+
+
+def deposit_card(
+    svc: Services, reference: str, token: str | None, *, now: datetime | None = None
+) -> deposits.CardRequest | None:
+    """The pay page's card request for the booking's damage deposit (the SetupIntent's client secret, for Stripe.js
+    confirmCardSetup), or None when its room asks none or the card is saved. Only for a booking the link opens and
+    that waits for payment."""
+    booking_id, _ = _payable(svc, reference, token, now or svc.now())
+    return deposits.start_deposit(svc, booking_id, now, actor="customer")
 
 
 def finish_after_return(svc: Services, reference: str, token: str | None) -> None:

@@ -59,6 +59,7 @@ from services.core.errors import (
     TooManyHolds,
 )
 from services.core.errors import ValidationError as DomainValidationError
+from services.rules.bill import ROOM
 from services.rules.contact import suggest_email
 from services.rules.fmt import day_label, money
 from services.rules.refunds import describe_bands
@@ -100,6 +101,11 @@ def _first_bookable_day(svc: Services, now: datetime) -> date:
 
 def _page(request: Request, template: str, status: int = 200, **ctx: Any) -> HTMLResponse:
     return TEMPLATES.TemplateResponse(request, template, ctx, status_code=status)
+
+
+def _tax_note(svc: Services) -> str:
+    """'GST 5 %': the taxes added to a room's hourly price (prices are shown before tax); '' without tax."""
+    return " + ".join(rate.label for rate in svc.tax.rates if ROOM in rate.applies_to)
 
 
 def _room_or_404(svc: Services, slug: str) -> Room | None:
@@ -225,6 +231,7 @@ def router(svc: Services, public: guard.PublicGuard | None = None) -> APIRouter:
             values=values,
             problems=problems or [],
             price=money(room.hourly_price_cents, svc.settings.currency),
+            tax_note=_tax_note(svc),
             discount_bands=policy.discount_bands if room.discount_eligible else (),
             terms_version=svc.settings.terms_version,
             policy_text=describe_bands(policy.refund_bands),
@@ -244,7 +251,7 @@ def router(svc: Services, public: guard.PublicGuard | None = None) -> APIRouter:
             {"room": room, "price": money(room.hourly_price_cents, svc.settings.currency)}
             for room in svc.catalogue.bookable_rooms
         ]
-        return _page(request, "rooms.html", svc=svc, rooms=rooms)
+        return _page(request, "rooms.html", svc=svc, rooms=rooms, tax_note=_tax_note(svc))
 
     @r.get("/terms", response_class=HTMLResponse)
     def terms_page(request: Request) -> HTMLResponse:

@@ -25,10 +25,11 @@ from sqlmodel import col, select
 
 from models.tables import Booking, BookingStatus, ExternalRef, WebhookEvent, WebhookStatus
 from services import booking
+from services.booking import invoices
 from services.core import audit
 from services.core.context import Services
 from services.core.errors import BookingBusy, ConfigError, DomainError, GatewayError, NotFound
-from services.finance import disputes
+from services.finance import deposits, disputes
 from services.gateways.base import all_pages
 
 log = logging.getLogger("roomdesk.webhooks")
@@ -328,6 +329,9 @@ def _booking_for_pi(svc: Services, payment_intent_id: str | None) -> int | None:
 def on_payment_intent(svc: Services, obj: Json, actor: str, now: datetime) -> str:
     """Any payment_intent.* event: re-fetch the PaymentIntent and bring the booking in line with it."""
     pi_id = obj.get("id")
+    if (obj.get("metadata") or {}).get("purpose") == deposits.PURPOSE:
+        # A damage-deposit hold (ExternalRef kind deposit_hold), never a booking's payment: only its lapse matters.
+        return deposits.on_hold_event(svc, obj, actor, now)
     booking_id = _booking_for_pi(svc, pi_id)
     if booking_id is None or pi_id is None:
         return "ignored"  # not one of ours (another integration on the same account)
@@ -425,7 +429,10 @@ HANDLERS: dict[str, Callable[[Services, Json, str, datetime], str]] = {
     "payment_intent.succeeded": on_payment_intent,
     "payment_intent.payment_failed": on_payment_intent,
     "payment_intent.canceled": on_payment_intent,
+    "setup_intent.succeeded": deposits.on_setup_intent,
     "charge.refunded": on_charge_refunded,
+    "invoice.paid": invoices.on_invoice_paid,
+    "invoice.voided": invoices.on_invoice_voided,
     "charge.dispute.created": on_dispute,
     "charge.dispute.updated": on_dispute,
     "charge.dispute.closed": on_dispute,

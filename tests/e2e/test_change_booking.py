@@ -95,25 +95,25 @@ def test_front_desk_moves_a_day_then_lengthens_it_and_takes_the_payment(
     end.fill("13:00")
     page.get_by_role("option", name="13:00", exact=True).click()
     wait_idle(page)
-    dialog.get_by_text("Charge $45.00").wait_for()
+    dialog.get_by_text("Charge $47.25").wait_for()
     dialog.get_by_text("stays as it is until paid").wait_for()
-    confirm = dialog.get_by_role("button", name="Hold the new days and email a pay link for $45.00")
+    confirm = dialog.get_by_role("button", name="Hold the new days and email a pay link for $47.25")
     box = confirm.bounding_box()
     assert box is not None and box["y"] + box["height"] <= LAPTOP["height"]  # in view, no scrolling in the dialog
     screenshot(page, "change/e2e_dialog_longer", full_page=False)
     confirm.click()
 
-    wait_text(page, "Change 2 waits for payment: $45.00.")
+    wait_text(page, "Change 2 waits for payment: $47.25.")
     wait_idle(page)
-    text_in_view(page, "Change 2 waits for payment: $45.00.")
+    text_in_view(page, "Change 2 waits for payment: $47.25.")
     wait_text(page, f"/manage/{started.reference}/change/2?k=")
     assert page.get_by_role("button", name="Change booking").count() == 0  # one change at a time
     screenshot(page, "change/e2e_waiting", full_page=False)
 
     page.get_by_role("button", name="Record payment (sandbox)").click()
-    wait_text(page, "Payment of $45.00 recorded; change 2 made.")
+    wait_text(page, "Payment of $47.25 recorded; change 2 made.")
     wait_idle(page)
-    text_in_view(page, "Payment of $45.00 recorded; change 2 made.")
+    text_in_view(page, "Payment of $47.25 recorded; change 2 made.")
     assert page.get_by_text("waits for payment").count() == 0
     page.locator("[role=gridcell]", has_text="10:00–13:00").first.wait_for(state="attached")
     screenshot(page, "change/e2e_paid", full_page=False)

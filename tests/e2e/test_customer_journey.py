@@ -34,7 +34,7 @@ def test_customer_books_pays_and_staff_see_it(tmp_path: Path, page: Any, start_a
         page.select_option("#end", "11:30")
         page.fill("#customer_name", "Sam Online")
         page.fill("#customer_email", "sam.online@example.org")
-        page.locator("#quote").filter(has_text="$37.50").wait_for()  # live price from /api/quotes
+        page.locator("#quote").filter(has_text="$39.38").wait_for()  # live price from /api/quotes
 
         # The customer forgets the terms: told so, and nothing typed is lost.
         page.click("#continue")
@@ -45,7 +45,7 @@ def test_customer_books_pays_and_staff_see_it(tmp_path: Path, page: Any, start_a
         page.click("#continue")
         page.wait_for_url(re.compile(r"/pay/RD[0-9A-Z]+\?k="))
         reference = page.url.split("/pay/")[1].split("?")[0]
-        wait_text_plain(page, "Pay $37.50 with test card")
+        wait_text_plain(page, "Pay $39.38 with test card")
         screenshot(page, "customer_pay")
 
         # A declined card first, then a good one.

@@ -87,7 +87,7 @@ def test_a_free_cell_becomes_a_booking_with_every_outcome_in_view(
     screenshot(page, "grid/e2e_phone_prefilled", full_page=False)
 
     page.get_by_role("button", name="Quote").click()
-    quoted = page.get_by_text("Available — $90.00")
+    quoted = page.get_by_text("Available — $94.50")
     quoted.wait_for()
     in_view(quoted)
     screenshot(page, "grid/e2e_phone_quoted", full_page=False)

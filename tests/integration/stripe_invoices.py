@@ -25,7 +25,9 @@ from typing import Any
 # (method, path) -> (status, JSON body) of a GET forwarded to localstripe.
 Lookup = Callable[[str], tuple[int, Any]]
 
-PATHS = re.compile(r"^/v1/(?:invoices(?:/(?P<id>in_\w+)(?:/(?P<verb>finalize|send|void|pay))?)?|invoiceitems)$")
+PATHS = re.compile(
+    r"^/v1/(?:invoices(?:/(?P<id>in_\w+)(?:/(?P<verb>finalize|send|void|pay))?)?|invoiceitems|invoice_payments)$"
+)
 
 
 def form_tree(form: list[tuple[str, str]]) -> dict[str, Any]:
@@ -63,12 +65,15 @@ class Invoicing:
 
     hosted_base: str = "http://127.0.0.1"
     invoices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Invoice id -> its invoice payments, newest first (GET /v1/invoice_payments?invoice=…).
+    payments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def clear(self) -> None:
         with self.lock:
             self.invoices.clear()
+            self.payments.clear()
             self._counter = itertools.count(1)
 
     def handle(
@@ -84,6 +89,10 @@ class Invoicing:
                 return self._create(body, lookup)
             if path == "/v1/invoices" and method == "GET":
                 return self._list(dict(query))
+            if path == "/v1/invoice_payments" and method == "GET":
+                wanted = dict(query).get("invoice", "")
+                data = self.payments.get(wanted, [])
+                return 200, {"object": "list", "data": data, "has_more": False, "url": "/v1/invoice_payments"}
             invoice = self.invoices.get(match.group("id") or "")
             if invoice is None:
                 return _error(404, f"No such invoice: '{match.group('id')}'", "resource_missing")
@@ -91,7 +100,7 @@ class Invoicing:
             if method == "GET" and verb is None:
                 return 200, invoice
             if method == "POST" and verb:
-                return self._transition(invoice, verb)
+                return self._transition(invoice, verb, body)
         return _error(405, f"{method} {path} is not served by the test shim")
 
     # -- endpoints ----------------------------------------------------------------------------------------------
@@ -190,7 +199,7 @@ class Invoicing:
         page = items[start : start + limit]
         return 200, {"object": "list", "data": page, "has_more": start + limit < len(items), "url": "/v1/invoices"}
 
-    def _transition(self, invoice: dict[str, Any], verb: str) -> tuple[int, Any]:
+    def _transition(self, invoice: dict[str, Any], verb: str, body: dict[str, Any]) -> tuple[int, Any]:
         now = _now()
         status = invoice["status"]
         if verb == "finalize":
@@ -213,13 +222,28 @@ class Invoicing:
                 return _error(400, f"You can only void an open invoice; this one is {status}.")
             invoice.update(status="void", amount_remaining=0)
             invoice["status_transitions"]["voided_at"] = now
-        elif verb == "pay":  # paid out of band (the hosted page's payment is not simulated)
+        elif verb == "pay":
+            # Paid out of band, or — test-only `paid_with_payment_intent`, standing in for the customer paying on the
+            # hosted page — with a PaymentIntent the test charged on localstripe: recorded as the invoice's payment.
             if status == "paid":
                 return _error(400, "Invoice is already paid")
             if status != "open":
                 return _error(400, f"You can only pay an open invoice; this one is {status}.")
             invoice.update(status="paid", amount_paid=invoice["amount_due"], amount_remaining=0)
             invoice["status_transitions"]["paid_at"] = now
+            pi = body.get("paid_with_payment_intent")
+            payment = {"type": "payment_intent", "payment_intent": pi} if pi else {"type": "out_of_band_payment"}
+            self.payments.setdefault(invoice["id"], []).insert(
+                0,
+                {
+                    "id": "inpay_" + secrets.token_hex(12),
+                    "object": "invoice_payment",
+                    "amount_paid": invoice["amount_due"],
+                    "invoice": invoice["id"],
+                    "payment": payment,
+                    "status": "paid",
+                },
+            )
         return 200, invoice
 
 

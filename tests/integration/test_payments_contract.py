@@ -447,8 +447,21 @@ def invoicing(backend: Backend, request: pytest.FixtureRequest) -> Invoicing:
     client = stripe.StripeClient(TEST_KEY, base_addresses={"api": peer.url}, max_network_retries=0)
 
     def customer_pays(invoice_id: str) -> Json:
+        # The hosted page charges a card: a PaymentIntent on localstripe for what is due, recorded by the shim as
+        # the invoice's payment (test-only `paid_with_payment_intent`, see tests/integration/stripe_invoices.py).
+        due = client.v1.invoices.retrieve(invoice_id).to_dict(recursive=True)
+        params: dict[str, Any] = {"paid_out_of_band": True}
+        if due["status"] == "open":
+            card = pay.create_payment_intent(
+                amount_cents=int(due["amount_due"]),
+                currency=str(due["currency"]),
+                metadata=dict(due["metadata"] or {}),
+                idempotency_key=f"test-hosted-page-{invoice_id}",
+            )
+            pay.confirm_payment_intent(card["id"])
+            params["paid_with_payment_intent"] = card["id"]
         try:
-            paid = client.v1.invoices.pay(invoice_id, params={"paid_out_of_band": True})
+            paid = client.v1.invoices.pay(invoice_id, params=params)  # type: ignore[arg-type]
         except stripe.InvalidRequestError as exc:
             raise InvalidState(str(exc.user_message)) from None
         return paid.to_dict(recursive=True)
@@ -537,10 +550,16 @@ def test_finalize_opens_the_invoice_with_a_hosted_page_then_it_is_paid(invoicing
     assert (again["status"], again["number"]) == ("open", opened["number"])  # finalized once
     sent = pay.send_invoice(inv["id"], idempotency_key="roomdesk-RD-9Q2W-invoice-send")
     assert sent["status"] == "open"
+    assert pay.invoice_payment_intent(inv["id"]) is None  # not paid yet
     paid = invoicing.customer_pays(inv["id"])
     assert paid["status"] == "paid"
     got = pay.retrieve_invoice(inv["id"])
     assert (got["status"], got["amount_paid"], got["amount_remaining"]) == ("paid", 14_094, 0)
+    # The payment that paid it: refunds of the booking go back on this PaymentIntent.
+    pi_id = pay.invoice_payment_intent(inv["id"])
+    assert pi_id is not None
+    charged = pay.retrieve_payment_intent(pi_id)
+    assert (charged["status"], charged["amount"]) == ("succeeded", 14_094)
     with pytest.raises(InvalidState, match="only an open invoice can be voided"):
         pay.void_invoice(inv["id"], idempotency_key="roomdesk-RD-9Q2W-invoice-void")
 

@@ -17,6 +17,7 @@ from sqlmodel import select
 
 from models.tables import BookingLeg
 from services import booking as bk
+from services.booking import invoices
 from services.reconciliation import findings, reconcile, remediate, sync
 from tests.reliability.harness import ACTOR, SONIC_EXTRAS
 
@@ -429,4 +430,60 @@ BOOKING = [
     Flow("expire.paid_webhook_missed", _expire_paid_setup, lambda s, c: bk.expire_holds(s)),
 ]
 
-FLOWS = {f.name: f for f in BOOKING + CHANGES + REMEDIATIONS}
+# ---------------------------------------------------------------------------------- pay by invoice (issue 15)
+ORG = invoices.InvoiceTerms("Acme Co-op", "Jo Payables", "ap@acme.example.org", 14, "PO-42")
+
+
+def _on_invoice(svc: Any, **kw: Any) -> Ctx:
+    made = invoices.book_on_invoice(svc, request(channel="phone", **kw), ORG, actor="frontdesk")
+    return {"booking_id": made.booking_id, "reference": made.reference, "invoice": made.invoice_id}
+
+
+def _book_on_invoice(svc: Any, ctx: Ctx) -> Any:
+    return invoices.book_on_invoice(svc, request(channel="phone", dates=(NEXT_TUE,)), ORG, actor="frontdesk")
+
+
+def _invoice_paid_at_stripe(svc: Any) -> Ctx:
+    ctx = _on_invoice(svc)
+    svc.payments.pay_invoice(ctx["invoice"])
+    return ctx
+
+
+def _invoice_voided_at_stripe(svc: Any) -> Ctx:
+    ctx = _on_invoice(svc)
+    svc.payments.void_invoice(ctx["invoice"], idempotency_key="dashboard-void")
+    return ctx
+
+
+def _deliver(event_type: str) -> Callable[[Any, Ctx], Any]:
+    def deliver(svc: Any, ctx: Ctx) -> Any:
+        from services.web import webhooks
+
+        events = svc.payments.list_events(limit=100)["data"]
+        (event,) = [e for e in events if e["type"] == event_type and e["data"]["object"]["id"] == ctx["invoice"]]
+        row_id, needs = webhooks.record_event(svc, event)
+        return webhooks.process_event(svc, row_id, actor="stripe-webhook") if needs else None
+
+    return deliver
+
+
+def _overdue(svc: Any) -> Ctx:
+    ctx = _on_invoice(svc, dates=(NEXT_WED,))
+    svc.clock.advance(days=6)  # past the due date (48 h before the first day at the latest)
+    return ctx
+
+
+INVOICES = [
+    Flow("invoice.book", lambda s: {}, _book_on_invoice),
+    Flow("invoice.paid_by_webhook", _invoice_paid_at_stripe, _deliver("invoice.paid")),
+    Flow("invoice.paid_webhook_missed", _invoice_paid_at_stripe, lambda s, c: invoices.invoice_round(s)),
+    Flow("invoice.voided_in_stripe", _invoice_voided_at_stripe, _deliver("invoice.voided")),
+    Flow(
+        "invoice.released_by_staff",
+        lambda s: _on_invoice(s),
+        lambda s, c: invoices.release_invoice(s, c["booking_id"], actor="manager", reason="no answer"),
+    ),
+    Flow("invoice.overdue_reminder", _overdue, lambda s, c: invoices.invoice_round(s)),
+]
+
+FLOWS = {f.name: f for f in BOOKING + CHANGES + REMEDIATIONS + INVOICES}

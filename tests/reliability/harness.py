@@ -14,6 +14,7 @@ from typing import Any
 
 from services import booking as bk
 from services.booking.holds import finish_paid
+from services.booking.invoices import invoice_round
 from services.core.context import build_services
 from services.core.errors import DomainError
 from services.core.settings import Settings
@@ -30,6 +31,13 @@ SONIC_EXTRAS = {"show_name": "Night Shift", "set_choice": "Podcast table"}
 # Calls with a side effect outside: each fails before it, after it (the answer is lost) and by timeout (after it,
 # as TimeoutFault). Reads have no side effect, so "before" is the only distinct case.
 WRITE_OPS = {
+    # pay by invoice (issue 15)
+    "create_customer",
+    "create_tax_rate",
+    "create_invoice",
+    "finalize_invoice",
+    "send_invoice",
+    "void_invoice",
     "create_payment_intent",
     "confirm_payment_intent",
     "cancel_payment_intent",
@@ -183,6 +191,7 @@ def settle(svc: Any, rerun: Callable[[], Any] | None = None, *, advance: bool = 
     quietly(lambda: finish_paid(svc))  # the worker's first step: paid at Stripe, owner gone → confirmed now
     quietly(lambda: bk.expire_holds(svc))
     quietly(lambda: bk.expire_change_holds(svc))  # the worker: lapsed change holds, changes a fault left half made
+    quietly(lambda: invoice_round(svc))  # the worker: invoices paid / voided at Stripe, invoices a fault left open
     quietly(lambda: outbox.deliver_due(svc, now=svc.now() + timedelta(hours=2)))
     problems = remediate_open(svc)
     quietly(lambda: outbox.deliver_due(svc, now=svc.now() + timedelta(hours=2)))

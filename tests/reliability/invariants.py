@@ -33,8 +33,11 @@ from models.tables import (
     AmendmentState,
     AuditLog,
     Booking,
+    BookingInvoice,
     BookingLeg,
     BookingStatus,
+    DamageDeposit,
+    InvoiceState,
     RefundRecord,
     SlotClaim,
 )
@@ -126,6 +129,7 @@ def violations(svc: Any, *, now: datetime | None = None) -> list[str]:
         for a in s.exec(select(Amendment).order_by(col(Amendment.number))):
             changes[a.booking_id].append(a)
         open_claims = list(s.exec(select(SlotClaim).where(col(SlotClaim.active).is_(True))))
+        deposits = list(s.exec(select(DamageDeposit)))
     events = live_events(svc)
     kept, stripe_refunds = _stripe_money(svc)
     by_ref: dict[str, list[_Event]] = defaultdict(list)
@@ -247,6 +251,10 @@ def violations(svc: Any, *, now: datetime | None = None) -> list[str]:
             out.append(
                 f"change #{claim.amendment_id} is settled, yet still holds {claim.room_slug} at {claim.starts_at}"
             )
+    # A damage deposit's holds are no booking's payment: what a claim took from one is the deposit's (the deposit
+    # invariants, tests/reliability/deposit_flows.py, check each hold against its deposit).
+    known |= {h["payment_intent"] for dep in deposits for h in dep.holds}
+    ledger_total += sum(dep.captured_cents for dep in deposits)
     stripe_total = sum(kept.values())
     if stripe_total != ledger_total:
         out.append(f"In total Stripe keeps {stripe_total} cents, the ledger says {ledger_total}")
@@ -254,9 +262,63 @@ def violations(svc: Any, *, now: datetime | None = None) -> list[str]:
         if pi not in known and v:
             out.append(f"Stripe keeps {v} cents of {pi}, which no booking accounts for")
 
+    checked += _invoices_and_tax(svc, bookings, legs, records, changes, open_claims, out)
     COUNTS["invariant checks"] += 1
     COUNTS["invariants evaluated"] += checked
     return out
+
+
+def _invoices_and_tax(
+    svc: Any,
+    bookings: list[Booking],
+    legs: dict[int, list[BookingLeg]],
+    records: dict[int, list[RefundRecord]],
+    changes: dict[int, list[Amendment]],
+    open_claims: list[SlotClaim],
+    out: list[str],
+) -> int:
+    """7. A booking held on invoice agrees with Stripe's invoice: open ↔ waiting for payment with its days held (no
+    expiry); paid ↔ the payment that paid it is the booking's; void ↔ nothing held. No invoice is left payable for a
+    booking that failed or was cancelled. 8. Tax: no refund gives back more tax than it is, nor a booking's refunds
+    more tax than its payments carried."""
+    checked = 0
+    with svc.session() as s:
+        rows = {r.booking_id: r for r in s.exec(select(BookingInvoice))}
+    by_id = {b.id: b for b in bookings}
+    held = defaultdict(list)
+    for claim in open_claims:
+        if claim.booking_id is not None:
+            held[claim.booking_id].append(claim)
+    for booking_id, row in rows.items():
+        checked += 1
+        b = by_id[booking_id]
+        name = f"{b.reference} ({b.status}, invoice {row.state})"
+        live = svc.payments.retrieve_invoice(row.invoice_id)["status"] if row.invoice_id else None
+        waiting = [leg for leg in legs[booking_id] if leg.state == "AWAITING_PAYMENT"]
+        if row.state == InvoiceState.OPEN:
+            if b.status != BookingStatus.AWAITING_PAYMENT or live != "open":
+                out.append(f"{name}: the invoice is open with us and {live} at Stripe")
+            if len(held[booking_id]) != len(waiting) or any(c.expires_at is not None for c in held[booking_id]):
+                out.append(f"{name}: {len(waiting)} day(s) wait for the invoice, {len(held[booking_id])} held")
+        elif row.state == InvoiceState.PAID:
+            if b.payment_intent_id is None or b.payment_intent_id != row.payment_intent_id:
+                out.append(f"{name}: paid, but the booking's payment is {b.payment_intent_id}")
+        elif live == "open":
+            out.append(f"{name}: Stripe's invoice is still payable")
+        if row.state != InvoiceState.OPEN and waiting:
+            out.append(f"{name}: {len(waiting)} day(s) still wait for an invoice that is {row.state}")
+    for b in bookings:
+        assert b.id is not None
+        checked += 1
+        paid_tax = b.tax_cents + sum(a.tax_cents for a in changes[b.id] if a.paid_at is not None)
+        given = sum(r.tax_cents for r in records[b.id])
+        if any(r.tax_cents > r.amount_cents or r.tax_cents < 0 for r in records[b.id]):
+            out.append(f"{b.reference}: a refund gives back more tax than it is")
+        if given > paid_tax:
+            out.append(f"{b.reference}: refunds give back {given} cents of tax, its payments carried {paid_tax}")
+        if any(leg.tax_cents > leg.price_cents for leg in legs[b.id]):
+            out.append(f"{b.reference}: a day's tax is more than its price")
+    return checked
 
 
 def assert_invariants(svc: Any, context: str = "") -> None:

@@ -62,7 +62,8 @@ def test_retrying_a_refund_fix_whose_answer_was_lost_closes_the_booking(svc: Any
 def test_a_payment_refunded_before_its_webhook_is_not_confirmed(svc: Any) -> None:
     ctx = flows.started(svc)
     svc.payments.confirm_payment_intent(ctx["pi"])
-    svc.payments.refund(ctx["pi"], amount_cents=9000, reason="dashboard", idempotency_key="dash-1")
+    paid = svc.payments.retrieve_payment_intent(ctx["pi"])["amount"]  # all of it, tax included
+    svc.payments.refund(ctx["pi"], amount_cents=paid, reason="dashboard", idempotency_key="dash-1")
 
     result = bk.confirm_payment(svc, ctx["pi"])
 

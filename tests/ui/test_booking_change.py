@@ -87,7 +87,8 @@ def test_moving_a_day_at_the_same_price_is_made_and_shows_on_the_booking(app: Ap
     assert list(table["After"]) == [f"{day_label(other)} 10:00–12:00".replace(" ", "\u00a0")]
     assert list(table[""]) == ["moved"]
     says = texts(at, "markdown")
-    assert "**Price now** $90.00" in says and "**After** $90.00" in says and "**Difference** $0.00" in says
+    # GST 5 % included (the app's default tax): $90.00 + $4.50.
+    assert "**Price now** $94.50" in says and "**After** $94.50" in says and "**Difference** $0.00" in says
     assert "**Nothing to pay**" in says
     go = at.button(key="bk_ch_go")
     assert not go.disabled and go.label == "Make the change"
@@ -113,15 +114,16 @@ def test_longer_times_wait_for_payment_then_the_sandbox_payment_makes_the_change
     at = opened(app, started)
     at.selectbox(key="bk_ch_end").set_value(time(13)).run()
     says = texts(at, "markdown")
-    assert "**Price now** $90.00" in says and "**After** $135.00" in says and "**Difference** +$45.00" in says
-    assert "**Charge $45.00**" in says and "a pay link is emailed to" in says and "stays as it is until paid" in says
+    # GST 5 % included: $94.50 → $141.75 (3 h at $45 + $6.75).
+    assert "**Price now** $94.50" in says and "**After** $141.75" in says and "**Difference** +$47.25" in says
+    assert "**Charge $47.25**" in says and "a pay link is emailed to" in says and "stays as it is until paid" in says
     go = at.button(key="bk_ch_go")
-    assert go.label == "Hold the new days and email a pay link for $45.00"
+    assert go.label == "Hold the new days and email a pay link for $47.25"
 
     go.click().run()
     assert not at.exception
     waiting = texts(at, "info")
-    assert "Change 1 waits for payment: $45.00." in waiting and "held until" in waiting
+    assert "Change 1 waits for payment: $47.25." in waiting and "held until" in waiting
     assert f"/manage/{started.reference}/change/1?k=" in at.code[0].value
     assert "bk_change_open" not in keys(at)  # one change at a time
     assert booking_detail(svc, started.booking_id, live=False).legs[0].ends_at.astimezone(svc.settings.tz).hour == 12
@@ -130,7 +132,7 @@ def test_longer_times_wait_for_payment_then_the_sandbox_payment_makes_the_change
     at.button(key="bk_ch_pay").click().run()
     assert not at.exception
     paid = texts(at, "success")
-    assert "Payment of $45.00 recorded; change 1 made." in paid and "10:00–13:00" in paid
+    assert "Payment of $47.25 recorded; change 1 made." in paid and "10:00–13:00" in paid
     assert "waits for payment" not in texts(at, "info")
     assert list(at.dataframe[0].value["Time"]) == ["10:00–13:00"]
 
@@ -139,10 +141,10 @@ def test_withdrawing_a_change_leaves_the_booking_as_it_was(app: App, svc: Servic
     (first,) = free_days(svc, "boardroom,union-room", time(10), time(12), 1)
     started = booked(svc, "withdraw.change@example.org", [first])
     at = opened(app, started)
-    at.selectbox(key="bk_ch_room").set_value("union-room").run()  # dearer room: $30.00 more
+    at.selectbox(key="bk_ch_room").set_value("union-room").run()  # dearer room: $30.00 more, $31.50 with GST
     assert "**Room** Boardroom → **Union Room**" in texts(at, "markdown")
     at.button(key="bk_ch_go").click().run()
-    assert "Change 1 waits for payment: $30.00." in texts(at, "info")
+    assert "Change 1 waits for payment: $31.50." in texts(at, "info")
     held = [o for o in room_grid(svc, [first]).on(first) if o.reference == started.reference]
     assert {(o.room, o.state) for o in held} == {("boardroom", CellState.BOOKED), ("union-room", CellState.HELD)}
     assert "(change, unpaid)" in next(o.label for o in held if o.state == CellState.HELD)

@@ -69,3 +69,28 @@ def test_finance_has_no_holds_screen(app: App) -> None:
     at = app("finance")
     with pytest.raises(ValueError, match="Could not find a navigation page"):
         at.switch_page(HOLDS)
+
+
+def test_a_booking_held_on_invoice_shows_its_due_date_and_release_voids_the_invoice(app: App, svc: Services) -> None:
+    from services.booking import invoices
+
+    slot = free_slot(svc, "union-room", hours=2, skip=40)  # a week or more ahead: time for terms
+    made = invoices.book_on_invoice(
+        svc,
+        BookingRequest(slot.room, (slot.day,), slot.start, slot.end, "Ivy Invoice", "ivy@example.org", channel="phone"),
+        invoices.InvoiceTerms("Harbour Trust", "Accounts", "ap@harbour.example.org", 7, "PO-7"),
+        actor="frontdesk@sandbox",
+    )
+    at = app("frontdesk", page=HOLDS)
+    table = at.dataframe[0].value
+    refs = list(table["Reference"])
+    row = refs.index(made.reference)
+    assert table["Channel"][row] == "Phone · invoice"
+    assert table["Customer"][row] == "Harbour Trust (Ivy Invoice)" and table["Email"][row] == "ap@harbour.example.org"
+    assert str(table["Expires in"][row]).startswith("invoice due ")
+    at = select_row(at, row)
+    at.button(key="holds_release").click().run()
+    assert not at.exception
+    [done] = [str(s.value) for s in at.success]
+    assert done.startswith(f"Released the hold on {made.reference}") and "its invoice was voided" in done
+    assert svc.payments.retrieve_invoice(made.invoice_id)["status"] == "void"

@@ -22,9 +22,9 @@ from .conftest import APP, TIMEOUT, free_slot, next_weekday
 App = Callable[..., AppTest]
 
 BANNER = "**Sandbox — no real payments or calendars.** Test cards, test calendars, emails kept locally."
-FINANCE_PAGES = ["Refunds report", "Revenue & occupancy", "Refund approvals", "Disputes"]
+FINANCE_PAGES = ["Refunds report", "Revenue & occupancy", "Approvals", "Deposits", "Disputes"]
 ROLE_PAGES = {
-    "frontdesk": ["Phone booking", "Holds", "Bookings", "Room calendar"],
+    "frontdesk": ["Phone booking", "Holds", "Bookings", "Room calendar", "Deposits"],
     "manager": [
         "Overview",
         "Mismatches",
@@ -181,9 +181,10 @@ def test_quote_shows_the_price_per_day(app: App, svc: Services) -> None:
     _fill(at, room=slot.room, day=slot.day, start=slot.start, end=slot.end)
     at.run()
     at.button(key="pb_quote_btn").click().run()
-    assert "Available — **$50.00**" in texts(at, "success")  # Quiet Room: $25/h × 2 h
+    # Quiet Room: $25/h × 2 h = $50.00, GST 5 % (the app's default tax) $2.50.
+    assert "Available — **$52.50** (including GST 5 % $2.50)" in texts(at, "success")
     table = at.dataframe[0].value
-    assert list(table["Day"]) == [day_label(slot.day)] and list(table["Day total"]) == ["$50.00"]
+    assert list(table["Day"]) == [day_label(slot.day)] and list(table["Day total"]) == ["$52.50"]
 
 
 def test_missing_email_shows_the_validation_error(app: App, svc: Services) -> None:
@@ -278,7 +279,7 @@ def test_search_by_email_then_select_the_row_shows_the_detail(app: App, paid_boo
     assert not [d for d in at.dataframe if "Reference" in d.value.columns]  # the booking, not the list, under search
     days, timeline = at.dataframe[0].value, at.table[0].value
     assert list(days["State"]) == ["Confirmed"] and list(days["Calendar event"]) == ["✓ on calendar"]
-    assert {"Payment of $90.00 requested", "Payment of $90.00 received"} <= set(timeline["What"])
+    assert {"Payment of $94.50 requested", "Payment of $94.50 received"} <= set(timeline["What"])  # GST included
     assert any(str(w).startswith("Slot held until ") for w in timeline["What"])
     assert not [b for b in at.button if b.key == "bk_cancel_open"]  # finance looks, does not cancel
 
@@ -290,7 +291,7 @@ def test_deep_link_by_payment_intent_opens_the_booking(app: App, paid_booking: S
     # pages-folder mode that would run pages/frontdesk/bookings.py on its own.
     assert [w.value for w in at.warning].count(BANNER) == 1 and nav_pages(at) == ROLE_PAGES["frontdesk"]
     payment = at.dataframe[1].value
-    assert list(payment["Status"]) == ["succeeded"] and list(payment["Received"]) == ["$90.00"]
+    assert list(payment["Status"]) == ["succeeded"] and list(payment["Received"]) == ["$94.50"]
 
 
 def test_a_root_link_with_a_reference_opens_the_booking(app: App, paid_booking: StartResult) -> None:
@@ -320,10 +321,11 @@ def test_cancel_booking_shows_the_refund_then_cancels(app: App, svc: Services) -
     at = app("manager", page="pages/frontdesk/bookings.py", ref=started.reference)
     at.button(key="bk_cancel_open").click().run()
     quote = at.dataframe[-1].value  # the dialog's per-day refund table
-    assert list(quote["Refund now"]) == ["$80.00"] and "100 %" in quote["Policy band"][0]
+    # Workshop $40/h × 2 h + GST 5 %: all of it back (100 % band).
+    assert list(quote["Refund now"]) == ["$84.00"] and "100 %" in quote["Policy band"][0]
     at.button(key="bk_cancel_go").click().run()
     assert not at.exception
-    assert "refunded $80.00" in texts(at, "success")
+    assert "refunded $84.00" in texts(at, "success")
     [row] = search_bookings(svc, text="cass.cancel@example.org")
     assert row["status"] == "CANCELLED"
 

@@ -53,7 +53,7 @@ def test_a_link_from_a_free_cell_fills_in_the_form(svc: Services) -> None:
     assert f"Filled in from the rooms grid: **Boardroom**, {day_label(slot.day)}" in texts(at, "info")
     assert not at.query_params.get("room")  # used once: a rerun or New booking does not fill it in again
     at.button(key="pb_quote_btn").click().run()
-    assert "Available — **$90.00**" in texts(at, "success")
+    assert "Available — **$94.50**" in texts(at, "success")  # $90.00 + GST 5 %
 
 
 def test_a_link_names_what_is_wrong_with_it(svc: Services) -> None:

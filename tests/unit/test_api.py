@@ -79,7 +79,17 @@ def test_quote_gives_the_breakdown_or_the_reasons(client: TestClient) -> None:
     q = r.json()
     assert q["available"] is True and q["reasons"] == []
     assert (q["subtotal_cents"], q["discount_cents"], q["total_cents"], q["currency"]) == (9000, 0, 9000, "CAD")
-    assert q["legs"] == [{"date": WEDNESDAY, "base_cents": 9000, "discount_cents": 0, "total_cents": 9000}]
+    assert q["legs"] == [
+        {
+            "date": WEDNESDAY,
+            "base_cents": 9000,
+            "discount_cents": 0,
+            "net_cents": 9000,
+            "tax_cents": 0,
+            "total_cents": 9000,
+        }
+    ]
+    assert (q["net_cents"], q["tax_cents"], q["tax_lines"]) == (9000, 0, [])  # this venue charges no tax
     r = client.post("/api/quotes", json={"room": "boardroom", "dates": [SATURDAY], "start": "10:00", "end": "12:00"})
     assert r.status_code == 200
     assert r.json()["available"] is False and r.json()["reasons"] == ["Sat 7 Mar: Saturdays are closed"]

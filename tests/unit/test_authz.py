@@ -26,6 +26,7 @@ MANAGE = {"manager", "admin"}
 MONEY = {"manager", "finance", "admin"}
 EXPECTED: dict[str, set[str]] = {
     "start_booking": DESK,
+    "book_on_invoice": DESK,
     "record_payment": DESK,
     "send_pay_link": DESK,
     "cancel_booking": DESK,
@@ -35,6 +36,8 @@ EXPECTED: dict[str, set[str]] = {
     "change_booking": DESK,
     "withdraw_change": DESK,
     "release_hold": DESK,
+    "release_invoice": DESK,
+    "extend_invoice": DESK,
     "record_change_payment": DESK,
     "request_override": DESK,
     "approve_override": MONEY,
@@ -58,11 +61,20 @@ EXPECTED: dict[str, set[str]] = {
     "release_block": MANAGE,
     # settings edited in the dashboard (issue 14 §6)
     "save_venue_config": {"admin"},
+    # damage deposits (issue 15 §3)
+    "place_deposit_hold": MONEY,
+    "release_deposit": MONEY,
+    "file_deposit_claim": set(ROLES),
+    "approve_deposit_claim": MONEY,
+    "reject_deposit_claim": MONEY,
+    "retry_deposit_claim": MONEY,
+    "withdraw_deposit_claim": set(ROLES),
 }
 
 # Arguments that get each call past its role check to the service, which then fails or succeeds on its own terms.
 ARGS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "start_booking": ((None,), {}),
+    "book_on_invoice": ((None, None), {}),
     "record_payment": ((999_999,), {}),
     "send_pay_link": ((999_999,), {}),
     "cancel_booking": ((999_999,), {}),
@@ -72,6 +84,8 @@ ARGS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "change_booking": ((999_999, Change()), {"expected_net_cents": 0}),
     "withdraw_change": ((999_999,), {}),
     "release_hold": ((999_999,), {}),
+    "release_invoice": ((999_999,), {"reason": "no answer"}),
+    "extend_invoice": ((999_999,), {"days": 7, "reason": "cheque sent"}),
     "record_change_payment": ((999_999,), {}),
     "request_override": ((999_999,), {"leg_ids": [1], "refund_cents": 100, "reason": "x"}),
     "approve_override": ((999_999,), {}),
@@ -95,6 +109,14 @@ ARGS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "release_block": ((999_999,), {"reason": "Painting done"}),
     # settings edited in the dashboard (issue 14 §6)
     "save_venue_config": ((VenueEdit(base_version=0),), {}),
+    # damage deposits (issue 15 §3)
+    "place_deposit_hold": ((999_999,), {}),
+    "release_deposit": ((999_999,), {"reason": "Room checked"}),
+    "file_deposit_claim": ((999_999,), {"amount_cents": 100, "notes": "Mixer desk water damage"}),
+    "approve_deposit_claim": ((999_999,), {}),
+    "reject_deposit_claim": ((999_999,), {"note": "x"}),
+    "retry_deposit_claim": ((999_999,), {}),
+    "withdraw_deposit_claim": ((999_999,), {}),
 }
 
 

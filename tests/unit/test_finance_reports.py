@@ -282,7 +282,11 @@ def test_csv_has_a_header_decimal_amounts_cents_and_venue_dates(svc: Any, ledger
         "Origin",
         "Reason",
         "Amount",
+        "Tax",
+        "Net of tax",
         "Amount (cents)",
+        "Tax (cents)",
+        "Net of tax (cents)",
         "Currency",
         "Policy quote",
         "Policy quote (cents)",
@@ -315,9 +319,9 @@ def test_xlsx_has_a_refunds_and_a_totals_sheet_with_real_dates_and_amounts(
     headers = [c.value for c in ws[1]]
     assert headers[:3] == ["Refunded (Vancouver time)", "Refund", "Booking"]
     assert ws.freeze_panes == "A2"
-    assert ws.auto_filter.ref == f"A1:M{report.count + 1}"
+    assert ws.auto_filter.ref == f"A1:O{report.count + 1}"
     assert ws.max_row == report.count + 1
-    assert all(ws.column_dimensions[letter].width >= 9 for letter in "ABCDEFGHIJKLM")
+    assert all(ws.column_dimensions[letter].width >= 9 for letter in "ABCDEFGHIJKLMNO")
     col = {h: i + 1 for i, h in enumerate(headers)}
     rows = {ws.cell(r, col["Booking"]).value: r for r in range(2, ws.max_row + 1)}
 
@@ -362,7 +366,7 @@ def test_an_empty_report_still_exports(svc: Any) -> None:
     assert report.rows.empty and report.total_cents == 0
     assert reports.refunds_csv(report).decode().count("\r\n") == 1  # the header only
     wb = load_workbook(io.BytesIO(reports.refunds_xlsx(report)))
-    assert wb["Refunds"].max_row == 1 and wb["Refunds"].auto_filter.ref == "A1:M1"
+    assert wb["Refunds"].max_row == 1 and wb["Refunds"].auto_filter.ref == "A1:O1"
 
 
 # ------------------------------------------------------------------------------------------------ command line
