@@ -81,7 +81,12 @@ def cancel_under_lease(
     if status == BookingStatus.AWAITING_PAYMENT:
         if leg_ids is not None:
             raise InvalidState("An unpaid booking is cancelled as a whole")
-        release_hold(svc, booking_id, actor, now, action="booking.hold.cancelled")
+        outcome = release_hold(svc, booking_id, actor, now, action="booking.hold.cancelled")
+        if outcome != "expired":  # paid a moment ago (card or invoice): confirmed instead, nothing cancelled
+            raise InvalidState(
+                "It was paid a moment ago and is now confirmed: nothing was cancelled. Cancel it again to cancel "
+                f"with the policy refund ({outcome.replace('_', ' ')})"
+            )
         with svc.session() as s:
             days = [leg.day for leg in booking_legs(s, booking_id)]
         return CancelResult(booking_id, 0, days)

@@ -61,7 +61,8 @@ from services.core.errors import (
 from services.notify import emails, outbox
 from services.rules.availability import LegWindow, check_conflicts
 from services.rules.fmt import money
-from services.rules.tax import policy_from, tax_in_gross
+from services.rules.rounding import round_half_up
+from services.rules.tax import policy_from
 
 log = logging.getLogger("roomdesk.booking")
 
@@ -213,6 +214,24 @@ def _net_words(net: int, currency: str) -> str:
     return "no difference"
 
 
+def _change_tax(plan: ChangePlan, legs: dict[int, BookingLeg]) -> int:
+    """The tax inside what a change charges (its own PaymentIntent), day by day so the booking's tax stays the sum
+    of its days' tax: a day added brings its whole tax, a day made dearer the difference of its new and old tax; a
+    day dropped or made cheaper in the same change gives back its proportional share of its own tax. 0 when the
+    change charges nothing (its refund's tax is worked out from the payments it goes back on)."""
+    net = plan.settlement.net_cents
+    if net <= 0:
+        return 0
+    charged = refunded = 0
+    for d in plan.settlement.days:
+        old = legs.get(d.leg_id) if d.leg_id is not None else None
+        if d.charge_cents:
+            charged += d.new_tax_cents - (old.tax_cents if old is not None else 0)
+        if d.refund_cents and old is not None and old.price_cents > 0:
+            refunded += round_half_up(d.refund_cents * old.tax_cents, old.price_cents)
+    return min(max(charged - refunded, 0), net)
+
+
 def _new_amendment(
     s: Session,
     plan: ChangePlan,
@@ -241,7 +260,7 @@ def _new_amendment(
         net_cents=plan.settlement.net_cents,
         # The tax inside what the change charges, at the rates the booking was sold at (a refund's is worked out
         # when it is made, from the payments it goes back on).
-        tax_cents=tax_in_gross(plan.settlement.net_cents, policy_from(booking.tax_snapshot)),
+        tax_cents=_change_tax(plan, legs) if policy_from(booking.tax_snapshot) is not None else 0,
         state=state,
         hold_expires_at=hold_expires_at,
         reason=reason,

@@ -16,7 +16,7 @@ from models.tables import (
     LegState,
 )
 from services.booking.claims import release_claims
-from services.booking.invoices import invoice_for, mark_voided, on_invoice_paid
+from services.booking.invoices import invoice_for, mark_voided, record_invoice_payment
 from services.booking.lease import lease
 from services.booking.saga import confirm_under_lease
 from services.booking.store import booking_legs, derive_status, load_booking, resolve_now, set_leg_state
@@ -47,9 +47,11 @@ def release_hold(
     if held is not None and held.state == InvoiceState.OPEN and held.invoice_id:
         # Held on invoice: void it first (re-checked: one paid meanwhile confirms the booking instead).
         live = svc.payments.retrieve_invoice(held.invoice_id)
-        if live.get("status") == "paid":
-            on_invoice_paid(svc, live, actor, now)
-            return "confirmed"
+        if live.get("status") == "paid":  # we hold the lease: record the payment, then confirm under it
+            recorded = record_invoice_payment(svc, held.invoice_id, actor, now)
+            if isinstance(recorded, tuple):
+                return confirm_under_lease(svc, booking_id, recorded[1], actor, now).outcome
+            return recorded.outcome if recorded is not None else "not_paid"
         if live.get("status") == "open":
             svc.payments.void_invoice(held.invoice_id, idempotency_key=f"roomdesk-{booking.reference}-invoice-void")
         mark_voided(svc, booking_id, now)

@@ -35,6 +35,7 @@ from models.tables import (
 )
 from services.booking.claims import release_claims
 from services.booking.lease import lease
+from services.booking.refunds import refund_payment
 from services.booking.requests import BookingRequest, ConfirmResult, InvoiceStart, InvoiceTerms, StartResult
 from services.booking.saga import confirm_payment, start_booking
 from services.booking.store import booking_legs, load_booking, resolve_now, set_leg_state
@@ -275,6 +276,26 @@ def _void_left_behind(svc: Services, booking_id: int, now: datetime) -> bool:
     live = svc.payments.retrieve_invoice(invoice_id)
     if live.get("status") == "open":
         svc.payments.void_invoice(invoice_id, idempotency_key=f"roomdesk-{ref}-invoice-void")
+    if live.get("status") == "paid":
+        # Paid before the void reached Stripe: the booking failed, so the money goes back in full (once, by key).
+        recorded = record_invoice_payment(svc, invoice_id, "system", now)
+        if isinstance(recorded, tuple):
+            with svc.session() as s:
+                amount = load_booking(s, booking_id).amount_cents
+            done = refund_payment(
+                svc,
+                booking_id,
+                amount,
+                origin="auto_gate2",
+                reason="The booking failed while its invoice was being made: the payment goes back in full",
+                actor="system",
+                now=now,
+                key=f"roomdesk-{ref}-invoice-refund",
+                policy_quote=amount,
+                payment_intent=recorded[1],
+            )
+            return done
+        return True
     with svc.session() as s:
         row = _row(s, booking_id)
         if live.get("status") in ("open", "void", "draft"):  # a draft is never sent: as good as void
@@ -313,6 +334,20 @@ def settle_paid_invoice(svc: Services, invoice_id: str, actor: str, now: datetim
     """Re-fetch the invoice; paid → link the PaymentIntent that paid it to the booking and confirm the booking as a
     card payment would (confirm_payment: Gate 2, events, email; a clash refunds it in full). None: not one of ours,
     or not paid. A redelivery, or a paid invoice whose booking is done, changes nothing."""
+    recorded = record_invoice_payment(svc, invoice_id, actor, now)
+    if recorded is None or isinstance(recorded, ConfirmResult):
+        return recorded
+    return confirm_payment(svc, recorded[1], actor=actor, now=now)
+
+
+def record_invoice_payment(
+    svc: Services, invoice_id: str, actor: str, now: datetime
+) -> tuple[int, str] | ConfirmResult | None:
+    """The first half of settling a paid invoice, for a caller that holds the booking's lease already (it then
+    confirms with confirm_under_lease): re-fetch the invoice; paid → the PaymentIntent that paid it linked to the
+    booking (booking.payment_intent_id, ExternalRef, the invoice row paid), audited once. Returns (booking id,
+    PaymentIntent); a ConfirmResult when there is nothing to confirm against (paid outside Stripe); None when the
+    invoice is not ours or not paid."""
     with svc.session() as s:
         row = _row_for_invoice(s, invoice_id)
         if row is None:
@@ -374,7 +409,7 @@ def settle_paid_invoice(svc: Services, invoice_id: str, actor: str, now: datetim
                 payment_intent=pi_id,
                 amount_cents=int(invoice.get("amount_paid") or 0),
             )
-    return confirm_payment(svc, pi_id, actor=actor, now=now)
+    return booking_id, pi_id
 
 
 def on_invoice_voided(svc: Services, obj: Json, actor: str, now: datetime) -> str:
@@ -558,6 +593,18 @@ def invoice_round(svc: Services, *, actor: str = "worker", now: datetime | None 
                 )
             )
         )
+        # Paid and linked, but the confirmation never finished (the process died, or the booking was busy).
+        unconfirmed = list(
+            s.exec(
+                select(BookingInvoice.booking_id, BookingInvoice.payment_intent_id)
+                .join(Booking, col(Booking.id) == col(BookingInvoice.booking_id))
+                .where(
+                    BookingInvoice.state == InvoiceState.PAID,
+                    col(BookingInvoice.payment_intent_id).is_not(None),
+                    Booking.status == BookingStatus.AWAITING_PAYMENT,
+                )
+            )
+        )
         left = list(
             s.exec(
                 select(BookingInvoice.booking_id)
@@ -578,6 +625,13 @@ def invoice_round(svc: Services, *, actor: str = "worker", now: datetime | None 
             outcome = "deferred"
         if outcome:
             counts[outcome] = counts.get(outcome, 0) + 1
+    for booking_id, pi_id in unconfirmed:
+        assert pi_id is not None
+        try:
+            confirm_payment(svc, pi_id, actor=actor, now=now)
+            counts["confirmed"] = counts.get("confirmed", 0) + 1
+        except (GatewayError, DomainError) as exc:
+            log.warning("Paid invoice of booking=%s not confirmed yet: %s", booking_id, exc.message)
     for booking_id in left:  # a booking that failed while its invoice was made: never leave that invoice payable
         try:
             _void_left_behind(svc, booking_id, now)

@@ -1019,6 +1019,9 @@ def _capture_locked(svc: Services, claim_id: int, actor: str, now: datetime) -> 
 def _claim_failed(svc: Services, claim_id: int, actor: str, now: datetime, error: str) -> ClaimOutcome:
     with svc.session() as s:
         row = _claim(s, claim_id)
+        if row.status not in (ClaimStatus.APPROVED, ClaimStatus.FAILED):
+            # Taken (or closed) by another attempt meanwhile: this one's failure changes nothing.
+            return ClaimOutcome(claim_id, row.status.value, f"Damage claim #{claim_id} is {row.status.value}.")
         row.status, row.error = ClaimStatus.FAILED, error[:500]
         audit.record(
             s,

@@ -33,8 +33,8 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from models.tables import Amendment, AmendmentState, Booking, BookingLeg, LegState, RefundRecord
-from services.booking.queries import BookingDetail, booking_detail
+from models.tables import Amendment, AmendmentState, Booking, BookingInvoice, BookingLeg, LegState, RefundRecord
+from services.booking.queries import BookingDetail, booking_detail, invoice_of
 from services.booking.refunds import booking_payments, payment_tax
 from services.core.context import Services
 from services.core.errors import DomainError, InvalidState, NotFound
@@ -267,18 +267,25 @@ def supply_text(svc: Services, room_name: str, legs: Sequence[BookingLeg]) -> st
     return f"Hire of the {room_name} at {svc.catalogue.venue.name}, {count}: {days}"
 
 
-def terms_text(svc: Services, paid: Sequence[Payment]) -> str:
-    """'Paid in full by card on Mon 2 Mar 2026' (and the dates of the changes paid for since)."""
+def terms_text(svc: Services, paid: Sequence[Payment], invoice: BookingInvoice | None = None) -> str:
+    """'Paid in full by card on Mon 2 Mar 2026' (and the dates of the changes paid for since); a booking paid by
+    invoice: 'Paid in full on invoice SBX-0003 (net 14) on …'."""
     dates: list[str] = []
     for p in paid:
         when = full_date(p.paid_at.astimezone(svc.settings.tz).date()) if p.paid_at else "—"
         if when not in dates:
             dates.append(when)
-    return "Paid in full by card on " + " and ".join(dates)
+    how = f"on invoice {invoice.number or ''} (net {invoice.terms_days})".replace("  ", " ") if invoice else "by card"
+    return f"Paid in full {how} on " + " and ".join(dates)
 
 
 def _cra_fields(
-    svc: Services, check: ReceiptCheck, room_name: str, legs: Sequence[BookingLeg], paid: Sequence[Payment]
+    svc: Services,
+    check: ReceiptCheck,
+    room_name: str,
+    legs: Sequence[BookingLeg],
+    paid: Sequence[Payment],
+    invoice: BookingInvoice | None = None,
 ) -> list[tuple[str, str]]:
     """The label/value lines CRA's thresholds add to a receipt."""
     out: list[tuple[str, str]] = []
@@ -287,7 +294,7 @@ def _cra_fields(
     if check.needs.description:
         out.append(("Supply", supply_text(svc, room_name, legs)))
     if check.needs.payment_terms:
-        out.append(("Payment terms", terms_text(svc, paid)))
+        out.append(("Payment terms", terms_text(svc, paid, invoice)))
     return out
 
 
@@ -329,7 +336,14 @@ def booking_receipt_pdf(svc: Services, booking_id: int) -> tuple[str, bytes]:
             ("Customer", "\n".join(p for p in (b.customer_name, b.customer_email, b.customer_phone) if p)),
             ("Room", f"{detail.room_name}, {svc.catalogue.venue.name}"),
             ("Booked", venue_time(svc, b.created_at)),
-            *_cra_fields(svc, check, detail.room_name, detail.legs, [p.payment for p in paid]),
+            *_cra_fields(
+                svc,
+                check,
+                detail.room_name,
+                detail.legs,
+                [p.payment for p in paid],
+                invoice_of(svc, detail.booking.id or 0),
+            ),
         ]
     )
     doc.heading("Days booked")

@@ -203,6 +203,22 @@ def _parse_meta(p: CachedPayment, rooms: set[str]) -> None:
         p.problem = f"metadata unreadable: {exc}"
 
 
+def _read_from_bookings(
+    pis: dict[str, CachedPayment], bookings: dict[str, Booking], legs: dict[int, list[BookingLeg]]
+) -> None:
+    """A payment Stripe made for one of our bookings without our metadata — the PaymentIntent that paid an invoice
+    carries none of the invoice's — is read from the booking it paid (room, days, times, customer), not taken for
+    a payment that is not a booking."""
+    for pi_id, b in bookings.items():
+        p = pis.get(pi_id)
+        if p is None or p.problem != "not a booking" or b.id is None:
+            continue
+        p.booking_ref, p.room, p.email = b.reference, b.room_slug, b.customer_email
+        p.dates = sorted({leg.day for leg in legs.get(b.id, [])})
+        p.start, p.end = time.fromisoformat(b.start_time), time.fromisoformat(b.end_time)
+        p.problem = None if p.dates else "metadata unreadable: the booking has no days"
+
+
 def _load(session: Session, svc: Services, now: datetime) -> CacheData:
     rooms = {r.slug for r in svc.catalogue.rooms}
     pis: dict[str, CachedPayment] = {}
@@ -295,6 +311,7 @@ def _load(session: Session, svc: Services, now: datetime) -> CacheData:
     legs: dict[int, list[BookingLeg]] = defaultdict(list)
     for leg in session.exec(select(BookingLeg)):
         legs[leg.booking_id].append(leg)
+    _read_from_bookings(pis, bookings, legs)
     records = {r.refund_id: r for r in session.exec(select(RefundRecord))}
     # Refunds above the policy that a manager and a finance person approved (services/finance/overrides.py): the
     # difference from the policy's quote is intended, not a mismatch.

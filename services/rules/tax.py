@@ -168,16 +168,6 @@ def policy_from(snapshot: Mapping[str, object] | None) -> TaxPolicy | None:
     return TaxPolicy.from_snapshot(snapshot)
 
 
-def tax_in_gross(gross_cents: int, policy: TaxPolicy | None, kind: str = "room") -> int:
-    """The tax inside a tax-inclusive amount of one line kind (e.g. the difference a change to a booking charges):
-    gross − the net that, taxed at every rate for the kind, gives it, the net rounded half up."""
-    if policy is None or gross_cents <= 0:
-        return 0
-    combined = sum(rate.rate_bps for rate in policy.rates if kind in rate.applies_to)
-    net = round_half_up(gross_cents * BPS_PER_WHOLE, BPS_PER_WHOLE + combined)
-    return gross_cents - net
-
-
 def refund_split(
     refund_cents: int,
     gross_cents: int,

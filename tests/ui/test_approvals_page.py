@@ -50,10 +50,10 @@ def refunds(svc: Services, started: StartResult) -> list[int]:
 def ask_in_the_cancel_dialog(at: AppTest, dollars: float | None = None) -> None:
     at.button(key="bk_cancel_open").click().run()
     quote = at.dataframe[-1].value  # the dialog's per-day policy quote
-    assert list(quote["Refund now"]) == ["$45.00"] and quote["Policy band"][0].startswith("50 %")
+    assert list(quote["Refund now"]) == ["$47.25"] and quote["Policy band"][0].startswith("50 %")  # GST included
     at.toggle(key="bk_override_on").set_value(True).run()
     [amount] = at.number_input
-    assert amount.value == 90.0  # what is left to refund for the day
+    assert amount.value == 94.5  # what is left to refund for the day ($90.00 + GST 5 %)
     if dollars is not None:
         amount.set_value(dollars)
     at.text_area(key="bk_override_reason").set_value(REASON).run()
@@ -71,12 +71,12 @@ def test_manager_asks_manager_and_finance_approve_and_it_executes(app: App, svc:
     assert search_bookings(svc, text=started.reference)[0]["status"] == "CONFIRMED"
     [mine] = override_queries.list_overrides(svc, booking_id=started.booking_id)
     [listed] = [d.value for d in at.dataframe if "Requested" in d.value.columns]  # "Refunds above the policy"
-    assert list(listed["Status"]) == ["Waiting for manager and finance"] and list(listed["Requested"]) == ["$90.00"]
+    assert list(listed["Status"]) == ["Waiting for manager and finance"] and list(listed["Requested"]) == ["$94.50"]
 
     queue = app("manager", page="pages/finance/approvals.py")
     card = texts(queue, "markdown")
     assert f"**#{mine.id} · [{started.reference}](/bookings?ref={started.reference})** · Boardroom" in card
-    assert "Policy refund **$45.00** · requested **$90.00** · :orange[**+$45.00** over the policy]" in card
+    assert "Policy refund **$47.25** · requested **$94.50** · :orange[**+$47.25** over the policy]" in card
     assert "Manager: waiting · :orange[:material/hourglass_top:] Finance: waiting" in card
     assert "Asked by manager@sandbox" in texts(queue, "caption")
     queue.button(key=f"ap_approve_{mine.id}_manager").click().run()  # the requester may sign their own slot
@@ -87,18 +87,18 @@ def test_manager_asks_manager_and_finance_approve_and_it_executes(app: App, svc:
 
     finance = app("finance", page="pages/finance/approvals.py")
     go = finance.button(key=f"ap_approve_{mine.id}_finance")
-    assert go.label == "Approve and refund $90.00" and not go.disabled
+    assert go.label == "Approve and refund $94.50" and not go.disabled
     go.click().run()
     assert not finance.exception
     assert f"Override #{mine.id} executed: cancelled {started.reference}" in texts(finance, "success")
-    assert refunds(svc, started) == [9000]
+    assert refunds(svc, started) == [9450]
     assert search_bookings(svc, text=started.reference)[0]["status"] == "CANCELLED"
     assert not [b for b in finance.button if b.key and b.key.startswith(f"ap_approve_{mine.id}")]
     decided = finance.dataframe[0].value
     row = decided[decided["#"] == mine.id].iloc[0]
     assert (row["Outcome"], row["Refunded"], row["Approved by"]) == (
         "Executed",
-        "$90.00",
+        "$94.50",
         "manager@sandbox, finance@sandbox",
     )
 

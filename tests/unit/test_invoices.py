@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from models.tables import (
+    Amendment,
     AuditLog,
     Booking,
     BookingInvoice,
@@ -28,7 +29,7 @@ from models.tables import (
 )
 from services import booking as bk
 from services.booking import invoices
-from services.core.errors import GatewayError, NotAvailable, ValidationError
+from services.core.errors import GatewayError, InvalidState, NotAvailable, ValidationError
 from services.gateways.base import invoice_tax
 from services.reconciliation import reconcile, remediate, sync
 from services.web.api import create_app
@@ -342,3 +343,72 @@ def test_extending_stops_at_the_first_days_lead_time_then_is_refused(isvc: Any, 
     with pytest.raises(ValidationError, match="the hold cannot run longer"):
         invoices.extend_invoice(isvc, made.booking_id, days=7, actor="manager", reason="cheque sent")
     assert row(isvc, made.booking_id).due_at == extended
+
+
+def test_cancelling_when_the_invoice_was_just_paid_confirms_instead_and_says_so(
+    isvc: Any, booking_request: Any
+) -> None:
+    made = book(isvc, booking_request)
+    isvc.payments.pay_invoice(made.invoice_id)  # paid at Stripe; the webhook not processed yet
+    with pytest.raises(InvalidState, match="paid a moment ago and is now confirmed: nothing was cancelled"):
+        bk.cancel_booking(isvc, made.booking_id, actor="frontdesk@venue.example")
+    assert booking_of(isvc, made.booking_id).status == BookingStatus.CONFIRMED  # not left waiting, not cancelled
+    assert row(isvc, made.booking_id).state == InvoiceState.PAID
+
+
+def test_a_day_made_dearer_records_exactly_the_tax_the_day_gained(make_services: Any, booking_request: Any) -> None:
+    """Lengthening 10:00–12:15 to 12:30: the day's GST goes 506 → 563 ¢ (5 % of $112.50 = 562.5, half up), so the
+    change's payment carries 57 ¢ — not 5/105 of its $11.82 (56 ¢) — and the GST collected equals the days' GST."""
+    from services.booking.amend import Change
+
+    svc = make_services(**gst())
+    started = bk.start_booking(
+        svc, booking_request(dates=(date(2026, 3, 9),), start=time(10), end=time(12, 15)), actor="customer"
+    )
+    bk.sandbox_pay(svc, started.booking_id, actor="stripe-webhook")
+    bk.change_booking(svc, started.booking_id, Change(times=(time(10), time(12, 30))), actor="frontdesk")
+    bk.sandbox_pay_change(svc, started.booking_id, actor="stripe-webhook")
+    with svc.session() as s:
+        b = s.get(Booking, started.booking_id)
+        assert b is not None
+        (a,) = s.exec(select(Amendment).where(Amendment.booking_id == b.id)).all()
+        (leg,) = s.exec(select(BookingLeg).where(BookingLeg.booking_id == b.id)).all()
+    assert (b.tax_cents, a.net_cents, a.tax_cents, leg.tax_cents) == (506, 1182, 57, 563)
+    bk.cancel_booking(svc, started.booking_id, actor="frontdesk@venue.example")  # 100 % band: all of it back
+    with svc.session() as s:
+        back = [(r.amount_cents, r.tax_cents) for r in s.exec(select(RefundRecord))]
+    assert sorted(back) == [(1182, 57), (10631, 506)]
+
+
+def test_the_receipt_of_a_booking_paid_by_invoice_says_so(isvc: Any, booking_request: Any) -> None:
+    from services.finance.receipts import booking_receipt_pdf
+    from tests.unit.test_receipts import pdf_text, shown
+
+    # 4 days × (3 h × $45 − 10 % + GST 6.08) = $510.32: from $500 the receipt carries the payment terms.
+    four = (date(2026, 4, 13), date(2026, 4, 14), date(2026, 4, 15), date(2026, 4, 16))
+    made = book(isvc, booking_request, dates=four)
+    assert made.amount_cents == 4 * (NET_DAY + TAX_DAY)
+    invoices.sandbox_pay_invoice(isvc, made.booking_id, actor="stripe-webhook")
+    text = pdf_text(booking_receipt_pdf(isvc, made.booking_id)[1])
+    assert "GST 5 % $24.32" in text and "123456782RT0001" in text
+    number = row(isvc, made.booking_id).number
+    assert shown(f"Payment terms Paid in full on invoice {number} (net 14) on Mon 2 Mar 2026") in text
+
+
+def test_reconciliation_reads_an_invoice_payment_without_metadata_from_its_booking(
+    isvc: Any, booking_request: Any
+) -> None:
+    """On Stripe the PaymentIntent that pays an invoice carries none of the invoice's metadata: it is still the
+    booking's payment, not 'not a booking'."""
+    made = book(isvc, booking_request)
+    isvc.payments.pay_invoice(made.invoice_id)
+    pi = isvc.payments.invoice_payment_intent(made.invoice_id)
+    with isvc.payments.store.transaction() as tx:  # as Stripe would have it
+        obj = tx.get("payment_intent", pi)
+        obj["metadata"] = {}
+        tx.put("payment_intent", pi, obj)
+    assert invoices.settle_paid_invoice(isvc, made.invoice_id, "stripe-webhook", isvc.now()).outcome == "confirmed"
+    sync.sync(isvc)
+    reconcile.reconcile(isvc)
+    with isvc.session() as s:
+        assert [(f.code, f.summary) for f in s.exec(select(Finding).where(Finding.status == "open"))] == []
