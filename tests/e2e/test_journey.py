@@ -10,12 +10,20 @@ from .harness import open_page, screenshot, wait_idle, wait_text
 
 
 def _pick(page: Any, label: str, option: str) -> None:
-    """Choose an option of a Streamlit selectbox by its label and visible text."""
+    """Choose an option of a Streamlit selectbox by its label and visible text, as a person would: open it, type to
+    filter the (virtualised) list, click the option — and look that it took, trying again if a rerun of the page
+    swallowed the click (it happens on a loaded machine)."""
     box = page.get_by_role("combobox", name=re.compile(label))
-    box.click()
-    box.fill(option)  # long lists are virtualised: typing filters them, as a person would
-    page.get_by_role("option", name=option, exact=True).click()
-    wait_idle(page)
+    for _ in range(3):
+        box.click()
+        box.fill(option)
+        page.get_by_role("option", name=option, exact=True).click()
+        wait_idle(page)
+        box.press("Escape")  # a list still open (the click swallowed) closes and shows what is really chosen
+        wait_idle(page)
+        if box.input_value() == option:
+            return
+    raise AssertionError(f"{label}: {option!r} could not be chosen (it shows {box.input_value()!r})")
 
 
 def test_phone_booking_paid_and_found(app_server: Any, page: Any) -> None:
