@@ -19,6 +19,7 @@ from services.booking import invoices
 from services.booking.amend import Change, ChangePlan
 from services.booking.change import ChangeResult
 from services.booking.details import Keep
+from services.booking.queries import invoice_of
 from services.booking.requests import (
     BookingRequest,
     CancelResult,
@@ -192,7 +193,7 @@ class Desk:
     def record_payment(self, booking_id: int) -> ConfirmResult:
         """Sandbox: the customer paid (a test card), then what the webhook would do."""
         actor = self._as("booking.record_payment")
-        if invoices.invoice_for(self.svc, booking_id) is not None:  # held on invoice: the invoice is paid
+        if invoice_of(self.svc, booking_id) is not None:  # held on invoice: the invoice is paid
             return invoices.sandbox_pay_invoice(self.svc, booking_id, actor=actor)
         done = booking.sandbox_pay(self.svc, booking_id, actor=actor)
         deposits.sandbox_deposit_card(self.svc, booking_id, actor=actor)  # a deposit room: the card saved for it too

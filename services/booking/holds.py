@@ -16,8 +16,9 @@ from models.tables import (
     LegState,
 )
 from services.booking.claims import release_claims
-from services.booking.invoices import invoice_for, mark_voided, record_invoice_payment
+from services.booking.invoices import mark_voided, record_invoice_payment
 from services.booking.lease import lease
+from services.booking.queries import invoice_of
 from services.booking.saga import confirm_under_lease
 from services.booking.store import booking_legs, derive_status, load_booking, resolve_now, set_leg_state
 from services.core import audit
@@ -43,7 +44,7 @@ def release_hold(
     with svc.session() as s:
         booking = load_booking(s, booking_id)
         pi_id = booking.payment_intent_id
-    held = invoice_for(svc, booking_id)
+    held = invoice_of(svc, booking_id)
     if held is not None and held.state == InvoiceState.OPEN and held.invoice_id:
         # Held on invoice: void it first (re-checked: one paid meanwhile confirms the booking instead).
         live = svc.payments.retrieve_invoice(held.invoice_id)

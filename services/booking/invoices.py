@@ -312,12 +312,6 @@ def _row(s: Session, booking_id: int) -> BookingInvoice:
     return row
 
 
-def invoice_for(svc: Services, booking_id: int) -> BookingInvoice | None:
-    """The booking's invoice, or None for a booking paid by card."""
-    with svc.session() as s:
-        return s.exec(select(BookingInvoice).where(BookingInvoice.booking_id == booking_id)).first()
-
-
 def _row_for_invoice(s: Session, invoice_id: str) -> BookingInvoice | None:
     return s.exec(select(BookingInvoice).where(BookingInvoice.invoice_id == invoice_id)).first()
 

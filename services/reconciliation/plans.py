@@ -27,6 +27,7 @@ from models.tables import (
 from services import booking as bk
 from services.booking import invoices
 from services.booking.blocks import BLOCK_PROPERTY
+from services.booking.queries import invoice_of
 from services.core import audit
 from services.core.context import Services
 from services.core.errors import ValidationError
@@ -1007,7 +1008,7 @@ def _plan_extend_invoice(ctx: FixContext) -> Plan:
     booking = ctx.booking
     if booking is None or booking.id is None:
         raise Refusal("This finding has no booking to extend")
-    row = invoices.invoice_for(ctx.svc, booking.id)
+    row = invoice_of(ctx.svc, booking.id)
     if row is None or row.state != InvoiceState.OPEN:
         raise Refusal(f"Nothing to extend: the invoice is {row.state.value if row else 'gone'}")
     text = (
@@ -1033,7 +1034,7 @@ def _plan_release_invoice(ctx: FixContext) -> Plan:
     booking = ctx.booking
     if booking is None or booking.id is None:
         raise Refusal("This finding has no booking to release")
-    row = invoices.invoice_for(ctx.svc, booking.id)
+    row = invoice_of(ctx.svc, booking.id)
     if row is None or row.state != InvoiceState.OPEN:
         raise Refusal(f"Nothing to release: the invoice is {row.state.value if row else 'gone'}")
     text = (

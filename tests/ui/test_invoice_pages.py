@@ -9,7 +9,7 @@ from collections.abc import Callable
 from streamlit.testing.v1 import AppTest
 
 from services.booking import BookingRequest, invoices
-from services.booking.queries import search_bookings
+from services.booking.queries import invoice_of, search_bookings
 from services.core.context import Services
 
 from .conftest import free_slot
@@ -70,7 +70,7 @@ def test_the_booking_shows_its_invoice_and_staff_extend_then_release_it(app: App
     at.button(key="bk_inv_extend").click().run()
     assert not at.exception
     assert "The days stay held until" in texts(at, "success")
-    assert invoices.invoice_for(svc, made.booking_id).due_at > made.due_at  # type: ignore[union-attr]
+    assert invoice_of(svc, made.booking_id).due_at > made.due_at  # type: ignore[union-attr]
 
     at.text_input(key=f"bk_inv_reason_{made.booking_id}").set_value("They cancelled the shoot").run()
     at.button(key="bk_inv_release").click().run()

@@ -29,6 +29,7 @@ from models.tables import (
 )
 from services import booking as bk
 from services.booking import invoices
+from services.booking.queries import invoice_of
 from services.core.errors import GatewayError, InvalidState, NotAvailable, ValidationError
 from services.gateways.base import invoice_tax
 from services.reconciliation import reconcile, remediate, sync
@@ -73,7 +74,7 @@ def book(svc: Any, booking_request: Any, terms: invoices.InvoiceTerms = ACME, **
 
 
 def row(svc: Any, booking_id: int) -> BookingInvoice:
-    found = invoices.invoice_for(svc, booking_id)
+    found = invoice_of(svc, booking_id)
     assert found is not None
     return found
 
