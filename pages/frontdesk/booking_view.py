@@ -13,10 +13,11 @@ import streamlit as st
 from models.tables import LegState
 from pages.ui import actions, history, labels, nav, session
 from services.booking.queries import CALENDAR_STATES, invoice_of
-from services.finance import override_queries, receipts
+from services.finance import deposit_queries, override_queries, receipts
 from services.reconciliation.findings import last_sync
 from services.rules.bill import sold_bill, sold_with_tax, tax_words, taxes_inside
-from services.rules.fmt import day_label, days_label
+from services.rules.deposits import sold_terms
+from services.rules.fmt import day_label, days_label, money
 
 if TYPE_CHECKING:
     from services.booking.queries import BookingDetail
@@ -188,6 +189,41 @@ def invoice(svc: Services, detail: BookingDetail) -> None:
         help="Voids it at Stripe (it can no longer be paid) and cancels the booking. An invoice paid a moment ago "
         "is never voided.",
     )
+
+
+def deposit_fact(svc: Services, detail: BookingDetail) -> str:
+    """' · damage deposit $250.00 (Held)' for the booking's header line; '' when it was sold without one."""
+    b = detail.booking
+    assert b.id is not None
+    v = deposit_queries.get_deposit(svc, b.id)
+    if v is not None:
+        return f" · damage deposit {money(v.row.amount_cents, v.row.currency)} ({v.state_words})"
+    terms = sold_terms(b.pricing_snapshot)
+    if terms is None or b.status in deposit_queries.GONE:
+        return ""
+    return f" · damage deposit {money(terms.amount_cents, b.currency)} (not started)"
+
+
+def deposit(svc: Services, detail: BookingDetail) -> None:
+    """The damage deposit the booking was sold with: its state and what happens next, and the way to Deposits, where
+    staff place or release the hold and file claims."""
+    b = detail.booking
+    assert b.id is not None
+    v = deposit_queries.get_deposit(svc, b.id)
+    terms = sold_terms(b.pricing_snapshot)
+    if v is None and (terms is None or b.status in deposit_queries.GONE):
+        return
+    st.markdown("#### Damage deposit")
+    if v is None:
+        assert terms is not None
+        st.markdown(
+            f"**{money(terms.amount_cents, b.currency)}** · not started · the customer is asked for a card once the "
+            "booking is paid (the payment webhook, their confirmation page, or the worker's next round)"
+        )
+    else:
+        st.markdown(f"**{money(v.row.amount_cents, v.row.currency)}** · **{v.state_words}** · {v.next_step}")
+    if nav.may_open(session.role(), "deposits"):
+        st.page_link(nav.script("deposits"), label="Open Deposits", icon=":material/credit_card:")
 
 
 def payment(svc: Services, detail: BookingDetail) -> None:

@@ -220,6 +220,7 @@ def facts(detail: BookingDetail, editing: bool) -> None:
             if b.terms_accepted_at
             else "terms not accepted yet (asked on the pay page)"
         )
+        + booking_view.deposit_fact(svc, detail)
     )
     m1, m2, m3, m4 = st.columns(4)
     if detail.changes_paid_cents:  # a change that cost more was paid with a second payment
@@ -311,6 +312,7 @@ def show_booking(booking_id: int) -> None:
     booking_view.invoice(svc, detail)  # an unpaid invoice is what staff act on first
     booking_view.days(svc, detail)
     booking_view.payment(svc, detail)
+    booking_view.deposit(svc, detail)
     booking_view.refunds(svc, detail)
     booking_view.overrides(svc, detail, role)
     booking_view.emails(svc, detail)

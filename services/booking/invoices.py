@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from models.tables import (
@@ -32,6 +33,7 @@ from models.tables import (
     ExternalRef,
     InvoiceState,
     LegState,
+    StripeObjectCache,
 )
 from services.booking.claims import release_claims
 from services.booking.lease import lease
@@ -219,21 +221,50 @@ def _send(svc: Services, started: StartResult, actor: str, now: datetime) -> Inv
 
 
 def _tax_rate_ids(svc: Services, tax: TaxPolicy | None) -> list[str]:
-    """Stripe TaxRates for the booking's rates on room hire (one per code and rate: the same key finds the same)."""
+    """Stripe TaxRates for the booking's rates on room hire, one per code, rate and jurisdiction for good: the one
+    made first is kept in the local copy of Stripe's objects and used again (Stripe forgets an idempotency key after
+    24 hours, so the key alone would make a new TaxRate every day)."""
     if tax is None:
         return []
     out = []
     for rate in tax.rates:
         if "room" not in rate.applies_to:
             continue
-        made = svc.payments.create_tax_rate(
-            display_name=rate.code,
-            rate_bps=rate.rate_bps,
-            jurisdiction="CA-BC" if rate.code.upper() == "PST" else "CA",
-            idempotency_key=f"roomdesk-tax-{rate.code.lower()}-{rate.rate_bps}",
-        )
-        out.append(str(made["id"]))
+        jurisdiction = "CA-BC" if rate.code.upper() == "PST" else "CA"
+        known = _known_tax_rate(svc, rate.code, rate.rate_bps, jurisdiction)
+        if known is None:
+            made = svc.payments.create_tax_rate(
+                display_name=rate.code,
+                rate_bps=rate.rate_bps,
+                jurisdiction=jurisdiction,
+                idempotency_key=f"roomdesk-tax-{rate.code.lower()}-{rate.rate_bps}",
+            )
+            known = str(made["id"])
+            try:
+                with svc.session() as s:
+                    if s.get(StripeObjectCache, known) is None:
+                        s.add(StripeObjectCache(id=known, object="tax_rate", data=dict(made), synced_at=svc.now()))
+            except IntegrityError:  # kept a moment ago by another invoice (the same key gave the same TaxRate)
+                pass
+        out.append(known)
     return out
+
+
+def _known_tax_rate(svc: Services, code: str, rate_bps: int, jurisdiction: str) -> str | None:
+    """The id of the active, exclusive TaxRate Room Desk made for this code, rate and jurisdiction, if any."""
+    with svc.session() as s:
+        rows = list(s.exec(select(StripeObjectCache).where(StripeObjectCache.object == "tax_rate")))
+    for row in rows:
+        d = row.data
+        try:
+            bps = round(float(str(d.get("percentage"))) * 100)
+        except (TypeError, ValueError):
+            continue
+        if (d.get("display_name"), bps, d.get("jurisdiction")) == (code, rate_bps, jurisdiction) and (
+            d.get("active", True) and not d.get("inclusive")
+        ):
+            return row.id
+    return None
 
 
 def _give_up(svc: Services, booking_id: int, actor: str, now: datetime, error: str) -> None:

@@ -64,6 +64,7 @@ from services.rules.availability import (
     check_conflicts,
     leg_windows,
 )
+from services.rules.deposits import terms_snapshot
 from services.rules.refunds import policy_snapshot
 
 log = logging.getLogger("roomdesk.booking")
@@ -141,6 +142,8 @@ def start_booking(
                     **result.quote.snapshot(),
                     "discount_bands": [list(band) for band in policy.discount_bands],
                     "discount_eligible": room.discount_eligible,
+                    # With the damage deposit its room asked then (or none): the deposit follows the sale.
+                    **terms_snapshot(room.deposit_terms),
                 },
                 policy_snapshot=policy_snapshot(policy),
                 hold_expires_at=expires,

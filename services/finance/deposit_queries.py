@@ -39,6 +39,8 @@ OPEN_CLAIMS = ("pending", "approved", "failed")
 DONE_CLAIMS = ("captured", "rejected", "withdrawn")
 # Bookings whose days are no longer booked: their deposit is released (or never held).
 GONE = (BookingStatus.CANCELLED, BookingStatus.EXPIRED, BookingStatus.FAILED, BookingStatus.REFUNDED)
+# Paid bookings with days booked: a deposit they were sold with is asked for (missing_deposits).
+PAID_STATUSES = (BookingStatus.CONFIRMED, BookingStatus.PARTLY_CANCELLED)
 # A hold is placed again this long after the one standing was placed (before Stripe cancels it at 7 days).
 REHOLD_AFTER = AUTH_LIFETIME - AUTH_MARGIN
 

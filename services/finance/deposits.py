@@ -4,9 +4,11 @@ after a claim window, or partly or wholly captured by a claim that a manager and
 A card authorisation does not last (Stripe cancels an uncaptured PaymentIntent after 7 days), so the card is saved
 when the booking is made and the hold placed later, off session:
 
-1. `start_deposit` (the pay page, at booking): a room that asks a deposit gets a DamageDeposit with the room's terms
-   and a card request — a Stripe Customer and an off-session SetupIntent. `card_saved` records the card the customer
-   saved (the confirmed SetupIntent: the pay page, or the webhook's setup_intent.succeeded).
+1. `start_deposit` (once the booking is paid: the payment webhook, the customer's confirmation or booking page, the
+   worker's round for any it missed, the sandbox's test card): a booking sold with a deposit (its room's terms then,
+   kept in its pricing snapshot) gets a DamageDeposit and a card request — a Stripe Customer and an off-session
+   SetupIntent. `card_saved` records the card the customer saved (the confirmed SetupIntent: the customer's page back
+   from Stripe.js confirmSetup via `check_card`, or the webhook's setup_intent.succeeded).
 2. `run_deposit_round` (the worker, every round): places the hold when services.rules.deposits says (a manual-capture
    PaymentIntent confirmed off session), holds again before a hold lapses (the new hold first, then the old one
    released), releases the hold once the claim window after the last day has closed, and closes the deposit of a
@@ -42,6 +44,7 @@ from sqlmodel import Session, col, select
 
 from models.tables import (
     Booking,
+    BookingLeg,
     BookingStatus,
     ClaimStatus,
     DamageDeposit,
@@ -68,7 +71,7 @@ from services.finance import two_signatures as ts
 from services.finance.overrides import seal, sign_slot
 from services.gateways.base import Json
 from services.notify import deposit_mail
-from services.rules.deposits import DepositTerms, claim_problems
+from services.rules.deposits import DepositTerms, claim_problems, sold_terms, terms_recorded
 from services.rules.fmt import moment_label, money
 
 log = logging.getLogger("roomdesk.deposits")
@@ -221,7 +224,7 @@ def start_deposit(
     with svc.session() as s:
         booking = load_booking(s, booking_id)
         exists = _find(s, booking_id) is not None
-        terms = None if exists or booking.status in dq.GONE else svc.catalogue.room(booking.room_slug).deposit_terms
+        terms = None if exists or booking.status in dq.GONE else sold_terms_of(svc, booking)
     if not exists:
         if terms is None:
             return None
@@ -237,6 +240,40 @@ def start_deposit(
         if dep.setup_intent_id:  # the open request (after a declined card it was dropped: a new one is made)
             return _card_request(dep, booking.reference)
     return _request_card(svc, booking_id, actor, now)
+
+
+def sold_terms_of(svc: Services, booking: Booking) -> DepositTerms | None:
+    """The deposit the booking was sold with; for a sale from before bookings recorded it, its room's today."""
+    if terms_recorded(booking.pricing_snapshot):
+        return sold_terms(booking.pricing_snapshot)
+    return svc.catalogue.room(booking.room_slug).deposit_terms
+
+
+def missing_deposits(s: Session, now: datetime) -> list[int]:
+    """Paid bookings sold with a deposit that have none yet, with a day still to come: paid on Stripe's page (the
+    webhook starts it, unless that failed), or on invoice (the customer is asked for the card once it is paid)."""
+    live_days = select(BookingLeg.booking_id).where(col(BookingLeg.ends_at) > now)
+    has_deposit = select(DamageDeposit.booking_id)
+    rows = s.exec(
+        select(Booking).where(
+            col(Booking.status).in_(dq.PAID_STATUSES),
+            col(Booking.id).in_(live_days),
+            col(Booking.id).not_in(has_deposit),
+        )
+    )
+    return [b.id for b in rows if b.id is not None and sold_terms(b.pricing_snapshot) is not None]
+
+
+def start_missing(svc: Services, now: datetime, report: RoundReport, actor: str) -> None:
+    """The round's first step: a deposit (and its card request) for every paid booking sold with one that has none."""
+    with svc.session() as s:
+        ids = missing_deposits(s, now)
+    for booking_id in ids:
+        try:
+            if start_deposit(svc, booking_id, now, actor=actor) is not None:
+                report.done["card requested"] += 1
+        except DomainError as exc:  # audited by the step; the deposit is kept and asked for again next round
+            report.errors.append(f"booking #{booking_id}: {exc.message}")
 
 
 def _card_request(dep: DamageDeposit, reference: str) -> CardRequest:
@@ -360,6 +397,24 @@ def card_saved(
         return DepositOutcome(booking_id, booking.reference, dep.state, "Card saved for the damage deposit")
 
 
+def check_card(svc: Services, booking_id: int, now: datetime | None = None, *, actor: str = "customer") -> bool:
+    """The customer is back from Stripe's card form (Stripe.js confirmSetup): read the card request and record the
+    card when it was saved, without waiting for the webhook. True when a card is now saved."""
+    now = resolve_now(svc, now)
+    with svc.session() as s:
+        dep = _find(s, booking_id)
+        if dep is None or dep.setup_intent_id is None:
+            return False
+        if dep.state not in (DepositState.CARD_NEEDED, DepositState.HOLD_FAILED):
+            return dep.payment_method is not None
+        seti_id = dep.setup_intent_id
+    seti = svc.payments.retrieve_setup_intent(seti_id)
+    if seti.get("status") != "succeeded":
+        return False
+    card_saved(svc, booking_id, seti, now, actor=actor)
+    return True
+
+
 def sandbox_deposit_card(
     svc: Services, booking_id: int, *, payment_method: str = "pm_card_visa", actor: str, now: datetime | None = None
 ) -> None:
@@ -404,6 +459,7 @@ def run_deposit_round(svc: Services, now: datetime | None = None, *, actor: str 
     report = RoundReport()
     if svc.settings.audit_mode:
         return report
+    start_missing(svc, now, report, actor)
     with svc.session() as s:
         ids = list(s.exec(select(DamageDeposit.booking_id).where(col(DamageDeposit.state).in_(dq.OPEN_STATES))))
         ids = [i for i in ids if due(s, i, now)]

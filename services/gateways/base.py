@@ -204,6 +204,10 @@ class PaymentsGateway(Protocol):
         customer's card for charging later without them. The same key returns the same SetupIntent."""
         ...
 
+    def retrieve_setup_intent(self, setup_intent_id: str) -> Json:
+        """The SetupIntent as it is now (`status`, `payment_method`, `customer`, `metadata`). NotFound if absent."""
+        ...
+
     def confirm_setup_intent(self, setup_intent_id: str, *, payment_method: str = "pm_card_visa") -> Json:
         """Confirm with a card (a test payment method in the sandbox and tests): status `succeeded` and
         `payment_method` the saved card's id (`pm_…`), to pass to `create_deposit_hold`. Confirming again returns it

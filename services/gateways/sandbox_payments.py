@@ -453,6 +453,18 @@ class SandboxPayments:
         self.faults.after(op, PROVIDER, customer=customer, idempotency_key=idempotency_key)
         return result
 
+    def retrieve_setup_intent(self, setup_intent_id: str) -> Json:
+        """The SetupIntent as it is now."""
+        return self._read_one("retrieve_setup_intent", "setup_intent", setup_intent_id)
+
+    def _read_one(self, op: str, kind: str, object_id: str) -> Json:
+        """One stored object as it is now (a retrieve call: faults before and after, NotFound if absent)."""
+        self.faults.before(op, PROVIDER, **{f"{kind}_id": object_id})
+        with self.store.read() as tx:
+            found = _get(tx, kind, object_id)
+        self.faults.after(op, PROVIDER, **{f"{kind}_id": object_id})
+        return found
+
     def confirm_setup_intent(self, setup_intent_id: str, *, payment_method: str = "pm_card_visa") -> Json:
         """Save a test card: a new PaymentMethod attached to the SetupIntent's customer (as Stripe turns
         `pm_card_visa` into a `pm_…` of its own). Cards Stripe refuses at setup raise PaymentDeclined;
@@ -685,12 +697,7 @@ class SandboxPayments:
 
     def retrieve_invoice(self, invoice_id: str) -> Json:
         """The Invoice with its lines."""
-        op = "retrieve_invoice"
-        self.faults.before(op, PROVIDER, invoice_id=invoice_id)
-        with self.store.read() as tx:
-            inv = _get(tx, "invoice", invoice_id)
-        self.faults.after(op, PROVIDER, invoice_id=invoice_id)
-        return inv
+        return self._read_one("retrieve_invoice", "invoice", invoice_id)
 
     def list_invoices(self, *, limit: int = 100, starting_after: str | None = None) -> Json:
         """Invoices as a Stripe list object, newest first."""

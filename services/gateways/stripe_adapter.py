@@ -321,6 +321,15 @@ class StripePayments:
         )
         return _normalise(seti)
 
+    def retrieve_setup_intent(self, setup_intent_id: str) -> Json:
+        """The SetupIntent as it is now (after Stripe.js confirmSetup sent the customer back)."""
+        seti = self._call(
+            f"look up card setup {setup_intent_id}",
+            lambda: self._v1.setup_intents.retrieve(setup_intent_id),
+            missing=f"No such card setup: {setup_intent_id}",
+        )
+        return _normalise(seti)
+
     def confirm_setup_intent(self, setup_intent_id: str, *, payment_method: str = "pm_card_visa") -> Json:
         """Confirm the SetupIntent with `payment_method`; returns it with the saved card's id in `payment_method`.
 

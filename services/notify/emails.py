@@ -20,6 +20,7 @@ from models.tables import Amendment, Booking, BookingLeg, BookingStatus
 from services.core.catalogue import Catalogue
 from services.core.settings import Settings
 from services.rules.bill import registration_to_show, sold_bill, sold_with_tax, tax_words, taxes_inside
+from services.rules.deposits import sold_terms
 from services.rules.fmt import day_label, money
 from services.rules.refunds import bands_from_snapshot, describe_bands
 
@@ -135,7 +136,21 @@ def _context(booking: Booking, legs: Sequence[BookingLeg], catalogue: Catalogue,
         "manage_url": manage_url(settings, booking) if booking.status in _STANDING else "",
         "self_service": settings.self_service_changes,
         "cutoff_hours": settings.self_service_cutoff_hours,
+        "deposit": deposit_words(booking),
     }
+
+
+def deposit_words(booking: Booking) -> str:
+    """The damage deposit the booking was sold with, in one sentence for the customer ('' when none)."""
+    terms = sold_terms(booking.pricing_snapshot)
+    if terms is None:
+        return ""
+    return (
+        f"This room asks a damage deposit of {money(terms.amount_cents, booking.currency)}: it is held on your card"
+        f" (not taken) from {terms.hold_hours_before} h before your first day until {terms.claim_window_hours} h after"
+        " your last, and released then unless the room was damaged. Your booking page shows where it stands and asks"
+        " for the card if one is still needed."
+    )
 
 
 def render(

@@ -12,8 +12,10 @@ authorisation on the saved card; the old one is released once the new one stands
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from services.rules.fmt import money
 
@@ -41,6 +43,33 @@ class DepositTerms:
         if not 1 <= self.claim_window_hours <= 144:
             found.append("The claim window is 1 to 144 hours after the last day")
         return found
+
+
+# Where a booking keeps the deposit its room asked when it was sold (inside Booking.pricing_snapshot).
+SNAPSHOT_KEY = "deposit"
+
+
+def terms_snapshot(terms: DepositTerms | None) -> dict[str, Any]:
+    """The pricing snapshot's part for a sale: {"deposit": terms}, or {"deposit": None} when the room asks none."""
+    return {SNAPSHOT_KEY: asdict(terms) if terms is not None else None}
+
+
+def terms_recorded(pricing_snapshot: Mapping[str, Any]) -> bool:
+    """The sale recorded whether a deposit was asked (every sale since Room Desk kept deposits; not older ones)."""
+    return SNAPSHOT_KEY in pricing_snapshot
+
+
+def sold_terms(pricing_snapshot: Mapping[str, Any]) -> DepositTerms | None:
+    """The deposit a booking was sold with (None: its room asked none then, or the sale did not record it). A later
+    change to the room's deposit never reaches a booking already made."""
+    raw = pricing_snapshot.get(SNAPSHOT_KEY)
+    if not isinstance(raw, Mapping):
+        return None
+    try:
+        terms = DepositTerms(int(raw["amount_cents"]), int(raw["hold_hours_before"]), int(raw["claim_window_hours"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return None if terms.problems() else terms
 
 
 @dataclass(frozen=True)

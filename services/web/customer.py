@@ -294,14 +294,15 @@ def pay_with_test_card(
     return done
 
 
-def deposit_card(
-    svc: Services, reference: str, token: str | None, *, now: datetime | None = None
-) -> deposits.CardRequest | None:
-    """The pay page's card request for the booking's damage deposit (the SetupIntent's client secret, for Stripe.js
-    confirmCardSetup), or None when its room asks none or the card is saved. Only for a booking the link opens and
-    that waits for payment."""
-    booking_id, _ = _payable(svc, reference, token, now or svc.now())
-    return deposits.start_deposit(svc, booking_id, now, actor="customer")
+def save_deposit_test_card(
+    svc: Services, reference: str, token: str | None, *, card: str = "pm_card_visa", now: datetime | None = None
+) -> None:
+    """Sandbox: the customer saves a test card for the booking's damage deposit (the manage page's card form; a
+    declining card raises PaymentDeclined and the deposit still needs a card)."""
+    with svc.session() as s:
+        booking_id = open_booking(s, reference, token).id
+    assert booking_id is not None
+    deposits.sandbox_save_card(svc, booking_id, payment_method=card, actor="customer", now=now)
 
 
 def finish_after_return(svc: Services, reference: str, token: str | None) -> None:

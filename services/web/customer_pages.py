@@ -19,6 +19,8 @@ without JavaScript; a little script only adds the live price and, in live mode, 
   GET  /manage/<ref>/change/<n>?k=…   a change's page: pay the difference (Payment Element / test card), or its outcome
   POST /manage/<ref>/change/<n>/test-card   sandbox: pay the difference with a Stripe test card
   POST /manage/<ref>/change/<n>/withdraw    give up a change waiting for payment
+  POST /manage/<ref>/deposit-card   sandbox: save a Stripe test card for the damage deposit (live: Stripe.js
+                              confirmSetup, back to /manage/<ref>?deposit=back, which reads the card at once)
   POST /manage/<ref>/request  closed for changes online: ask the venue in a few words (emailed to the venue)
   GET  /manage/<ref>/receipt.pdf?k=…
 """
@@ -29,7 +31,7 @@ import dataclasses
 import logging
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -63,7 +65,7 @@ from services.rules.bill import ROOM
 from services.rules.contact import suggest_email
 from services.rules.fmt import day_label, money
 from services.rules.refunds import describe_bands
-from services.web import customer, guard, manage
+from services.web import customer, deposit_notice, guard, manage
 
 log = logging.getLogger("roomdesk.web")
 
@@ -361,6 +363,7 @@ def router(svc: Services, public: guard.PublicGuard | None = None) -> APIRouter:
             test_cards=TEST_CARDS,
             publishable_key=svc.settings.stripe_publishable_key or "",
             return_url=f"{svc.settings.public_base_url.rstrip('/')}{v.booked_path}",
+            dep=deposit_notice.notice(svc, v.booking_id, prepare_card=False),
         )
 
     @r.get("/pay/{ref}", response_class=HTMLResponse)
@@ -402,16 +405,32 @@ def router(svc: Services, public: guard.PublicGuard | None = None) -> APIRouter:
     ) -> Response:
         if card not in TEST_CARDS:
             card = "pm_card_visa"
+        return await with_test_card(
+            request,
+            lambda: customer.pay_with_test_card(svc, ref, k, card=card),
+            declined="Nothing was charged; try another card.",
+            again=lambda problems, status: pay_page(request, ref, k, problems=problems, status=status),
+            then=f"/booked/{ref}?{urlencode({'k': k})}",
+        )
+
+    async def with_test_card(
+        request: Request,
+        act: Callable[[], object],
+        *,
+        declined: str,
+        again: Callable[[list[str], int], Response],
+        then: str,
+    ) -> Response:
+        """Sandbox: a test card step (pay, or save a card): on to `then`, or the same page again saying why not."""
         try:
-            await run_in_threadpool(customer.pay_with_test_card, svc, ref, k, card=card)
+            await run_in_threadpool(act)
         except NotFound as exc:
             return _not_found(request, svc, exc.message)
         except PaymentDeclined as exc:
-            msg = f"{exc.message}. Nothing was charged; try another card."
-            return pay_page(request, ref, k, problems=[msg], status=402)
+            return again([f"{exc.message}. {declined}"], 402)
         except DomainError as exc:
-            return pay_page(request, ref, k, problems=[exc.message], status=409)
-        return RedirectResponse(f"/booked/{ref}?{urlencode({'k': k})}", status_code=303)
+            return again([exc.message], 409)
+        return RedirectResponse(then, status_code=303)
 
     @r.get("/booked/{ref}", response_class=HTMLResponse)
     async def booked(request: Request, ref: str, k: str | None = None) -> Response:
@@ -427,7 +446,10 @@ def router(svc: Services, public: guard.PublicGuard | None = None) -> APIRouter:
             return _not_found(request, svc, exc.message)
         if v.stage == customer.STAGE_PAY:
             return RedirectResponse(v.pay_path, status_code=303)
-        return _page(request, "booked.html", svc=svc, v=v)
+        dep = None
+        if v.stage == customer.STAGE_CONFIRMED:
+            dep, _ = await run_in_threadpool(deposit_notice.for_customer, svc, ref, k)
+        return _page(request, "booked.html", svc=svc, v=v, **deposit_context(ref, k, dep))
 
     @r.get("/booked/{ref}/calendar.ics")
     def booked_ics(request: Request, ref: str, k: str | None = None) -> Response:
@@ -443,6 +465,17 @@ def router(svc: Services, public: guard.PublicGuard | None = None) -> APIRouter:
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
 
+    def deposit_context(ref: str, k: str | None, dep: deposit_notice.DepositNotice | None) -> dict[str, Any]:
+        """What _deposit.html needs: the notice, the sandbox's test cards, and where Stripe sends the customer back
+        after saving the card (the manage page, which reads the card at once)."""
+        back = f"/manage/{ref}?{urlencode({'k': k or '', 'deposit': 'back'})}"
+        return {
+            "dep": dep,
+            "test_cards": TEST_CARDS,
+            "publishable_key": svc.settings.stripe_publishable_key or "",
+            "deposit_return_url": f"{svc.settings.public_base_url.rstrip('/')}{back}",
+        }
+
     # ----------------------------------------------------------------------------------------- /manage
 
     def manage_page(
@@ -456,6 +489,7 @@ def router(svc: Services, public: guard.PublicGuard | None = None) -> APIRouter:
         changed: int | None = None,
         requested: bool = False,
         values: dict[str, str] | None = None,
+        deposit: str | None = None,
     ) -> Response:
         try:
             v = manage.view(svc, ref, k)
@@ -463,6 +497,7 @@ def router(svc: Services, public: guard.PublicGuard | None = None) -> APIRouter:
             return _not_found(request, svc, exc.message)
         if v.awaiting_payment:
             return RedirectResponse(v.pay_path, status_code=303)
+        dep, saved = deposit_notice.for_customer(svc, ref, k, back_from_stripe=deposit == "back")
         # After a cancellation: what the database says about the days just cancelled (the query only picks them).
         cancelled = [d for d in v.days if d.day in set(done) and d.cancelled]
         # After a change: what the database says about it (display only: a change not made shows no notice).
@@ -489,6 +524,8 @@ def router(svc: Services, public: guard.PublicGuard | None = None) -> APIRouter:
             date_min=_first_bookable_day(svc, now).isoformat(),
             date_max=(now + timedelta(days=svc.policy.max_days_ahead)).astimezone(svc.policy.tz).date().isoformat(),
             request_max=manage.REQUEST_MAX_CHARS,
+            deposit_saved=saved or (deposit == "saved" and dep is not None and dep.state == "card_saved"),
+            **deposit_context(ref, k, dep),
         )
 
     def manage_refused(request: Request, ref: str, k: str | None, exc: DomainError) -> Response:
@@ -507,9 +544,33 @@ def router(svc: Services, public: guard.PublicGuard | None = None) -> APIRouter:
         done: str | None = None,
         changed: str | None = None,
         requested: str | None = None,
+        deposit: str | None = None,
     ) -> Response:
         days, _ = _days_field(done.split(",") if done else [], "done")  # display only: a bad value just shows nothing
-        return manage_page(request, ref, k, done=days or (), changed=_number(changed or ""), requested=requested == "1")
+        return manage_page(
+            request,
+            ref,
+            k,
+            done=days or (),
+            changed=_number(changed or ""),
+            requested=requested == "1",
+            deposit=deposit if deposit in ("back", "saved") else None,
+        )
+
+    @r.post("/manage/{ref}/deposit-card", response_class=HTMLResponse)
+    async def manage_deposit_card(
+        request: Request, ref: str, k: Annotated[str, Form()] = "", card: Annotated[str, Form()] = "pm_card_visa"
+    ) -> Response:
+        """Sandbox: save a test card for the damage deposit (a declining one shows what a refused card does)."""
+        if card not in TEST_CARDS:
+            return manage_page(request, ref, k, problems=["card: pick one of the test cards"], status=422)
+        return await with_test_card(
+            request,
+            lambda: customer.save_deposit_test_card(svc, ref, k, card=card),
+            declined="It was not saved: try another card.",
+            again=lambda problems, status: manage_page(request, ref, k, problems=problems, status=status),
+            then=f"/manage/{ref}?{urlencode({'k': k, 'deposit': 'saved'})}",
+        )
 
     def cancel_page(
         request: Request, ref: str, k: str | None, raw_days: Sequence[str], *, notice: str = "", status: int = 200

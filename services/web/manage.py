@@ -18,6 +18,7 @@ request goes to the venue's address through the outbox, once per booking and tex
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
@@ -55,6 +56,7 @@ from services.core.errors import (
 )
 from services.finance.receipts import LEG_WORDS, booking_receipt_pdf, origin_words
 from services.notify import emails, outbox
+from services.rules.bill import registration_to_show, sold_bill
 from services.rules.fmt import day_label, hhmm, moment_label, money, zone_label
 from services.rules.self_service import change_deadline, closed_among, open_for_changes
 from services.web.customer import open_booking
@@ -113,6 +115,9 @@ class ManageView:
     cutoff_hours: int
     zone: str  # 'Vancouver time'
     currency: str
+    bill_rows: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # subtotal, discount, taxes, total
+    taxed: bool = False
+    registration_number: str | None = None  # the venue's GST/HST number, shown with the tax
     changes_made: int = 0  # the booking's changes so far (any state): a confirmed change is number changes_made + 1
     pending_change: int | None = None  # the number of a change waiting for payment
 
@@ -221,6 +226,7 @@ def _read(
         )
     refunded = sum(r.amount_cents for r in refunds)
     paid = b.confirmed_at is not None or bool(refunds)
+    bill = sold_bill(b)  # what the payment charged, in parts, at the rates it was sold at
     return ManageView(
         reference=b.reference,
         token=b.pay_token or "",
@@ -245,6 +251,9 @@ def _read(
         cutoff_hours=settings.self_service_cutoff_hours,
         zone=zone_label(settings.venue_timezone),
         currency=cur,
+        bill_rows=bill.rows(cur),
+        taxed=bool(bill.taxes),
+        registration_number=registration_to_show(bill, settings.gst_registration_number),
         changes_made=max((a.number for a in changes), default=0),
         pending_change=next((a.number for a in changes if a.state == AmendmentState.AWAITING_PAYMENT), None),
     )

@@ -339,12 +339,22 @@ def on_payment_intent(svc: Services, obj: Json, actor: str, now: datetime) -> st
     status = pi.get("status")
     if status == "succeeded":
         booking.confirm_payment(svc, pi_id, actor=actor, now=now)
+        _ask_deposit_card(svc, booking_id, actor, now)
         return "processed"
     if status == "canceled":
         return release_unpaid_hold(svc, booking_id, actor=actor, now=now, action="booking.hold.cancelled")
     if status == "requires_payment_method" and pi.get("last_payment_error"):
         return record_payment_failure(svc, booking_id, pi, actor=actor, now=now)
     return "ignored"
+
+
+def _ask_deposit_card(svc: Services, booking_id: int, actor: str, now: datetime) -> None:
+    """A paid booking sold with a damage deposit: its card request is made now, so the confirmation page can ask for
+    the card at once. A failure is only logged: the payment is recorded and the worker's round asks again."""
+    try:
+        deposits.start_deposit(svc, booking_id, now, actor=actor)
+    except DomainError as exc:
+        log.warning("Booking #%s: the card request for its deposit failed: %s", booking_id, exc.message)
 
 
 def record_payment_failure(svc: Services, booking_id: int, pi: Json, *, actor: str, now: datetime) -> str:

@@ -294,11 +294,19 @@ def test_a_card_is_saved_for_later(deposits: Backend) -> None:
         customer["id"],
     )
     assert seti["payment_method_types"] == ["card"] and seti["metadata"] == DEPOSIT_META
+    assert pay.retrieve_setup_intent(seti["id"])["status"] == "requires_payment_method"
     confirmed = pay.confirm_setup_intent(seti["id"], payment_method="pm_card_visa")
     assert confirmed["status"] == "succeeded" and confirmed["id"] == seti["id"]
     # Stripe turns the test token into a PaymentMethod of its own: that id is what a hold is placed on.
     assert confirmed["payment_method"].startswith("pm_") and confirmed["payment_method"] != "pm_card_visa"
     assert pay.confirm_setup_intent(seti["id"])["payment_method"] == confirmed["payment_method"]
+    # What the customer's return from Stripe.js confirmSetup reads: the card saved, on the deposit's customer.
+    after = pay.retrieve_setup_intent(seti["id"])
+    assert (after["status"], after["payment_method"], after["customer"]) == (
+        "succeeded",
+        confirmed["payment_method"],
+        customer["id"],
+    )
 
 
 def test_a_hold_authorises_without_taking(deposits: Backend) -> None:

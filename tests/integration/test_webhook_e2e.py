@@ -32,7 +32,16 @@ import pytest
 import uvicorn
 from sqlmodel import col, select
 
-from models.tables import AuditLog, Booking, BookingLeg, EmailOutbox, RefundRecord, SlotClaim, WebhookEvent
+from models.tables import (
+    AuditLog,
+    Booking,
+    BookingLeg,
+    DamageDeposit,
+    EmailOutbox,
+    RefundRecord,
+    SlotClaim,
+    WebhookEvent,
+)
 from services.gateways.sandbox_mail import attachment_bytes
 from services.web.api import BookingIn, create_app
 from services.web.webhook_queries import list_failed_events
@@ -460,6 +469,69 @@ def test_a_payment_that_loses_the_race_at_gate_2_is_refunded_and_the_customer_to
 
 def test_a_declined_card_keeps_the_hold_and_another_card_confirms(api: LiveApi) -> None:
     journey_declined_then_paid(api)
+
+
+def test_a_studio_paid_online_asks_for_its_deposit_card_and_reads_it_back_from_stripe(api: LiveApi) -> None:
+    """The Sonic Studio asks a $250 damage deposit: once localstripe's webhook confirms the payment, a card request
+    (Customer + off-session SetupIntent) exists at Stripe; the confirmation page offers Stripe's card form with its
+    client secret (confirmSetup); when the customer comes back from saving the card, the manage page reads it from
+    Stripe at once and says so."""
+    svc = api.svc
+    body = {
+        "room": "sonic-studio",
+        "dates": FRIDAY,
+        "start": "10:00",
+        "end": "12:00",
+        "customer_name": "Ava Nguyen",
+        "customer_email": "ava@example.org",
+        "extras": {"show_name": "Night Shift", "set_choice": "Podcast table"},
+        "agreement_version": "2026-01",
+        **terms_fields(svc),
+    }
+    r = api.http.post("/api/bookings", json=body)
+    assert r.status_code == 201, r.text
+    started = dict(r.json())
+    pi_id = started["payment_intent"]
+    api.pis.append(pi_id)
+    assert customer_pays(api, pi_id, "pm_card_visa").status_code == 200
+    assert wait_for_delivery(api, pi_id, "payment_intent.succeeded").status == 200
+    b = booking_row(svc, started["booking_id"])
+    assert b.status == "CONFIRMED" and b.id is not None
+    with svc.session() as s:
+        dep = s.exec(select(DamageDeposit).where(DamageDeposit.booking_id == b.id)).one()
+    assert (dep.state, dep.amount_cents) == ("card_needed", 25_000) and dep.setup_intent_id
+    seti = stripe_get(api, f"/v1/setup_intents/{dep.setup_intent_id}")
+    assert (seti["status"], seti["customer"], seti["usage"]) == (
+        "requires_payment_method",
+        dep.customer_id,
+        "off_session",
+    )
+    assert seti["metadata"]["purpose"] == "deposit"
+
+    page = api.http.get(f"/booked/{b.reference}", params={"k": b.pay_token})
+    assert page.status_code == 200 and "Damage deposit: $250.00" in page.text
+    assert "Please save a card for it below" in page.text
+    assert '"confirmSetup"' in page.text and json.dumps(seti["client_secret"]) in page.text
+
+    # Stripe.js confirmSetup with the card, from the customer's browser, then Stripe sends them back.
+    confirmed = api.customer_http.post(
+        f"/v1/setup_intents/{dep.setup_intent_id}/confirm", data={"payment_method": "pm_card_visa"}
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    back = api.http.get(
+        f"/manage/{b.reference}",
+        params={
+            "k": b.pay_token,
+            "deposit": "back",
+            "setup_intent": dep.setup_intent_id,
+            "redirect_status": "succeeded",
+        },
+    )
+    assert back.status_code == 200 and "Card saved for the damage deposit" in back.text
+    assert "Your card is saved for it" in back.text and "confirmSetup" not in back.text
+    with svc.session() as s:
+        dep = s.exec(select(DamageDeposit).where(DamageDeposit.booking_id == b.id)).one()
+    assert dep.state == "card_saved" and dep.payment_method == confirmed.json()["payment_method"]
 
 
 def snapshot(api: LiveApi, *, attempts: bool = True) -> dict[str, Any]:

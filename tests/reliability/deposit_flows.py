@@ -1,9 +1,10 @@
 """The damage-deposit flows the fault matrix runs (test_deposit_faults.py) and the invariants a deposit must satisfy
 once every fault has cleared and the retry path has run.
 
-Flows: the card saved at booking, the hold placed when due, held again before it lapses, released after the claim
-window, released when the booking is cancelled, a declined card, and a claim's capture at its second approval. Each
-action is what production runs (the worker's round, the pay page's card save, the approval) and may run again.
+Flows: the card asked for once paid (the worker's round, for a booking nobody started it for), the card saved, the
+hold placed when due, held again before it lapses, released after the claim window, released when the booking is
+cancelled, a declined card, and a claim's capture at its second approval. Each action is what production runs (the
+worker's round, the customer's card save, the approval) and may run again.
 
 `deposit_violations(svc)`, one sentence per broken invariant:
 
@@ -130,6 +131,7 @@ def _second_approval(svc: Any, ctx: Ctx) -> Any:
 DEPOSIT_FLOWS = {
     f.name: f
     for f in [
+        Flow("deposit.card_asked", lambda s: _studio(s, card=None), _round),
         Flow("deposit.card_saved", lambda s: _studio(s, card=None), _save_card),
         Flow("deposit.hold", lambda s: _at_hold_time(s, _studio(s)), _round),
         Flow("deposit.rehold", _rehold_setup, _round),
@@ -141,6 +143,7 @@ DEPOSIT_FLOWS = {
 }
 # Where each flow's deposit ends once the retry path has run: a fault delays a step, it never changes its outcome.
 END_STATE = {
+    "deposit.card_asked": "card_needed",
     "deposit.card_saved": "card_saved",
     "deposit.hold": "held",
     "deposit.rehold": "held",

@@ -83,6 +83,7 @@ def test_every_deposit_flow_calls_stripe() -> None:
     """The matrix is not empty by accident: each flow made its Stripe calls when it ran clean."""
     made = {name: {op for _, op in snapshot(flow).calls} for name, flow in DEPOSIT_FLOWS.items()}
     assert {"create_customer", "create_setup_intent", "confirm_setup_intent"} <= made["deposit.card_saved"]
+    assert {"create_customer", "create_setup_intent"} <= made["deposit.card_asked"]  # the round, for a paid booking
     assert "create_deposit_hold" in made["deposit.hold"] and "create_deposit_hold" in made["deposit.declined"]
     assert {"create_deposit_hold", "cancel_payment_intent"} <= made["deposit.rehold"]
     assert (

@@ -144,3 +144,14 @@ def test_an_admin_asks_a_deposit_for_a_room_on_settings(app: App, svc: Services)
         48,
         72,
     )
+
+
+def test_the_booking_shows_its_deposit_and_the_way_to_deposits(app: App, svc: Services) -> None:
+    started = studio_booking(svc, "Dora Deposit", skip=3)
+    at = app("frontdesk", page="pages/frontdesk/bookings.py", ref=started.reference)
+    assert not at.exception
+    shown = texts(at, "markdown")
+    assert "#### Damage deposit" in shown
+    assert "**$250.00** · **Card saved** · Card saved: $250.00 is held " in shown
+    assert any(link.label == "Open Deposits" for link in at.get("page_link"))
+    assert " · damage deposit $250.00 (Card saved)" in texts(at, "caption")  # in the header line too

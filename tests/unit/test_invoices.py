@@ -413,3 +413,31 @@ def test_reconciliation_reads_an_invoice_payment_without_metadata_from_its_booki
     reconcile.reconcile(isvc)
     with isvc.session() as s:
         assert [(f.code, f.summary) for f in s.exec(select(Finding).where(Finding.status == "open"))] == []
+
+
+def test_invoices_use_the_one_tax_rate_stripe_made_long_after_its_key_expired(
+    isvc: Any, booking_request: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stripe forgets an idempotency key after 24 h: the TaxRate made for the first invoice is remembered locally, so
+    an invoice a week later carries the same rate instead of a new one at Stripe every day."""
+    made: list[str] = []
+    create = isvc.payments.create_tax_rate
+
+    def counting(**kw: Any) -> Any:
+        rate = create(**kw)
+        made.append(rate["id"])
+        return rate
+
+    monkeypatch.setattr(isvc.payments, "create_tax_rate", counting)
+    first = book(isvc, booking_request)
+    isvc.clock.at = isvc.now() + timedelta(days=7)
+    second = book(isvc, booking_request, dates=(DAYS[0] + timedelta(days=7),))
+    rates = [
+        {
+            t["tax_rate_details"]["tax_rate"]
+            for line in isvc.payments.retrieve_invoice(i)["lines"]["data"]
+            for t in line["taxes"]
+        }
+        for i in (first.invoice_id, second.invoice_id)
+    ]
+    assert len(made) == 1 and rates == [{made[0]}, {made[0]}]
