@@ -4,10 +4,11 @@ objective (p95 under 2.5 s). The baseline is `GET /healthz` with the same 20 cli
 
     .venv/bin/python bench/api_bench.py [--bookings 200] [--clients 20] [--phase-seconds 5] [--max-seconds 120]
                                         [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
-                                        [--gateway-latency-ms 150]
+                                        [--gateway-latency-ms 150] [--workers 2]
 
-The API runs as a subprocess (`python -m services.ops.cli serve-api`, one uvicorn process) on a free loopback port, on
-sandbox payments, calendar and mail in a temporary DATA_DIR; with --database-url the bench creates a throwaway
+The API runs as a subprocess (`python -m services.ops.cli serve-api --workers N`, one uvicorn process by default; CPU
+is counted over the server and its worker processes) on a free loopback port, on sandbox payments, calendar and mail
+in a temporary DATA_DIR; with --database-url the bench creates a throwaway
 database next to the one named and drops it afterwards. The server is always stopped, also on Ctrl-C, and the run
 ends by itself after --max-seconds (printing what it has). Sandbox Stripe sends no webhooks, so confirmation runs
 in this process: `sandbox_pay` (the webhook's work) for each created booking from the same number of threads;
@@ -232,13 +233,30 @@ def process_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu(pid: int) -> float | None:
+    """CPU seconds of a process and its children (serve-api and its worker processes)."""
+    own = process_cpu(pid)
+    if own is None:
+        return None
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with suppress(OSError, IndexError, ValueError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    kids.append(int(entry.name))
+    return own + sum(process_cpu(k) or 0.0 for k in kids)
+
+
 @contextmanager
-def api_server(env: dict[str, str], port: int, log_path: Path, *, wait_s: float = 60.0) -> Iterator[tuple[str, int]]:
+def api_server(
+    env: dict[str, str], port: int, log_path: Path, *, workers: int = 1, wait_s: float = 60.0
+) -> Iterator[tuple[str, int]]:
     """The API in its own process group on 127.0.0.1:`port`, ready on /healthz; stopped on the way out."""
     base = f"http://127.0.0.1:{port}"
+    command = ["serve-api", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.ops.cli", "serve-api", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "services.ops.cli", *command],
             cwd=PROJECT_ROOT,
             env=env,
             stdout=log,
@@ -418,6 +436,7 @@ def main() -> int:
         default=0.0,
         help="during confirmation, sleep this long in every Stripe, Calendar and mail call (network stand-in)",
     )
+    parser.add_argument("--workers", type=int, default=1, help="API worker processes (serve-api --workers)")
     parser.add_argument(
         "--database-url",
         default=None,
@@ -471,7 +490,7 @@ def main() -> int:
                 mail="sandbox",
                 audit_mode=False,
             )
-            with api_server(env, free_port(), Path(tmp) / "api.log") as (base, pid):
+            with api_server(env, free_port(), Path(tmp) / "api.log", workers=args.workers) as (base, pid):
                 svc = build_services(settings, migrate=False)  # the server migrated the schema on start
                 clients = HttpClients(base)
                 try:
@@ -485,8 +504,9 @@ def main() -> int:
 
     cpus = os.cpu_count()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
+    served = "one uvicorn process" if args.workers == 1 else f"{args.workers} uvicorn worker processes"
     print(
-        f"Booking API on loopback: {args.clients} concurrent clients, one uvicorn process, sandbox gateways, "
+        f"Booking API on loopback: {args.clients} concurrent clients, {served}, sandbox gateways, "
         f"{dialect}; {cpus} CPUs ({usable} usable), load average {load_at_start:.1f} at start; "
         f"run took {time.perf_counter() - run_started:.1f} s"
     )
@@ -518,7 +538,7 @@ def run(
         return min(time.perf_counter() + args.phase_seconds, deadline)
 
     def server_cpu() -> float | None:
-        return process_cpu(server_pid)
+        return tree_cpu(server_pid)
 
     get = clients.get()
     rooms: list[dict[str, Any]] = get.get("/api/rooms").json()

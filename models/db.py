@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+READ_ONLY = "roomdesk_read_only"  # execution option of read-only sessions' connections (see make_engine)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -42,7 +43,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @sa.event.listens_for(engine, "begin")
         def _on_begin(conn: sa.Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A read-only session (read_session_scope) begins deferred: in WAL mode it reads a snapshot and never
+            # waits for, nor holds, the write lock; query_only makes SQLite refuse any write in it. Every other
+            # transaction takes the write lock up front.
+            if conn.get_execution_options().get(READ_ONLY):
+                conn.exec_driver_sql("PRAGMA query_only=1")
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("PRAGMA query_only=0")
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
@@ -98,6 +107,39 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         finally:
             conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
             conn.commit()
+
+
+def read_only(engine: Engine) -> Engine:
+    """The engine's read-only view (made once per engine): same pool, transactions that read only."""
+    if engine.get_execution_options().get(READ_ONLY):
+        return engine
+    view: Engine | None = engine.__dict__.get("_roomdesk_read_only")
+    if view is None:
+        options: dict[str, Any] = {READ_ONLY: True}
+        if engine.dialect.name == "postgresql":
+            options["postgresql_readonly"] = True
+        view = engine.execution_options(**options)
+        engine.__dict__["_roomdesk_read_only"] = view
+    return view
+
+
+class ReadOnlySession(Session):
+    """A session that only reads: any attempt to write in it fails before reaching the database (on SQLite its
+    deferred transaction must never turn into a write, which could fail with "database is locked" at once)."""
+
+    def flush(self, objects: Any = None) -> None:
+        if self.new or self.dirty or self.deleted:
+            raise RuntimeError("a read-only session cannot write: use Services.session() for a change")
+        super().flush(objects)
+
+
+@contextmanager
+def read_session_scope(engine: Engine) -> Iterator[Session]:
+    """One read-only transaction: a consistent snapshot of the database that takes no write lock (SQLite: a deferred
+    BEGIN in WAL mode; PostgreSQL: a READ ONLY transaction). Closed at the end — its connection goes back to the pool
+    rolled back — without expiring what was read: the rows stay usable after the block, as after a commit."""
+    with ReadOnlySession(read_only(engine), expire_on_commit=False) as session:
+        yield session
 
 
 @contextmanager

@@ -50,7 +50,7 @@ def active_holds(svc: Services, *, now: datetime | None = None) -> list[ActiveHo
     """Unpaid holds whose time has not run out, soonest to lapse first."""
     now = resolve_now(svc, now)
     out: list[ActiveHold] = []
-    with svc.session() as s:
+    with svc.read_session() as s:
         bookings = s.exec(
             select(Booking).where(Booking.status == BookingStatus.AWAITING_PAYMENT, col(Booking.hold_expires_at) >= now)
         ).all()

@@ -170,7 +170,7 @@ def current_blocks(svc: Services, *, now: datetime | None = None) -> list[BlockR
     """Active blocks whose last day has not passed, soonest first."""
     now = resolve_now(svc, now)
     today = now.astimezone(svc.settings.tz).date()
-    with svc.session() as s:
+    with svc.read_session() as s:
         blocks = list(
             s.exec(
                 select(RoomBlock)

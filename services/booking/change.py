@@ -704,7 +704,7 @@ def _hold(
 
 
 def change_for_payment(svc: Services, payment_intent_id: str) -> Amendment | None:
-    with svc.session() as s:
+    with svc.read_session() as s:
         return s.exec(select(Amendment).where(Amendment.payment_intent_id == payment_intent_id)).first()
 
 

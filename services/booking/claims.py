@@ -153,7 +153,7 @@ def busy_times(
     now = resolve_now(svc, now)
     room = svc.catalogue.room(room_slug)
     out = calendar_busy(svc, room, start, end)
-    with svc.session() as s:
+    with svc.read_session() as s:
         claims = claims_busy(s, room_slug, start, end, now, None)
     # A block's own event has its claim's times: the claim's wording (naming the block) wins over the event's.
     blocks = {(c.starts_at, c.ends_at) for c in claims if c.ref.startswith("block:")}

@@ -200,7 +200,7 @@ def _claimed(
     out: list[Occupant] = []
     ours: set[tuple[str, str]] = set()
     blocks: set[str] = set()
-    with svc.session() as s:
+    with svc.read_session() as s:
         rows = list(s.exec(q))
     for claim, booking, block in rows:
         if claim.kind == ClaimKind.HOLD and claim.expires_at is not None and claim.expires_at < now:

@@ -55,7 +55,7 @@ def search_bookings(
     limit: int = 500,
 ) -> list[dict[str, Any]]:
     """Bookings matching a PaymentIntent id, reference, customer email or name, a room and a date range."""
-    with svc.session() as s:
+    with svc.read_session() as s:
         first_day = sa.func.min(BookingLeg.day).label("first_day")
         last_day = sa.func.max(BookingLeg.day).label("last_day")
         days = sa.func.count(col(BookingLeg.id)).label("days")
@@ -123,7 +123,7 @@ def search_bookings(
 def find_booking_id(svc: Services, key: str) -> int:
     """A booking by reference (RD…), PaymentIntent id (pi_…) or numeric id."""
     key = key.strip()
-    with svc.session() as s:
+    with svc.read_session() as s:
         q = select(Booking.id)
         if key.startswith("pi_"):
             changed = select(Amendment.booking_id).where(Amendment.payment_intent_id == key)
@@ -276,7 +276,7 @@ class BookingDetail:
 
 def booking_detail(svc: Services, booking_id: int, *, live: bool = True) -> BookingDetail:
     """Everything about one booking: legs, refunds, emails, audit timeline, and (live) Stripe and calendar state."""
-    with svc.session() as s:
+    with svc.read_session() as s:
         booking = s.get(Booking, booking_id)
         if booking is None:
             raise NotFound(f"No booking #{booking_id}")
@@ -395,7 +395,7 @@ def booking_timeline(
                 "detail": e.subject + (f" — {e.last_error}" if e.last_error else ""),
             }
         )
-    with svc.session() as s:
+    with svc.read_session() as s:
         if b.payment_intent_id:
             for ev in s.exec(
                 select(StripeObjectCache).where(
@@ -468,5 +468,5 @@ def _iso(value: Any) -> datetime | None:
 
 def invoice_of(svc: Services, booking_id: int) -> BookingInvoice | None:
     """The booking's invoice (an organisation paying on terms), or None for a booking paid by card."""
-    with svc.session() as s:
+    with svc.read_session() as s:
         return s.exec(select(BookingInvoice).where(BookingInvoice.booking_id == booking_id)).first()

@@ -47,7 +47,7 @@ def cancellation_quote(
 ) -> list[tuple[BookingLeg, LegRefund]]:
     """What cancelling these days (default: all still active) refunds under the booking's policy snapshot."""
     now = resolve_now(svc, now)
-    with svc.session() as s:
+    with svc.read_session() as s:
         booking = load_booking(s, booking_id)
         bands = bands_from_snapshot(booking.policy_snapshot)
         legs = [leg for leg in booking_legs(s, booking_id) if leg_ids is None or leg.id in leg_ids]

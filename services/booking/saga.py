@@ -277,7 +277,7 @@ def confirm_payment(
     """On payment success: Gate 2 → one event per day → confirmation email; on any failure, clean up and refund in
     full. Calling it again for the same payment changes nothing."""
     now = resolve_now(svc, now)
-    with svc.session() as s:
+    with svc.read_session() as s:
         ref = s.exec(
             select(ExternalRef).where(
                 ExternalRef.provider == "stripe",
@@ -296,7 +296,7 @@ def confirm_payment(
 
 
 def confirm_under_lease(svc: Services, booking_id: int, pi_id: str, actor: str, now: datetime) -> ConfirmResult:
-    with svc.session() as s:
+    with svc.read_session() as s:
         booking = load_booking(s, booking_id)
         legs = booking_legs(s, booking_id)
         reference = booking.reference
@@ -362,7 +362,7 @@ def confirm_under_lease(svc: Services, booking_id: int, pi_id: str, actor: str, 
         )
 
     # Gate 2: look at the calendar itself again, ignoring this booking's own events.
-    with svc.session() as s:
+    with svc.read_session() as s:
         booking = load_booking(s, booking_id)
         legs = booking_legs(s, booking_id)
     room = svc.catalogue.room(booking.room_slug)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from models.db import make_engine, session_scope, upgrade
+from models.db import make_engine, read_session_scope, session_scope, upgrade
 from services.core.catalogue import Catalogue, Room, load_catalogue
 from services.core.settings import Settings, get_settings
 from services.core.venue_state import VenueCache, VenueState
@@ -89,7 +89,15 @@ class Services:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        """A transaction that may write (on SQLite it holds the write lock from its start: keep it short)."""
         with session_scope(self.engine) as s:
+            yield s
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A read-only transaction for pages and API reads: a consistent snapshot that never waits for a writer nor
+        makes one wait. Writing in it raises."""
+        with read_session_scope(self.engine) as s:
             yield s
 
 

@@ -154,6 +154,8 @@ class Settings(BaseSettings):
         default="10/minute;60/hour", description="Booking requests (API and form) per client address ('limits' syntax)"
     )
     rate_limit_reads: str = Field(default="240/minute", description="Availability and quote requests per client")
+    # Set by `serve-api --workers N` for its worker processes: each counts its share of the rate limits above.
+    api_workers: int = Field(default=1, ge=1, le=64, description="API worker processes serving the limits above")
     trust_forwarded_for: bool = Field(
         default=False, description="Take the client address from X-Forwarded-For (behind a reverse proxy only)"
     )

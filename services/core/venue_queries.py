@@ -44,7 +44,7 @@ def preview(svc: Services, edit: VenueEdit, *, now: datetime | None = None) -> P
         return Preview([], problems + exc.problems)
     found = changes(state, draft)
     if found:
-        with svc.session() as s:
+        with svc.read_session() as s:
             problems += booking_problems(
                 s, state.stored, draft.catalogue, now, state.settings.tz, (state.settings, draft.settings)
             )
@@ -62,7 +62,7 @@ class VersionRow:
 
 def history(svc: Services, *, limit: int = 50) -> list[VersionRow]:
     """The versions saved, newest first, each with what it changed (its audit rows' sentences)."""
-    with svc.session() as s:
+    with svc.read_session() as s:
         rows = s.exec(select(VenueConfig).order_by(col(VenueConfig.version).desc()).limit(limit)).all()
         if not rows:
             return []

@@ -79,7 +79,7 @@ def fee_schedule_label(settings: Settings) -> str:
 
 def close_history(svc: Services, *, limit: int = 100, business_day: date | None = None) -> list[DailyClose]:
     """Past closes, newest run first (optionally of one day)."""
-    with svc.session() as s:
+    with svc.read_session() as s:
         query = select(DailyClose)
         if business_day is not None:
             query = query.where(DailyClose.business_day == business_day)
@@ -103,7 +103,7 @@ def latest_close(svc: Services, business_day: date) -> DailyClose | None:
 
 def get_close(svc: Services, close_id: int) -> CloseResult:
     """One stored close with its items, largest difference first."""
-    with svc.session() as s:
+    with svc.read_session() as s:
         close = s.get(DailyClose, close_id)
         if close is None:
             raise NotFound(f"No daily close #{close_id}")

@@ -211,7 +211,7 @@ def list_claims(
     svc: Services, *, booking_id: int | None = None, statuses: Sequence[str] | None = None, limit: int = 200
 ) -> list[ClaimView]:
     """Claims (newest first) with their booking's reference, room and days, and the amount held."""
-    with svc.session() as s:
+    with svc.read_session() as s:
         q = (
             select(DepositClaim, DamageDeposit, Booking)
             .join(DamageDeposit, col(DamageDeposit.id) == DepositClaim.deposit_id)
@@ -269,7 +269,7 @@ def list_deposits(
     """Deposits with their booking, timing and next step; in a group of the page (GROUPS) when given. Soonest
     first: the hold (or release) due next at the top."""
     now = now or svc.now()
-    with svc.session() as s:
+    with svc.read_session() as s:
         q = select(DamageDeposit, Booking).join(Booking, col(Booking.id) == DamageDeposit.booking_id)
         if booking_id is not None:
             q = q.where(DamageDeposit.booking_id == booking_id)

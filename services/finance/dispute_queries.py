@@ -173,7 +173,7 @@ def list_cases(svc: Services, *, now: datetime | None = None) -> list[DisputeSum
     """Every dispute we know of: those still needing a response first, soonest due first; then the rest, newest
     first."""
     now = now or svc.now()
-    with svc.session() as s:
+    with svc.read_session() as s:
         rows = list(s.exec(select(DisputeCase, Booking).join(Booking, isouter=True, onclause=_booking_join())))
         cases = [summary(row, b, now) for row, b in rows]
     far = datetime.max.replace(tzinfo=UTC)
@@ -192,7 +192,7 @@ def _booking_join() -> Any:
 
 def get_case(svc: Services, case_id: int, *, now: datetime | None = None) -> DisputeSummary:
     """One dispute. NotFound if there is no such case."""
-    with svc.session() as s:
+    with svc.read_session() as s:
         row = s.get(DisputeCase, case_id)
         if row is None:
             raise NotFound(f"No dispute #{case_id}")

@@ -114,7 +114,7 @@ def list_overrides(
     svc: Services, *, booking_id: int | None = None, statuses: Sequence[str] | None = None, limit: int = 200
 ) -> list[OverrideView]:
     """Overrides (newest request first) with their booking's reference, room and days."""
-    with svc.session() as s:
+    with svc.read_session() as s:
         q = select(RefundOverride, Booking).join(Booking, col(Booking.id) == RefundOverride.booking_id)
         if booking_id is not None:
             q = q.where(RefundOverride.booking_id == booking_id)

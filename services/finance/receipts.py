@@ -165,7 +165,7 @@ class PaidBy:
 
 def _changes(svc: Services, booking: Booking) -> tuple[bool, dict[str, Amendment]]:
     """Whether the booking was ever changed (a change made, or paid for), and its paid changes by PaymentIntent."""
-    with svc.session() as s:
+    with svc.read_session() as s:
         rows = list(s.exec(select(Amendment).where(Amendment.booking_id == booking.id).order_by(col(Amendment.number))))
     changed = any(a.paid_at is not None or a.state in (AmendmentState.APPLIED, AmendmentState.APPLYING) for a in rows)
     return changed, {a.payment_intent_id: a for a in rows if a.payment_intent_id and a.paid_at is not None}
@@ -176,7 +176,7 @@ def payments_of(svc: Services, booking: Booking, first: Payment) -> list[PaidBy]
     that cost more (card and date from Stripe; from our records, by 'Card', when Stripe cannot be read)."""
     _, paid = _changes(svc, booking)
     out = [PaidBy(paid_words(svc, first), booking.payment_intent_id or "", first)]
-    with svc.session() as s:
+    with svc.read_session() as s:
         payments = booking_payments(s, booking)
     for pi_id, amount in payments:
         change = paid.get(pi_id)
@@ -252,7 +252,7 @@ def receipt_check(svc: Services, booking: Booking, total_cents: int) -> ReceiptC
 
 def booking_receipt_check(svc: Services, booking_id: int) -> ReceiptCheck:
     """receipt_check on what the booking has been paid in all, from our own records (no Stripe call)."""
-    with svc.session() as s:
+    with svc.read_session() as s:
         booking = s.get(Booking, booking_id)
         if booking is None:
             raise NotFound(f"No booking #{booking_id}")
@@ -318,7 +318,7 @@ def booking_receipt_pdf(svc: Services, booking_id: int) -> tuple[str, bytes]:
     now = svc.now()
     changed, _ = _changes(svc, b)
     paid = payments_of(svc, b, payment) if changed else [PaidBy(paid_words(svc, payment), "", payment)]
-    with svc.session() as s:
+    with svc.read_session() as s:
         taxes_paid = payment_tax(s, b)
         total_paid = sum(amount for _, amount in booking_payments(s, b))
     check = receipt_check(svc, b, total_paid)
@@ -383,7 +383,7 @@ def booking_receipt_pdf(svc: Services, booking_id: int) -> tuple[str, bytes]:
 
 def refund_receipt_pdf(svc: Services, refund_record_id: int) -> tuple[str, bytes]:
     """One refund's receipt as (file name, PDF bytes). NotFound if there is no such refund record."""
-    with svc.session() as s:
+    with svc.read_session() as s:
         refund = s.get(RefundRecord, refund_record_id)
         if refund is None:
             raise NotFound(f"No refund #{refund_record_id}")

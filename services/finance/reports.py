@@ -196,7 +196,7 @@ def _cached_refunds(svc: Services, lo: datetime, hi: datetime, also: Iterable[st
     """Cached Stripe refunds created in [lo, hi), plus the ones named in `also` whenever they were created."""
     wanted = sorted(set(also))
     out: dict[str, StripeRefund] = {}
-    with svc.session() as s:
+    with svc.read_session() as s:
         q = select(StripeObjectCache).where(
             StripeObjectCache.object == "refund",
             col(StripeObjectCache.created) >= lo,
@@ -220,7 +220,7 @@ def _live_refunds(svc: Services, lo: datetime, ledger: dict[str, RefundRecord]) 
     out = _page_refunds(svc, stop=lo)
     unmatched = {r.booking_id for rid, r in ledger.items() if rid not in out}
     if unmatched:
-        with svc.session() as s:
+        with svc.read_session() as s:
             pis = s.exec(select(Booking.payment_intent_id).where(col(Booking.id).in_(sorted(unmatched))))
             for pi in sorted(p for p in pis if p):
                 out.update(_page_refunds(svc, payment_intent_id=pi))
@@ -306,13 +306,13 @@ def refund_report(
     """Every refund made between two venue dates (inclusive), from our ledger and Stripe, each exactly once."""
     tz = svc.settings.tz
     lo, hi = _utc_window(date_from, date_to, tz)
-    with svc.session() as s:
+    with svc.read_session() as s:
         ledger = {r.refund_id: r for r in s.exec(_ledger_in(lo, hi))}
         as_of = None if live else _stripe_as_of(s)
     stripe = _live_refunds(svc, lo, ledger) if live else _cached_refunds(svc, lo, hi, ledger)
     # A Stripe refund dated inside the range whose ledger row is dated outside it (recorded late by a webhook).
     missing = [rid for rid in stripe if rid not in ledger]
-    with svc.session() as s:
+    with svc.read_session() as s:
         for chunk in _chunks(missing, 500):
             late = s.exec(select(RefundRecord).where(col(RefundRecord.refund_id).in_(chunk)))
             ledger.update({r.refund_id: r for r in late})
@@ -783,7 +783,7 @@ def payments_frame(svc: Services, date_from: date, date_to: date) -> pd.DataFram
     the tax inside it (0 for a payment that is not ours)."""
     tz = svc.settings.tz
     lo, hi = _utc_window(date_from, date_to, tz)
-    with svc.session() as s:
+    with svc.read_session() as s:
         charges = list(
             s.exec(
                 select(StripeObjectCache).where(
@@ -928,7 +928,7 @@ def occupancy(
             open_hours[(r.slug, order)] = open_hours.get((r.slug, order), 0.0) + hours_a_day
     booked: dict[tuple[str, int], float] = {}
     open_set = set(days)
-    with svc.session() as s:
+    with svc.read_session() as s:
         q = (
             select(BookingLeg, Booking.room_slug)
             .join(Booking, col(Booking.id) == col(BookingLeg.booking_id))

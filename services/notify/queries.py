@@ -39,7 +39,7 @@ def needs_attention() -> sa.ColumnElement[bool]:
 
 def count(svc: Services, where: sa.ColumnElement[bool]) -> int:
     """How many outbox rows match `where` (one of the clauses above)."""
-    with svc.session() as s:
+    with svc.read_session() as s:
         return int(s.exec(select(sa.func.count()).select_from(EmailOutbox).where(where)).one())
 
 
@@ -108,7 +108,7 @@ def outbox_counts(svc: Services) -> dict[str, int]:
         (col(EmailOutbox.status) == "sending", "queued"),  # mid-send for a moment: still waiting, as far as staff see
         else_=col(EmailOutbox.status),
     )
-    with svc.session() as s:
+    with svc.read_session() as s:
         found = dict(s.exec(select(state, sa.func.count()).group_by(state)).all())
     return {name: int(found.get(name, 0)) for name in OUTBOX_STATES}
 
@@ -144,13 +144,13 @@ def list_outbox(
             )
         )
     query = query.order_by(col(EmailOutbox.created_at).desc(), col(EmailOutbox.id).desc()).limit(limit)
-    with svc.session() as s:
+    with svc.read_session() as s:
         return [_email(row, reference, body=False) for row, reference in s.exec(query)]
 
 
 def get_email(svc: Services, outbox_id: int) -> OutboxEmail:
     """One email with its text and HTML, for the preview."""
-    with svc.session() as s:
+    with svc.read_session() as s:
         row = s.get(EmailOutbox, outbox_id)
         if row is None:
             raise NotFound(f"No email #{outbox_id} in the outbox")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import date
@@ -122,7 +123,7 @@ def _interval(text: str) -> float:
 def cmd_worker(args: argparse.Namespace) -> int:
     from services.ops import worker
 
-    return worker.run(_services(), every=args.every, once=args.once)
+    return worker.run(_services(), every=args.every, once=args.once, health_port=args.health_port)
 
 
 def cmd_sandbox_load(args: argparse.Namespace) -> int:
@@ -135,13 +136,32 @@ def cmd_sandbox_load(args: argparse.Namespace) -> int:
     return 1 if report.problems else 0
 
 
+def default_workers() -> int:
+    """API worker processes by default: one per CPU core (at most 8)."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
 def cmd_serve_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from services.web.api import create_app
+    workers = args.workers or default_workers()
+    level = "info" if args.verbose else "warning"
+    svc = _services()  # migrates the schema once, before any worker starts
+    if workers == 1:
+        from services.web.api import create_app
 
+        uvicorn.run(create_app(svc), host=args.host, port=args.port, log_level=level)
+        return 0
+    svc.engine.dispose()
+    # Each worker builds its services from the environment and counts its share of the rate limits.
+    os.environ["API_WORKERS"] = str(workers)
     uvicorn.run(
-        create_app(_services()), host=args.host, port=args.port, log_level="info" if args.verbose else "warning"
+        "services.web.api:app_from_environment",
+        factory=True,
+        workers=workers,
+        host=args.host,
+        port=args.port,
+        log_level=level,
     )
     return 0
 
@@ -159,6 +179,20 @@ def _day(text: str) -> date:
     if not FIRST_DAY <= day <= LAST_DAY:
         raise argparse.ArgumentTypeError(f"{day} is out of range: use a day from {FIRST_DAY} to {LAST_DAY}")
     return day
+
+
+def _port(text: str) -> int:
+    n = _count(text)
+    if n > 65535:
+        raise argparse.ArgumentTypeError(f"{n} is not a port: use 1 to 65535")
+    return n
+
+
+def _workers(text: str) -> int:
+    n = _count(text)
+    if n > 64:
+        raise argparse.ArgumentTypeError(f"{n} workers is too many: use 1 to 64")
+    return n
 
 
 def _count(text: str) -> int:
@@ -280,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--every", type=_interval, default=300.0, help="interval such as 30s, 5m, 1h (default 5m)")
     p.add_argument("--once", action="store_true", help="run one round and exit (status 1 if it failed)")
+    p.add_argument(
+        "--health-port",
+        type=_port,
+        default=None,
+        help="answer GET /healthz on 127.0.0.1:PORT (200 while rounds succeed, 503 starting/failing/stalled)",
+    )
     p.set_defaults(func=cmd_worker)
     p = sub.add_parser("sandbox-load", help="fill the sandbox from Stripe and Google Calendar JSON files")
     p.add_argument("dir", help="folder with stripe/*.json and calendar/<calendar_id>.json")
@@ -316,6 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve-api", help="serve the HTTP API (booking form back end, Stripe webhook)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default loopback only)")
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        default=0,
+        help="worker processes (default: one per CPU core, at most 8); 1 serves in this process",
+    )
     p.set_defaults(func=cmd_serve_api)
     return parser
 

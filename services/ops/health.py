@@ -120,7 +120,7 @@ def _ago(now: datetime, then: datetime) -> str:
 
 def worker_health(svc: Services, name: str = "worker") -> WorkerHealth:
     """The worker's last successful round, or since when and how often it has been failing (reads one row)."""
-    with svc.session() as s:
+    with svc.read_session() as s:
         row = s.get(WorkerStatus, name)
         if row is None or row.last_round_at is None:
             return WorkerHealth(False, "Worker: never ran", None, 0)

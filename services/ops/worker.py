@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from models.tables import WorkerStatus
 from services.core.context import Services
 from services.core.errors import DomainError
+from services.ops import liveness
 
 log = logging.getLogger("roomdesk.worker")
 
@@ -127,10 +128,16 @@ def run(
     once: bool = False,
     sleep: Callable[[float], None] = time.sleep,
     rounds: int | None = None,
+    health_port: int | None = None,
 ) -> int:
     """Run rounds until interrupted (or `once`, or `rounds` of them); a failed round waits longer, never stops it.
-    Exit status with `once`: 0 the round succeeded, 1 it failed."""
+    Exit status with `once`: 0 the round succeeded, 1 it failed. With `health_port`, GET /healthz on loopback says
+    whether this process's rounds succeed (services.ops.liveness)."""
     backoff = Backoff(every=every, cap=float(svc.settings.worker_backoff_max_seconds))
+    # Stalled: no round finished in twice the longest pause between rounds, plus time for a slow round.
+    alive = liveness.Liveness(stale_after=2 * max(every, backoff.cap) + 600)
+    if health_port is not None:
+        liveness.serve(alive, health_port)
     done = 0
     while True:
         # The business clock never needs the database; if even that fails, the round below fails the same way.
@@ -153,10 +160,12 @@ def run(
                 flush=True,
             )
             record_round(svc, at, error=error)
+            alive.round_done(error=error)
         else:
             delay = backoff.succeeded()
             print(f"{at:%Y-%m-%d %H:%M:%S} {line}", flush=True)
             record_round(svc, at, summary=line)
+            alive.round_done()
         done += 1
         if once:
             return 0 if ok else 1

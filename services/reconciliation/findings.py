@@ -124,7 +124,7 @@ def dispute_id(f: Finding) -> str | None:
 
 def dispute_reasons(svc: Services) -> dict[str, str]:
     """Stripe's reason for each dispute Room Desk knows, by dispute id."""
-    with svc.session() as s:
+    with svc.read_session() as s:
         return {d: r for d, r in s.exec(select(DisputeCase.dispute_id, DisputeCase.reason))}
 
 
@@ -169,7 +169,7 @@ def fixes_label(svc: Services, findings: list[Finding], action: str) -> str:
 def _never_confirmed(svc: Services, f: Finding) -> bool:
     if f.booking_id is None:
         return True
-    with svc.session() as s:
+    with svc.read_session() as s:
         booking = s.get(Booking, f.booking_id)
     return booking is None or booking.status == BookingStatus.FAILED
 
@@ -179,7 +179,7 @@ def open_findings(
 ) -> list[Finding]:
     """Open findings, most severe first."""
     statuses = ["open", "acknowledged"] if include_acknowledged else ["open"]
-    with svc.session() as s:
+    with svc.read_session() as s:
         q = select(Finding).where(col(Finding.status).in_(statuses))
         if codes:
             q = q.where(col(Finding.code).in_(codes))
@@ -209,7 +209,7 @@ def finding_json(f: Finding) -> dict[str, Any]:
 
 def get_finding(svc: Services, finding_id: int) -> Finding:
     """One finding by id; NotFound when there is none."""
-    with svc.session() as s:
+    with svc.read_session() as s:
         row = s.get(Finding, finding_id)
     if row is None:
         raise NotFound(f"No finding #{finding_id}")
@@ -219,7 +219,7 @@ def get_finding(svc: Services, finding_id: int) -> Finding:
 def trend(svc: Services, *, days: int = 30, now: datetime | None = None) -> list[dict[str, Any]]:
     """Open findings per code after each run in the last `days` days (for the Overview chart)."""
     now = now or svc.now()
-    with svc.session() as s:
+    with svc.read_session() as s:
         runs = list(
             s.exec(
                 select(ReconcileRun)
@@ -234,7 +234,7 @@ def trend(svc: Services, *, days: int = 30, now: datetime | None = None) -> list
 
 def last_sync(svc: Services) -> datetime | None:
     """When every source last synced successfully (the oldest of them), or None if never."""
-    with svc.session() as s:
+    with svc.read_session() as s:
         rows = list(s.exec(select(SyncState).where(col(SyncState.source).like("%:%"))))
     sources = {STRIPE_CURSOR} | {f"calendar:{r.calendar_id}" for r in svc.catalogue.rooms}
     ok = {r.source: r.last_ok_at for r in rows if r.source in sources}

@@ -27,7 +27,7 @@ from services import booking
 from services.booking import BookingRequest
 from services.booking.availability import AvailabilityOut, DayOut, availability
 from services.booking.web_holds import reach_payment
-from services.core.context import Services
+from services.core.context import Services, build_services
 from services.core.errors import (
     ConfigError,
     DomainError,
@@ -293,6 +293,12 @@ def _request(body: QuoteIn, client_key: str | None = None) -> BookingRequest:
 
 
 # --------------------------------------------------------------------------------------------------- app
+
+
+def app_from_environment() -> FastAPI:
+    """uvicorn's app factory for `serve-api --workers N`: each worker process builds its own services — its own
+    database pool — from the environment. The parent migrated the schema before starting them."""
+    return create_app(build_services(migrate=False))
 
 
 def create_app(svc: Services, *, allowed_origins: Sequence[str] | None = None) -> FastAPI:

@@ -152,7 +152,7 @@ def view(svc: Services, reference: str, token: str | None, *, now: datetime | No
     """Everything the pay and confirmation pages show, read in one transaction."""
     now = now or svc.now()
     tz = svc.settings.tz
-    with svc.session() as s:
+    with svc.read_session() as s:
         b = open_booking(s, reference, token)
         assert b.id is not None
         legs = sorted(s.exec(select(BookingLeg).where(BookingLeg.booking_id == b.id)), key=lambda leg: leg.day)
@@ -213,7 +213,7 @@ def view(svc: Services, reference: str, token: str | None, *, now: datetime | No
 
 def booking_bill(svc: Services, booking_id: int) -> Bill:
     """What a booking's own payment charges, in parts, from its stored amounts (the API's booking answer)."""
-    with svc.session() as s:
+    with svc.read_session() as s:
         b = s.get(Booking, booking_id)
         if b is None:
             raise NotFound(f"No booking #{booking_id}")
@@ -257,7 +257,7 @@ def accept_terms(
 
 def _payable(svc: Services, reference: str, token: str | None, now: datetime) -> tuple[int, str | None]:
     """(booking id, PaymentIntent id) of a booking the customer may pay now, else InvalidState saying why not."""
-    with svc.session() as s:
+    with svc.read_session() as s:
         b = open_booking(s, reference, token)
         stage = _stage(svc, s, b, now)
         if stage == STAGE_EXPIRED:
@@ -299,7 +299,7 @@ def save_deposit_test_card(
 ) -> None:
     """Sandbox: the customer saves a test card for the booking's damage deposit (the manage page's card form; a
     declining card raises PaymentDeclined and the deposit still needs a card)."""
-    with svc.session() as s:
+    with svc.read_session() as s:
         booking_id = open_booking(s, reference, token).id
     assert booking_id is not None
     deposits.sandbox_save_card(svc, booking_id, payment_method=card, actor="customer", now=now)
@@ -309,7 +309,7 @@ def finish_after_return(svc: Services, reference: str, token: str | None) -> Non
     """Stripe sends the customer back to the confirmation page after paying. If Stripe says the payment succeeded and
     the webhook has not been processed yet, confirm now (the saga is idempotent and leased, so racing the webhook is
     harmless)."""
-    with svc.session() as s:
+    with svc.read_session() as s:
         b = open_booking(s, reference, token)
         pi_id, status = b.payment_intent_id, b.status
     if status == BookingStatus.AWAITING_PAYMENT and pi_id and _paid_at_stripe(svc, pi_id):
@@ -350,7 +350,7 @@ def send_pay_link(svc: Services, booking_id: int, *, actor: str, now: datetime |
 
 def calendar_file(svc: Services, reference: str, token: str | None) -> tuple[str, bytes]:
     """The confirmed days as an .ics (the same file the confirmation email carries)."""
-    with svc.session() as s:
+    with svc.read_session() as s:
         b = open_booking(s, reference, token)
         if b.status not in (BookingStatus.CONFIRMED, BookingStatus.PARTLY_CANCELLED, BookingStatus.COMPLETED):
             raise InvalidState(f"Booking {b.reference} is not confirmed")

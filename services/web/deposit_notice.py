@@ -46,7 +46,7 @@ def notice(
     """The booking's deposit for its customer, or None when it was sold without one (or it never came to anything:
     cancelled before a hold). With `prepare_card`, a paid booking whose card is needed gets its card request now."""
     now = now or svc.now()
-    with svc.session() as s:
+    with svc.read_session() as s:
         b = load_booking(s, booking_id)
         dep = s.exec(select(DamageDeposit).where(DamageDeposit.booking_id == booking_id)).first()
         terms = dq.terms_of(dep) if dep is not None else deposits.sold_terms_of(svc, b)
@@ -171,7 +171,7 @@ def for_customer(
 ) -> tuple[DepositNotice | None, bool]:
     """(the notice, whether a card was saved just now) for the booking a customer link opens. Back from Stripe's card
     form, the card request is read at once (the webhook may not have come yet)."""
-    with svc.session() as s:
+    with svc.read_session() as s:
         booking_id = open_booking(s, reference, token).id
     assert booking_id is not None
     saved = False

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import secrets
 import time
@@ -101,12 +102,17 @@ class Refusal:
 
 
 class RateLimits:
-    """Named rate limits per client address, counted in this process (moving window)."""
+    """Named rate limits per client address, counted in this process (moving window). Served by `processes` API
+    worker processes, each counts its own share of every limit (rounded up, at least one): a client's requests are
+    spread over the workers, so together they allow about the configured limit, and never more than that per worker
+    when one client's connection stays with one."""
 
-    def __init__(self, rules: dict[str, str]) -> None:
+    def __init__(self, rules: dict[str, str], *, processes: int = 1) -> None:
         self._storage = MemoryStorage()
         self._limiter = MovingWindowRateLimiter(self._storage)
-        self._rules: dict[str, list[RateLimitItem]] = {name: parse_many(spec) for name, spec in rules.items()}
+        self._rules: dict[str, list[RateLimitItem]] = {
+            name: [_share(item, processes) for item in parse_many(spec)] for name, spec in rules.items()
+        }
 
     def hit(self, name: str, address: str) -> Refusal | None:
         """Count one request; a Refusal when one of the rule's limits is already used up."""
@@ -115,6 +121,13 @@ class RateLimits:
                 reset, _ = self._limiter.get_window_stats(item, name, address)
                 return Refusal(str(item), max(1, int(reset - time.time()) + 1))
         return None
+
+
+def _share(item: RateLimitItem, processes: int) -> RateLimitItem:
+    """One process's share of a limit: '60/hour' over 4 workers is 15 per hour in each."""
+    if processes <= 1:
+        return item
+    return type(item)(max(1, math.ceil(item.amount / processes)), item.multiples, item.namespace)
 
 
 class RateLimited(HTTPException):
@@ -243,7 +256,10 @@ class PublicGuard:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.limits = RateLimits({"bookings": settings.rate_limit_bookings, "reads": settings.rate_limit_reads})
+        self.limits = RateLimits(
+            {"bookings": settings.rate_limit_bookings, "reads": settings.rate_limit_reads},
+            processes=settings.api_workers,
+        )
         self._salt: bytes | None = None
 
     def address(self, request: Request) -> str:

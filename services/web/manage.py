@@ -260,7 +260,7 @@ def _read(
 
 
 def _load(svc: Services, reference: str, token: str | None, now: datetime) -> tuple[int, ManageView]:
-    with svc.session() as s:
+    with svc.read_session() as s:
         b = open_booking(s, reference, token)
         assert b.id is not None
         legs = list(s.exec(select(BookingLeg).where(BookingLeg.booking_id == b.id)))
@@ -383,7 +383,7 @@ def _already_cancelled(v: ManageView, days: Sequence[date]) -> bool:
 
 def receipt(svc: Services, reference: str, token: str | None) -> tuple[str, bytes]:
     """The booking's receipt PDF (file name, bytes); InvalidState when nothing was paid."""
-    with svc.session() as s:
+    with svc.read_session() as s:
         b = open_booking(s, reference, token)
         assert b.id is not None
         booking_id = b.id

@@ -41,7 +41,7 @@ def list_failed_events(svc: Services, *, limit: int = 200) -> list[StoredEvent]:
     """Deliveries whose processing failed, or that a crash left half-done, oldest first: what the replay button
     works through."""
     stuck_before = svc.now() - STUCK_AFTER
-    with svc.session() as s:
+    with svc.read_session() as s:
         rows = s.exec(
             select(WebhookEvent)
             .where(

@@ -432,3 +432,51 @@ def test_a_database_error_never_carries_customer_details_or_the_pay_token(
     assert "parameters hidden" in text.lower()
     for secret in ("secret.person@example.org", "Secret Person", token):
         assert secret not in text
+
+
+def test_a_read_session_reads_while_a_write_is_open_and_refuses_to_write(db_url: str) -> None:
+    """Pages and API reads never wait for a writer (SQLite: no write lock at BEGIN), see only committed rows, and a
+    write slipped into one is refused by the database itself, through the ORM or raw SQL."""
+    import threading
+    import time as clock
+
+    from models.db import read_session_scope
+
+    engine = make_engine(db_url)
+    upgrade(engine)
+    with session_scope(engine) as s:
+        s.add(AuditLog(at=NOW, actor="t", action="test.before", payload={}))
+    writing, finish = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with session_scope(engine) as s:  # holds the write lock (SQLite) until `finish`
+            s.add(AuditLog(at=NOW, actor="t", action="test.during", payload={}))
+            s.flush()
+            writing.set()
+            finish.wait(10)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert writing.wait(10)
+        started = clock.monotonic()
+        with read_session_scope(engine) as s:
+            seen = [a.action for a in s.exec(select(AuditLog).where(AuditLog.actor == "t"))]
+        waited = clock.monotonic() - started
+    finally:
+        finish.set()
+        thread.join(10)
+    assert seen == ["test.before"]  # the committed snapshot, not the writer's open row
+    assert waited < 5, f"the read waited {waited:.1f} s for the writer"  # a locked read would wait the 30 s timeout
+
+    with pytest.raises(RuntimeError, match="read-only session"), read_session_scope(engine) as s:
+        s.add(AuditLog(at=NOW, actor="t", action="test.refused", payload={}))
+        s.flush()
+    with pytest.raises(sa.exc.DBAPIError, match=r"readonly|read-only"), read_session_scope(engine) as s:
+        s.execute(sa.text("DELETE FROM slot_claim"))
+    with session_scope(engine) as s:
+        assert sorted(a.action for a in s.exec(select(AuditLog).where(AuditLog.actor == "t"))) == [
+            "test.before",
+            "test.during",
+        ]
+    engine.dispose()

@@ -402,3 +402,19 @@ def test_malformed_signed_events_are_a_400_and_listed_for_replay(make_services: 
     assert len(failed) == 1 and failed[0].status == "failed" and "Malformed" in (failed[0].last_error or "")
     with svc.session() as s:
         assert not s.exec(select(WebhookEvent).where(WebhookEvent.status == "received")).all()
+
+
+def test_each_api_worker_counts_its_share_of_every_limit() -> None:
+    """Four workers over "10/minute;60/hour": each lets one client through 3 times a minute (10 / 4 rounded up), so
+    together they allow no more than about the configured limit; the refusal names the share that ran out."""
+    from services.web.guard import RateLimits
+
+    one_of_four = RateLimits({"bookings": "10/minute;60/hour"}, processes=4)
+    answers = [one_of_four.hit("bookings", "203.0.113.9") for _ in range(4)]
+    assert answers[:3] == [None, None, None]
+    refusal = answers[3]
+    assert refusal is not None and refusal.limit == "3 per 1 minute" and refusal.retry_after >= 1
+    assert one_of_four.hit("bookings", "198.51.100.7") is None  # another client has its own count
+    alone = RateLimits({"bookings": "10/minute"})
+    assert all(alone.hit("bookings", "203.0.113.9") is None for _ in range(10))
+    assert alone.hit("bookings", "203.0.113.9") is not None

@@ -212,3 +212,44 @@ def test_impossible_dates_and_numbers_are_one_line_errors(
     assert raised.value.code == 2
     err = capsys.readouterr().err
     assert f"error: argument {option}: " in err and "out of range" in err and "Traceback" not in err
+
+
+def test_the_worker_health_endpoint_says_starting_ok_failing_and_stalled() -> None:
+    """What a process manager hears on GET /healthz (worker --health-port): 503 until a round has run, 200 while rounds
+    succeed, 503 with the error's first line once one fails, 503 stalled when no round finished for too long."""
+    import socket
+    import time as clock
+
+    import httpx
+
+    from services.ops import liveness
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    alive = liveness.Liveness(stale_after=3600)
+    server = liveness.serve(alive, port)
+    url = f"http://127.0.0.1:{port}/healthz"
+    try:
+        first = httpx.get(url, trust_env=False)
+        assert (first.status_code, first.json()["status"]) == (503, "starting")
+        alive.round_done()
+        ok = httpx.get(url, trust_env=False)
+        assert (ok.status_code, ok.json()["status"], ok.json()["failures_in_a_row"]) == (200, "ok", 0)
+        alive.round_done(error="GatewayError: Stripe did not answer")
+        failing = httpx.get(url, trust_env=False)
+        assert failing.status_code == 503
+        assert failing.json() | {"last_ok_seconds_ago": 0} == {
+            "status": "failing",
+            "error": "GatewayError: Stripe did not answer",
+            "failures_in_a_row": 1,
+            "last_ok_seconds_ago": 0,
+        }
+        assert httpx.get(f"http://127.0.0.1:{port}/", trust_env=False).status_code == 404
+        alive.round_done()
+        alive.stale_after = 0.05
+        clock.sleep(0.1)
+        stalled = httpx.get(url, trust_env=False)
+        assert (stalled.status_code, stalled.json()["status"]) == (503, "stalled")
+    finally:
+        server.shutdown()
