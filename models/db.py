@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+WRITE_WAIT_S = 30.0  # how long a write waits for the lock (SQLite busy_timeout, and the process's writer queue)
 READ_ONLY = "roomdesk_read_only"  # execution option of read-only sessions' connections (see make_engine)
 
 
@@ -29,13 +31,19 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
+        # Connections are cheap on SQLite and reads no longer queue for the lock, so many are open at once (the API's
+        # thread pool, a read inside a write): a pool too small would make a writer wait for a connection while
+        # holding the write lock.
+        if path and path != ":memory:":
+            kwargs.setdefault("pool_size", 20)
+            kwargs.setdefault("max_overflow", 40)
+        engine = sa.create_engine(url, connect_args={"timeout": WRITE_WAIT_S, "check_same_thread": False}, **kwargs)
 
         @sa.event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(WRITE_WAIT_S * 1000)}")
             _wal(cur)
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
@@ -142,10 +150,34 @@ def read_session_scope(engine: Engine) -> Iterator[Session]:
         yield session
 
 
+def writer_queue(engine: Engine) -> AbstractContextManager[Any]:
+    """On SQLite, the process's queue for the write lock: its threads take turns here, woken the moment the one before
+    commits, instead of each polling the database's lock (SQLite's busy handler sleeps up to 100 ms between tries,
+    which is where a busy API's slowest requests used to wait). Re-entrant, so a thread never waits for itself.
+    Other processes still meet at the database's lock. PostgreSQL locks rows, not the database: no queue."""
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    lock: threading.RLock | None = engine.__dict__.get("_roomdesk_writer_queue")
+    if lock is None:
+        lock = engine.__dict__.setdefault("_roomdesk_writer_queue", threading.RLock())
+    return _queued(lock)
+
+
+@contextmanager
+def _queued(lock: threading.RLock) -> Iterator[None]:
+    # As long as the database's own busy timeout, and the same error when it runs out.
+    if not lock.acquire(timeout=WRITE_WAIT_S):
+        raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"))
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
-    """One transaction: commit on success, roll back on any error."""
-    with Session(engine, expire_on_commit=False) as session:
+    """One transaction that may write: commit on success, roll back on any error."""
+    with writer_queue(engine), Session(engine, expire_on_commit=False) as session:
         try:
             yield session
             session.commit()

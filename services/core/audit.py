@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from models.db import read_only
 from models.tables import AUDIT_GENESIS_HASH, AuditLog, Booking, audit_row_hash
 
 if TYPE_CHECKING:
@@ -112,8 +113,8 @@ def verify_chain(svc: Services, *, since: tuple[int, str] | None = None) -> Chai
 
     if since is not None:
         head_id, head_hash = since
-        # Short transactions: on SQLite every transaction holds the write lock, so a long walk would stall writers.
-        with svc.engine.begin() as conn:
+        # Read-only transactions (no write lock on SQLite), in batches so a long walk never holds one snapshot long.
+        with read_only(svc.engine).begin() as conn:
             stored = conn.execute(sa.select(_AUDIT.c.row_hash).where(id_col == head_id)).scalar()
         if stored != head_hash:
             why = "was changed" if stored is not None else "is missing (deleted)"
@@ -122,7 +123,7 @@ def verify_chain(svc: Services, *, since: tuple[int, str] | None = None) -> Chai
         query = sa.select(_AUDIT).order_by(id_col).limit(VERIFY_BATCH)
         if head_id is not None:
             query = query.where(id_col > head_id)
-        with svc.engine.begin() as conn:
+        with read_only(svc.engine).begin() as conn:
             batch = conn.execute(query).all()
         if not batch:
             return report(True)

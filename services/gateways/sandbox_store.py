@@ -10,9 +10,11 @@ is in WAL mode so readers never block the writer, and writes run in `BEGIN IMMED
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sqlite3
 import string
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -196,12 +198,34 @@ class SandboxStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
         self._init_schema()
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, kept open between transactions (opening one per read cost more than the read);
+        a fresh one, closed after, while the thread's own is in use (a transaction inside another). A process forked
+        since makes its own: a connection never crosses a fork."""
+        local = self._local
+        if getattr(local, "busy", False):
+            with closing(self._connect()) as fresh:
+                yield fresh
+            return
+        if getattr(local, "pid", None) != os.getpid():
+            local.conn, local.pid = self._connect(), os.getpid()
+        conn: sqlite3.Connection = local.conn
+        if conn.in_transaction:  # left open by a failed COMMIT: start clean
+            conn.execute("ROLLBACK")
+        local.busy = True
+        try:
+            yield conn
+        finally:
+            local.busy = False
 
     @contextmanager
     def transaction(self) -> Iterator[StoreTx]:
         """A write transaction (`BEGIN IMMEDIATE`): committed on normal exit, rolled back on an exception."""
-        with closing(self._connect()) as conn:
+        with self._connection() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield StoreTx(conn, writable=True)
@@ -213,7 +237,7 @@ class SandboxStore:
     @contextmanager
     def read(self) -> Iterator[StoreTx]:
         """A read-only transaction: one consistent snapshot for several reads."""
-        with closing(self._connect()) as conn:
+        with self._connection() as conn:
             conn.execute("BEGIN")
             try:
                 yield StoreTx(conn, writable=False)
