@@ -5,8 +5,9 @@ per run and shared by every detector; never the gateways."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -71,7 +72,6 @@ class CachedEvent:
     ends_at: datetime | None
     booking_ref: str | None
     pi: str | None
-    booking_date: str | None
     description_pi: str | None
     email: str | None
     transparent: bool
@@ -126,6 +126,7 @@ class CacheData:
     open_invoices: list[tuple[BookingInvoice, Booking]] = field(default_factory=list)
     # Damage deposits whose card hold failed, with their booking (services.finance.deposits).
     failed_deposits: list[tuple[DamageDeposit, Booking]] = field(default_factory=list)
+    events_of: dict[str, list[CachedEvent]] = field(default_factory=dict)  # by the PaymentIntent each is linked to
 
 
 def load_cache(session: Session, svc: Services, now: datetime | None = None) -> CacheData:
@@ -139,8 +140,8 @@ def load_cache(session: Session, svc: Services, now: datetime | None = None) -> 
 # --------------------------------------------------------------------------------------------- reading
 
 
-def _raw(session: Session, sql: str) -> list[tuple[Any, ...]]:
-    """Rows straight from the driver: the two big reads of a run skip SQLAlchemy's per-row processing."""
+def raw_rows(session: Session, sql: str) -> list[tuple[Any, ...]]:
+    """Rows straight from the driver: the big reads of a run skip SQLAlchemy's per-row processing."""
     dbapi = session.connection().connection
     cursor = dbapi.cursor()
     try:
@@ -150,9 +151,61 @@ def _raw(session: Session, sql: str) -> list[tuple[Any, ...]]:
         cursor.close()
 
 
+def copy_rows(conn: sa.Connection, table: sa.Table, names: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Many rows into a table at the driver's speed (COPY on PostgreSQL, executemany on SQLite): each value is
+    converted by its column's type as SQLAlchemy would, without SQLAlchemy's per-row statement handling."""
+    dialect = conn.dialect
+    processors = [
+        (i, p) for i, n in enumerate(names) if (p := table.c[n].type.dialect_impl(dialect).bind_processor(dialect))
+    ]
+    if processors:
+        converted: list[list[Any]] = []
+        last: dict[int, tuple[Any, Any]] = {}  # by column: the value before and after, of the row before
+        for row in rows:
+            values = list(row)
+            for i, process in processors:
+                before = values[i]
+                seen = last.get(i)
+                if seen is not None and seen[0] is before:  # the same object (a run's time): converted once
+                    values[i] = seen[1]
+                else:
+                    values[i] = process(before)
+                    last[i] = (before, values[i])
+            converted.append(values)
+        rows = converted
+    columns = ", ".join(names)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if dialect.name == "postgresql":
+            with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            cursor.executemany(f"INSERT INTO {table.name} ({columns}) VALUES ({', '.join('?' for _ in names)})", rows)
+    finally:
+        cursor.close()
+
+
+def _moment(value: Any, tz: tzinfo) -> tuple[datetime | None, date | None, time | None]:
+    """A stored event time: the UTC instant, and its venue-local date and time of day."""
+    at = _fast_ts(value)
+    if at is None:
+        return None, None, None
+    local = at.astimezone(tz)
+    return at, local.date(), local.time()
+
+
+def _utc_text(session: Session, column: str) -> str:
+    """A timestamp column, for the big reads, as the naive UTC text SQLite stores: from PostgreSQL the driver would
+    build a datetime in the session's time zone for every row (the ISO DateStyle it requires gives this text)."""
+    if session.connection().dialect.name == "postgresql":
+        return f"CAST({column} AT TIME ZONE 'UTC' AS TEXT)"
+    return column
+
+
 def _fast_ts(value: Any) -> datetime | None:
-    """Read a stored UTC timestamp without SQLAlchemy's per-row processors (the hot path of a run): SQLite gives the
-    text we wrote, PostgreSQL a datetime."""
+    """Read a stored UTC timestamp without SQLAlchemy's per-row processors (the hot path of a run): the naive UTC
+    text SQLite stores (or `_utc_text` reads from PostgreSQL), or a datetime."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -162,17 +215,22 @@ def _fast_ts(value: Any) -> datetime | None:
     raise TypeError(f"not a timestamp: {value!r}")
 
 
-_DATE_MEMO: dict[str, date] = {}
+_DATES_MEMO: dict[str, list[date]] = {}
 _TIME_MEMO: dict[str, tuple[time, time]] = {}
 
 
-def _iso_date(text: str) -> date:
-    d = _DATE_MEMO.get(text)
-    if d is None:
-        if len(_DATE_MEMO) > 50_000:
-            _DATE_MEMO.clear()
-        d = _DATE_MEMO[text] = date.fromisoformat(text)
-    return d
+def _dates(text: str) -> list[date]:
+    """The days a `booking_dates` value names, sorted and without repeats. Many payments name the same days: the
+    answer is shared between them (read-only, like every list a run loads)."""
+    hit = _DATES_MEMO.get(text)
+    if hit is None:
+        hit = sorted({date.fromisoformat(d.strip()) for d in text.split(",") if d.strip()})
+        if not hit:
+            raise ValueError("no booking_dates")
+        if len(_DATES_MEMO) > 50_000:
+            _DATES_MEMO.clear()
+        _DATES_MEMO[text] = hit
+    return hit
 
 
 def _time_range(text: str) -> tuple[time, time]:
@@ -193,9 +251,7 @@ def _parse_meta(p: CachedPayment, rooms: set[str]) -> None:
     try:
         if p.room not in rooms:
             raise ValueError(f"unknown room {p.room!r}")
-        p.dates = sorted({_iso_date(d.strip()) for d in (p.dates_raw or "").split(",") if d.strip()})
-        if not p.dates:
-            raise ValueError("no booking_dates")
+        p.dates = _dates(p.dates_raw or "")
         p.start, p.end = _time_range(p.time_raw or "")
         if p.end <= p.start:
             raise ValueError("booking_time ends before it starts")
@@ -222,10 +278,10 @@ def _read_from_bookings(
 def _load(session: Session, svc: Services, now: datetime) -> CacheData:
     rooms = {r.slug for r in svc.catalogue.rooms}
     pis: dict[str, CachedPayment] = {}
-    pi_rows = _raw(
+    pi_rows = raw_rows(
         session,
         "SELECT id, status, amount, amount_received, currency, booking_ref, room, booking_dates, booking_time, "
-        "customer_email, created FROM stripe_object WHERE object = 'payment_intent'",
+        f"customer_email, {_utc_text(session, 'created')} FROM stripe_object WHERE object = 'payment_intent'",
     )
     # A change that cost more was paid by a PaymentIntent of its own: its metadata names the booking and the room, not
     # the days (the booking's days are its legs), so it is never read as a booking of its own.
@@ -234,23 +290,23 @@ def _load(session: Session, svc: Services, now: datetime) -> CacheData:
         for a in session.exec(select(Amendment).where(col(Amendment.payment_intent_id).is_not(None)))
         if a.payment_intent_id
     }
-    for row in pi_rows:
+    for pi_id, status, amount, received, currency, ref, room, dates, times, email, created in pi_rows:
         p = CachedPayment(
-            row[0],
-            row[1],
-            row[2] or 0,
-            row[3] or 0,
-            (row[4] or "").upper(),
-            row[5],
-            row[6],
-            row[7],
-            row[8],
-            (row[9] or "").lower() or None,
-            _fast_ts(row[10]),
+            pi_id,
+            status,
+            amount or 0,
+            received or 0,
+            (currency or "").upper(),
+            ref,
+            room,
+            dates,
+            times,
+            (email or "").lower() or None,
+            _fast_ts(created),
         )
-        if p.id not in changes:
+        if pi_id not in changes:
             _parse_meta(p, rooms)
-        pis[p.id] = p
+        pis[pi_id] = p
     for pi_id, refunded, created in session.execute(
         sa.select(_SO.payment_intent, _SO.amount_refunded, _SO.created).where(_SO.object == "charge")
     ):
@@ -288,20 +344,45 @@ def _load(session: Session, svc: Services, now: datetime) -> CacheData:
     ]
     tz = svc.settings.tz
     events = []
-    event_rows = _raw(
+    rows = raw_rows(
         session,
-        "SELECT calendar_id, event_id, starts_at, ends_at, booking_id, payment_intent, booking_date, description_pi, "
-        "description_email, transparent, unparseable, summary, matched_pi, match_method "
-        "FROM calendar_event WHERE status != 'cancelled'",
+        f"SELECT calendar_id, event_id, {_utc_text(session, 'starts_at')}, {_utc_text(session, 'ends_at')}, "
+        "booking_id, payment_intent, description_pi, description_email, transparent, unparseable, summary, "
+        "matched_pi, match_method FROM calendar_event WHERE status != 'cancelled'",
     )
-    for row in event_rows:
-        ev = CachedEvent(*row)
-        ev.transparent = bool(ev.transparent)
-        ev.starts_at, ev.ends_at = _fast_ts(ev.starts_at), _fast_ts(ev.ends_at)
-        if ev.starts_at is not None and ev.ends_at is not None:
-            s_local, e_local = ev.starts_at.astimezone(tz), ev.ends_at.astimezone(tz)
-            ev.day, ev.t0, ev.t1 = s_local.date(), s_local.time(), e_local.time()
-        events.append(ev)
+    # Events share their times (every room, every day at the same hours): each stored time is read and put in the
+    # venue's time zone once per run.
+    moments: dict[Any, tuple[datetime | None, date | None, time | None]] = {None: (None, None, None)}
+    for cal, eid, starts, ends, ref, pi, desc_pi, email, transparent, unparseable, summary, m_pi, m_how in rows:
+        s = moments.get(starts)
+        if s is None:
+            s = moments[starts] = _moment(starts, tz)
+        e = moments.get(ends)
+        if e is None:
+            e = moments[ends] = _moment(ends, tz)
+        both = s[0] is not None and e[0] is not None
+        events.append(
+            CachedEvent(
+                cal,
+                eid,
+                s[0],
+                e[0],
+                ref,
+                pi,
+                desc_pi,
+                email,
+                bool(transparent),
+                unparseable,
+                summary,
+                m_pi,
+                m_how,
+                None,
+                None,
+                s[1] if both else None,
+                s[2] if both else None,
+                e[2] if both else None,
+            )
+        )
     _read_blocks(session, events)
     bookings = {
         b.payment_intent_id: b
@@ -393,9 +474,13 @@ def _legacy_metadata(
     wanted = [pi_id for pi_id in wanted if pi_id not in ours]
     out: dict[str, dict[str, str]] = {}
     for i in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
-        for pi_id, data in session.execute(
-            sa.select(_SO.id, _SO.data).where(_SO.object == "payment_intent", _SO.id.in_(wanted[i : i + 500]))
+        # By primary key alone: with the kind of object in the WHERE clause too, SQLite walks that index instead,
+        # every payment once per chunk.
+        for pi_id, kind, data in session.execute(
+            sa.select(_SO.id, _SO.object, _SO.data).where(_SO.id.in_(wanted[i : i + 500]))
         ):
+            if kind != "payment_intent":
+                continue
             meta = (data or {}).get("metadata") if isinstance(data, dict) else None
             if isinstance(meta, dict):
                 out[pi_id] = {str(k): str(v) for k, v in meta.items() if isinstance(v, str | int | float)}
@@ -407,29 +492,66 @@ def _legacy_metadata(
 
 def _match(data: CacheData, svc: Services) -> None:
     """Link each event to its PaymentIntent: private properties first, then a pi_ id in the description (events the
-    old system made), then room + date + time + customer email."""
+    old system made), then room + date + time + customer email; and list each payment's events (`events_of`)."""
     pis = data.pis
-    # A booking's reference names its own payment; a change's payment carries it too, but never owns its events.
-    by_ref = {p.booking_ref: p.id for p in pis.values() if p.booking_ref and p.id not in data.changes}
-    tz = svc.settings.tz
-    by_slot: dict[tuple[str, date, str, str], str] = {}
-    # Matching by slot costs an index over every payment's days: build it only when some event needs it.
-    if any(not (ev.pi or ev.booking_ref or ev.description_pi) and ev.email for ev in data.events):
-        for p in pis.values():
-            if p.problem or not p.email or p.start is None or p.end is None:
-                continue
-            cal = svc.catalogue.room(p.room or "").calendar_id
-            for d in p.dates:
-                by_slot[(cal, d, f"{p.start:%H:%M}-{p.end:%H:%M}", p.email)] = p.id
+    by_ref: dict[str, str] | None = None  # built for the first event that needs it (most name their payment)
+    unnamed = False  # some event names no payment at all: only then is matching by slot worth its index
+    waiting: list[CachedEvent] = []  # events only a slot can match
     for ev in data.events:
         if ev.pi and ev.pi in pis:
             ev.new_pi, ev.new_method = ev.pi, "private"
-        elif ev.booking_ref and ev.booking_ref in by_ref:
+        elif ev.booking_ref and ev.booking_ref in (by_ref := by_ref if by_ref is not None else _by_ref(data)):
             ev.new_pi, ev.new_method = by_ref[ev.booking_ref], "private"
         elif ev.description_pi and ev.description_pi in pis:
             ev.new_pi, ev.new_method = ev.description_pi, "description"
-        elif ev.email and ev.starts_at and ev.ends_at:
+        elif ev.email:
+            unnamed = unnamed or not (ev.pi or ev.booking_ref or ev.description_pi)
+            if ev.starts_at and ev.ends_at:
+                waiting.append(ev)
+    if unnamed and waiting:
+        tz = svc.settings.tz
+        slots = _by_slot(data, svc)
+        for ev in waiting:
+            assert ev.starts_at and ev.ends_at and ev.email
             s, e = ev.starts_at.astimezone(tz), ev.ends_at.astimezone(tz)
-            hit = by_slot.get((ev.calendar_id, s.date(), f"{s:%H:%M}-{e:%H:%M}", ev.email))
+            hit = slots.get((ev.calendar_id, s.date(), f"{s:%H:%M}-{e:%H:%M}", ev.email))
             if hit:
                 ev.new_pi, ev.new_method = hit, "slot"
+    events_of = data.events_of
+    for ev in data.events:
+        if ev.new_pi:
+            if ev.new_pi in events_of:
+                events_of[ev.new_pi].append(ev)
+            else:
+                events_of[ev.new_pi] = [ev]
+    # A payment's events by time, whatever order the database returns rows in (on PostgreSQL it changes as rows are
+    # rewritten): the findings that list them read the same from one run to the next.
+    for evs in events_of.values():
+        if len(evs) > 1:
+            evs.sort(key=_event_order)
+
+
+def _event_order(ev: CachedEvent) -> tuple[datetime, str, str]:
+    return ev.starts_at or _NO_TIME, ev.calendar_id, ev.event_id
+
+
+_NO_TIME = datetime.min.replace(tzinfo=UTC)
+
+
+def _by_slot(data: CacheData, svc: Services) -> dict[tuple[str, date, str, str], str]:
+    """PaymentIntents by room calendar, day, times and customer email: an index over every payment's days, for the
+    events the old system made without naming their payment."""
+    by_slot: dict[tuple[str, date, str, str], str] = {}
+    for p in data.pis.values():
+        if p.problem or not p.email or p.start is None or p.end is None:
+            continue
+        cal = svc.catalogue.room(p.room or "").calendar_id
+        for d in p.dates:
+            by_slot[(cal, d, f"{p.start:%H:%M}-{p.end:%H:%M}", p.email)] = p.id
+    return by_slot
+
+
+def _by_ref(data: CacheData) -> dict[str, str]:
+    """PaymentIntents by booking reference. A booking's reference names its own payment; a change's payment carries
+    it too, but never owns its events."""
+    return {p.booking_ref: p.id for p in data.pis.values() if p.booking_ref and p.id not in data.changes}

@@ -21,6 +21,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from functools import partial
+from operator import attrgetter
 from typing import Any
 
 from models.tables import (
@@ -110,11 +111,13 @@ class PaymentCase:
     # An old payment's days cancelled under the policy (their refund is what the policy gave back then, their events
     # are gone): no longer expected on the calendar, the money kept for them is the cancellation fee.
     cancelled: AbstractSet[date] = _NO_DAYS
+    legacy: bool = field(init=False)  # a payment the old system took: its booking is only the metadata
+    # Worked out by the first detector that asks (Snapshot.booked_days, Snapshot.upcoming), then shared.
+    booked: list[date] | None = field(default=None, init=False)
+    ahead: list[date] | None = field(default=None, init=False)
 
-    @property
-    def legacy(self) -> bool:
-        """A payment the old system took: its booking is only the metadata."""
-        return self.booking is None and self.change is None
+    def __post_init__(self) -> None:
+        self.legacy = self.booking is None and self.change is None
 
     @property
     def days(self) -> list[date]:
@@ -163,32 +166,39 @@ class Snapshot:
         self.price_memo: dict[tuple[Any, ...], tuple[int, int]] = {}  # (without tax, with today's tax)
         self.closures = svc.catalogue.closure_map
         self._closed: dict[date, str | None] = {}
+        self._open: set[date] = set()  # the days of `_closed` the venue is open
+        self._when_memo: dict[tuple[Any, ...], str] = {}
+        # Days whose end is over, or ahead, whatever the time of day and the time zone's offset: `upcoming` compares
+        # the exact end only for the few days in between.
+        today = now.astimezone(self.tz).date()
+        self._surely_over, self._surely_ahead = today - timedelta(days=2), today + timedelta(days=2)
+        self._unpaid: list[tuple[CachedEvent, Room]] | None = None
         self.unreadable: list[PaymentCase] = []  # metadata that is not a booking we can read
         self.awaiting: list[PaymentCase] = []  # paid, booking still waiting for the payment to be processed
         self.cases: list[PaymentCase] = []  # every other readable payment
         self.changes: list[PaymentCase] = []  # the payments of changes that cost more, each with its booking
-        events_by_pi: dict[str, list[CachedEvent]] = defaultdict(list)
-        for ev in data.events:
-            if ev.new_pi:
-                events_by_pi[ev.new_pi].append(ev)
+        events_by_pi = data.events_of
+        none: list[CachedEvent] = []  # shared by every payment without events: read, never changed
         for p in data.pis.values():
             change = data.changes.get(p.id)
             if change is not None:
                 self.changes.append(self._change_case(p, change))
                 continue
-            evs = events_by_pi.get(p.id, [])
+            evs = events_by_pi.get(p.id, none)
             if p.problem == "not a booking" and not evs:
                 continue
             booking = data.bookings.get(p.id)
-            legs = data.legs.get(booking.id, []) if booking and booking.id else []
-            received = p.received if p.status == "succeeded" else 0
+            legs = data.legs.get(booking.id, []) if booking is not None and booking.id else []
+            succeeded = p.status == "succeeded"
+            received = p.received if succeeded else 0
             kept = received - p.refunded
-            keeps_money = p.status == "succeeded" and kept > 0
+            keeps_money = succeeded and kept > 0
             expected: AbstractSet[date] = _NO_DAYS
             have: AbstractSet[date] = _NO_DAYS
             if keeps_money and not p.problem:
                 expected = set(p.dates) if booking is None else _expected_days(p, booking, legs)
-                have = {d for e in evs if (d := e.day) in expected and not e.unparseable} if evs else _NO_DAYS
+                if evs:
+                    have = {d for e in evs if (d := e.day) in expected and not e.unparseable}
             cancelled: AbstractSet[date] = _NO_DAYS
             if booking is None and expected and p.refunded:
                 cancelled = self._cancelled_by_policy(p, expected - have)
@@ -226,8 +236,16 @@ class Snapshot:
     def closed_why(self, day: date) -> str | None:
         """Why the venue is shut that day (an observed holiday or a closure), worked out once per day per run."""
         if day not in self._closed:
-            self._closed[day] = closure_reason(day, self.policy, self.closures)
+            why = self._closed[day] = closure_reason(day, self.policy, self.closures)
+            if why is None:
+                self._open.add(day)
         return self._closed[day]
+
+    def closed_on(self, days: list[date]) -> list[tuple[date, str]]:
+        """Those of the days the venue is shut, each with why (most bookings fall on days already known open)."""
+        if self._open.issuperset(days):
+            return []
+        return [(d, why) for d in days if (why := self.closed_why(d))]
 
     def booking_of(self, pi_id: str | None) -> Booking | None:
         """The booking a payment paid for: its own first payment, or that of one of its changes."""
@@ -262,19 +280,41 @@ class Snapshot:
             text = f"{room.name if room else c.booking.room_slug}, {_legs_label(legs, self.tz)}"
         else:
             p = c.pi
-            text = f"{self.rooms[p.room or ''].name}, {_days(p.dates)} {p.start:%H:%M}–{p.end:%H:%M}"
+            text = f"{self.rooms[p.room or ''].name}, {self._when(p)}"
             if c.cancelled:
                 text += f" ({_days(c.cancelled)} cancelled)"
         return f"{text} (change {c.change.number})" if c.change is not None else text
 
+    def _when(self, p: CachedPayment) -> str:
+        """'Wed 4 Mar, Thu 5 Mar 10:00–12:00' for an old payment's metadata: many payments share their days and
+        times (every room, every slot), so each text is made once per run."""
+        key = (tuple(p.dates), p.start, p.end)
+        text = self._when_memo.get(key)
+        if text is None:
+            text = self._when_memo[key] = f"{_days(p.dates)} {p.start:%H:%M}–{p.end:%H:%M}"
+        return text
+
     def upcoming(self, case: PaymentCase) -> list[date]:
         """A confirmed booking's active days still ahead, or those of an old payment that keeps its money (the days
         it still pays for); none for any other payment."""
-        return [d for d in self.booked_days(case) if self.ends(case, d) > self.now]
+        if case.ahead is None:
+            days = self.booked_days(case)
+            if not days or (case.legacy and days[-1] <= self._surely_over):
+                case.ahead = []
+            elif case.legacy and days[0] >= self._surely_ahead:
+                case.ahead = days
+            else:
+                case.ahead = [d for d in days if self.ends(case, d) > self.now]
+        return case.ahead
 
     def booked_days(self, case: PaymentCase) -> list[date]:
         """Every day a live booking holds, past ones too: a confirmed (or completed) booking's active days, or the
         days an old payment still pays for."""
+        if case.booked is None:
+            case.booked = self._booked_days(case)
+        return case.booked
+
+    def _booked_days(self, case: PaymentCase) -> list[date]:
         if case.legacy:
             return sorted(case.expected)  # kept money, readable metadata, less the days cancelled under the policy
         booking = case.booking
@@ -289,16 +329,21 @@ class Snapshot:
             return day_start(day, case.pi.end, self.tz)
         return max(leg.ends_at for leg in case.legs if leg.day == day and leg.state in ACTIVE_LEG_STATES)
 
-    def unpaid_events(self) -> Iterator[tuple[CachedEvent, Room]]:
+    def unpaid_events(self) -> list[tuple[CachedEvent, Room]]:
         """Live, readable, opaque events on a bookable room's calendar that no payment is behind, other than those
         of a block in force (the venue's own, holding the room on purpose)."""
-        for ev in self.data.events:
-            room = self.bookable.get(ev.calendar_id)
-            if room is None or ev.unparseable or ev.new_pi or not ev.starts_at or not ev.ends_at or ev.transparent:
-                continue
-            if ev.block is not None and self.data.blocks.get(ev.block) == BlockState.ACTIVE:
-                continue
-            yield ev, room
+        if self._unpaid is None:
+            self._unpaid = []
+            for ev in self.data.events:
+                if ev.new_pi or ev.unparseable or not ev.starts_at or not ev.ends_at or ev.transparent:
+                    continue
+                room = self.bookable.get(ev.calendar_id)
+                if room is None:
+                    continue
+                if ev.block is not None and self.data.blocks.get(ev.block) == BlockState.ACTIVE:
+                    continue
+                self._unpaid.append((ev, room))
+        return self._unpaid
 
 
 def _local_times(leg: BookingLeg, tz: Any) -> tuple[time, time]:
@@ -453,6 +498,11 @@ def refund_no_event(snap: Snapshot) -> Iterator[Detected]:
             )
 
 
+# By start, then by id: two events starting together are named in the same order whatever order the database
+# returned them in.
+_starts = attrgetter("starts_at", "event_id")
+
+
 def double_booking(snap: Snapshot) -> Iterator[Detected]:
     """Two events of different payments that overlap, or come closer than the buffer, in one bookable room."""
     now, tz = snap.now, snap.tz
@@ -465,13 +515,14 @@ def double_booking(snap: Snapshot) -> Iterator[Detected]:
         cal_room = snap.bookable.get(cal)
         if cal_room is None:
             continue
-        evs.sort(key=lambda e: e.starts_at or now)
+        evs.sort(key=_starts)
         for i, a in enumerate(evs):
             assert a.starts_at and a.ends_at
+            clear = a.ends_at + buffer  # an event starting then or later is far enough, and so is every later one
             for j in range(i + 1, len(evs)):  # by index: a slice copy per event made this loop quadratic
                 b = evs[j]
                 assert b.starts_at and b.ends_at
-                if b.starts_at >= a.ends_at + buffer:
+                if b.starts_at >= clear:
                     break
                 if a.new_pi and a.new_pi == b.new_pi:
                     continue  # one payment's own events (a duplicate is an event_mismatch matter)
@@ -523,12 +574,11 @@ def event_mismatch(snap: Snapshot) -> Iterator[Detected]:
             slots = {(leg.calendar_id, leg.day, *_local_times(leg, tz)) for leg in c.legs}
             wrong = [e for e in c.events if e.day is not None and (e.calendar_id, e.day, e.t0, e.t1) not in slots]
         else:
-            cal = snap.rooms[p.room or ""].calendar_id
+            cal, start, end, days = snap.rooms[p.room or ""].calendar_id, p.start, p.end, p.dates
             wrong = [
                 e
                 for e in c.events
-                if e.day is not None
-                and (e.calendar_id != cal or e.day not in p.dates or (e.t0, e.t1) != (p.start, p.end))
+                if e.day is not None and (e.calendar_id != cal or e.t0 != start or e.t1 != end or e.day not in days)
             ]
         if wrong:
             yield c.finding(
@@ -574,7 +624,8 @@ def refund_policy_mismatch(snap: Snapshot) -> Iterator[Detected]:
         if p.status != "succeeded":
             continue
         if c.legacy:
-            yield from _legacy_refunds_off_policy(snap, c)
+            if p.id in snap.data.refunds:
+                yield from _legacy_refunds_off_policy(snap, c)
             continue
         for refund in snap.data.refunds.get(p.id, []):
             record = snap.data.records.get(refund.id)
@@ -701,7 +752,7 @@ def missing_confirmation(snap: Snapshot) -> Iterator[Detected]:
                 c.pi.id,
                 f"{snap.who(c)}: confirmed, but the customer has no confirmation email",
             )
-        elif c.legacy and _whole_on_calendar(snap, c) and snap.upcoming(c):
+        elif c.legacy and snap.upcoming(c) and _whole_on_calendar(snap, c):
             yield c.finding(
                 "missing_confirmation",
                 c.pi.id,
@@ -729,9 +780,14 @@ def missing_extras(snap: Snapshot) -> Iterator[Detected]:
     extras, or those an old payment's metadata carries."""
     for c in snap.cases:
         booking = c.booking
-        if (booking is None and not c.legacy) or not snap.upcoming(c):
+        if booking is None and not c.legacy:
             continue
-        room = snap.rooms[booking.room_slug if booking is not None else c.pi.room or ""]
+        slug = booking.room_slug if booking is not None else c.pi.room or ""
+        if slug in snap.rooms and not snap.rooms[slug].extras:
+            continue  # no form to fill in (most rooms): whether its days are ahead does not matter
+        if not snap.upcoming(c):
+            continue
+        room = snap.rooms[slug]
         if not room.extras:
             continue
         if booking is not None:
@@ -751,7 +807,7 @@ def holiday_booking(snap: Snapshot) -> Iterator[Detected]:
     """A live booking (or an old payment that keeps its money) on a day the venue is closed — a statutory holiday or
     a closure — days already past included: the customer may have paid for a day the venue was shut."""
     for c in snap.cases:
-        closed = [(d, why) for d in snap.booked_days(c) if (why := snap.closed_why(d))]
+        closed = snap.closed_on(snap.booked_days(c))
         if not closed:
             continue
         shares = snap.shares(c)
