@@ -250,9 +250,7 @@ def emails_section(svc: Services) -> None:
     )
     kinds = f2.multiselect("Kind", list(KIND_LABELS), format_func=kind_label, key="ob_kinds", placeholder="All")
     search = f3.text_input("Search", key="ob_search", placeholder="Booking, address or subject")
-    emails = queries.list_outbox(svc, states=states or list(STATE_LABELS), search=search)
-    if kinds:
-        emails = [e for e in emails if e.kind in kinds]
+    emails = queries.list_outbox(svc, states=states or list(STATE_LABELS), kinds=kinds, search=search)
     if not emails:
         if retried:
             widgets.show_outcome(*retried[1:], notice)

@@ -181,7 +181,8 @@ class SandboxCalendar:
             page = None if page_token is None else _decode_page_token(page_token, query)
             snapshot = tx.current_seq() if page is None else int(page["snap"])
             if since is None:
-                records = _full_listing(tx.records(_kind(calendar_id)), window, prop, show_deleted, page)
+                found = tx.records(_kind(calendar_id), **_may_overlap(window))
+                records = _full_listing(found, window, prop, show_deleted, page)
             else:
                 records = _changes(tx.records(_kind(calendar_id), since_seq=since), snapshot, page)
         items = [rec.data for rec in records[:max_results]]
@@ -213,7 +214,7 @@ class SandboxCalendar:
         with self.store.read() as tx:
             for calendar_id in calendar_ids:
                 intervals = []
-                for event in tx.list(_kind(calendar_id)):
+                for event in (rec.data for rec in tx.records(_kind(calendar_id), **_may_overlap(window))):
                     if event.get("status") == "cancelled" or event.get("transparency") == "transparent":
                         continue
                     start, end = _interval(event)
@@ -261,6 +262,26 @@ class SandboxCalendar:
 
 def _kind(calendar_id: str) -> str:
     return f"event:{calendar_id}"
+
+
+# Which stored events may overlap a time window, judged by SQLite on the stored JSON as Google's index serves a
+# timeMin/timeMax query: a listing of one week parses that week's events, not every event the calendar ever had. A
+# day's margin each side covers times written without an offset (read in the event's own time zone); an event whose
+# times SQLite cannot read is kept. _full_listing and freebusy then decide exactly, as before.
+_START_UTC = "coalesce(datetime(json_extract(data, '$.start.dateTime')), datetime(json_extract(data, '$.start.date')))"
+_END_UTC = "coalesce(datetime(json_extract(data, '$.end.dateTime')), datetime(json_extract(data, '$.end.date')))"
+
+
+def _may_overlap(window: tuple[datetime | None, datetime | None]) -> dict[str, Any]:
+    low, high = window
+    where, params = [], []
+    if low is not None:
+        where.append(f"({_END_UTC} IS NULL OR {_END_UTC} > datetime(?, '-1 day'))")
+        params.append(low.strftime("%Y-%m-%d %H:%M:%S"))
+    if high is not None:
+        where.append(f"({_START_UTC} IS NULL OR {_START_UTC} < datetime(?, '+1 day'))")
+        params.append(high.strftime("%Y-%m-%d %H:%M:%S"))
+    return {"where": " AND ".join(where), "params": params}
 
 
 def _full_listing(

@@ -16,7 +16,7 @@ import sqlite3
 import string
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -105,18 +105,18 @@ class StoreTx:
         )
         return seq
 
-    def records(self, kind: str, *, since_seq: int | None = None) -> list[Record]:
-        """All objects of `kind` in creation order (only those written after `since_seq` if given)."""
-        if since_seq is None:
-            rows = self._conn.execute(
-                "SELECT kind, id, ord, seq, data FROM objects WHERE kind = ? ORDER BY ord", (kind,)
-            )
-        else:
-            rows = self._conn.execute(
-                "SELECT kind, id, ord, seq, data FROM objects WHERE kind = ? AND seq > ? ORDER BY ord",
-                (kind, since_seq),
-            )
-        return [_record(row) for row in rows]
+    def records(
+        self, kind: str, *, since_seq: int | None = None, where: str = "", params: Sequence[Any] = ()
+    ) -> list[Record]:
+        """All objects of `kind` in creation order (only those written after `since_seq` if given). `where` narrows
+        them by an SQL condition on the stored JSON (`data`), as the provider's own indexes would: a gateway's query
+        that reads a few objects of many need not parse them all."""
+        sql, args = "SELECT kind, id, ord, seq, data FROM objects WHERE kind = ?", list[Any]([kind])
+        if since_seq is not None:
+            sql, args = sql + " AND seq > ?", [*args, since_seq]
+        if where:
+            sql, args = f"{sql} AND ({where})", [*args, *params]
+        return [_record(row) for row in self._conn.execute(sql + " ORDER BY ord", args)]
 
     def list(self, kind: str, where: Callable[[Json], bool] | None = None, *, newest_first: bool = False) -> list[Json]:
         """Objects of `kind` in creation order (or newest first), filtered in Python by `where`."""

@@ -82,7 +82,23 @@ class OutboxEmail:
 OUTBOX_STATES = ("queued", "failed", "needs_attention", "sent", "withdrawn")
 
 
-def _email(row: EmailOutbox, reference: str | None, *, body: bool) -> OutboxEmail:
+# OutboxEmail's fields up to next_attempt_at, in order: what list_outbox reads.
+_LISTED = (
+    col(EmailOutbox.id),
+    col(EmailOutbox.status),
+    col(EmailOutbox.kind),
+    col(Booking.reference),
+    col(EmailOutbox.to),
+    col(EmailOutbox.subject),
+    col(EmailOutbox.attempts),
+    col(EmailOutbox.last_error),
+    col(EmailOutbox.created_at),
+    col(EmailOutbox.sent_at),
+    col(EmailOutbox.next_attempt_at),
+)
+
+
+def _email(row: EmailOutbox, reference: str | None) -> OutboxEmail:
     assert row.id is not None
     return OutboxEmail(
         row.id,
@@ -96,8 +112,8 @@ def _email(row: EmailOutbox, reference: str | None, *, body: bool) -> OutboxEmai
         row.created_at,
         row.sent_at,
         row.next_attempt_at,
-        row.text if body else "",
-        row.html if body else None,
+        row.text,
+        row.html,
     )
 
 
@@ -114,13 +130,19 @@ def outbox_counts(svc: Services) -> dict[str, int]:
 
 
 def list_outbox(
-    svc: Services, *, states: Sequence[str] | None = None, search: str = "", limit: int = 500
+    svc: Services,
+    *,
+    states: Sequence[str] | None = None,
+    kinds: Sequence[str] | None = None,
+    search: str = "",
+    limit: int = 500,
 ) -> list[OutboxEmail]:
-    """Emails newest first, without their bodies, optionally in some states (OUTBOX_STATES) and matching `search`
-    (booking reference, address or subject, any case)."""
-    query = select(EmailOutbox, Booking.reference).join(
-        Booking, col(Booking.id) == col(EmailOutbox.booking_id), isouter=True
-    )
+    """Emails newest first, without their bodies, optionally in some states (OUTBOX_STATES), of some kinds and
+    matching `search` (booking reference, address or subject, any case)."""
+    # The listed columns only: the bodies (years of emails are tens of megabytes) stay in the database.
+    query = sa.select(*_LISTED).join(Booking, col(Booking.id) == col(EmailOutbox.booking_id), isouter=True)
+    if kinds:
+        query = query.where(col(EmailOutbox.kind).in_(list(kinds)))
     if states is not None:
         wanted: list[sa.ColumnElement[bool]] = []
         if "queued" in states:
@@ -145,7 +167,7 @@ def list_outbox(
         )
     query = query.order_by(col(EmailOutbox.created_at).desc(), col(EmailOutbox.id).desc()).limit(limit)
     with svc.read_session() as s:
-        return [_email(row, reference, body=False) for row, reference in s.exec(query)]
+        return [OutboxEmail(*row) for row in s.execute(query)]
 
 
 def get_email(svc: Services, outbox_id: int) -> OutboxEmail:
@@ -155,4 +177,4 @@ def get_email(svc: Services, outbox_id: int) -> OutboxEmail:
         if row is None:
             raise NotFound(f"No email #{outbox_id} in the outbox")
         booking = s.get(Booking, row.booking_id) if row.booking_id else None
-        return _email(row, booking.reference if booking else None, body=True)
+        return _email(row, booking.reference if booking else None)

@@ -7,10 +7,13 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
+from typing import TypeVar
 
 from services.core.errors import DomainError
+
+N = TypeVar("N", int, float)
 
 
 def _services():  # type: ignore[no-untyped-def]
@@ -29,7 +32,9 @@ def cmd_seed_demo(args: argparse.Namespace) -> int:
             return 0
         print("The database or sandbox already holds data; remove DATA_DIR (make clean-data) to start again.")
         return 1
-    report = demo.seed_demo(svc, count=args.count, progress=lambda f, m: print(f"  {f:4.0%}  {m}", flush=True))
+    report = demo.seed_demo(
+        svc, count=args.count, years=args.years, progress=lambda f, m: print(f"  {f:4.0%}  {m}", flush=True)
+    )
     demo.first_sync(svc)
     print(report.line() + "; synced and reconciled")
     for name, reference in sorted(report.incidents.items()):
@@ -195,14 +200,23 @@ def _workers(text: str) -> int:
     return n
 
 
+def _years(text: str) -> float:
+    return _in_range(text, float, 0.0, 20.0, "a number of years")
+
+
 def _count(text: str) -> int:
+    return _in_range(text, int, 1, 100_000, "a whole number")
+
+
+def _in_range(text: str, convert: Callable[[str], N], low: N, high: N, what: str) -> N:
+    """An argparse type: `text` read by `convert`, from `low` to `high`, else the reason in one line."""
     try:
-        n = int(text)
+        value = convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= n <= 100_000:
-        raise argparse.ArgumentTypeError(f"{n} is out of range: use 1 to 100000")
-    return n
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{value:g} is out of range: use {low:g} to {high:g}")
+    return value
 
 
 def cmd_export_refunds(args: argparse.Namespace) -> int:
@@ -284,7 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("seed-demo", help="fill an empty sandbox with ~150 bookings and one of each incident")
-    p.add_argument("--count", type=_count, default=150)
+    p.add_argument("--count", type=_count, default=150, help="bookings in all (more than 450: some are in the past)")
+    p.add_argument(
+        "--years",
+        type=_years,
+        default=None,
+        help="years of a busy venue's past before the present 90 days, the count spread over them (e.g. 3)",
+    )
     p.add_argument("--if-empty", action="store_true", help="do nothing (exit 0) when data already exists")
     p.set_defaults(func=cmd_seed_demo)
     p = sub.add_parser(

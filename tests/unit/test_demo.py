@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections import Counter
+from datetime import time, timedelta
 from typing import Any
 
 import pytest
 from sqlmodel import select
 
-from models.tables import AuditLog, Booking, BookingLeg
+from models.tables import AuditLog, Booking, BookingLeg, LegState
 from services.ops import demo
 from services.rules.availability import holiday_name
 
@@ -128,3 +129,168 @@ def test_the_demo_has_changed_bookings_for_front_desk_to_look_at(seeded: Any) ->
         states = sorted(a.state for a in s.exec(select(Amendment)))
     # A day moved and a longer booking paid (both made), and a longer one still waiting for the customer to pay.
     assert states.count(AmendmentState.APPLIED) == 2 and states.count(AmendmentState.AWAITING_PAYMENT) == 1, states
+
+
+# ------------------------------------------------------------------------------------ years of a busy venue's past
+
+
+def test_the_present_holds_the_default_demo_and_a_bigger_count_reaches_into_the_past() -> None:
+    from services.core.errors import DomainError
+
+    assert demo.demo_span(150) == demo.DemoSpan(150, 150, 0)
+    # `seed-demo --count 3000` crammed 3000 bookings into 90 days and found no free slot for the incidents.
+    span = demo.demo_span(3000)
+    assert span.window == demo.WINDOW_MOST and span.history == 3000 - demo.WINDOW_MOST
+    assert 365 < span.history_days < 2 * 365  # at a busy venue's pace
+    three = demo.demo_span(6000, years=3)
+    assert three.history_days == 3 * 365 and 400 <= three.window <= demo.WINDOW_MOST
+    assert demo.demo_span(100, years=2).window == 40  # the present keeps enough to show and every incident
+    with pytest.raises(DomainError, match="do not fit"):
+        demo.demo_span(3000, years=0)
+    with pytest.raises(DomainError):
+        demo.demo_span(100, years=-1)
+
+
+@pytest.fixture(scope="module")
+def past(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Four months of a busy venue's past, written in bulk, then synced and reconciled as the dashboard would."""
+    from services.core.context import build_services
+    from services.core.settings import Settings
+    from services.reconciliation import cycle
+    from tests.conftest import NOW, Clock
+
+    svc = build_services(Settings(data_dir=tmp_path_factory.mktemp("past")))
+    svc.clock = Clock(NOW)
+    today = NOW.astimezone(svc.settings.tz).date()
+    first, last = today - timedelta(days=150), today - timedelta(days=31)
+    made = demo.seed_history(svc, count=400, first_day=first, last_day=last)
+    run = cycle.run_cycle(svc, actor="test")
+    yield svc, made, run, (first, last)
+    svc.engine.dispose()
+
+
+def _all(svc: Any, model: Any) -> list[Any]:
+    with svc.session() as s:
+        return list(s.exec(select(model)))
+
+
+def test_the_past_is_a_busy_venue_s_bookings_over_the_days_asked(past: Any) -> None:
+    from models.tables import BookingStatus, SlotClaim
+
+    svc, made, _run, (first, last) = past
+    bookings, legs = _all(svc, Booking), _all(svc, BookingLeg)
+    assert made == len(bookings) == 400
+    assert first <= min(leg.day for leg in legs) and max(leg.day for leg in legs) <= last
+    assert {b.room_slug for b in bookings} == {r.slug for r in svc.catalogue.rooms}
+    assert all(leg.day.weekday() < 5 and not holiday_name(leg.day, svc.policy) for leg in legs)
+    per_booking = Counter(leg.booking_id for leg in legs)
+    assert len(legs) > 1.4 * len(bookings) and max(per_booking.values()) >= 5  # runs of days and weekly series
+    statuses = Counter(b.status for b in bookings)
+    assert statuses[BookingStatus.COMPLETED] > 300
+    assert statuses[BookingStatus.CANCELLED] and statuses[BookingStatus.EXPIRED]
+    # Each held day still claims its time (the database refuses overlapping claims: none were made).
+    claims = _all(svc, SlotClaim)
+    assert sum(c.active for c in claims) == sum(leg.state == LegState.COMPLETED for leg in legs)
+
+
+def test_the_past_reads_as_real_to_reconciliation_and_the_audit_chain(past: Any) -> None:
+    from services.core.audit import verify_chain
+
+    svc, _made, run, _days = past
+    assert run.run.open_total == 0, run.line()
+    chain = verify_chain(svc)
+    assert chain.ok and chain.rows > 15 * 400, chain.line()
+    times = [a.at for a in _all(svc, AuditLog)]
+    assert times == sorted(times)  # appended in the order it happened
+    # A booking made now chains on from the bulk-written head.
+    from services.booking import BookingRequest, sandbox_pay, start_booking
+
+    day = svc.now().astimezone(svc.settings.tz).date() + timedelta(days=9)
+    while day.weekday() >= 5:
+        day += timedelta(days=1)
+    req = BookingRequest("boardroom", (day,), time(10), time(12), "Ava Nguyen", "ava@example.org", "604-555-0101")
+    sandbox_pay(svc, start_booking(svc, req, actor="customer").booking_id, actor="stripe-webhook")
+    assert verify_chain(svc).ok
+
+
+def test_a_completed_past_booking_has_its_payment_events_emails_and_trail(past: Any) -> None:
+    from models.tables import BookingStatus, EmailOutbox
+
+    svc, _made, _run, _days = past
+    b = next(
+        b for b in _all(svc, Booking) if b.status == BookingStatus.COMPLETED and len(_booking(svc, b.reference)[1]) > 2
+    )
+    _, legs, acts = _booking(svc, b.reference)
+    assert all(leg.state == LegState.COMPLETED for leg in legs)
+    pi = svc.payments.retrieve_payment_intent(b.payment_intent_id)
+    assert pi["status"] == "succeeded" and pi["latest_charge"]["amount_captured"] == b.amount_cents
+    assert pi["metadata"]["booking_id"] == b.reference
+    assert b.amount_cents == sum(leg.price_cents for leg in legs) == b.pricing_snapshot["total_cents"]
+    events = _events(svc, b)
+    assert sorted(e["extendedProperties"]["private"]["booking_date"] for e in events) == [str(leg.day) for leg in legs]
+    assert {e["id"] for e in events} == {leg.event_id for leg in legs}
+    with svc.session() as s:
+        kinds = Counter(e.kind for e in s.exec(select(EmailOutbox).where(EmailOutbox.booking_id == b.id)))
+    assert kinds["confirmation"] == 1 and kinds["reminder"] <= len(legs)
+    assert acts[:1] == ["booking.hold.created"] and acts.count("booking.event.created") == len(legs)
+    assert acts.count("booking.legs.advanced") == 2 * len(legs)  # each day begun, then over
+
+
+def test_a_cancelled_past_booking_was_refunded_by_the_policy_and_its_events_deleted(past: Any) -> None:
+    from models.tables import BookingStatus, RefundRecord, SlotClaim
+
+    svc, _made, _run, _days = past
+    cancelled = [b for b in _all(svc, Booking) if b.status == BookingStatus.CANCELLED]
+    refunds = {r.booking_id: r for r in _all(svc, RefundRecord)}
+    b = next(b for b in cancelled if b.id in refunds)
+    _, legs, acts = _booking(svc, b.reference)
+    record = refunds[b.id]
+    assert record.amount_cents == sum(leg.refunded_cents for leg in legs) > 0
+    assert svc.payments.retrieve_payment_intent(b.payment_intent_id)["latest_charge"]["amount_refunded"] == (
+        record.amount_cents
+    )
+    assert _events(svc, b) == [] and "booking.cancelled" in acts and "booking.refund.cancellation" in acts
+    with svc.session() as s:
+        assert not any(c.active for c in s.exec(select(SlotClaim).where(SlotClaim.booking_id == b.id)))
+
+
+def test_a_count_beyond_the_present_goes_into_the_past_with_every_incident(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `seed-demo --count 3000` does, at a size a test can afford: a present that holds 40 bookings."""
+    from services.core.context import build_services
+    from services.core.settings import Settings
+    from tests.conftest import NOW, Clock
+
+    monkeypatch.setattr(demo, "WINDOW_MOST", 40)
+    svc = build_services(Settings(data_dir=tmp_path / "data"))
+    svc.clock = Clock(NOW)
+    try:
+        report = demo.seed_demo(svc, count=240)
+        assert report.history == 200 and report.history_days > 0 and 30 <= report.bookings <= 45
+        assert {"webhook_missed", "paid_no_event", "partial_cleanup_failed", "dispute"} <= set(report.incidents)
+    finally:
+        svc.engine.dispose()
+
+
+def test_the_past_on_both_databases(make_services: Any, db_url: str) -> None:
+    from services.core.audit import verify_chain
+    from services.reconciliation import cycle
+
+    svc = make_services(db_url)
+    today = svc.now().astimezone(svc.settings.tz).date()
+    made = demo.seed_history(svc, count=80, first_day=today - timedelta(days=80), last_day=today - timedelta(days=31))
+    assert made == 80 and verify_chain(svc).ok
+    assert cycle.run_cycle(svc, actor="test").run.open_total == 0
+
+
+def test_the_finance_daily_close_of_a_past_day_agrees_with_stripe(past: Any) -> None:
+    from models.tables import CloseStatus, RefundRecord
+    from services.finance import close
+
+    svc, _made, _run, _days = past
+    refund = _all(svc, RefundRecord)[0]  # a day with payments and a refund
+    day = refund.created_at.astimezone(svc.settings.tz).date()
+    result = close.run_close(svc, day, actor="test")
+    assert result.close.status == CloseStatus.PASSED, result.close.totals
+    assert result.close.totals["refund"]["ledger_count"] >= 1

@@ -209,6 +209,9 @@ def test_a_queued_email_can_be_filtered_and_previewed(svc: Any, booking_request:
     assert [e.to for e in queries.list_outbox(svc, search="BO@EXAMPLE")] == ["bo@example.org"]
     assert [e.to for e in queries.list_outbox(svc, search=failed.reference.lower())] == ["ava@example.org"]
     assert queries.list_outbox(svc, states=[]) == []
+    assert [e.kind for e in queries.list_outbox(svc, kinds=["confirmation"])] == ["confirmation", "confirmation"]
+    assert queries.list_outbox(svc, kinds=["cancellation"]) == []
+    assert all(e.text == "" and e.html is None for e in queries.list_outbox(svc))  # the list carries no bodies
     one = queries.get_email(svc, queries.list_outbox(svc, search=sent.reference)[0].id)
     assert one.html and sent.reference in one.html and sent.reference in one.text
     assert queries.count_due(svc, now=NOW) == 0 and queries.count_due(svc, now=NOW + timedelta(minutes=1)) == 1
