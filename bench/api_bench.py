@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -38,9 +37,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
-import sqlalchemy as sa
+from benchdb import throwaway_database
 
 from services.booking import find_booking_id, sandbox_pay
 from services.core.context import Services, build_services
@@ -201,27 +201,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@contextmanager
-def throwaway_database(url: str | None) -> Iterator[str | None]:
-    """A new, empty PostgreSQL database next to the one in `url`, dropped afterwards (None: SQLite in DATA_DIR)."""
-    if url is None:
-        yield None
-        return
-    admin_url = sa.make_url(url)
-    name = f"roomdesk_bench_{secrets.token_hex(4)}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        try:
-            yield admin_url.set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.dispose()
 
 
 def process_cpu(pid: int) -> float | None:

@@ -22,18 +22,17 @@ import argparse
 import gc
 import math
 import random
-import secrets
 import sys
 import tempfile
 import time as clock
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import sqlalchemy as sa
+from benchdb import throwaway_database
 
 from models.tables import CalendarEventCache, StripeObjectCache
 from services.core.context import build_services
@@ -148,27 +147,6 @@ def _plain_read(svc) -> float:  # type: ignore[no-untyped-def]
             )
         ).all()
     return clock.perf_counter() - t
-
-
-@contextmanager
-def throwaway_database(url: str | None) -> Iterator[str | None]:
-    """A new, empty PostgreSQL database next to the one in `url`, dropped afterwards (None: SQLite in DATA_DIR)."""
-    if url is None:
-        yield None
-        return
-    admin_url = sa.make_url(url)
-    name = f"roomdesk_bench_{secrets.token_hex(4)}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        try:
-            yield admin_url.set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.dispose()
 
 
 def main() -> None:
