@@ -422,8 +422,11 @@ def sandbox_deposit_card(
     worker places the hold when due. A failure is logged, never raised: the booking is paid either way and staff see
     the deposit waiting for its card."""
     try:
-        if start_deposit(svc, booking_id, now, actor=actor) is not None:
-            sandbox_save_card(svc, booking_id, payment_method=payment_method, actor=actor, now=now)
+        _sandbox_only(svc)
+        now = resolve_now(svc, now)
+        request = start_deposit(svc, booking_id, now, actor=actor)
+        if request is not None:
+            _save_test_card(svc, request, payment_method, actor, now)
     except DomainError as exc:
         log.warning("Booking #%s: the card for its deposit was not saved: %s", booking_id, exc.message)
 
@@ -437,14 +440,25 @@ def sandbox_save_card(
     now: datetime | None = None,
 ) -> DepositOutcome:
     """Sandbox only: the customer saves a test card for the deposit (a declining one to try the failure path)."""
-    if svc.payments.mode != "sandbox":
-        raise InvalidState("Test cards can only be saved in sandbox mode")
+    _sandbox_only(svc)
     now = resolve_now(svc, now)
     request = start_deposit(svc, booking_id, now, actor=actor)
     if request is None:
         raise InvalidState("This booking's deposit needs no card now")
+    return _save_test_card(svc, request, payment_method, actor, now)
+
+
+def _sandbox_only(svc: Services) -> None:
+    if svc.payments.mode != "sandbox":
+        raise InvalidState("Test cards can only be saved in sandbox mode")
+
+
+def _save_test_card(
+    svc: Services, request: CardRequest, payment_method: str, actor: str, now: datetime
+) -> DepositOutcome:
+    """Confirm the card request with a test card, as Stripe.js would with the customer's, and record the card."""
     seti = svc.payments.confirm_setup_intent(request.setup_intent_id, payment_method=payment_method)
-    return card_saved(svc, booking_id, seti, now, actor=actor)
+    return card_saved(svc, request.booking_id, seti, now, actor=actor)
 
 
 # --------------------------------------------------------------------------------------------------- the worker
