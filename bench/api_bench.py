@@ -4,15 +4,18 @@ objective (p95 under 2.5 s). The baseline is `GET /healthz` with the same 20 cli
 
     .venv/bin/python bench/api_bench.py [--bookings 200] [--clients 20] [--phase-seconds 5] [--max-seconds 120]
                                         [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
-                                        [--gateway-latency-ms 150] [--workers 2]
+                                        [--workers 2] [--confirm http|in-process] [--gateway-latency-ms 150]
 
 The API runs as a subprocess (`python -m services.ops.cli serve-api --workers N`, one uvicorn process by default; CPU
 is counted over the server and its worker processes) on a free loopback port, on sandbox payments, calendar and mail
 in a temporary DATA_DIR; with --database-url the bench creates a throwaway
 database next to the one named and drops it afterwards. The server is always stopped, also on Ctrl-C, and the run
-ends by itself after --max-seconds (printing what it has). Sandbox Stripe sends no webhooks, so confirmation runs
-in this process: `sandbox_pay` (the webhook's work) for each created booking from the same number of threads;
---gateway-latency-ms makes each Stripe, Calendar and mail call of that work sleep as a network round trip would.
+ends by itself after --max-seconds (printing what it has). The clients are aiohttp keep-alive connections on one
+event loop (a light client: it shares the machine's CPUs with the server). Sandbox Stripe sends no webhooks, so each
+booking is confirmed the way its customer does it in sandbox mode: a test card on the pay page
+(POST /pay/<ref>/test-card), whose worker does the webhook's work before it answers. With --confirm in-process that
+work (`sandbox_pay`) runs in this process from as many threads instead, and --gateway-latency-ms then makes each
+Stripe, Calendar and mail call of it sleep as a network round trip would.
 
 Prints a table; asserts nothing (speed is measured here, not in the test suite).
 """
@@ -20,6 +23,8 @@ Prints a table; asserts nothing (speed is measured here, not in the test suite).
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import math
 import os
 import signal
@@ -29,16 +34,18 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import aiohttp
 import httpx
 from benchdb import throwaway_database
 
@@ -46,6 +53,7 @@ from services.booking import find_booking_id, sandbox_pay
 from services.core.context import Services, build_services
 from services.core.settings import Settings
 
+T = TypeVar("T")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 OBJECTIVE_P95_S = 2.5  # the seed's service objective for checkout confirmation
 KNOWN_FIELDS = {
@@ -149,47 +157,108 @@ def run_clients(
 
 
 class HttpClients:
-    """One httpx client (its own keep-alive connection) per simulated client thread."""
+    """The simulated clients' HTTP side: `clients` keep-alive connections in one aiohttp session on an event loop of
+    its own (a light client: it shares the CPUs with the server it measures), and an httpx client for set-up calls."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, clients: int) -> None:
         self.base_url = base_url
-        self._local = threading.local()
-        self._all: list[httpx.Client] = []
-        self._lock = threading.Lock()
+        self.clients = clients
+        self.setup = httpx.Client(base_url=base_url, timeout=30.0, trust_env=False)
+        self._runner = asyncio.Runner()
+        self._session: aiohttp.ClientSession | None = None
 
-    def get(self) -> httpx.Client:
-        client: httpx.Client | None = getattr(self._local, "client", None)
-        if client is None:
-            client = httpx.Client(base_url=self.base_url, timeout=30.0, trust_env=False)
-            self._local.client = client
-            with self._lock:
-                self._all.append(client)
-        return client
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return self._runner.run(coroutine)
+
+    async def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                self.base_url,
+                connector=aiohttp.TCPConnector(limit=self.clients),
+                timeout=aiohttp.ClientTimeout(total=30.0),
+                trust_env=False,
+            )
+        return self._session
 
     def close(self) -> None:
-        for client in self._all:
-            client.close()
+        if self._session is not None:
+            self.run(self._session.close())
+        self._runner.close()
+        self.setup.close()
+
+
+def run_http(
+    name: str,
+    clients: HttpClients,
+    call: Callable[[aiohttp.ClientSession, int], Awaitable[Sample]],
+    *,
+    stop_at: float,
+    count: int | None = None,
+    interrupted: threading.Event,
+    cpu_clock: Callable[[], float | None] | None = None,
+) -> Phase:
+    """`clients.clients` concurrent clients each take the next index and await `call(session, index)` until `count`
+    calls were taken or the clock passes `stop_at`."""
+    phase = Phase(name)
+    taken = 0
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        nonlocal taken
+        while not interrupted.is_set() and time.perf_counter() < stop_at:
+            if count is not None and taken >= count:
+                return
+            index = taken
+            taken += 1
+            phase.samples.append(await call(session, index))
+
+    async def drive() -> None:
+        session = await clients.session()
+        await asyncio.gather(*(client(session) for _ in range(clients.clients)))
+
+    cpu_before = cpu_clock() if cpu_clock else None
+    started = time.perf_counter()
+    try:
+        clients.run(drive())
+    except KeyboardInterrupt:
+        interrupted.set()
+        raise
+    phase.wall = time.perf_counter() - started
+    cpu_after = cpu_clock() if cpu_clock else None
+    if cpu_before is not None and cpu_after is not None:
+        phase.cpu = cpu_after - cpu_before
+    phase.stopped_early = count is not None and taken < count
+    return phase
 
 
 def http_call(
-    clients: HttpClients,
     method: str,
     path: Callable[[int], str],
     body: Callable[[int], Any] | None = None,
     expect: int = 200,
-) -> Callable[[int], Sample]:
-    def call(index: int) -> Sample:
+    *,
+    form: Callable[[int], dict[str, str]] | None = None,
+    keep: Callable[[Any], str] | None = None,
+) -> Callable[[aiohttp.ClientSession, int], Awaitable[Sample]]:
+    """One request: a JSON `body` or a `form`; `keep` picks what to remember of a JSON answer (nothing else of an
+    answer is parsed: the client shares the CPUs)."""
+
+    async def call(session: aiohttp.ClientSession, index: int) -> Sample:
         started = time.perf_counter()
         try:
-            response = clients.get().request(method, path(index), json=body(index) if body else None)
-        except httpx.HTTPError as exc:
+            async with session.request(
+                method,
+                path(index),
+                json=body(index) if body else None,
+                data=form(index) if form else None,
+                allow_redirects=False,
+            ) as response:
+                text = await response.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             return Sample(False, -1, time.perf_counter() - started, index, f"{type(exc).__name__}: {exc}")
         seconds = time.perf_counter() - started
-        if response.status_code != expect:
-            note = response.text
-        else:  # only the booking reference is kept; other bodies are not parsed (the client shares the CPUs)
-            note = response.json()["booking_id"] if method == "POST" else ""
-        return Sample(response.status_code == expect, response.status_code, seconds, index, note)
+        ok = response.status == expect
+        note = (keep(json.loads(text)) if keep else "") if ok else text
+        return Sample(ok, response.status, seconds, index, note)
 
     return call
 
@@ -415,6 +484,12 @@ def main() -> int:
         default=0.0,
         help="during confirmation, sleep this long in every Stripe, Calendar and mail call (network stand-in)",
     )
+    parser.add_argument(
+        "--confirm",
+        choices=("http", "in-process"),
+        default="http",
+        help="pay through the API's pay page (default), or run the webhook's work in this process",
+    )
     parser.add_argument("--workers", type=int, default=1, help="API worker processes (serve-api --workers)")
     parser.add_argument(
         "--database-url",
@@ -422,6 +497,8 @@ def main() -> int:
         help="PostgreSQL server to create a throwaway database on (default: SQLite in the temporary DATA_DIR)",
     )
     args = parser.parse_args()
+    if args.gateway_latency_ms and args.confirm == "http":
+        parser.error("--gateway-latency-ms needs --confirm in-process (the sandbox's stand-ins live in this process)")
     load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     run_started = time.perf_counter()
     deadline = run_started + args.max_seconds
@@ -471,7 +548,7 @@ def main() -> int:
             )
             with api_server(env, free_port(), Path(tmp) / "api.log", workers=args.workers) as (base, pid):
                 svc = build_services(settings, migrate=False)  # the server migrated the schema on start
-                clients = HttpClients(base)
+                clients = HttpClients(base, args.clients)
                 try:
                     run(args, base, pid, svc, clients, rows, notes, deadline, booking_deadline, interrupted)
                 finally:
@@ -519,7 +596,7 @@ def run(
     def server_cpu() -> float | None:
         return tree_cpu(server_pid)
 
-    get = clients.get()
+    get = clients.setup
     rooms: list[dict[str, Any]] = get.get("/api/rooms").json()
     slugs = [r["slug"] for r in rooms]
     cpu_notes: list[str] = []
@@ -529,10 +606,15 @@ def run(
             cpu_notes.append(f"{label} {phase.cpu / len(phase.ok) * 1000:.1f}")
 
     # Warm-up (connections, first imports), not counted.
-    healthz_call = http_call(clients, "GET", lambda i: "/healthz")
-    run_clients("warm-up", n, healthz_call, stop_at=min(time.perf_counter() + 1, deadline), interrupted=interrupted)
-    healthz = run_clients(
-        "GET /healthz (baseline)", n, healthz_call, stop_at=phase_end(), interrupted=interrupted, cpu_clock=server_cpu
+    healthz_call = http_call("GET", lambda i: "/healthz")
+    run_http("warm-up", clients, healthz_call, stop_at=min(time.perf_counter() + 1, deadline), interrupted=interrupted)
+    healthz = run_http(
+        "GET /healthz (baseline)",
+        clients,
+        healthz_call,
+        stop_at=phase_end(),
+        interrupted=interrupted,
+        cpu_clock=server_cpu,
     )
     base_rps = healthz.rate()
     base_p50 = percentile(healthz.ok, 0.5)
@@ -559,10 +641,10 @@ def run(
             **extra(room),
         }
 
-    posts = run_clients(
+    posts = run_http(
         "POST /api/bookings",
-        n,
-        http_call(clients, "POST", lambda i: "/api/bookings", body, 201),
+        clients,
+        http_call("POST", lambda i: "/api/bookings", body, 201, keep=lambda answer: answer["pay_url"]),
         stop_at=booking_deadline,
         count=count,
         interrupted=interrupted,
@@ -577,40 +659,61 @@ def run(
     for s in [s for s in posts.samples if not s.ok][:3]:
         notes.append(f"  e.g. {s.status}: {s.note[:200]}")
 
-    # Checkout confirmation in process: sandbox_pay does the webhook's work (Gate 2, events, email).
+    # Checkout confirmation: the customer pays with a test card on the pay page (POST /pay/<ref>/test-card) and the
+    # worker that takes it does the webhook's work (Gate 2, events, email) before answering; or (--confirm in-process)
+    # sandbox_pay runs that work in this process, from as many threads.
     created = sorted((s for s in posts.samples if s.ok), key=lambda s: s.index)
-    ids = [find_booking_id(svc, s.note) for s in created]
-    if args.gateway_latency_ms:
-        # Stand-ins for the network: each call the webhook's work makes to Stripe, Google Calendar and the mail
-        # server sleeps this long (the customer's own card confirmation is not counted).
-        seconds = args.gateway_latency_ms / 1000
-        for gateway, op in ((svc.payments, "retrieve_payment_intent"), (svc.calendar, "*"), (svc.mail, "*")):
-            getattr(gateway, "faults").latency(op, seconds)  # noqa: B009 - sandbox only, not on the Protocol
+    pay_at = [urlsplit(s.note) for s in created]  # the pay page each answer named: /pay/<ref>?k=<token>
+    if args.confirm == "http":
+        confirms = run_http(
+            "checkout confirmation (test card on the pay page)",
+            clients,
+            http_call(
+                "POST",
+                lambda i: f"{pay_at[i].path}/test-card",
+                expect=303,
+                form=lambda i: {"k": parse_qs(pay_at[i].query)["k"][0], "card": "pm_card_visa"},
+                keep=None,
+            ),
+            stop_at=booking_deadline,
+            count=len(pay_at),
+            interrupted=interrupted,
+            cpu_clock=server_cpu,
+        )
+    else:
+        ids = [find_booking_id(svc, at.path.rsplit("/", 1)[-1]) for at in pay_at]
+        if args.gateway_latency_ms:
+            # Stand-ins for the network: each call the webhook's work makes to Stripe, Google Calendar and the mail
+            # server sleeps this long (the customer's own card confirmation is not counted).
+            seconds = args.gateway_latency_ms / 1000
+            for gateway, op in ((svc.payments, "retrieve_payment_intent"), (svc.calendar, "*"), (svc.mail, "*")):
+                getattr(gateway, "faults").latency(op, seconds)  # noqa: B009 - sandbox only, not on the Protocol
 
-    def pay(i: int) -> Sample:
-        started = time.perf_counter()
-        try:
-            result = sandbox_pay(svc, ids[i], actor="bench")
-        except Exception as exc:
-            return Sample(False, 0, time.perf_counter() - started, i, f"{type(exc).__name__}: {exc}")
-        return Sample(result.outcome == "confirmed", 0, time.perf_counter() - started, i, result.outcome)
+        def pay(i: int) -> Sample:
+            started = time.perf_counter()
+            try:
+                result = sandbox_pay(svc, ids[i], actor="bench")
+            except Exception as exc:
+                return Sample(False, 0, time.perf_counter() - started, i, f"{type(exc).__name__}: {exc}")
+            return Sample(result.outcome == "confirmed", 0, time.perf_counter() - started, i, result.outcome)
 
-    confirms = run_clients(
-        "checkout confirmation (sandbox_pay)",
-        n,
-        pay,
-        stop_at=booking_deadline,
-        count=len(ids),
-        interrupted=interrupted,
-        cpu_clock=time.process_time,  # this process: no HTTP client runs during the phase
-    )
+        confirms = run_clients(
+            "checkout confirmation (sandbox_pay in process)",
+            n,
+            pay,
+            stop_at=booking_deadline,
+            count=len(ids),
+            interrupted=interrupted,
+            cpu_clock=time.process_time,  # this process: no HTTP client runs during the phase
+        )
     rows.append(latency_row(confirms.name, confirms.ok, confirms.wall, base_p50))
-    cpu_note("confirmation (this process)", confirms)
+    cpu_note("confirmation" + (" (this process)" if args.confirm != "http" else ""), confirms)
     end_to_end = [created[s.index].seconds + s.seconds for s in confirms.samples if s.ok]
     rows.append(latency_row("checkout end to end (POST + confirmation)", end_to_end, 0.0, base_p50, rate=False))
     outcomes: dict[str, int] = {}
     for s in confirms.samples:
-        outcomes[s.note] = outcomes.get(s.note, 0) + 1
+        outcome = s.note if args.confirm != "http" else ("confirmed" if s.ok else f"HTTP {s.status}: {s.note[:120]}")
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
     notes.append(
         "confirmation outcomes: "
         + (", ".join(f"{k}: {v}" for k, v in sorted(outcomes.items())) or "none")
@@ -629,10 +732,10 @@ def run(
             start = first + timedelta(days=i % 14)
             return f"/api/availability?room={slugs[i % len(slugs)]}&from={start}&to={start + timedelta(days=days - 1)}"
 
-        phase = run_clients(
+        phase = run_http(
             f"GET /api/availability ({days}-day window)",
-            n,
-            http_call(clients, "GET", path),
+            clients,
+            http_call("GET", path),
             stop_at=phase_end(),
             interrupted=interrupted,
             cpu_clock=server_cpu,

@@ -149,6 +149,8 @@ def default_workers() -> int:
 def cmd_serve_api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from services.ops import serving
+
     workers = args.workers or default_workers()
     level = "info" if args.verbose else "warning"
     svc = _services()  # migrates the schema once, before any worker starts
@@ -160,14 +162,7 @@ def cmd_serve_api(args: argparse.Namespace) -> int:
     svc.engine.dispose()
     # Each worker builds its services from the environment and counts its share of the rate limits.
     os.environ["API_WORKERS"] = str(workers)
-    uvicorn.run(
-        "services.web.api:app_from_environment",
-        factory=True,
-        workers=workers,
-        host=args.host,
-        port=args.port,
-        log_level=level,
-    )
+    serving.run_workers(host=args.host, port=args.port, workers=workers, log_level=level)
     return 0
 
 
