@@ -297,15 +297,25 @@ def tree_cpu(pid: int) -> float | None:
 
 @contextmanager
 def api_server(
-    env: dict[str, str], port: int, log_path: Path, *, workers: int = 1, wait_s: float = 60.0
+    env: dict[str, str],
+    port: int,
+    log_path: Path,
+    *,
+    workers: int = 1,
+    wait_s: float = 60.0,
+    root: Path = PROJECT_ROOT,
+    pass_workers: bool = True,
 ) -> Iterator[tuple[str, int]]:
-    """The API in its own process group on 127.0.0.1:`port`, ready on /healthz; stopped on the way out."""
+    """The API served from the checkout at `root` in its own process group on 127.0.0.1:`port`, ready on /healthz;
+    stopped on the way out. `pass_workers`: False for a checkout whose serve-api has no --workers (one process)."""
     base = f"http://127.0.0.1:{port}"
-    command = ["serve-api", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    command = ["serve-api", "--host", "127.0.0.1", "--port", str(port)]
+    if pass_workers:
+        command += ["--workers", str(workers)]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "services.ops.cli", *command],
-            cwd=PROJECT_ROOT,
+            cwd=root,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -490,6 +500,12 @@ def main() -> int:
         default="http",
         help="pay through the API's pay page (default), or run the webhook's work in this process",
     )
+    parser.add_argument(
+        "--baseline-root",
+        default=None,
+        help="a checkout of the code before (e.g. a git worktree): measured first, served as it was (one process), "
+        "then compared with this checkout",
+    )
     parser.add_argument("--workers", type=int, default=1, help="API worker processes (serve-api --workers)")
     parser.add_argument(
         "--database-url",
@@ -499,20 +515,43 @@ def main() -> int:
     args = parser.parse_args()
     if args.gateway_latency_ms and args.confirm == "http":
         parser.error("--gateway-latency-ms needs --confirm in-process (the sandbox's stand-ins live in this process)")
-    load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
-    run_started = time.perf_counter()
-    deadline = run_started + args.max_seconds
-    # Bookings and confirmations stop early enough to leave time for the availability phases.
-    booking_deadline = deadline - 2 * args.phase_seconds - 5
-    interrupted = threading.Event()
 
     def on_sigterm(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    interrupted = threading.Event()
+    results: list[Measured] = []
+    if args.baseline_root:
+        # The code before, as it served: one process, its own serve-api (which may not know --workers).
+        results.append(measure(args, Path(args.baseline_root).resolve(), 1, interrupted, label="baseline"))
+        if interrupted.is_set():
+            return 0
+    results.append(measure(args, PROJECT_ROOT, args.workers, interrupted, label="this checkout"))
+    if len(results) == 2:
+        print_comparison(*results)
+    return 0
 
-    rows: list[tuple[str, ...]] = []
-    notes: list[str] = []
+
+@dataclass
+class Measured:
+    label: str
+    workers: int
+    rows: list[tuple[str, ...]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    phases: dict[str, Phase] = field(default_factory=dict)  # by key: healthz, posts, confirms, availability 7
+
+
+def measure(
+    args: argparse.Namespace, root: Path, workers: int, interrupted: threading.Event, *, label: str
+) -> Measured:
+    """Every phase against the API served from `root` with `workers` processes; prints its table."""
+    out = Measured(label, workers)
+    load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    run_started = time.perf_counter()
+    deadline = run_started + args.max_seconds
+    # Bookings and confirmations stop early enough to leave time for the availability phases.
+    booking_deadline = deadline - 2 * args.phase_seconds - 5
     dialect = "postgresql" if args.database_url else "sqlite"
     try:
         with (
@@ -546,30 +585,63 @@ def main() -> int:
                 mail="sandbox",
                 audit_mode=False,
             )
-            with api_server(env, free_port(), Path(tmp) / "api.log", workers=args.workers) as (base, pid):
+            server = api_server(
+                env, free_port(), Path(tmp) / "api.log", workers=workers, root=root, pass_workers=root == PROJECT_ROOT
+            )
+            with server as (base, pid):
                 svc = build_services(settings, migrate=False)  # the server migrated the schema on start
                 clients = HttpClients(base, args.clients)
                 try:
-                    run(args, base, pid, svc, clients, rows, notes, deadline, booking_deadline, interrupted)
+                    run(args, base, pid, svc, clients, out, deadline, booking_deadline, interrupted)
                 finally:
                     clients.close()
                     svc.engine.dispose()
     except KeyboardInterrupt:
         interrupted.set()
-        notes.append("interrupted: the results so far")
+        out.notes.append("interrupted: the results so far")
 
     cpus = os.cpu_count()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
-    served = "one uvicorn process" if args.workers == 1 else f"{args.workers} uvicorn worker processes"
+    served = "one uvicorn process" if workers == 1 else f"{workers} uvicorn worker processes"
     print(
-        f"Booking API on loopback: {args.clients} concurrent clients, {served}, sandbox gateways, "
+        f"{label}: booking API on loopback: {args.clients} concurrent clients, {served}, sandbox gateways, "
         f"{dialect}; {cpus} CPUs ({usable} usable), load average {load_at_start:.1f} at start; "
         f"run took {time.perf_counter() - run_started:.1f} s"
     )
-    print_table(rows)
-    for note in notes:
+    print_table(out.rows)
+    for note in out.notes:
         print(note)
-    return 0
+    print()
+    return out
+
+
+def print_comparison(before: Measured, after: Measured) -> None:
+    """The targets' measures side by side: the code before (one process) and this checkout."""
+
+    def values(m: Measured) -> dict[str, float]:
+        p = m.phases
+        posts, confirms = p.get("posts"), p.get("confirms")
+        avail, healthz = p.get("availability 7"), p.get("healthz")
+        post_ok = posts.ok if posts else []
+        return {
+            "POST /api/bookings req/s": posts.rate() if posts else math.nan,
+            "POST /api/bookings p50 ms": percentile(post_ok, 0.5) * 1000,
+            "POST /api/bookings p95 ms": percentile(post_ok, 0.95) * 1000,
+            "POST p95 / p50": percentile(post_ok, 0.95) / percentile(post_ok, 0.5) if post_ok else math.nan,
+            "confirmation p95 ms": percentile(confirms.ok, 0.95) * 1000 if confirms else math.nan,
+            "availability 7-day req/s": avail.rate() if avail else math.nan,
+            "availability / healthz req/s": avail.rate() / healthz.rate() if avail and healthz else math.nan,
+        }
+
+    b, a = values(before), values(after)
+    rows = [("measure", before.label, after.label, "ratio")]
+    for key in b:
+        ratio = a[key] / b[key] if b[key] else math.nan
+        rows.append((key, f"{b[key]:.2f}", f"{a[key]:.2f}", f"{ratio:.2f}x"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    print(f"{before.label} ({before.workers} process) vs {after.label} ({after.workers} processes), same run:")
+    for row in rows:
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
 
 
 def run(
@@ -578,14 +650,14 @@ def run(
     server_pid: int,
     svc: Services,
     clients: HttpClients,
-    rows: list[tuple[str, ...]],
-    notes: list[str],
+    out: Measured,
     deadline: float,
     booking_deadline: float,
     interrupted: threading.Event,
 ) -> None:
     """The phases, in order; each appends its row as soon as it has one, so an early stop still reports."""
     n = args.clients
+    rows, notes = out.rows, out.notes
     policy = svc.policy
     today = datetime.now(policy.tz).date()
     first, last = today + timedelta(days=2), today + timedelta(days=policy.max_days_ahead - 2)
@@ -616,6 +688,7 @@ def run(
         interrupted=interrupted,
         cpu_clock=server_cpu,
     )
+    out.phases["healthz"] = healthz
     base_rps = healthz.rate()
     base_p50 = percentile(healthz.ok, 0.5)
     rows.append(rate_row(healthz, base_rps))
@@ -650,6 +723,7 @@ def run(
         interrupted=interrupted,
         cpu_clock=server_cpu,
     )
+    out.phases["posts"] = posts
     rows.append(latency_row(posts.name, posts.ok, posts.wall, base_p50))
     cpu_note("POST /api/bookings", posts)
     notes.append(
@@ -706,6 +780,7 @@ def run(
             interrupted=interrupted,
             cpu_clock=time.process_time,  # this process: no HTTP client runs during the phase
         )
+    out.phases["confirms"] = confirms
     rows.append(latency_row(confirms.name, confirms.ok, confirms.wall, base_p50))
     cpu_note("confirmation" + (" (this process)" if args.confirm != "http" else ""), confirms)
     end_to_end = [created[s.index].seconds + s.seconds for s in confirms.samples if s.ok]
@@ -740,6 +815,7 @@ def run(
             interrupted=interrupted,
             cpu_clock=server_cpu,
         )
+        out.phases[f"availability {days}"] = phase
         rows.append(rate_row(phase, base_rps))
         cpu_note(f"availability {days}-day", phase)
         if len(phase.ok) != len(phase.samples):
