@@ -361,10 +361,8 @@ def confirm_under_lease(svc: Services, booking_id: int, pi_id: str, actor: str, 
             detail="hold lapsed and the slot was re-booked",
         )
 
-    # Gate 2: look at the calendar itself again, ignoring this booking's own events.
-    with svc.read_session() as s:
-        booking = load_booking(s, booking_id)
-        legs = booking_legs(s, booking_id)
+    # Gate 2: look at the calendar itself again, ignoring this booking's own events. The booking and its days as read
+    # above: under the lease nobody else changes them, and the claims just re-taken are not part of them.
     room = svc.catalogue.room(booking.room_slug)
     windows = [LegWindow(leg.day, leg.starts_at, leg.ends_at) for leg in legs]
     start, end = busy_span(windows, svc.policy.buffer_minutes)
