@@ -49,16 +49,20 @@ class CachedPayment:
     currency: str
     booking_ref: str | None
     room: str | None
-    dates_raw: str | None
-    time_raw: str | None
     email: str | None
-    created: datetime | None
+    stored_created: Any  # as the database gives it: read (`created`) only for the few payments a detector times
     refunded: int = 0
     charge_created: datetime | None = None
     dates: list[date] = field(default_factory=list)
     start: time | None = None
     end: time | None = None
     problem: str | None = None
+    day_set: frozenset[date] = frozenset()  # `dates` as a set, shared like them (read-only)
+    events: list[CachedEvent] | None = None  # the live events linked to it, by time (`_match`); None: not one
+
+    @property
+    def created(self) -> datetime | None:
+        return _fast_ts(self.stored_created)
 
 
 @dataclass(slots=True)
@@ -126,14 +130,17 @@ class CacheData:
     open_invoices: list[tuple[BookingInvoice, Booking]] = field(default_factory=list)
     # Damage deposits whose card hold failed, with their booking (services.finance.deposits).
     failed_deposits: list[tuple[DamageDeposit, Booking]] = field(default_factory=list)
-    events_of: dict[str, list[CachedEvent]] = field(default_factory=dict)  # by the PaymentIntent each is linked to
+    # The live events no payment is behind (after matching), in the order of `events`: the few the detectors of
+    # hand-made and orphaned events look at.
+    unpaid: list[CachedEvent] = field(default_factory=list)
 
 
 def load_cache(session: Session, svc: Services, now: datetime | None = None) -> CacheData:
     """Read the cache and the booking tables once, and link every event to its PaymentIntent (`now`: the run's time,
     which decides whose days are still ahead)."""
-    data = _load(session, svc, now or svc.now())
-    _match(data, svc)
+    data, unlinked = _load(session, svc, now or svc.now())
+    _match(data, svc, unlinked)
+    data.unpaid = [ev for ev in unlinked if not ev.new_pi]
     return data
 
 
@@ -186,13 +193,17 @@ def copy_rows(conn: sa.Connection, table: sa.Table, names: Sequence[str], rows: 
         cursor.close()
 
 
-def _moment(value: Any, tz: tzinfo) -> tuple[datetime | None, date | None, time | None]:
-    """A stored event time: the UTC instant, and its venue-local date and time of day."""
-    at = _fast_ts(value)
-    if at is None:
-        return None, None, None
-    local = at.astimezone(tz)
-    return at, local.date(), local.time()
+_Span = tuple[datetime | None, datetime | None, date | None, time | None, time | None]
+
+
+def _span(starts: Any, ends: Any, tz: tzinfo) -> _Span:
+    """A stored event's start and end: the UTC instants, then (when both are there) its venue-local start date and
+    start and end times of day."""
+    s, e = _fast_ts(starts), _fast_ts(ends)
+    if s is None or e is None:
+        return s, e, None, None, None
+    local = s.astimezone(tz)
+    return s, e, local.date(), local.time(), e.astimezone(tz).time()
 
 
 def _utc_text(session: Session, column: str) -> str:
@@ -243,20 +254,32 @@ def _time_range(text: str) -> tuple[time, time]:
     return hit
 
 
-def _parse_meta(p: CachedPayment, rooms: set[str]) -> None:
-    """Read booking metadata; a payment with none of it is not a room booking and is left alone."""
-    if not (p.room or p.dates_raw or p.time_raw or p.booking_ref):
-        p.problem = "not a booking"
-        return
-    try:
-        if p.room not in rooms:
-            raise ValueError(f"unknown room {p.room!r}")
-        p.dates = _dates(p.dates_raw or "")
-        p.start, p.end = _time_range(p.time_raw or "")
-        if p.end <= p.start:
-            raise ValueError("booking_time ends before it starts")
-    except ValueError as exc:
-        p.problem = f"metadata unreadable: {exc}"
+_Meta = tuple[list[date], time | None, time | None, str | None, frozenset[date]]
+_META_MEMO: dict[tuple[str | None, str | None], _Meta] = {}
+
+
+def _meta(dates_raw: str | None, time_raw: str | None) -> _Meta:
+    """The days, times and problem (if any) a payment's `booking_dates` and `booking_time` say. Payments share them
+    (every room and slot of a day): each pair is read once, the answer shared (read-only, like every list a run
+    loads)."""
+    key = (dates_raw, time_raw)
+    hit = _META_MEMO.get(key)
+    if hit is None:
+        days: list[date] = []
+        start = end = None
+        problem = None
+        try:
+            days = _dates(dates_raw or "")
+            start, end = _time_range(time_raw or "")
+            if end <= start:
+                raise ValueError("booking_time ends before it starts")
+        except ValueError as exc:
+            problem = f"metadata unreadable: {exc}"
+        hit = (days, start, end, problem, frozenset(days))
+        if len(_META_MEMO) > 50_000:
+            _META_MEMO.clear()
+        _META_MEMO[key] = hit
+    return hit
 
 
 def _read_from_bookings(
@@ -271,11 +294,12 @@ def _read_from_bookings(
             continue
         p.booking_ref, p.room, p.email = b.reference, b.room_slug, b.customer_email
         p.dates = sorted({leg.day for leg in legs.get(b.id, [])})
+        p.day_set = frozenset(p.dates)
         p.start, p.end = time.fromisoformat(b.start_time), time.fromisoformat(b.end_time)
         p.problem = None if p.dates else "metadata unreadable: the booking has no days"
 
 
-def _load(session: Session, svc: Services, now: datetime) -> CacheData:
+def _load(session: Session, svc: Services, now: datetime) -> tuple[CacheData, list[CachedEvent]]:
     rooms = {r.slug for r in svc.catalogue.rooms}
     pis: dict[str, CachedPayment] = {}
     pi_rows = raw_rows(
@@ -290,23 +314,36 @@ def _load(session: Session, svc: Services, now: datetime) -> CacheData:
         for a in session.exec(select(Amendment).where(col(Amendment.payment_intent_id).is_not(None)))
         if a.payment_intent_id
     }
+    none: _Meta = ([], None, None, None, frozenset())
+    not_a_booking: _Meta = ([], None, None, "not a booking", frozenset())
     for pi_id, status, amount, received, currency, ref, room, dates, times, email, created in pi_rows:
-        p = CachedPayment(
+        # A payment with none of the booking metadata is not a room booking and is left alone.
+        if pi_id in changes:
+            meta = none
+        elif not (room or dates or times or ref):
+            meta = not_a_booking
+        elif room not in rooms:
+            meta = ([], None, None, f"metadata unreadable: unknown room {room!r}", frozenset())
+        else:
+            meta = _META_MEMO.get((dates, times)) or _meta(dates, times)
+        pis[pi_id] = CachedPayment(
             pi_id,
             status,
             amount or 0,
             received or 0,
-            (currency or "").upper(),
+            currency.upper() if currency else "",
             ref,
             room,
-            dates,
-            times,
-            (email or "").lower() or None,
-            _fast_ts(created),
+            email.lower() if email else None,
+            created,
+            0,
+            None,
+            meta[0] if meta[0] else [],
+            meta[1],
+            meta[2],
+            meta[3],
+            meta[4],
         )
-        if pi_id not in changes:
-            _parse_meta(p, rooms)
-        pis[pi_id] = p
     for pi_id, refunded, created in session.execute(
         sa.select(_SO.payment_intent, _SO.amount_refunded, _SO.created).where(_SO.object == "charge")
     ):
@@ -350,39 +387,43 @@ def _load(session: Session, svc: Services, now: datetime) -> CacheData:
         "booking_id, payment_intent, description_pi, description_email, transparent, unparseable, summary, "
         "matched_pi, match_method FROM calendar_event WHERE status != 'cancelled'",
     )
-    # Events share their times (every room, every day at the same hours): each stored time is read and put in the
-    # venue's time zone once per run.
-    moments: dict[Any, tuple[datetime | None, date | None, time | None]] = {None: (None, None, None)}
+    # Events share their times (every room, every day at the same hours): each stored start and end is read and put
+    # in the venue's time zone once per run. An event naming a payment we have by its id is linked to it here, in
+    # the one pass over the events; `_match` links the rest (`unlinked`).
+    spans: dict[tuple[Any, Any], _Span] = {}
+    unlinked: list[CachedEvent] = []
     for cal, eid, starts, ends, ref, pi, desc_pi, email, transparent, unparseable, summary, m_pi, m_how in rows:
-        s = moments.get(starts)
-        if s is None:
-            s = moments[starts] = _moment(starts, tz)
-        e = moments.get(ends)
-        if e is None:
-            e = moments[ends] = _moment(ends, tz)
-        both = s[0] is not None and e[0] is not None
-        events.append(
-            CachedEvent(
-                cal,
-                eid,
-                s[0],
-                e[0],
-                ref,
-                pi,
-                desc_pi,
-                email,
-                bool(transparent),
-                unparseable,
-                summary,
-                m_pi,
-                m_how,
-                None,
-                None,
-                s[1] if both else None,
-                s[2] if both else None,
-                e[2] if both else None,
-            )
+        span = spans.get((starts, ends))
+        if span is None:
+            span = spans[(starts, ends)] = _span(starts, ends, tz)
+        paid = pis.get(pi) if pi else None
+        ev = CachedEvent(
+            cal,
+            eid,
+            span[0],
+            span[1],
+            ref,
+            pi,
+            desc_pi,
+            email,
+            bool(transparent),
+            unparseable,
+            summary,
+            m_pi,
+            m_how,
+            pi if paid else None,
+            "private" if paid else None,
+            span[2],
+            span[3],
+            span[4],
         )
+        events.append(ev)
+        if paid is None:
+            unlinked.append(ev)
+        elif paid.events is None:
+            paid.events = [ev]
+        else:
+            paid.events.append(ev)
     _read_blocks(session, events)
     bookings = {
         b.payment_intent_id: b
@@ -403,7 +444,7 @@ def _load(session: Session, svc: Services, now: datetime) -> CacheData:
     told = {
         (bid, kind) for bid, kind in session.execute(sa.select(_EO.booking_id, _EO.kind).where(_EO.status == "sent"))
     }
-    return CacheData(
+    data = CacheData(
         legacy_meta=_legacy_metadata(session, svc, pis, bookings, changes, now),
         blocks={str(i): str(state) for i, state in session.execute(sa.select(_RB.id, _RB.state))},
         open_invoices=[
@@ -428,6 +469,7 @@ def _load(session: Session, svc: Services, now: datetime) -> CacheData:
         approved=approved,
         told=told,
     )
+    return data, unlinked
 
 
 def _read_blocks(session: Session, events: list[CachedEvent]) -> None:
@@ -490,20 +532,22 @@ def _legacy_metadata(
 # --------------------------------------------------------------------------------------------- matching
 
 
-def _match(data: CacheData, svc: Services) -> None:
-    """Link each event to its PaymentIntent: private properties first, then a pi_ id in the description (events the
-    old system made), then room + date + time + customer email; and list each payment's events (`events_of`)."""
+def _match(data: CacheData, svc: Services, unlinked: list[CachedEvent]) -> None:
+    """Link each event `_load` left unlinked to its PaymentIntent (it linked those naming one we have in their
+    private properties): by the booking reference in those, then a pi_ id in the description (events the old system
+    made), then room + date + time + customer email; and put each payment's events in order (`CachedPayment.events`)."""
     pis = data.pis
     by_ref: dict[str, str] | None = None  # built for the first event that needs it (most name their payment)
     unnamed = False  # some event names no payment at all: only then is matching by slot worth its index
     waiting: list[CachedEvent] = []  # events only a slot can match
-    for ev in data.events:
-        if ev.pi and ev.pi in pis:
-            ev.new_pi, ev.new_method = ev.pi, "private"
-        elif ev.booking_ref and ev.booking_ref in (by_ref := by_ref if by_ref is not None else _by_ref(data)):
+    linked: list[CachedEvent] = []
+    for ev in unlinked:
+        if ev.booking_ref and ev.booking_ref in (by_ref := by_ref if by_ref is not None else _by_ref(data)):
             ev.new_pi, ev.new_method = by_ref[ev.booking_ref], "private"
+            linked.append(ev)
         elif ev.description_pi and ev.description_pi in pis:
             ev.new_pi, ev.new_method = ev.description_pi, "description"
+            linked.append(ev)
         elif ev.email:
             unnamed = unnamed or not (ev.pi or ev.booking_ref or ev.description_pi)
             if ev.starts_at and ev.ends_at:
@@ -517,18 +561,38 @@ def _match(data: CacheData, svc: Services) -> None:
             hit = slots.get((ev.calendar_id, s.date(), f"{s:%H:%M}-{e:%H:%M}", ev.email))
             if hit:
                 ev.new_pi, ev.new_method = hit, "slot"
-    events_of = data.events_of
-    for ev in data.events:
-        if ev.new_pi:
-            if ev.new_pi in events_of:
-                events_of[ev.new_pi].append(ev)
-            else:
-                events_of[ev.new_pi] = [ev]
+                linked.append(ev)
+    for ev in linked:
+        assert ev.new_pi
+        p = pis[ev.new_pi]
+        if p.events is None:
+            p.events = [ev]
+        else:
+            p.events.append(ev)
     # A payment's events by time, whatever order the database returns rows in (on PostgreSQL it changes as rows are
-    # rewritten): the findings that list them read the same from one run to the next.
-    for evs in events_of.values():
-        if len(evs) > 1:
-            evs.sort(key=_event_order)
+    # rewritten): the findings that list them read the same from one run to the next. Most payments have one or two
+    # events on different days: a pair is put in order without a sort.
+    for p in pis.values():
+        evs = p.events
+        if evs is None or len(evs) == 1:
+            continue
+        if len(evs) == 2:
+            a, b = evs
+            if a.starts_at is not None and b.starts_at is not None and a.starts_at != b.starts_at:
+                if b.starts_at < a.starts_at:
+                    evs.reverse()
+                continue
+        evs.sort(key=_event_order)
+
+
+def named_link(payment_intent: str | None, description_pi: str | None) -> tuple[str | None, str | None]:
+    """The link `_match` gives an event that names its payment, when Stripe has that payment: by its private
+    properties, else by a pi_ id in its description; (None, None) for an event that names none."""
+    if payment_intent:
+        return payment_intent, "private"
+    if description_pi:
+        return description_pi, "description"
+    return None, None
 
 
 def _event_order(ev: CachedEvent) -> tuple[datetime, str, str]:

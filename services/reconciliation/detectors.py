@@ -107,17 +107,14 @@ class PaymentCase:
     keeps_money: bool  # succeeded, and Stripe keeps some of it
     expected: AbstractSet[date]  # the days that should be on the calendar (none unless it keeps money)
     have: AbstractSet[date]  # those of them its readable events are on
+    legacy: bool  # a payment the old system took (no booking, not a change's): its booking is only the metadata
     change: Amendment | None = None  # the payment is that of this change to the booking
     # An old payment's days cancelled under the policy (their refund is what the policy gave back then, their events
     # are gone): no longer expected on the calendar, the money kept for them is the cancellation fee.
     cancelled: AbstractSet[date] = _NO_DAYS
-    legacy: bool = field(init=False)  # a payment the old system took: its booking is only the metadata
     # Worked out by the first detector that asks (Snapshot.booked_days, Snapshot.upcoming), then shared.
-    booked: list[date] | None = field(default=None, init=False)
-    ahead: list[date] | None = field(default=None, init=False)
-
-    def __post_init__(self) -> None:
-        self.legacy = self.booking is None and self.change is None
+    booked: list[date] | None = None
+    ahead: list[date] | None = None
 
     @property
     def days(self) -> list[date]:
@@ -166,7 +163,7 @@ class Snapshot:
         self.price_memo: dict[tuple[Any, ...], tuple[int, int]] = {}  # (without tax, with today's tax)
         self.closures = svc.catalogue.closure_map
         self._closed: dict[date, str | None] = {}
-        self._open: set[date] = set()  # the days of `_closed` the venue is open
+        self.open_days: set[date] = set()  # the days of `_closed` the venue is open
         self._when_memo: dict[tuple[Any, ...], str] = {}
         # Days whose end is over, or ahead, whatever the time of day and the time zone's offset: `upcoming` compares
         # the exact end only for the few days in between.
@@ -177,41 +174,71 @@ class Snapshot:
         self.awaiting: list[PaymentCase] = []  # paid, booking still waiting for the payment to be processed
         self.cases: list[PaymentCase] = []  # every other readable payment
         self.changes: list[PaymentCase] = []  # the payments of changes that cost more, each with its booking
-        events_by_pi = data.events_of
+        # What paid_no_event and partial_multiday look at, in the order of `cases`: days expected on the calendar and
+        # some of them missing, or a booking of ours (marked failed while whole on it). Most payments are neither.
+        self.short: list[PaymentCase] = []
+        changes, bookings, all_legs = data.changes, data.bookings, data.legs
+        surely_over = self._surely_over
         none: list[CachedEvent] = []  # shared by every payment without events: read, never changed
+        no_legs: list[BookingLeg] = []  # likewise, by every payment without a booking of ours
+        # This loop runs once per payment: lookups are local and the common shapes (no change, one or two events)
+        # take the short way.
         for p in data.pis.values():
-            change = data.changes.get(p.id)
-            if change is not None:
+            pi_id = p.id
+            if changes and (change := changes.get(pi_id)) is not None:
                 self.changes.append(self._change_case(p, change))
                 continue
-            evs = events_by_pi.get(p.id, none)
-            if p.problem == "not a booking" and not evs:
+            evs = p.events or none
+            problem = p.problem
+            if problem == "not a booking" and not evs:
                 continue
-            booking = data.bookings.get(p.id)
-            legs = data.legs.get(booking.id, []) if booking is not None and booking.id else []
+            booking = bookings.get(pi_id) if bookings else None
+            legs = all_legs.get(booking.id, no_legs) if booking is not None and booking.id else no_legs
             succeeded = p.status == "succeeded"
             received = p.received if succeeded else 0
             kept = received - p.refunded
             keeps_money = succeeded and kept > 0
             expected: AbstractSet[date] = _NO_DAYS
             have: AbstractSet[date] = _NO_DAYS
-            if keeps_money and not p.problem:
-                expected = set(p.dates) if booking is None else _expected_days(p, booking, legs)
-                if evs:
-                    have = {d for e in evs if (d := e.day) in expected and not e.unparseable}
+            if keeps_money and not problem:
+                expected = p.day_set if booking is None else _expected_days(p, booking, legs)
+                if len(evs) == 1:
+                    e = evs[0]
+                    if (d := e.day) is not None and d in expected and not e.unparseable:
+                        have = expected if len(expected) == 1 else {d}
+                elif len(evs) == 2 and len(expected) == 2 and _both_on(evs, expected):
+                    have = expected  # whole on the calendar: no set of its own
+                elif evs:
+                    have = {d for e in evs if (d := e.day) is not None and d in expected and not e.unparseable}
             cancelled: AbstractSet[date] = _NO_DAYS
             if booking is None and expected and p.refunded:
                 cancelled = self._cancelled_by_policy(p, expected - have)
                 expected = expected - cancelled
             case = PaymentCase(
-                p, booking, evs, legs, kept, received > 0 and kept <= 0, keeps_money, expected, have, None, cancelled
+                p,
+                booking,
+                evs,
+                legs,
+                kept,
+                received > 0 and kept <= 0,
+                keeps_money,
+                expected,
+                have,
+                booking is None,
+                None,
+                cancelled,
+                None,
+                # `upcoming`'s answer for an old payment long over (most of them), known without a call
+                [] if booking is None and (not expected or p.dates[-1] <= surely_over) else None,
             )
-            if p.problem:
+            if problem:
                 self.unreadable.append(case)
-            elif p.status == "succeeded" and booking is not None and booking.status == BookingStatus.AWAITING_PAYMENT:
+            elif succeeded and booking is not None and booking.status == BookingStatus.AWAITING_PAYMENT:
                 self.awaiting.append(case)
             else:
                 self.cases.append(case)
+                if expected and (booking is not None or len(have) < len(expected)):
+                    self.short.append(case)
 
     def _cancelled_by_policy(self, p: CachedPayment, missing: AbstractSet[date]) -> AbstractSet[date]:
         """The days of an old payment that were cancelled: those with no event, when what Stripe refunded is what the
@@ -238,12 +265,12 @@ class Snapshot:
         if day not in self._closed:
             why = self._closed[day] = closure_reason(day, self.policy, self.closures)
             if why is None:
-                self._open.add(day)
+                self.open_days.add(day)
         return self._closed[day]
 
     def closed_on(self, days: list[date]) -> list[tuple[date, str]]:
         """Those of the days the venue is shut, each with why (most bookings fall on days already known open)."""
-        if self._open.issuperset(days):
+        if self.open_days.issuperset(days):
             return []
         return [(d, why) for d in days if (why := self.closed_why(d))]
 
@@ -268,6 +295,7 @@ class Snapshot:
             p.status == "succeeded" and kept > 0,
             _NO_DAYS,
             _NO_DAYS,
+            False,
             change,
         )
 
@@ -298,6 +326,9 @@ class Snapshot:
         """A confirmed booking's active days still ahead, or those of an old payment that keeps its money (the days
         it still pays for); none for any other payment."""
         if case.ahead is None:
+            if case.legacy and (not case.expected or case.pi.dates[-1] <= self._surely_over):
+                case.ahead = []  # the common case, told without sorting its days: an old payment long over
+                return case.ahead
             days = self.booked_days(case)
             if not days or (case.legacy and days[-1] <= self._surely_over):
                 case.ahead = []
@@ -334,8 +365,8 @@ class Snapshot:
         of a block in force (the venue's own, holding the room on purpose)."""
         if self._unpaid is None:
             self._unpaid = []
-            for ev in self.data.events:
-                if ev.new_pi or ev.unparseable or not ev.starts_at or not ev.ends_at or ev.transparent:
+            for ev in self.data.unpaid:
+                if ev.unparseable or not ev.starts_at or not ev.ends_at or ev.transparent:
                     continue
                 room = self.bookable.get(ev.calendar_id)
                 if room is None:
@@ -344,6 +375,12 @@ class Snapshot:
                     continue
                 self._unpaid.append((ev, room))
         return self._unpaid
+
+
+def _both_on(evs: list[CachedEvent], days: AbstractSet[date]) -> bool:
+    """Two readable events on two different days, both of them among these."""
+    a, b = evs
+    return a.day != b.day and a.day in days and b.day in days and not a.unparseable and not b.unparseable
 
 
 def _local_times(leg: BookingLeg, tz: Any) -> tuple[time, time]:
@@ -377,9 +414,7 @@ def paid_no_event(snap: Snapshot) -> Iterator[Detected]:
     """Money kept and no day on the calendar; or every day there, but the booking marked failed. A payment partly
     refunded (not as a cancellation under the policy: that leaves no day expected) says so: the days it still pays
     for need their events, or the rest needs refunding."""
-    for c in snap.cases:
-        if not c.expected:
-            continue
+    for c in snap.short:
         p, have = c.pi, c.have
         offers: tuple[str, ...] | None = None
         if c.booking is not None and c.booking.status == BookingStatus.FAILED and have == c.expected:
@@ -410,7 +445,7 @@ def paid_no_event(snap: Snapshot) -> Iterator[Detected]:
 
 def partial_multiday(snap: Snapshot) -> Iterator[Detected]:
     """Money kept, some of the days on the calendar and others missing."""
-    for c in snap.cases:
+    for c in snap.short:
         if not c.have or len(c.have) == len(c.expected):
             continue  # no day on the calendar (that is paid_no_event), or every day
         missing = sorted(c.expected - c.have)
@@ -507,20 +542,36 @@ def double_booking(snap: Snapshot) -> Iterator[Detected]:
     """Two events of different payments that overlap, or come closer than the buffer, in one bookable room."""
     now, tz = snap.now, snap.tz
     buffer = timedelta(minutes=snap.policy.buffer_minutes)
-    live_by_cal: dict[str, list[CachedEvent]] = defaultdict(list)
+    live: list[CachedEvent] = []
+    horizon: datetime | None = None  # the earliest start of an event not over yet
     for ev in snap.data.events:
         if not ev.unparseable and ev.starts_at and ev.ends_at and not ev.transparent:
+            live.append(ev)
+            if ev.ends_at > now and (horizon is None or ev.starts_at < horizon):
+                horizon = ev.starts_at
+    if horizon is None:
+        return  # every event is over: a pair is reported only while its later-starting event is not
+    # Nor can an event be in a reported pair that ends, with the buffer, before the first event not over starts: the
+    # room's history (most of the calendar) need not be put in order.
+    edge = min(horizon - buffer, now)
+    live_by_cal: dict[str, list[CachedEvent]] = defaultdict(list)
+    for ev in live:
+        assert ev.ends_at
+        if ev.ends_at > edge:
             live_by_cal[ev.calendar_id].append(ev)
     for cal, evs in live_by_cal.items():
         cal_room = snap.bookable.get(cal)
         if cal_room is None:
             continue
         evs.sort(key=_starts)
+        n = len(evs)
         for i, a in enumerate(evs):
             assert a.starts_at and a.ends_at
             clear = a.ends_at + buffer  # an event starting then or later is far enough, and so is every later one
-            for j in range(i + 1, len(evs)):  # by index: a slice copy per event made this loop quadratic
+            j = i + 1  # by index: a slice copy per event made this loop quadratic
+            while j < n:
                 b = evs[j]
+                j += 1
                 assert b.starts_at and b.ends_at
                 if b.starts_at >= clear:
                     break
@@ -564,6 +615,7 @@ def event_mismatch(snap: Snapshot) -> Iterator[Detected]:
     """Events of a kept payment at a different room, date or time than the booking's days (for a booking we hold:
     its legs, as changes left them) or, for a payment the old system took, than its metadata says."""
     tz = snap.tz
+    calendar_of = {slug: room.calendar_id for slug, room in snap.rooms.items()}
     for c in snap.cases:
         if not c.keeps_money or not c.events:
             continue
@@ -574,7 +626,12 @@ def event_mismatch(snap: Snapshot) -> Iterator[Detected]:
             slots = {(leg.calendar_id, leg.day, *_local_times(leg, tz)) for leg in c.legs}
             wrong = [e for e in c.events if e.day is not None and (e.calendar_id, e.day, e.t0, e.t1) not in slots]
         else:
-            cal, start, end, days = snap.rooms[p.room or ""].calendar_id, p.start, p.end, p.dates
+            cal, start, end, days = calendar_of[p.room or ""], p.start, p.end, p.day_set
+            for e in c.events:
+                if e.day is not None and (e.calendar_id != cal or e.t0 != start or e.t1 != end or e.day not in days):
+                    break
+            else:
+                continue  # every event where the metadata says (most payments): nothing to list
             wrong = [
                 e
                 for e in c.events
@@ -592,11 +649,16 @@ def event_mismatch(snap: Snapshot) -> Iterator[Detected]:
 def amount_mismatch(snap: Snapshot) -> Iterator[Detected]:
     """Charged more than the price while Stripe still keeps it, or less (until someone looks, unless refunded). A
     change's payment is measured against the difference the change cost."""
+    memo = snap.price_memo
     for c in (*snap.cases, *snap.changes):
         p = c.pi
         if p.status != "succeeded":
             continue
-        expected = c.change.net_cents if c.change is not None else _expected_amount(snap, p, c.booking)
+        expected: int | None
+        if c.legacy and (priced := memo.get((p.room, len(p.dates), p.start, p.end))) is not None:
+            expected = priced[1] if p.received == priced[1] else priced[0]  # _expected_amount, already worked out
+        else:
+            expected = c.change.net_cents if c.change is not None else _expected_amount(snap, p, c.booking)
         if expected is None:
             continue
         # Overcharged: flagged while Stripe still keeps more than the price (a refund of the difference, or a
@@ -619,13 +681,15 @@ def refund_policy_mismatch(snap: Snapshot) -> Iterator[Detected]:
     Our own refunds carry their quote (a change's refund: the difference the change gave back); one made in the
     Stripe dashboard is compared with cancelling every active day, that quote spread over the booking's payments
     in the order our refunds take them (its own first, then its changes')."""
+    refunded = snap.data.refunds
+    if not refunded:
+        return  # nothing refunded: nothing to judge
     for c in (*snap.cases, *snap.changes):
         p = c.pi
-        if p.status != "succeeded":
-            continue
+        if p.id not in refunded or p.status != "succeeded":
+            continue  # most payments were never refunded
         if c.legacy:
-            if p.id in snap.data.refunds:
-                yield from _legacy_refunds_off_policy(snap, c)
+            yield from _legacy_refunds_off_policy(snap, c)
             continue
         for refund in snap.data.refunds.get(p.id, []):
             record = snap.data.records.get(refund.id)
@@ -752,7 +816,7 @@ def missing_confirmation(snap: Snapshot) -> Iterator[Detected]:
                 c.pi.id,
                 f"{snap.who(c)}: confirmed, but the customer has no confirmation email",
             )
-        elif c.legacy and snap.upcoming(c) and _whole_on_calendar(snap, c):
+        elif c.legacy and (c.ahead if c.ahead is not None else snap.upcoming(c)) and _whole_on_calendar(snap, c):
             yield c.finding(
                 "missing_confirmation",
                 c.pi.id,
@@ -778,12 +842,13 @@ def _whole_on_calendar(snap: Snapshot, c: PaymentCase) -> bool:
 def missing_extras(snap: Snapshot) -> Iterator[Detected]:
     """A confirmed booking with days ahead in a room with an extras form, the form not filled in: the booking's own
     extras, or those an old payment's metadata carries."""
+    no_form = {slug for slug, room in snap.rooms.items() if not room.extras}
     for c in snap.cases:
         booking = c.booking
         if booking is None and not c.legacy:
             continue
         slug = booking.room_slug if booking is not None else c.pi.room or ""
-        if slug in snap.rooms and not snap.rooms[slug].extras:
+        if slug in no_form:
             continue  # no form to fill in (most rooms): whether its days are ahead does not matter
         if not snap.upcoming(c):
             continue
@@ -806,13 +871,20 @@ def missing_extras(snap: Snapshot) -> Iterator[Detected]:
 def holiday_booking(snap: Snapshot) -> Iterator[Detected]:
     """A live booking (or an old payment that keeps its money) on a day the venue is closed — a statutory holiday or
     a closure — days already past included: the customer may have paid for a day the venue was shut."""
+    open_days = snap.open_days
+    said: dict[tuple[tuple[date, str], ...], str] = {}  # the closed days in words: many bookings share them
     for c in snap.cases:
+        if c.legacy and open_days.issuperset(c.expected):
+            continue  # an old payment's booked days are its expected ones, known open: no need to sort them
         closed = snap.closed_on(snap.booked_days(c))
         if not closed:
             continue
         shares = snap.shares(c)
         past = [d for d, _ in closed if snap.ends(c, d) <= snap.now]
-        summary = f"{snap.who(c)}: booked on " + ", ".join(f"{day_label(d)} ({why})" for d, why in closed)
+        key = tuple(closed)
+        if key not in said:
+            said[key] = ", ".join(f"{day_label(d)} ({why})" for d, why in closed)
+        summary = f"{snap.who(c)}: booked on {said[key]}"
         if past:
             summary += (
                 f" — {'already past' if len(past) == len(closed) else f'{_days(past)} already past'}: the customer "

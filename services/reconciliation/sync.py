@@ -26,6 +26,7 @@ from models.tables import CalendarEventCache, JobLock, StripeObjectCache, SyncSt
 from services.core import audit
 from services.core.context import Progress, Services
 from services.core.errors import DomainError, GatewayError
+from services.reconciliation.cache import named_link
 
 log = logging.getLogger("roomdesk.sync")
 
@@ -312,6 +313,10 @@ def _upsert_event(session: Session, calendar_id: str, ev: dict[str, Any], tz: An
         session.add(row)
     for k, v in cols.items():
         setattr(row, k, v)
+    if row.matched_pi is None and row.match_method is None and cols["status"] != "cancelled":
+        # The link a reconciliation run makes for an event naming its payment, written with the event: a first run
+        # after a full sync then has only the links it concludes otherwise to write (it corrects every one).
+        row.matched_pi, row.match_method = named_link(cols["payment_intent"], cols["description_pi"])
     row.data = ev
     row.synced_at = now
 
