@@ -528,7 +528,15 @@ class EmailOutbox(SQLModel, table=True):
     """Every email we mean to send, kept until sent, so a mail outage loses nothing."""
 
     __tablename__ = "email_outbox"
-    __table_args__ = (sa.UniqueConstraint("idempotency_key", name="uq_email_idem"),)
+    # For the outbox page on years of mail: the counts by state and what is due read (status, next_attempt_at)
+    # alone; the list (newest first, 500 at a time, of all kinds or of one) walks an index in its order instead of
+    # sorting every row.
+    __table_args__ = (
+        sa.UniqueConstraint("idempotency_key", name="uq_email_idem"),
+        sa.Index("ix_email_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+        sa.Index("ix_email_outbox_created_at_id", "created_at", "id"),
+        sa.Index("ix_email_outbox_kind_created_at_id", "kind", "created_at", "id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     booking_id: int | None = Field(default=None, index=True)
@@ -538,7 +546,7 @@ class EmailOutbox(SQLModel, table=True):
     text: str = Field(sa_column=Column(sa.Text, nullable=False))
     html: str | None = Field(default=None, sa_column=Column(sa.Text, nullable=True))
     idempotency_key: str = Field(max_length=200)
-    status: OutboxStatus = _state(OutboxStatus, OutboxStatus.QUEUED, 12, index=True)
+    status: OutboxStatus = _state(OutboxStatus, OutboxStatus.QUEUED, 12)  # indexed with next_attempt_at
     attempts: int = 0
     last_error: str | None = Field(default=None, max_length=500)
     message_id: str | None = Field(default=None, max_length=200)

@@ -250,7 +250,10 @@ def emails_section(svc: Services) -> None:
     )
     kinds = f2.multiselect("Kind", list(KIND_LABELS), format_func=kind_label, key="ob_kinds", placeholder="All")
     search = f3.text_input("Search", key="ob_search", placeholder="Booking, address or subject")
-    emails = queries.list_outbox(svc, states=states or list(STATE_LABELS), kinds=kinds, search=search)
+    # Every state (the default, or none picked) is no filter at all: the list then walks the outbox's (created_at, id)
+    # index newest first, where a filter on each state made the database collect and sort years of rows.
+    every = not states or set(states) >= set(STATE_LABELS)
+    emails = queries.list_outbox(svc, states=None if every else states, kinds=kinds, search=search)
     if not emails:
         if retried:
             widgets.show_outcome(*retried[1:], notice)

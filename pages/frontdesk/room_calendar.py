@@ -96,10 +96,15 @@ if orphans:
     )
 
 # ---- below the grid: the list of what is on, and the timeline with the names in the bars -----------------------
-listing, timeline = st.tabs(["What's on", "Timeline"])
-with timeline:
-    charts.show_timeline(svc, charts.timeline_frame(svc, grid), days, labels=True)
-    st.caption(" · ".join(f"**{k}**: {v}" for k, v in charts.KIND_HELP.items()) + f". Times in {labels.tz_label(svc)}.")
+# The timeline is drawn only while its tab is open (a click on the tab reruns the page): a new visit then neither
+# builds its charts nor makes the browser load the chart library before the grid and the list are ready.
+listing, timeline = st.tabs(["What's on", "Timeline"], key="cal_tab", on_change="rerun")
+if timeline.open:
+    with timeline:
+        charts.show_timeline(svc, charts.timeline_frame(svc, grid), days, labels=True)
+        st.caption(
+            " · ".join(f"**{k}**: {v}" for k, v in charts.KIND_HELP.items()) + f". Times in {labels.tz_label(svc)}."
+        )
 
 names = {r.slug: r.name for r in grid.rooms}
 left, right = listing.columns([2.8, 1])

@@ -14,6 +14,7 @@ from services.authz import SyncBusy
 from services.core.errors import DomainError
 
 if TYPE_CHECKING:
+    from services.core.audit import ChainWatch
     from services.core.context import Services
 
 SEVERITY_COLORS = {"high": "red", "medium": "orange", "low": "gray"}
@@ -88,25 +89,42 @@ def sync_and_reconcile() -> SyncOutcome | None:
 
 def audit_indicator(svc: Services) -> None:
     """The audit trail's integrity: each row is chained to the one before by a hash (services/core/audit.py); an edited
-    or deleted row breaks the chain, and this says which."""
+    or deleted row breaks the chain, and this says which. The check runs in the background (audit.watch_chain): this
+    shows its last result and when it was checked, and never waits for a walk."""
     from services.core import audit
 
-    try:
-        report = audit.chain_status(svc)
-    except Exception:
-        actions.log.exception("Audit chain check failed")
+    watch = audit.watch_chain(svc)
+    watch.nudge()  # the rows written since the last check, for the next view
+    report = watch.latest()
+    if watch.failed:  # what the check before it found, if any, still shows below
         st.warning("The audit trail could not be checked just now; the details are in the server log.")
-        return
-    if report.ok:
+    if report is None:
+        if not watch.failed:
+            _first_check(watch)
+    elif report.ok:
         st.caption(
             f":material/verified_user: Audit trail intact · {report.rows:,} rows chained · checked "
             f"{labels.venue(svc, report.checked_at)}",
             help="Every change is recorded in an append-only audit log, each row chained to the previous one by a "
-            "hash. Run `python -m services.ops.cli verify-audit` for a full check.",
+            "hash, and checked in the background: in full every 15 minutes, new rows as they come. Run "
+            "`python -m services.ops.cli verify-audit` for a full check now.",
         )
     else:
         st.error(
             f"**The audit trail has been tampered with.** {report.line()} Tell an admin: rows of the audit log "
-            "were changed or deleted outside Room Desk.",
+            f"were changed or deleted outside Room Desk. (Checked {labels.venue(svc, report.checked_at)}.)",
             icon=":material/gpp_bad:",
         )
+
+
+@st.fragment(run_every=2)
+def _first_check(watch: ChainWatch) -> None:
+    """While the server's first check runs: say so, look again every 2 s (this alone reruns), and once it is done
+    rerun the page, which then shows the result."""
+    if watch.latest() is None and not watch.failed:
+        st.caption(
+            ":material/hourglass_top: Checking the audit trail… (the first check since the server started; the "
+            "result shows here when it is done)"
+        )
+        return
+    st.rerun()

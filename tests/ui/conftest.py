@@ -18,6 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from pages.ui import boot, session
 from services.booking import BookingRequest, StartResult, quote, sandbox_pay, start_booking
+from services.core import audit
 from services.core.context import Services, build_services
 from services.core.settings import get_settings
 from services.ops import demo
@@ -30,6 +31,7 @@ def _reset_caches() -> None:
     get_settings.cache_clear()
     st.cache_resource.clear()
     boot._SEEDINGS.clear()
+    audit.stop_watching()  # its thread reads the previous module's database
 
 
 @pytest.fixture(scope="module")

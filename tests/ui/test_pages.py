@@ -349,6 +349,9 @@ def test_room_calendar_draws_the_day_with_its_bookings(app: App, paid_booking: S
     at.date_input(key="cal_day").set_value(day).run()
     assert not at.exception
     assert day_label(day) in texts(at, "subheader")
+    assert not at.get("vega_lite_chart")  # the timeline is drawn when its tab is opened
+    at.session_state["cal_tab"] = "Timeline"
+    at.run()
     [chart] = at.get("vega_lite_chart")
     # The chart's data (Arrow bytes) carries the booking, for its bar's tooltip.
     assert any(paid_booking.reference.encode() in ds.data.data for ds in chart.proto.datasets)
@@ -363,6 +366,8 @@ def test_room_calendar_week_view_and_next(app: App, svc: Services) -> None:
     shown = at.date_input(key="cal_day").value  # today, or Monday when today is a weekend
     monday = shown - timedelta(days=shown.weekday())
     assert at.subheader[0].value == f"Week of {day_label(monday)}"
+    at.session_state["cal_tab"] = "Timeline"
+    at.run()
     assert len(at.get("vega_lite_chart")) == 5  # one chart per weekday
     at.button(key="cal_next").click().run()
     assert at.subheader[0].value == f"Week of {day_label(monday + timedelta(days=7))}"
