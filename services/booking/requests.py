@@ -10,6 +10,7 @@ from services.core.errors import ValidationError
 from services.rules.availability import (
     SlotRequest,
 )
+from services.rules.bill import Bill
 from services.rules.contact import validate_email
 from services.rules.pricing import Quote
 
@@ -63,6 +64,7 @@ class StartResult:
     amount_cents: int
     hold_expires_at: datetime | None  # None: held until an invoice is paid or voided
     pay_token: str = ""
+    bill: Bill | None = None  # what the payment charges, in parts (rules.bill.sold_bill of the booking as stored)
 
     @property
     def pay_path(self) -> str:

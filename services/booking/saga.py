@@ -64,6 +64,7 @@ from services.rules.availability import (
     check_conflicts,
     leg_windows,
 )
+from services.rules.bill import sold_bill
 from services.rules.deposits import terms_snapshot
 from services.rules.refunds import policy_snapshot
 
@@ -194,6 +195,7 @@ def start_booking(
                 version = req.terms_version
                 audit.record(s, "booking.terms.accepted", actor=actor, at=now, booking=booking, version=version)
             booking_id, reference, pay_token = booking.id, booking.reference, booking.pay_token or ""
+            bill = sold_bill(booking)
     except _Refused:
         assert refused is not None
         limit, message, held = refused
@@ -219,7 +221,7 @@ def start_booking(
         raise
 
     if on_invoice:
-        return StartResult(booking_id, reference, "", "", result.quote.total_cents, expires, pay_token)
+        return StartResult(booking_id, reference, "", "", result.quote.total_cents, expires, pay_token, bill)
     metadata = {
         "room": room.slug,
         "booking_dates": ",".join(d.isoformat() for d in sorted(req.dates)),
@@ -267,7 +269,14 @@ def start_booking(
             s, "booking.payment_intent.created", actor=actor, at=now, booking=booking, amount_cents=pi["amount"]
         )
     return StartResult(
-        booking_id, reference, pi["id"], pi.get("client_secret") or "", result.quote.total_cents, expires, pay_token
+        booking_id,
+        reference,
+        pi["id"],
+        pi.get("client_secret") or "",
+        result.quote.total_cents,
+        expires,
+        pay_token,
+        bill,
     )
 
 
