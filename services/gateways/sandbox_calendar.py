@@ -11,6 +11,7 @@ import binascii
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -44,6 +45,9 @@ class SandboxCalendar:
         self.store = SandboxStore(Path(store_dir) / "calendar.sqlite3")
         self.clock: Callable[[], datetime] = clock or utc_now
         self.faults = faults if faults is not None else Faults()
+        # Per calendar: (the store's fingerprint, its latest seq, busy intervals, every event's interval or None).
+        self._spans: dict[str, tuple[tuple[int, int], int, list[tuple[datetime, datetime, str]], dict[str, Any]]] = {}
+        self._spans_lock = threading.Lock()
 
     # -- CalendarGateway -------------------------------------------------------------------------------------------
 
@@ -213,13 +217,11 @@ class SandboxCalendar:
         busy: dict[str, list[Json]] = {}
         with self.store.read() as tx:
             for calendar_id in calendar_ids:
-                intervals = []
-                for event in (rec.data for rec in tx.records(_kind(calendar_id), **_may_overlap(window))):
-                    if event.get("status") == "cancelled" or event.get("transparency") == "transparent":
-                        continue
-                    start, end = _interval(event)
-                    if _overlaps(start, end, window):
-                        intervals.append((start, end, event["id"]))
+                intervals = [
+                    (start, end, event_id)
+                    for start, end, event_id in self._busy_spans(tx, calendar_id)
+                    if _overlaps(start, end, window)
+                ]
                 intervals.sort()
                 busy[calendar_id] = [
                     {"start": _rfc3339(start), "end": _rfc3339(end), "event_id": event_id}
@@ -227,6 +229,32 @@ class SandboxCalendar:
                 ]
         self.faults.after(op, PROVIDER, calendar_ids=calendar_ids, time_min=time_min, time_max=time_max)
         return busy
+
+    def _busy_spans(self, tx: StoreTx, calendar_id: str) -> list[tuple[datetime, datetime, str]]:
+        """The calendar's busy intervals (confirmed, opaque events), kept per process and brought up to date from the
+        events written since (the store's fingerprint of the calendar says when): a busy API asks for the same rooms'
+        free/busy hundreds of times a second, and each event's JSON is read once, not on every ask."""
+        kind = _kind(calendar_id)
+        mark = tx.fingerprint(kind)
+        with self._spans_lock:
+            known = self._spans.get(kind)
+            if known is not None and known[0] == mark:
+                return known[2]
+        spans: dict[str, tuple[datetime, datetime] | None]
+        if known is not None and mark[1] > known[1]:  # events written since: read those alone
+            spans = dict(known[3])
+            for rec in tx.records(kind, since_seq=known[1]):
+                spans[rec.id] = _busy_span(rec.data)
+            if len(spans) != mark[0]:  # one was deleted meanwhile: read them all again
+                spans = {}
+        else:
+            spans = {}
+        if not spans and mark[0]:
+            spans = {rec.id: _busy_span(rec.data) for rec in tx.records(kind)}
+        listed = [(span[0], span[1], event_id) for event_id, span in spans.items() if span is not None]
+        with self._spans_lock:
+            self._spans[kind] = (mark, mark[1], listed, spans)
+        return listed
 
     # -- sandbox only ----------------------------------------------------------------------------------------------
 
@@ -350,6 +378,13 @@ def _event_time(value: Any, which: str) -> datetime:
         return datetime.combine(date.fromisoformat(str(value["date"])), time(), tzinfo=UTC)
     except (ValueError, ZoneInfoNotFoundError) as exc:
         raise _bad_request(f"Invalid {which} time {value!r}") from exc
+
+
+def _busy_span(event: Json) -> tuple[datetime, datetime] | None:
+    """When the event makes its calendar busy (confirmed and opaque), its interval; None when it does not."""
+    if event.get("status") == "cancelled" or event.get("transparency") == "transparent":
+        return None
+    return _interval(event)
 
 
 def _overlaps(start: datetime, end: datetime, window: tuple[datetime | None, datetime | None]) -> bool:

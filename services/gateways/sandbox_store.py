@@ -144,6 +144,14 @@ class StoreTx:
             (scope, key, kind, id, fingerprint, None if response is None else json.dumps(response)),
         )
 
+    def fingerprint(self, kind: str) -> tuple[int, int]:
+        """(how many objects of `kind` there are, the latest seq among them): it changes whenever one of them is
+        written or deleted, so a reader may keep what it derived from them until it does."""
+        row = self._conn.execute(
+            "SELECT count(*), coalesce(max(seq), 0) FROM objects WHERE kind = ?", (kind,)
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
     def current_seq(self) -> int:
         """The latest sequence number handed out."""
         return int(self.get_meta("seq") or 0)

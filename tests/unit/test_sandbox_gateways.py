@@ -508,6 +508,33 @@ def test_freebusy_ignores_cancelled_and_transparent_events(calendar: SandboxCale
     assert busy["room-c@rooms.example"] == []
 
 
+def test_freebusy_follows_every_change_another_process_makes(tmp_path: Path, clock: Clock) -> None:
+    """The sandbox keeps each calendar's busy times between asks; whatever another process (another instance on the
+    same file) writes, moves, cancels, frees or deletes shows in the next answer."""
+    asker, other = SandboxCalendar(tmp_path, clock=clock), SandboxCalendar(tmp_path, clock=clock)
+    window = (T0 - timedelta(hours=9), T0 + timedelta(hours=15))
+
+    def busy() -> list[tuple[str, str, str]]:
+        return [(b["event_id"], b["start"][11:16], b["end"][11:16]) for b in asker.freebusy([ROOM_A], *window)[ROOM_A]]
+
+    assert busy() == []
+    other.insert_event(ROOM_A, make_event("firstaaaaa", day=10, hours=(9, 11)))
+    assert busy() == [("firstaaaaa", "09:00", "11:00")]
+    assert busy() == [("firstaaaaa", "09:00", "11:00")]  # asked again, nothing changed
+    other.insert_event(ROOM_A, make_event("secondaaaa", day=10, hours=(13, 14)))
+    other.patch_event(ROOM_A, "firstaaaaa", {"end": {"dateTime": "2025-03-10T12:00:00Z"}})
+    assert busy() == [("firstaaaaa", "09:00", "12:00"), ("secondaaaa", "13:00", "14:00")]
+    other.patch_event(ROOM_A, "secondaaaa", {"transparency": "transparent"})
+    assert busy() == [("firstaaaaa", "09:00", "12:00")]
+    other.delete_event(ROOM_A, "firstaaaaa")  # Google keeps it, cancelled
+    assert busy() == []
+    other.insert_event(ROOM_A, make_event("thirdaaaaa", day=10, hours=(15, 16)))
+    assert busy() == [("thirdaaaaa", "15:00", "16:00")]
+    with other.store.transaction() as tx:  # gone for good from the store (the sandbox's reset does this)
+        tx.delete(f"event:{ROOM_A}", "thirdaaaaa")
+    assert busy() == []
+
+
 def test_calendar_state_persists_across_instances(tmp_path: Path, clock: Clock) -> None:
     SandboxCalendar(tmp_path, clock=clock).insert_event(ROOM_A, make_event("bk1d1aaaaa"))
     other = SandboxCalendar(tmp_path, clock=clock)
