@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 from services.ops.serving import APP_FACTORY, TcpConfig
 
@@ -32,7 +33,9 @@ def accepted_nodelay(listener: socket.socket) -> int:
             server.close()
             await server.wait_closed()
 
-    return asyncio.run(accept_one())
+    # In a thread of its own: an earlier test of the session may have left this thread's event loop marked running.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, accept_one()).result(timeout=30)
 
 
 def test_the_workers_listener_gives_every_connection_tcp_nodelay() -> None:
