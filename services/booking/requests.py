@@ -63,8 +63,8 @@ class StartResult:
     client_secret: str
     amount_cents: int
     hold_expires_at: datetime | None  # None: held until an invoice is paid or voided
+    bill: Bill  # what the payment charges, in parts (rules.bill.sold_bill of the booking as stored)
     pay_token: str = ""
-    bill: Bill | None = None  # what the payment charges, in parts (rules.bill.sold_bill of the booking as stored)
 
     @property
     def pay_path(self) -> str:

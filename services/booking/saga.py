@@ -221,7 +221,7 @@ def start_booking(
         raise
 
     if on_invoice:
-        return StartResult(booking_id, reference, "", "", result.quote.total_cents, expires, pay_token, bill)
+        return StartResult(booking_id, reference, "", "", result.quote.total_cents, expires, bill, pay_token)
     metadata = {
         "room": room.slug,
         "booking_dates": ",".join(d.isoformat() for d in sorted(req.dates)),
@@ -275,8 +275,8 @@ def start_booking(
         pi.get("client_secret") or "",
         result.quote.total_cents,
         expires,
-        pay_token,
         bill,
+        pay_token,
     )
 
 

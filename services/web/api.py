@@ -451,7 +451,7 @@ def create_app(svc: Services, *, allowed_origins: Sequence[str] | None = None) -
         _check_room(svc, body)
         guard.verify_challenge(svc.settings, body.challenge_token, public.address(request))
         started = booking.start_booking(svc, _request(body, public.client_key(request)), actor="api")
-        bill = started.bill or customer.booking_bill(svc, started.booking_id)
+        bill = started.bill
         return BookingOut(
             booking_id=started.reference,
             payment_intent=started.payment_intent,

@@ -211,15 +211,6 @@ def view(svc: Services, reference: str, token: str | None, *, now: datetime | No
         )
 
 
-def booking_bill(svc: Services, booking_id: int) -> Bill:
-    """What a booking's own payment charges, in parts, from its stored amounts (the API's booking answer)."""
-    with svc.read_session() as s:
-        b = s.get(Booking, booking_id)
-        if b is None:
-            raise NotFound(f"No booking #{booking_id}")
-        return sold_bill(b)
-
-
 def _terms_ok(svc: Services, b: Booking) -> bool:
     """Accepted, and the version the customer accepted is the one in force (a booking made under an older version
     is asked again before paying)."""
