@@ -45,8 +45,8 @@ class SandboxCalendar:
         self.store = SandboxStore(Path(store_dir) / "calendar.sqlite3")
         self.clock: Callable[[], datetime] = clock or utc_now
         self.faults = faults if faults is not None else Faults()
-        # Per calendar: (the store's fingerprint, its latest seq, busy intervals, every event's interval or None).
-        self._spans: dict[str, tuple[tuple[int, int], int, list[tuple[datetime, datetime, str]], dict[str, Any]]] = {}
+        # Per calendar: (the store's fingerprint of it, its busy intervals, every event's interval or None).
+        self._spans: dict[str, tuple[tuple[int, int], list[tuple[datetime, datetime, str]], dict[str, Any]]] = {}
         self._spans_lock = threading.Lock()
 
     # -- CalendarGateway -------------------------------------------------------------------------------------------
@@ -238,22 +238,19 @@ class SandboxCalendar:
         mark = tx.fingerprint(kind)
         with self._spans_lock:
             known = self._spans.get(kind)
-            if known is not None and known[0] == mark:
-                return known[2]
-        spans: dict[str, tuple[datetime, datetime] | None]
-        if known is not None and mark[1] > known[1]:  # events written since: read those alone
-            spans = dict(known[3])
-            for rec in tx.records(kind, since_seq=known[1]):
-                spans[rec.id] = _busy_span(rec.data)
+        if known is not None and known[0] == mark:
+            return known[1]
+        spans: dict[str, tuple[datetime, datetime] | None] | None = None
+        if known is not None and mark[1] > known[0][1]:  # events written since: read those alone
+            spans = dict(known[2])
+            spans.update((rec.id, _busy_span(rec.data)) for rec in tx.records(kind, since_seq=known[0][1]))
             if len(spans) != mark[0]:  # one was deleted meanwhile: read them all again
-                spans = {}
-        else:
-            spans = {}
-        if not spans and mark[0]:
+                spans = None
+        if spans is None:
             spans = {rec.id: _busy_span(rec.data) for rec in tx.records(kind)}
         listed = [(span[0], span[1], event_id) for event_id, span in spans.items() if span is not None]
         with self._spans_lock:
-            self._spans[kind] = (mark, mark[1], listed, spans)
+            self._spans[kind] = (mark, listed, spans)
         return listed
 
     # -- sandbox only ----------------------------------------------------------------------------------------------
