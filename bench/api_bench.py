@@ -137,14 +137,23 @@ def run_clients(
                 phase.samples.append(sample)
 
     threads = [threading.Thread(target=worker, daemon=True, name=f"{name}-{i}") for i in range(clients)]
-    cpu_before = cpu_clock() if cpu_clock else None
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    try:
+    with timed(phase, cpu_clock, interrupted):
+        for t in threads:
+            t.start()
         for t in threads:
             while t.is_alive():
                 t.join(0.2)
+    phase.stopped_early = count is not None and taken < count
+    return phase
+
+
+@contextmanager
+def timed(phase: Phase, cpu_clock: Callable[[], float | None] | None, interrupted: threading.Event) -> Iterator[None]:
+    """The phase's wall time and the serving side's CPU over the block; Ctrl-C inside it stops every later phase."""
+    cpu_before = cpu_clock() if cpu_clock else None
+    started = time.perf_counter()
+    try:
+        yield
     except KeyboardInterrupt:
         interrupted.set()
         raise
@@ -152,8 +161,6 @@ def run_clients(
     cpu_after = cpu_clock() if cpu_clock else None
     if cpu_before is not None and cpu_after is not None:
         phase.cpu = cpu_after - cpu_before
-    phase.stopped_early = count is not None and taken < count
-    return phase
 
 
 class HttpClients:
@@ -215,17 +222,8 @@ def run_http(
         session = await clients.session()
         await asyncio.gather(*(client(session) for _ in range(clients.clients)))
 
-    cpu_before = cpu_clock() if cpu_clock else None
-    started = time.perf_counter()
-    try:
+    with timed(phase, cpu_clock, interrupted):
         clients.run(drive())
-    except KeyboardInterrupt:
-        interrupted.set()
-        raise
-    phase.wall = time.perf_counter() - started
-    cpu_after = cpu_clock() if cpu_clock else None
-    if cpu_before is not None and cpu_after is not None:
-        phase.cpu = cpu_after - cpu_before
     phase.stopped_early = count is not None and taken < count
     return phase
 
